@@ -1,0 +1,125 @@
+"""Settings, read once at the edge from `town.toml` and `GASTOWN_*` environment variables.
+
+`load_settings(town_dir)` is the only function that reads files or the environment for configuration; the
+result is passed down to everything else. Environment variables override the file:
+`GASTOWN_<SECTION>__<FIELD>` (e.g. `GASTOWN_LEASE__SECONDS=120`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gastown_mcp.errors import InvalidInput
+
+TOWN_FILE = "town.toml"
+DB_FILE = "town.db"
+JOURNAL_FILE = "events.jsonl"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TownSection(_Section):
+    name: str = "town"
+    prefix: str = Field(default="gt", pattern=r"^[a-z][a-z0-9]{0,7}$")
+
+
+class LeaseSection(_Section):
+    seconds: float = Field(default=600.0, gt=0, description="how long a claim lasts without a call from its holder")
+
+
+class ServerSection(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    allowed_hosts: list[str] = Field(default_factory=list, description="extra Host headers to accept")
+
+
+class GatewaySection(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8766, ge=0, le=65535)
+
+
+class RuntimeSection(_Section):
+    image: str = "gastown-agent:latest"
+
+
+class WitnessSection(_Section):
+    interval_seconds: float = Field(default=5.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+
+
+class Settings(_Section):
+    """Everything configurable about one town."""
+
+    town_dir: Path
+    town: TownSection = Field(default_factory=TownSection)
+    lease: LeaseSection = Field(default_factory=LeaseSection)
+    server: ServerSection = Field(default_factory=ServerSection)
+    gateway: GatewaySection = Field(default_factory=GatewaySection)
+    runtime: RuntimeSection = Field(default_factory=RuntimeSection)
+    witness: WitnessSection = Field(default_factory=WitnessSection)
+
+    @property
+    def db_path(self) -> Path:
+        return self.town_dir / DB_FILE
+
+    @property
+    def journal_path(self) -> Path:
+        return self.town_dir / JOURNAL_FILE
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in env.items():
+        if not key.startswith("GASTOWN_") or "__" not in key:
+            continue
+        section, _, field = key[len("GASTOWN_") :].lower().partition("__")
+        if section in Settings.model_fields and section != "town_dir":
+            out.setdefault(section, {})[field] = _parse_env_value(value)
+    return out
+
+
+def _parse_env_value(value: str) -> Any:
+    if value.startswith(("[", "{")):
+        import json
+
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def load_settings(town_dir: Path | str, env: Mapping[str, str] | None = None) -> Settings:
+    """Read `town.toml` in `town_dir` (if any) and the environment into one `Settings`."""
+    town_dir = Path(town_dir).expanduser().resolve()
+    data: dict[str, Any] = {}
+    toml_path = town_dir / TOWN_FILE
+    if toml_path.exists():
+        try:
+            data = tomllib.loads(toml_path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidInput(f"{toml_path} is not valid TOML ({exc}); fix the file or remove it") from exc
+    for section, fields in _env_overrides(os.environ if env is None else env).items():
+        data.setdefault(section, {}).update(fields)
+    try:
+        return Settings(town_dir=town_dir, **data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
+        raise InvalidInput(f"bad settings in {toml_path} or GASTOWN_* variables: {problems}") from exc
+
+
+def default_town_toml(name: str, prefix: str) -> str:
+    return (
+        "# gastown town settings; GASTOWN_<SECTION>__<FIELD> environment variables override these.\n"
+        f'[town]\nname = "{name}"\nprefix = "{prefix}"\n\n'
+        "[lease]\nseconds = 600\n\n"
+        '[server]\nhost = "127.0.0.1"\nport = 8765\n'
+    )

@@ -1,0 +1,94 @@
+"""Who may do what: the permission table by role, and which MCP tools each role sees.
+
+Actions ending in `.own` apply only to beads the caller holds; `.any` to every bead. The tool profile of a
+role is derived from this table, so a role never sees a tool it may not call.
+"""
+
+from __future__ import annotations
+
+from gastown_mcp.models import Role
+
+READ = {"bead.read"}
+POLECAT = READ | {
+    "bead.claim",
+    "bead.update.own",
+    "bead.comment",
+    "bead.complete.own",
+    "bead.release.own",
+    "bead.create.discovered",
+    "town.inbox",
+    "town.mail",
+    "town.heartbeat",
+}
+WITNESS = READ | {
+    "town.status",
+    "bead.release.any",
+    "town.nudge",
+    "town.agents",
+    "town.inbox",
+    "town.heartbeat",
+    "town.mail",
+}
+PLANNER = READ | {
+    "town.status",
+    "bead.create",
+    "bead.claim",
+    "bead.update.any",
+    "bead.comment",
+    "bead.complete.any",
+    "bead.release.any",
+    "bead.link",
+    "town.nudge",
+    "town.mail",
+    "town.inbox",
+    "town.agents",
+    "town.heartbeat",
+}
+MAYOR = PLANNER | {"town.spawn", "town.stop", "town.sling", "town.budget.set", "town.budget", "town.usage"}
+OVERSEER = MAYOR | {"town.admin"}
+DOG = READ | {"town.status", "town.agents", "town.heartbeat", "town.inbox"}
+
+ACTIONS: dict[Role, frozenset[str]] = {
+    Role.overseer: frozenset(OVERSEER),
+    Role.mayor: frozenset(MAYOR),
+    Role.refinery: frozenset(PLANNER | {"town.budget", "town.usage"}),
+    Role.deacon: frozenset(PLANNER | {"town.budget", "town.usage"}),
+    Role.witness: frozenset(WITNESS | {"town.stop", "town.budget", "town.usage"}),
+    Role.polecat: frozenset(POLECAT),
+    Role.dog: frozenset(DOG),
+}
+
+# Each MCP tool and the actions that let a role see it (any one suffices).
+TOOL_ACTIONS: dict[str, tuple[str, ...]] = {
+    "bead_create": ("bead.create", "bead.create.discovered"),
+    "bead_show": ("bead.read",),
+    "bead_list": ("bead.read",),
+    "bead_ready": ("bead.read",),
+    "bead_claim": ("bead.claim",),
+    "bead_update": ("bead.update.own", "bead.update.any"),
+    "bead_comment": ("bead.comment",),
+    "bead_complete": ("bead.complete.own", "bead.complete.any"),
+    "bead_release": ("bead.release.own", "bead.release.any"),
+    "bead_link": ("bead.link",),
+    "town_status": ("town.status",),
+    "town_agents": ("town.agents",),
+    "town_nudge": ("town.nudge",),
+    "town_inbox": ("town.inbox",),
+    "town_mail_send": ("town.mail",),
+    "town_heartbeat": ("town.heartbeat",),
+    "town_spawn": ("town.spawn",),
+    "town_stop": ("town.stop",),
+    "town_sling": ("town.sling",),
+    "town_budget_set": ("town.budget.set",),
+    "town_budget": ("town.budget",),
+    "town_usage": ("town.usage",),
+}
+
+
+def can(role: Role, action: str) -> bool:
+    return action in ACTIONS[role]
+
+
+def tools_for(role: Role) -> list[str]:
+    allowed = ACTIONS[role]
+    return [tool for tool, actions in TOOL_ACTIONS.items() if any(a in allowed for a in actions)]

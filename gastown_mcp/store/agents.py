@@ -1,0 +1,149 @@
+"""Agents: identity (name, role, rig), lifecycle state, and credentials stored only as hashes.
+
+Each agent has two secrets, shown once at creation: an MCP bearer token and a gateway virtual key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from gastown_mcp.errors import Conflict, NotFound
+from gastown_mcp.models import Agent, AgentState, Role
+from gastown_mcp.store import rows
+from gastown_mcp.store.db import Database, now_iso
+
+TOKEN_PREFIX = "gt_"
+KEY_PREFIX = "gtk_"
+
+
+def secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What an agent needs to act: shown once, never stored in clear."""
+
+    agent: Agent
+    token: str
+    gateway_key: str
+
+
+class AgentRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(
+        self,
+        actor: str,
+        name: str,
+        role: Role,
+        rig: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Credentials:
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        with self.db.write() as tx:
+            old = tx.execute("SELECT state FROM agents WHERE name=?", (name,)).fetchone()
+            if old is not None and old["state"] != AgentState.removed.value:
+                raise Conflict(f"agent {name!r} already exists; pick another name or remove it first")
+            if old is not None:
+                tx.execute("DELETE FROM agents WHERE name=?", (name,))
+            tx.execute(
+                """INSERT INTO agents (name, role, rig, state, token_hash, gateway_key_hash, created_at, metadata)
+                   VALUES (?,?,?,?,?,?,?,?)""",
+                (
+                    name,
+                    role.value,
+                    rig,
+                    AgentState.requested.value,
+                    secret_hash(token),
+                    secret_hash(key),
+                    tx.now,
+                    json.dumps(metadata or {}),
+                ),
+            )
+            tx.event(actor, "agent.created", agent=name, after={"role": role.value, "rig": rig})
+        return Credentials(self.get(name), token, key)
+
+    def get(self, name: str) -> Agent:
+        row = self.db.query_one("SELECT * FROM agents WHERE name=?", (name,))
+        if row is None:
+            raise NotFound(f"no agent {name!r}; list agents with `gastown agent list`")
+        return rows.agent(row)
+
+    def find(self, name: str) -> Agent | None:
+        row = self.db.query_one("SELECT * FROM agents WHERE name=?", (name,))
+        return rows.agent(row) if row else None
+
+    def by_token(self, token: str) -> Agent | None:
+        row = self.db.query_one("SELECT * FROM agents WHERE token_hash=? AND state != 'removed'", (secret_hash(token),))
+        return rows.agent(row) if row else None
+
+    def by_gateway_key(self, key: str) -> Agent | None:
+        row = self.db.query_one(
+            "SELECT * FROM agents WHERE gateway_key_hash=? AND state != 'removed'", (secret_hash(key),)
+        )
+        return rows.agent(row) if row else None
+
+    def all(self, *, role: Role | None = None, include_removed: bool = False) -> list[Agent]:
+        sql, params = "SELECT * FROM agents WHERE 1=1", []
+        if role is not None:
+            sql += " AND role=?"
+            params.append(role.value)
+        if not include_removed:
+            sql += " AND state != 'removed'"
+        return [rows.agent(r) for r in self.db.query(sql + " ORDER BY created_at, name", params)]
+
+    def names(self) -> set[str]:
+        return {r["name"] for r in self.db.query("SELECT name FROM agents")}
+
+    def rotate(self, actor: str, name: str) -> Credentials:
+        """New MCP token and gateway key; the old ones stop working at once."""
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        with self.db.write() as tx:
+            cur = tx.execute(
+                "UPDATE agents SET token_hash=?, gateway_key_hash=? WHERE name=? AND state != 'removed'",
+                (secret_hash(token), secret_hash(key), name),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"no active agent {name!r}")
+            tx.event(actor, "agent.token_rotated", agent=name)
+        return Credentials(self.get(name), token, key)
+
+    def set_state(self, actor: str, name: str, state: AgentState, reason: str = "", **meta: Any) -> Agent:
+        with self.db.write() as tx:
+            row = tx.execute("SELECT * FROM agents WHERE name=?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"no agent {name!r}")
+            metadata = rows.loads(row["metadata"]) or {}
+            metadata.update(meta)
+            extra = ""
+            params: list[Any] = [state.value, json.dumps(metadata)]
+            if state is AgentState.removed:
+                extra = ", token_hash=NULL, gateway_key_hash=NULL, removed_at=?"
+                params.append(tx.now)
+            tx.execute(f"UPDATE agents SET state=?, metadata=?{extra} WHERE name=?", (*params, name))
+            if row["state"] != state.value:
+                tx.event(
+                    actor,
+                    f"agent.{state.value}",
+                    agent=name,
+                    before={"state": row["state"]},
+                    after={"state": state.value, "reason": reason, **meta},
+                )
+        return self.get(name)
+
+    def touch(self, name: str, lease_seconds: float) -> None:
+        """The agent is alive: record when, and renew the leases on every bead it holds (not audited)."""
+        with self.db.write() as tx:
+            tx.execute("UPDATE agents SET last_seen=? WHERE name=?", (tx.now, name))
+            tx.execute(
+                "UPDATE beads SET lease_expires_at=? WHERE assignee=? AND status='in_progress'",
+                (now_iso(tx.at + lease_seconds), name),
+            )

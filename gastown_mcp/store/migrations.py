@@ -1,0 +1,188 @@
+"""Append-only schema migrations (sqlite-utils `Migrations`). Never edit one that has shipped: add another.
+
+Numbering is fixed by owner so parallel work never collides: m001 core tables, m002 gateway (usage,
+budgets, routes), m003 runtime (rigs, containers). A new migration goes at the end of its file section.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from sqlite_utils import Database as UtilsDatabase
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("gastown")
+
+
+def _run(db: UtilsDatabase, statements: str) -> None:
+    # executescript() would COMMIT the migration's transaction, so run statements one by one.
+    for stmt in statements.split(";\n"):
+        if stmt.strip():
+            db.execute(stmt)
+
+
+@migrations(name="m001_core")
+def m001_core(db: UtilsDatabase) -> None:
+    _run(
+        db,
+        """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE beads (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    acceptance TEXT NOT NULL DEFAULT '',
+    notes TEXT NOT NULL DEFAULT '',
+    type TEXT NOT NULL DEFAULT 'task',
+    priority INTEGER NOT NULL DEFAULT 2 CHECK (priority BETWEEN 0 AND 4),
+    status TEXT NOT NULL DEFAULT 'open'
+        CHECK (status IN ('open','in_progress','blocked','done','cancelled')),
+    assignee TEXT,
+    lease_expires_at TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    open_blockers INTEGER NOT NULL DEFAULT 0,
+    child_count INTEGER NOT NULL DEFAULT 0,
+    result TEXT,
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    closed_at TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX beads_ready ON beads (priority, created_at, id)
+    WHERE status = 'open' AND open_blockers = 0 AND assignee IS NULL;
+CREATE INDEX beads_leases ON beads (lease_expires_at) WHERE status = 'in_progress';
+CREATE INDEX beads_assignee ON beads (assignee) WHERE assignee IS NOT NULL;
+CREATE INDEX beads_status ON beads (status, priority, created_at);
+CREATE TABLE labels (
+    bead_id TEXT NOT NULL REFERENCES beads(id) ON DELETE CASCADE,
+    label TEXT NOT NULL,
+    PRIMARY KEY (bead_id, label)
+);
+CREATE INDEX labels_label ON labels (label);
+CREATE TABLE deps (
+    bead_id TEXT NOT NULL REFERENCES beads(id) ON DELETE CASCADE,
+    depends_on TEXT NOT NULL REFERENCES beads(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('blocks','parent','related','discovered_from')),
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    PRIMARY KEY (bead_id, depends_on, kind)
+);
+CREATE INDEX deps_reverse ON deps (depends_on, kind);
+CREATE TABLE comments (
+    id INTEGER PRIMARY KEY,
+    bead_id TEXT NOT NULL REFERENCES beads(id) ON DELETE CASCADE,
+    author TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX comments_bead ON comments (bead_id, id);
+CREATE TABLE agents (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    rig TEXT,
+    state TEXT NOT NULL DEFAULT 'requested',
+    token_hash TEXT UNIQUE,
+    gateway_key_hash TEXT UNIQUE,
+    created_at TEXT NOT NULL,
+    last_seen TEXT,
+    removed_at TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('mail','nudge')),
+    sender TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    subject TEXT NOT NULL DEFAULT '',
+    body TEXT NOT NULL,
+    thread TEXT,
+    state TEXT NOT NULL DEFAULT 'sent' CHECK (state IN ('sent','delivered','acknowledged')),
+    created_at TEXT NOT NULL,
+    delivered_at TEXT,
+    acknowledged_at TEXT
+);
+CREATE INDEX messages_inbox ON messages (recipient, kind, state, id);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    verb TEXT NOT NULL,
+    bead_id TEXT,
+    agent TEXT,
+    before TEXT,
+    after TEXT
+);
+CREATE INDEX events_bead ON events (bead_id, id) WHERE bead_id IS NOT NULL;
+CREATE INDEX events_agent ON events (agent, id) WHERE agent IS NOT NULL
+""",
+    )
+
+
+@migrations(name="m002_gateway")
+def m002_gateway(db: UtilsDatabase) -> None:
+    # One row per metered request; budgets keep running totals so admission is one indexed read.
+    _run(
+        db,
+        """
+CREATE TABLE usage (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    rig TEXT,
+    model TEXT NOT NULL,
+    upstream TEXT NOT NULL DEFAULT '',
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_creation_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    duration_ms REAL NOT NULL DEFAULT 0,
+    status INTEGER NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('ok','error','abandoned','refused')),
+    stream INTEGER NOT NULL DEFAULT 0,
+    request_id TEXT
+);
+CREATE INDEX usage_agent ON usage (agent, id);
+CREATE INDEX usage_rig ON usage (rig, id) WHERE rig IS NOT NULL;
+CREATE TABLE budgets (
+    scope TEXT NOT NULL CHECK (scope IN ('agent','rig','town')),
+    name TEXT NOT NULL,
+    token_limit INTEGER CHECK (token_limit IS NULL OR token_limit >= 0),
+    usd_limit REAL CHECK (usd_limit IS NULL OR usd_limit >= 0),
+    tokens_spent INTEGER NOT NULL DEFAULT 0,
+    usd_spent REAL NOT NULL DEFAULT 0,
+    exhausted_at TEXT,
+    updated_at TEXT NOT NULL,
+    updated_by TEXT NOT NULL,
+    PRIMARY KEY (scope, name)
+);
+CREATE TABLE reservations (
+    id INTEGER PRIMARY KEY,
+    agent TEXT NOT NULL,
+    rig TEXT,
+    model TEXT NOT NULL,
+    tokens INTEGER NOT NULL,
+    usd REAL NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX reservations_agent ON reservations (agent);
+CREATE INDEX reservations_rig ON reservations (rig) WHERE rig IS NOT NULL;
+CREATE TABLE routes (
+    id INTEGER PRIMARY KEY,
+    agent TEXT NOT NULL DEFAULT '*',
+    model TEXT NOT NULL DEFAULT '*',
+    upstream TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    UNIQUE (agent, model)
+)
+""",
+    )
+
+
+# m003_runtime (rigs, containers) goes here.
+
+
+def apply_migrations(conn: sqlite3.Connection) -> None:
+    migrations.apply(UtilsDatabase(conn))
