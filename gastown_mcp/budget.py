@@ -1,0 +1,394 @@
+"""Budgets and usage: token/USD limits per agent, rig and town, reserve-then-settle admission, price table.
+
+An agent spends from its own budget, its rig's and the town's; a scope without a budget row is unlimited.
+Overspend bound: a request is admitted only while spent + live reservations < limit in every scope, and it
+reserves an upper bound of what it can consume (body bytes + max_tokens), so the final spend of any scope
+stays below its limit plus the largest single reservation, however many requests run at once.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import sqlite3
+import time
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gastown_mcp.errors import BudgetExceeded, InvalidInput
+from gastown_mcp.store.db import Database, Tx, now_iso
+from gastown_mcp.store.usage import TOWN, BudgetKey, UsageRepo, UsageRow
+
+GATEWAY_ACTOR = "gateway"
+
+
+class HasDatabase(Protocol):
+    """A `Store` (or anything holding the town `Database`)."""
+
+    @property
+    def db(self) -> Database: ...
+
+
+class BudgetBusy(BudgetExceeded):
+    """A budget is not spent yet, but in-flight requests have reserved the rest; retry in a moment."""
+
+
+class Scope(StrEnum):
+    agent = "agent"
+    rig = "rig"
+    town = "town"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Price(_Model):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_write: float | None = Field(default=None, ge=0, description="default 1.25 × input (5-minute cache)")
+    cache_read: float | None = Field(default=None, ge=0, description="default 0.1 × input")
+
+    @property
+    def write(self) -> float:
+        return self.input * 1.25 if self.cache_write is None else self.cache_write
+
+    @property
+    def read(self) -> float:
+        return self.input * 0.1 if self.cache_read is None else self.cache_read
+
+
+def default_prices() -> dict[str, Price]:
+    """Public list prices by model family (first matching glob wins); the stand-in is priced like Sonnet."""
+    return {
+        "scripted-standin*": Price(input=3, output=15),
+        "claude-opus-4-[5-9]*": Price(input=5, output=25),
+        "claude-opus-*": Price(input=15, output=75),
+        "claude-3-opus*": Price(input=15, output=75),
+        "claude-*sonnet*": Price(input=3, output=15),
+        "claude-haiku-4*": Price(input=1, output=5),
+        "claude-3-5-haiku*": Price(input=0.8, output=4),
+        "claude-3-haiku*": Price(input=0.25, output=1.25),
+        "*": Price(input=3, output=15),
+    }
+
+
+class Usage(_Model):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cache_read_tokens: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_creation_tokens + self.cache_read_tokens
+
+
+class PriceTable:
+    """Globs over model ids → `Price`; overrides are tried before the defaults."""
+
+    def __init__(self, overrides: Mapping[str, Price] | None = None) -> None:
+        self.rules: list[tuple[str, Price]] = [*(overrides or {}).items(), *default_prices().items()]
+
+    def price(self, model: str) -> Price:
+        for pattern, price in self.rules:
+            if fnmatch.fnmatchcase(model, pattern):
+                return price
+        return Price(input=0, output=0)
+
+    def cost(self, model: str, usage: Usage) -> float:
+        p = self.price(model)
+        return (
+            usage.input_tokens * p.input
+            + usage.output_tokens * p.output
+            + usage.cache_creation_tokens * p.write
+            + usage.cache_read_tokens * p.read
+        ) / 1e6
+
+    def estimate(self, model: str, input_tokens_max: int, max_tokens: int) -> Estimate:
+        """An upper bound: every input token at the dearer of input and cache-write prices."""
+        p = self.price(model)
+        usd = (input_tokens_max * max(p.input, p.write) + max_tokens * p.output) / 1e6
+        return Estimate(tokens=input_tokens_max + max_tokens, usd=usd)
+
+
+class Estimate(_Model):
+    tokens: int = Field(ge=0)
+    usd: float = Field(ge=0)
+
+
+class Reservation(_Model):
+    id: int | None = Field(description="None when no budget applied, so nothing was reserved")
+    agent: str
+    rig: str | None
+    model: str
+    tokens: int
+    usd: float
+    created: float = Field(default_factory=time.monotonic)
+
+
+class BudgetStatus(_Model):
+    scope: Scope
+    name: str
+    token_limit: int | None
+    usd_limit: float | None
+    tokens_spent: int
+    usd_spent: float
+    tokens_remaining: int | None
+    usd_remaining: float | None
+    exhausted: bool
+    exhausted_at: str | None = None
+    updated_at: str
+    updated_by: str
+
+
+class AgentUsage(_Model):
+    agent: str
+    rig: str | None
+    requests: int
+    refused: int
+    input_tokens: int
+    output_tokens: int
+    cache_creation_tokens: int
+    cache_read_tokens: int
+    cost_usd: float
+    tokens_remaining: int | None = Field(description="least remaining over agent, rig and town; None = no limit")
+    usd_remaining: float | None
+    last_at: str | None = None
+
+
+def keys_for(agent: str, rig: str | None) -> list[BudgetKey]:
+    keys: list[BudgetKey] = [(Scope.agent.value, agent)]
+    if rig:
+        keys.append((Scope.rig.value, rig))
+    keys.append((Scope.town.value, TOWN))
+    return keys
+
+
+def _status(row: sqlite3.Row) -> BudgetStatus:
+    tl, ul = row["token_limit"], row["usd_limit"]
+    trem = None if tl is None else max(tl - row["tokens_spent"], 0)
+    urem = None if ul is None else max(ul - row["usd_spent"], 0.0)
+    return BudgetStatus(
+        scope=row["scope"],
+        name=row["name"],
+        token_limit=tl,
+        usd_limit=ul,
+        tokens_spent=row["tokens_spent"],
+        usd_spent=round(row["usd_spent"], 9),
+        tokens_remaining=trem,
+        usd_remaining=None if urem is None else round(urem, 9),
+        exhausted=(trem is not None and trem <= 0) or (urem is not None and urem <= 0),
+        exhausted_at=row["exhausted_at"],
+        updated_at=row["updated_at"],
+        updated_by=row["updated_by"],
+    )
+
+
+class Budgets:
+    """The budget/usage API the gateway and the town call. Permission checks belong to the caller."""
+
+    def __init__(self, store: HasDatabase, prices: PriceTable | None = None) -> None:
+        self.db = store.db
+        self.repo = UsageRepo(store.db)
+        self.prices = prices or PriceTable()
+
+    # -- operator surface --------------------------------------------------------------------------
+    def set(
+        self,
+        actor: str,
+        scope: Scope | str,
+        name: str | None = None,
+        *,
+        tokens: int | None = None,
+        usd: float | None = None,
+    ) -> BudgetStatus:
+        """Set (or replace) a scope's limits; spending already recorded for the scope counts against it."""
+        scope, name = _scope_name(scope, name)
+        if tokens is None and usd is None:
+            raise InvalidInput("give a token limit, a USD limit or both; use clear to remove a budget")
+        if (tokens is not None and tokens < 0) or (usd is not None and usd < 0):
+            raise InvalidInput("budget limits must be zero or more")
+        with self.db.write() as tx:
+            before = self.repo.upsert_budget(tx, scope, name, tokens, usd, actor)
+            after = {"scope": scope, "name": name, "token_limit": tokens, "usd_limit": usd}
+            tx.event(
+                actor,
+                "budget_set",
+                agent=name if scope == "agent" else None,
+                before=dict(before) if before is not None else None,
+                after=after,
+            )
+        return self.show(scope, name)[0]
+
+    def clear(self, actor: str, scope: Scope | str, name: str | None = None) -> None:
+        scope, name = _scope_name(scope, name)
+        with self.db.write() as tx:
+            before = self.repo.delete_budget(tx, scope, name)
+            if before is not None:
+                tx.event(actor, "budget_cleared", agent=name if scope == "agent" else None, before=dict(before))
+
+    def show(self, scope: Scope | str | None = None, name: str | None = None) -> list[BudgetStatus]:
+        if scope is not None:
+            scope, name = _scope_name(scope, name) if name is not None or scope == "town" else (scope, None)
+        return [_status(r) for r in self.repo.list_budgets(None if scope is None else str(scope), name)]
+
+    def applying_to(self, agent: str, rig: str | None) -> list[BudgetStatus]:
+        """The budgets an agent spends from (its own, its rig's, the town's) that exist."""
+        return [_status(r) for r in self.repo.budgets(self.db.conn, keys_for(agent, rig))]
+
+    def usage(self, agent: str | None = None) -> list[AgentUsage]:
+        """Per agent: requests, tokens by kind, USD, and the least remaining over its budgets."""
+        out = []
+        for r in self.repo.totals_by_agent(agent):
+            applying = self.applying_to(r["agent"], r["rig"])
+            trems = [b.tokens_remaining for b in applying if b.tokens_remaining is not None]
+            urems = [b.usd_remaining for b in applying if b.usd_remaining is not None]
+            out.append(
+                AgentUsage(
+                    agent=r["agent"],
+                    rig=r["rig"],
+                    requests=r["requests"],
+                    refused=r["refused"] or 0,
+                    input_tokens=r["input_tokens"] or 0,
+                    output_tokens=r["output_tokens"] or 0,
+                    cache_creation_tokens=r["cache_creation_tokens"] or 0,
+                    cache_read_tokens=r["cache_read_tokens"] or 0,
+                    cost_usd=round(r["cost_usd"] or 0.0, 9),
+                    tokens_remaining=min(trems) if trems else None,
+                    usd_remaining=min(urems) if urems else None,
+                    last_at=r["last_at"],
+                )
+            )
+        return out
+
+    # -- gateway surface ---------------------------------------------------------------------------
+    def reserve(self, agent: str, rig: str | None, model: str, estimate: Estimate) -> Reservation:
+        """Admit a request or raise: `BudgetExceeded` when a scope is spent, `BudgetBusy` when reserved."""
+        keys = keys_for(agent, rig)
+        with self.db.write() as tx:
+            rows = self.repo.budgets(tx, keys)
+            if not rows:
+                return Reservation(id=None, agent=agent, rig=rig, model=model, tokens=0, usd=0.0)
+            for row in rows:
+                tl, ul = row["token_limit"], row["usd_limit"]
+                label = _label(row)
+                if (tl is not None and row["tokens_spent"] >= tl) or (ul is not None and row["usd_spent"] >= ul):
+                    self._exhausted(tx, row, agent)
+                    raise BudgetExceeded(
+                        f"{label} budget is spent ({_spent_text(row)}); the gateway refuses further model "
+                        "requests until the operator raises it with `gastown budget set`"
+                    )
+                rt, ru = self.repo.reserved_so_far(tx, row["scope"], row["name"])
+                if (tl is not None and row["tokens_spent"] + rt >= tl) or (
+                    ul is not None and row["usd_spent"] + ru >= ul
+                ):
+                    raise BudgetBusy(
+                        f"{label} budget is fully reserved by requests in flight ({_spent_text(row)}); "
+                        "retry when they finish"
+                    )
+            rid = self.repo.add_reservation(tx, agent, rig, model, estimate.tokens, estimate.usd)
+        return Reservation(id=rid, agent=agent, rig=rig, model=model, tokens=estimate.tokens, usd=estimate.usd)
+
+    def settle(
+        self,
+        reservation: Reservation,
+        usage: Usage,
+        *,
+        model: str | None = None,
+        upstream: str = "",
+        status: int = 200,
+        outcome: str = "ok",
+        duration_ms: float = 0.0,
+        stream: bool = False,
+        request_id: str | None = None,
+    ) -> UsageRow:
+        """Release the reservation, record one usage row, and add the actual spend to every scope."""
+        model = model or reservation.model
+        row = UsageRow(
+            agent=reservation.agent,
+            rig=reservation.rig,
+            model=model,
+            upstream=upstream,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_creation_tokens=usage.cache_creation_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cost_usd=self.prices.cost(model, usage),
+            duration_ms=duration_ms,
+            status=status,
+            outcome=outcome,
+            stream=stream,
+            request_id=request_id,
+        )
+        keys = keys_for(reservation.agent, reservation.rig)
+        with self.db.write() as tx:
+            if reservation.id is not None:
+                self.repo.take_reservation(tx, reservation.id)
+            self.repo.insert_usage(tx, row)
+            if row.tokens or row.cost_usd:
+                self.repo.add_spent(tx, keys, row.tokens, row.cost_usd)
+                for b in self.repo.budgets(tx, keys):
+                    tl, ul = b["token_limit"], b["usd_limit"]
+                    if (tl is not None and b["tokens_spent"] >= tl) or (ul is not None and b["usd_spent"] >= ul):
+                        self._exhausted(tx, b, reservation.agent)
+        return row
+
+    def refused(self, agent: str, rig: str | None, model: str, status: int, stream: bool = False) -> None:
+        """Record a refused request (zero tokens) so usage reports show how often an agent hit its limit."""
+        res = Reservation(id=None, agent=agent, rig=rig, model=model, tokens=0, usd=0.0)
+        self.settle(res, Usage(), status=status, outcome="refused", stream=stream)
+
+    def release_stale(self, older_than_seconds: float) -> int:
+        """Drop reservations left by a crashed process (run at gateway start)."""
+        cutoff = now_iso(time.time() - older_than_seconds)
+        with self.db.write() as tx:
+            stale = self.repo.stale_reservations(tx, cutoff)
+            for r in stale:
+                self.repo.take_reservation(tx, r["id"])
+        return len(stale)
+
+    def _exhausted(self, tx: Tx, row: sqlite3.Row, agent: str) -> None:
+        if self.repo.mark_exhausted(tx, row["scope"], row["name"]):
+            tx.event(
+                GATEWAY_ACTOR,
+                "budget_exhausted",
+                agent=agent,
+                after={
+                    "scope": row["scope"],
+                    "name": row["name"],
+                    "token_limit": row["token_limit"],
+                    "usd_limit": row["usd_limit"],
+                    "tokens_spent": row["tokens_spent"],
+                    "usd_spent": row["usd_spent"],
+                },
+            )
+
+
+def _scope_name(scope: Scope | str, name: str | None) -> tuple[str, str]:
+    try:
+        s = Scope(scope)
+    except ValueError as exc:
+        raise InvalidInput(f"budget scope must be agent, rig or town, not {scope!r}") from exc
+    if s is Scope.town:
+        return s.value, TOWN
+    if not name:
+        raise InvalidInput(f"a {s.value} budget needs the {s.value}'s name")
+    return s.value, name
+
+
+def _label(row: sqlite3.Row) -> str:
+    return "the town" if row["scope"] == "town" else f"{row['scope']} {row['name']!r}"
+
+
+def _spent_text(row: sqlite3.Row) -> str:
+    parts = []
+    if row["token_limit"] is not None:
+        parts.append(f"{row['tokens_spent']:,} of {row['token_limit']:,} tokens")
+    if row["usd_limit"] is not None:
+        parts.append(f"${row['usd_spent']:.4f} of ${row['usd_limit']:.2f}")
+    return ", ".join(parts)

@@ -1,0 +1,129 @@
+"""Scripts decide the stand-in's next assistant turn from the conversation; nothing here is a model.
+
+A script is any object with `name` and `next_turn(conversation) -> Turn`. `script_named()` builds the
+ones the CLI knows: hello, echo, error:<status> and polecat.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gastown_mcp.standin.conversation import Conversation
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    input: dict[str, Any]
+    id: str = field(default_factory=lambda: "toolu_standin_" + secrets.token_hex(8))
+
+
+@dataclass(frozen=True)
+class Turn:
+    blocks: Sequence[Text | ToolCall]
+    stop_reason: str | None = None
+
+    @property
+    def resolved_stop_reason(self) -> str:
+        if self.stop_reason:
+            return self.stop_reason
+        return "tool_use" if any(isinstance(b, ToolCall) for b in self.blocks) else "end_turn"
+
+
+class ScriptedError(Exception):
+    """Raised by a script to make the stand-in answer with an Anthropic-format error."""
+
+    def __init__(self, status: int, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.message = message
+
+
+class Script(Protocol):
+    name: str
+
+    def next_turn(self, conversation: Conversation) -> Turn: ...
+
+
+@dataclass
+class Hello:
+    """Always says the same short sentence."""
+
+    name: str = "hello"
+    text: str = "Hello from the scripted stand-in."
+
+    def next_turn(self, conversation: Conversation) -> Turn:
+        return Turn([Text(self.text)])
+
+
+@dataclass
+class Echo:
+    """Repeats the last user text back."""
+
+    name: str = "echo"
+
+    def next_turn(self, conversation: Conversation) -> Turn:
+        return Turn([Text("echo: " + (conversation.last_user_text or "(nothing)"))])
+
+
+@dataclass
+class Sequenced:
+    """Plays a fixed list of turns, one per request, then repeats the last one (for tests)."""
+
+    turns: list[Turn]
+    name: str = "sequenced"
+    played: int = 0
+
+    def next_turn(self, conversation: Conversation) -> Turn:
+        turn = self.turns[min(self.played, len(self.turns) - 1)]
+        self.played += 1
+        return turn
+
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+@dataclass
+class Fails:
+    """Answers every request with one HTTP error (to see how clients treat each status)."""
+
+    status: int
+    name: str = "error"
+
+    def next_turn(self, conversation: Conversation) -> Turn:
+        kind = ERROR_TYPES.get(self.status, "api_error")
+        raise ScriptedError(self.status, kind, f"scripted stand-in error {self.status} ({kind})")
+
+
+def script_named(name: str) -> Script:
+    """The scripts the CLI can start by name."""
+    from gastown_mcp.standin.polecat import Polecat
+
+    if name == "hello":
+        return Hello()
+    if name == "echo":
+        return Echo()
+    if name == "polecat":
+        return Polecat()
+    if name.startswith("error:") and name[6:].isdigit():
+        return Fails(int(name[6:]))
+    raise ValueError(f"unknown stand-in script {name!r}; choose hello, echo, polecat or error:<status>")

@@ -1,0 +1,209 @@
+"""SQL for the gateway: usage rows, budgets (limits with running totals), live reservations and routes.
+
+Budget rows keep running `*_spent` totals and live reservations sit in their own small table, so admitting a
+request is a few indexed reads in one `BEGIN IMMEDIATE`; `budget.py` owns the rules, this module the rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gastown_mcp.store.db import Database, Tx
+
+BudgetKey = tuple[str, str]  # (scope, name): ("agent", "polecat-1"), ("rig", "web"), ("town", "town")
+
+TOWN = "town"
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """One metered request, as written to the `usage` table."""
+
+    agent: str
+    rig: str | None
+    model: str
+    upstream: str
+    input_tokens: int
+    output_tokens: int
+    cache_creation_tokens: int
+    cache_read_tokens: int
+    cost_usd: float
+    duration_ms: float
+    status: int
+    outcome: str
+    stream: bool
+    request_id: str | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_creation_tokens + self.cache_read_tokens
+
+
+class UsageRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- budgets -----------------------------------------------------------------------------------
+    def budgets(self, tx: Tx | sqlite3.Connection, keys: Sequence[BudgetKey]) -> list[sqlite3.Row]:
+        rows = []
+        for scope, name in keys:
+            row = tx.execute("SELECT * FROM budgets WHERE scope=? AND name=?", (scope, name)).fetchone()
+            if row is not None:
+                rows.append(row)
+        return rows
+
+    def list_budgets(self, scope: str | None = None, name: str | None = None) -> list[sqlite3.Row]:
+        sql, params = "SELECT * FROM budgets WHERE 1=1", []
+        if scope is not None:
+            sql += " AND scope=?"
+            params.append(scope)
+        if name is not None:
+            sql += " AND name=?"
+            params.append(name)
+        return self.db.query(sql + " ORDER BY scope, name", params)
+
+    def spent_so_far(self, tx: Tx, scope: str, name: str) -> tuple[int, float]:
+        """Totals already in the usage table for a scope, so a budget set late still counts the past."""
+        where, params = _scope_filter(scope, name)
+        row = tx.execute(
+            "SELECT COALESCE(SUM(input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens), 0)"
+            f" AS tokens, COALESCE(SUM(cost_usd), 0) AS usd FROM usage WHERE {where}",
+            params,
+        ).fetchone()
+        return int(row["tokens"]), float(row["usd"])
+
+    def reserved_so_far(self, tx: Tx, scope: str, name: str) -> tuple[int, float]:
+        where, params = _scope_filter(scope, name)
+        row = tx.execute(
+            f"SELECT COALESCE(SUM(tokens), 0) AS t, COALESCE(SUM(usd), 0) AS u FROM reservations WHERE {where}",
+            params,
+        ).fetchone()
+        return int(row["t"]), float(row["u"])
+
+    def upsert_budget(
+        self, tx: Tx, scope: str, name: str, token_limit: int | None, usd_limit: float | None, actor: str
+    ) -> sqlite3.Row | None:
+        before = tx.execute("SELECT * FROM budgets WHERE scope=? AND name=?", (scope, name)).fetchone()
+        if before is None:
+            tokens, usd = self.spent_so_far(tx, scope, name)
+            tx.execute(
+                """INSERT INTO budgets (scope, name, token_limit, usd_limit, tokens_spent, usd_spent,
+                   updated_at, updated_by) VALUES (?,?,?,?,?,?,?,?)""",
+                (scope, name, token_limit, usd_limit, tokens, usd, tx.now, actor),
+            )
+        else:
+            # A raised limit re-opens an exhausted budget; the next refusal marks it again.
+            tx.execute(
+                """UPDATE budgets SET token_limit=?, usd_limit=?, exhausted_at=NULL, updated_at=?, updated_by=?
+                   WHERE scope=? AND name=?""",
+                (token_limit, usd_limit, tx.now, actor, scope, name),
+            )
+        return before
+
+    def delete_budget(self, tx: Tx, scope: str, name: str) -> sqlite3.Row | None:
+        before = tx.execute("SELECT * FROM budgets WHERE scope=? AND name=?", (scope, name)).fetchone()
+        tx.execute("DELETE FROM budgets WHERE scope=? AND name=?", (scope, name))
+        return before
+
+    def add_spent(self, tx: Tx, keys: Sequence[BudgetKey], tokens: int, usd: float) -> None:
+        for scope, name in keys:
+            tx.execute(
+                "UPDATE budgets SET tokens_spent = tokens_spent + ?, usd_spent = usd_spent + ? "
+                "WHERE scope=? AND name=?",
+                (tokens, usd, scope, name),
+            )
+
+    def mark_exhausted(self, tx: Tx, scope: str, name: str) -> bool:
+        """Stamp a budget exhausted; True only the first time, so the event fires once per exhaustion."""
+        cur = tx.execute(
+            "UPDATE budgets SET exhausted_at=? WHERE scope=? AND name=? AND exhausted_at IS NULL",
+            (tx.now, scope, name),
+        )
+        return cur.rowcount > 0
+
+    # -- reservations ------------------------------------------------------------------------------
+    def add_reservation(self, tx: Tx, agent: str, rig: str | None, model: str, tokens: int, usd: float) -> int:
+        cur = tx.execute(
+            "INSERT INTO reservations (agent, rig, model, tokens, usd, created_at) VALUES (?,?,?,?,?,?)",
+            (agent, rig, model, tokens, usd, tx.now),
+        )
+        return int(cur.lastrowid or 0)
+
+    def take_reservation(self, tx: Tx, reservation_id: int) -> sqlite3.Row | None:
+        row = tx.execute("SELECT * FROM reservations WHERE id=?", (reservation_id,)).fetchone()
+        if row is not None:
+            tx.execute("DELETE FROM reservations WHERE id=?", (reservation_id,))
+        return row
+
+    def stale_reservations(self, tx: Tx, older_than: str) -> list[sqlite3.Row]:
+        return tx.execute("SELECT * FROM reservations WHERE created_at < ?", (older_than,)).fetchall()
+
+    # -- usage rows --------------------------------------------------------------------------------
+    def insert_usage(self, tx: Tx, row: UsageRow) -> int:
+        cur = tx.execute(
+            """INSERT INTO usage (at, agent, rig, model, upstream, input_tokens, output_tokens,
+               cache_creation_tokens, cache_read_tokens, cost_usd, duration_ms, status, outcome, stream,
+               request_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+            (
+                tx.now,
+                row.agent,
+                row.rig,
+                row.model,
+                row.upstream,
+                row.input_tokens,
+                row.output_tokens,
+                row.cache_creation_tokens,
+                row.cache_read_tokens,
+                row.cost_usd,
+                row.duration_ms,
+                row.status,
+                row.outcome,
+                int(row.stream),
+                row.request_id,
+            ),
+        )
+        return int(cur.lastrowid or 0)
+
+    def recent(self, agent: str | None = None, limit: int = 100) -> list[sqlite3.Row]:
+        if agent is None:
+            return self.db.query("SELECT * FROM usage ORDER BY id DESC LIMIT ?", (limit,))
+        return self.db.query("SELECT * FROM usage WHERE agent=? ORDER BY id DESC LIMIT ?", (agent, limit))
+
+    def totals_by_agent(self, agent: str | None = None) -> list[sqlite3.Row]:
+        sql = """SELECT agent, MAX(rig) AS rig, COUNT(*) AS requests,
+                 SUM(outcome = 'refused') AS refused,
+                 SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens,
+                 SUM(cache_creation_tokens) AS cache_creation_tokens,
+                 SUM(cache_read_tokens) AS cache_read_tokens, SUM(cost_usd) AS cost_usd,
+                 MAX(at) AS last_at FROM usage"""
+        params: tuple[Any, ...] = ()
+        if agent is not None:
+            sql += " WHERE agent=?"
+            params = (agent,)
+        return self.db.query(sql + " GROUP BY agent ORDER BY agent", params)
+
+    # -- routes ------------------------------------------------------------------------------------
+    def set_route(self, tx: Tx, agent: str, model: str, upstream: str, actor: str) -> None:
+        tx.execute(
+            """INSERT INTO routes (agent, model, upstream, created_at, created_by) VALUES (?,?,?,?,?)
+               ON CONFLICT (agent, model) DO UPDATE SET upstream=excluded.upstream,
+               created_at=excluded.created_at, created_by=excluded.created_by""",
+            (agent, model, upstream, tx.now, actor),
+        )
+
+    def delete_route(self, tx: Tx, agent: str, model: str) -> bool:
+        return tx.execute("DELETE FROM routes WHERE agent=? AND model=?", (agent, model)).rowcount > 0
+
+    def routes(self) -> list[sqlite3.Row]:
+        return self.db.query("SELECT * FROM routes ORDER BY id")
+
+
+def _scope_filter(scope: str, name: str) -> tuple[str, tuple[Any, ...]]:
+    if scope == "agent":
+        return "agent=?", (name,)
+    if scope == "rig":
+        return "rig=?", (name,)
+    return "1=1", ()
