@@ -46,7 +46,7 @@ PLANNER = READ | {
 }
 MAYOR = PLANNER | {"town.spawn", "town.stop", "town.sling", "town.budget.set", "town.budget", "town.usage"}
 OVERSEER = MAYOR | {"town.admin"}
-DOG = READ | {"town.status", "town.agents", "town.heartbeat", "town.inbox"}
+DOG = READ | {"town.status", "town.agents", "town.heartbeat", "town.inbox", "town.mail"}
 
 ACTIONS: dict[Role, frozenset[str]] = {
     Role.overseer: frozenset(OVERSEER),
