@@ -1,0 +1,61 @@
+# gastown_mcp — `make demo` runs the main job, `make test` the test suite. Each sets itself up.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CLAUDE_DIR := .cache/claude-code
+
+.PHONY: all venv test test-fast demo lint format bench docker image claude clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@if [ ! -x $(BIN)/python ]; then \
+	  $(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	    rm -rf $(VENV); \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      echo "python3 -m venv needs python3-venv; installing it"; \
+	      apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); \
+	    else echo "error: python3 -m venv failed; install python3-venv (sudo apt-get install python3-venv)"; exit 1; fi; }; \
+	fi
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+test: venv
+	$(BIN)/python -m pytest
+
+test-fast: venv
+	$(BIN)/python -m pytest -m "not docker and not claude"
+
+demo: venv
+	$(BIN)/python -m gastown_mcp.demo
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: venv
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Docker engine (root; Debian) and the agent image.
+docker:
+	bash scripts/install-docker.sh
+
+image: venv
+	$(BIN)/gastown image build
+
+# Real Claude Code from npm, for the tests that drive it.
+claude:
+	@mkdir -p $(CLAUDE_DIR)
+	@test -x $(CLAUDE_DIR)/node_modules/.bin/claude || npm install --silent --prefix $(CLAUDE_DIR) @anthropic-ai/claude-code
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
