@@ -16,8 +16,6 @@ from gastown_mcp.store import Credentials, Store
 from gastown_mcp.town import Town
 from gastown_mcp.town import operator as make_operator
 
-AddAgent = Callable[..., Agent]
-
 
 def make_settings(town_dir: Path, *, lease_seconds: float = 600.0) -> Settings:
     town_dir.mkdir(parents=True, exist_ok=True)
@@ -42,6 +40,16 @@ def town(store: Store, settings: Settings) -> Town:
 
 
 @pytest.fixture
+def town_with_lease(store: Store, settings: Settings) -> Callable[[float], Town]:
+    """Another `Town` on the same store with its own lease length (and a fresh renewal throttle)."""
+
+    def make(lease_seconds: float) -> Town:
+        return Town(store, settings.model_copy(update={"lease": LeaseSection(seconds=lease_seconds)}))
+
+    return make
+
+
+@pytest.fixture
 def operator() -> Agent:
     return make_operator()
 
@@ -53,7 +61,7 @@ def credentials() -> dict[str, Credentials]:
 
 
 @pytest.fixture
-def add_agent(town: Town, operator: Agent, credentials: dict[str, Credentials]) -> AddAgent:
+def add_agent(town: Town, operator: Agent, credentials: dict[str, Credentials]) -> Callable[..., Agent]:
     """`add_agent("polecat-3", "polecat")` registers an agent through the town and returns it."""
 
     def add(name: str, role: Role | str = Role.polecat, rig: str | None = None) -> Agent:
