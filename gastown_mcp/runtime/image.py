@@ -1,0 +1,213 @@
+"""Build the agent image, and first a local base image when no registry is reachable.
+
+The base comes from Debian packages (`mmdebstrap ... | docker import`), so nothing is pulled. The agent image
+is the top-level Dockerfile built on that base with the classic builder (no buildx). Both steps are
+idempotent: an image whose build inputs have not changed is skipped unless `rebuild=True`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+from gastown_mcp.errors import GastownError, NotFound, RuntimeUnavailable
+from gastown_mcp.runtime.docker_backend import translate_errors
+from gastown_mcp.runtime.protocol import DEFAULT_IMAGE
+
+Progress = Callable[[str], None]
+LABEL_INPUTS = "gastown.inputs"
+DEFAULT_CONTEXT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """What to build. `base_image=None` builds the local Debian base `base_tag`; a name uses that instead."""
+
+    agent_tag: str = DEFAULT_IMAGE
+    base_tag: str = "gastown-base:bookworm"
+    base_image: str | None = None
+    suite: str = "bookworm"
+    mirror: str | None = None
+    packages: tuple[str, ...] = ("python3", "git", "ca-certificates")
+    context_dir: Path = DEFAULT_CONTEXT
+    extra_ca_dir: Path = Path("/usr/local/share/ca-certificates")
+    build_args: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    agent_tag: str
+    base: str
+    built: tuple[str, ...]
+    skipped: tuple[str, ...]
+    seconds: float
+
+
+def build_images(
+    client: docker.DockerClient, config: ImageConfig | None = None, rebuild: bool = False, progress: Progress = print
+) -> BuildResult:
+    """Build (or skip) the base and agent images; report each step through `progress`."""
+    cfg = config or ImageConfig()
+    started = time.monotonic()
+    built: list[str] = []
+    skipped: list[str] = []
+    base = cfg.base_image or cfg.base_tag
+    if cfg.base_image is None:
+        base_inputs = _digest([cfg.suite, cfg.mirror or "", *cfg.packages])
+        if not rebuild and _has_inputs(client, cfg.base_tag, base_inputs):
+            progress(f"base image {cfg.base_tag} is up to date")
+            skipped.append(cfg.base_tag)
+        else:
+            build_base(cfg, base_inputs, progress)
+            built.append(cfg.base_tag)
+    with _context(cfg) as context:
+        args = repr(sorted(cfg.build_args.items()))
+        agent_inputs = _digest([base, _image_id(client, base), *_tree_digest(context), args])
+        if not rebuild and _has_inputs(client, cfg.agent_tag, agent_inputs):
+            progress(f"agent image {cfg.agent_tag} is up to date")
+            skipped.append(cfg.agent_tag)
+        else:
+            build_agent(client, cfg, base, context, agent_inputs, rebuild, progress)
+            built.append(cfg.agent_tag)
+    seconds = time.monotonic() - started
+    progress(f"images ready in {seconds:.1f} s")
+    return BuildResult(cfg.agent_tag, base, tuple(built), tuple(skipped), seconds)
+
+
+def build_base(cfg: ImageConfig, inputs: str, progress: Progress) -> None:
+    """`mmdebstrap --variant=apt ... | docker import` into `cfg.base_tag` (needs root, mmdebstrap, docker CLI)."""
+    for tool in ("mmdebstrap", "docker"):
+        if shutil.which(tool) is None:
+            raise RuntimeUnavailable(f"{tool} is not installed: run `sudo bash scripts/install-docker.sh`")
+    progress(f"building base image {cfg.base_tag} from Debian {cfg.suite} packages (about 30 s)")
+    strap = [
+        "mmdebstrap",
+        "--variant=apt",
+        "--quiet",
+        f"--include={','.join(cfg.packages)}",
+        # Docs, man pages and translations are dead weight in an agent image.
+        "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/doc/*",
+        "--dpkgopt=path-exclude=/usr/share/locale/*",
+        cfg.suite,
+        "-",
+    ]
+    if cfg.mirror:
+        strap.append(cfg.mirror)
+    importer = ["docker", "import", "--change", f"LABEL {LABEL_INPUTS}={inputs}", "-", cfg.base_tag]
+    with tempfile.TemporaryFile() as errors:
+        producer = subprocess.Popen(strap, stdout=subprocess.PIPE, stderr=errors)
+        assert producer.stdout is not None
+        consumer = subprocess.run(importer, stdin=producer.stdout, capture_output=True, text=True, check=False)
+        producer.stdout.close()
+        producer.wait()
+        if producer.returncode != 0 or consumer.returncode != 0:
+            errors.seek(0)
+            detail = errors.read().decode(errors="replace")[-2000:] + consumer.stderr[-1000:]
+            raise GastownError(f"building the base image {cfg.base_tag} failed:\n{detail}")
+    progress(f"base image {cfg.base_tag} built")
+
+
+def build_agent(
+    client: docker.DockerClient,
+    cfg: ImageConfig,
+    base: str,
+    context: Path,
+    inputs: str,
+    rebuild: bool,
+    progress: Progress,
+) -> None:
+    """Build the top-level Dockerfile on `base` with the classic builder, streaming its steps to `progress`."""
+    progress(f"building agent image {cfg.agent_tag} on {base}")
+    with translate_errors(f"building {cfg.agent_tag}"):
+        stream: Iterator[dict[str, Any]] = client.api.build(
+            path=str(context),
+            tag=cfg.agent_tag,
+            buildargs={"BASE_IMAGE": base, **cfg.build_args},
+            labels={LABEL_INPUTS: inputs},
+            nocache=rebuild,
+            rm=True,
+            forcerm=True,
+            decode=True,
+        )
+        for chunk in stream:
+            if "error" in chunk:
+                raise GastownError(f"building {cfg.agent_tag} failed: {chunk['error'].strip()}")
+            line = str(chunk.get("stream", "")).strip()
+            if line.startswith("Step "):
+                progress(line)
+    progress(f"agent image {cfg.agent_tag} built")
+
+
+@contextlib.contextmanager
+def _context(cfg: ImageConfig) -> Iterator[Path]:
+    """A minimal build context: the Dockerfile, sandbox/, and the host's extra CA files in sandbox/ca/."""
+    dockerfile = cfg.context_dir / "Dockerfile"
+    sandbox = cfg.context_dir / "sandbox"
+    if not dockerfile.is_file() or not sandbox.is_dir():
+        raise NotFound(f"no Dockerfile and sandbox/ under {cfg.context_dir}; run from a source checkout")
+    with tempfile.TemporaryDirectory(prefix="gastown-image-") as tmp:
+        root = Path(tmp)
+        shutil.copy2(dockerfile, root / "Dockerfile")
+        shutil.copytree(sandbox, root / "sandbox", symlinks=False)
+        (root / "sandbox" / "ca").mkdir(exist_ok=True)
+        if cfg.extra_ca_dir.is_dir():
+            for crt in sorted(cfg.extra_ca_dir.glob("*.crt")):
+                shutil.copy2(crt, root / "sandbox" / "ca" / crt.name)
+        yield root
+
+
+def _tree_digest(root: Path) -> list[str]:
+    return [
+        f"{path.relative_to(root)}:{hashlib.sha256(path.read_bytes()).hexdigest()}"
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    ]
+
+
+def _digest(parts: list[str]) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _image_id(client: docker.DockerClient, tag: str) -> str:
+    try:
+        return client.images.get(tag).id or ""
+    except docker.errors.ImageNotFound:
+        return ""
+
+
+def _has_inputs(client: docker.DockerClient, tag: str, inputs: str) -> bool:
+    with translate_errors(f"inspecting image {tag}"):
+        try:
+            image = client.images.get(tag)
+        except docker.errors.ImageNotFound:
+            return False
+    labels = (image.attrs.get("Config") or {}).get("Labels") or {}
+    return bool(labels.get(LABEL_INPUTS) == inputs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m gastown_mcp.runtime.image [--rebuild] [--base IMAGE]`: build the images from a checkout."""
+    parser = argparse.ArgumentParser(description="Build the gastown base and agent images.")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild even if up to date")
+    parser.add_argument("--base", default=None, help="base image to build on instead of the local Debian base")
+    args = parser.parse_args(argv)
+    from gastown_mcp.runtime.docker_backend import connect
+
+    build_images(connect(timeout_s=600), ImageConfig(base_image=args.base), rebuild=args.rebuild)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""One internal Docker network per town, plus the host firewall that closes the bridge-gateway hole.
+
+An `internal` bridge network has no route to the internet, and with inter-container communication off its
+containers cannot reach each other. They can still reach every host port through the bridge's gateway IP,
+so INPUT rules scoped to the town's bridge interface accept only the allowed host ports (the town's MCP
+port and the gateway's) and reject the rest, for IPv4 and IPv6. Setup and teardown are idempotent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import docker
+import docker.errors
+from docker.types import IPAMConfig, IPAMPool
+
+from gastown_mcp.errors import InvalidInput, RuntimeUnavailable
+from gastown_mcp.runtime.docker_backend import translate_errors
+from gastown_mcp.runtime.protocol import LABEL_TOWN
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    """Which host ports a town's containers may reach (on the bridge gateway IP); `subnet` None lets Docker pick."""
+
+    allowed_host_ports: tuple[int, ...] = ()
+    subnet: str | None = None
+
+    def __post_init__(self) -> None:
+        for port in self.allowed_host_ports:
+            if not 0 < port < 65536:
+                raise InvalidInput(f"host port {port} is out of range")
+
+
+@dataclass(frozen=True)
+class TownNetwork:
+    """A town's network as created. Serve the MCP endpoint on `gateway` so containers can reach it."""
+
+    town: str
+    name: str
+    bridge: str
+    subnet: str
+    gateway: str
+    allowed_host_ports: tuple[int, ...]
+
+    def url(self, port: int, path: str = "") -> str:
+        return f"http://{self.gateway}:{port}{path}"
+
+
+def network_name(town: str) -> str:
+    return f"gastown-{town}"
+
+
+def bridge_name(town: str) -> str:
+    """A stable Linux interface name for the town's bridge (at most 15 characters)."""
+    return "gt-" + hashlib.sha256(town.encode()).hexdigest()[:11]
+
+
+def ensure_town_network(client: docker.DockerClient, town: str, policy: NetworkPolicy) -> TownNetwork:
+    """Create the town's internal network if missing and (re)apply its host firewall rules."""
+    name, bridge = network_name(town), bridge_name(town)
+    with translate_errors(f"creating network {name}"):
+        try:
+            network = client.networks.get(name)
+        except docker.errors.NotFound:
+            ipam = None
+            if policy.subnet:
+                ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=policy.subnet)])
+            network = client.networks.create(
+                name,
+                driver="bridge",
+                internal=True,
+                check_duplicate=True,
+                labels={LABEL_TOWN: town},
+                ipam=ipam,
+                options={
+                    "com.docker.network.bridge.name": bridge,
+                    "com.docker.network.bridge.enable_icc": "false",
+                    "com.docker.network.bridge.enable_ip_masquerade": "false",
+                },
+            )
+        network.reload()
+    options = network.attrs.get("Options") or {}
+    if not network.attrs.get("Internal") or options.get("com.docker.network.bridge.enable_icc") != "false":
+        raise RuntimeUnavailable(
+            f"network {name} exists but is not internal with inter-container traffic off; "
+            f"remove it with `docker network rm {name}` and try again"
+        )
+    bridge = options.get("com.docker.network.bridge.name", bridge)
+    config = (network.attrs.get("IPAM") or {}).get("Config") or [{}]
+    subnet, gateway = config[0].get("Subnet", ""), config[0].get("Gateway", "")
+    apply_host_firewall(bridge, policy.allowed_host_ports)
+    return TownNetwork(town, name, bridge, subnet, gateway, tuple(policy.allowed_host_ports))
+
+
+def remove_town_network(client: docker.DockerClient, town: str) -> None:
+    """Remove the town's network and firewall rules; missing ones are fine. Its containers must be gone."""
+    name = network_name(town)
+    bridge = bridge_name(town)
+    with translate_errors(f"removing network {name}"):
+        try:
+            network = client.networks.get(name)
+        except docker.errors.NotFound:
+            network = None
+        if network is not None:
+            bridge = (network.attrs.get("Options") or {}).get("com.docker.network.bridge.name", bridge)
+            network.remove()
+    remove_host_firewall(bridge)
+
+
+def chain_name(bridge: str) -> str:
+    return f"GASTOWN-{bridge}"[:28]
+
+
+def firewall_rules(bridge: str, ports: Iterable[int], ipv6: bool = False) -> list[list[str]]:
+    """The rules of the town's INPUT sub-chain, in order (as iptables argument lists after `-A CHAIN`)."""
+    rules = [["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"]]
+    if not ipv6:
+        # Agents only speak IPv4 to the town; over IPv6 (link-local) nothing on the host is reachable.
+        rules += [["-p", "tcp", "--dport", str(port), "-j", "ACCEPT"] for port in sorted(set(ports))]
+    reject = "icmp6-port-unreachable" if ipv6 else "icmp-port-unreachable"
+    rules.append(["-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"])
+    rules.append(["-j", "REJECT", "--reject-with", reject])
+    return rules
+
+
+def apply_host_firewall(bridge: str, ports: Sequence[int]) -> None:
+    """Install (or replace) the rules: from `bridge`, accept only `ports`; reject everything else."""
+    for tool in _tools():
+        chain = chain_name(bridge)
+        if _run(tool, "-n", "-L", chain, check=False).returncode != 0:
+            _run(tool, "-N", chain)
+        _run(tool, "-F", chain)
+        for rule in firewall_rules(bridge, ports, ipv6=tool.endswith("6tables")):
+            _run(tool, "-A", chain, *rule)
+        jump = ["INPUT", "-i", bridge, "-j", chain]
+        if _run(tool, "-C", *jump, check=False).returncode != 0:
+            _run(tool, "-I", *jump[:1], "1", *jump[1:])
+
+
+def remove_host_firewall(bridge: str) -> None:
+    for tool in _tools():
+        chain = chain_name(bridge)
+        jump = ["INPUT", "-i", bridge, "-j", chain]
+        while _run(tool, "-C", *jump, check=False).returncode == 0:
+            _run(tool, "-D", *jump)
+        if _run(tool, "-n", "-L", chain, check=False).returncode == 0:
+            _run(tool, "-F", chain)
+            _run(tool, "-X", chain)
+
+
+def _tools() -> list[str]:
+    if shutil.which("iptables") is None:
+        raise RuntimeUnavailable(
+            "iptables is not installed, so agent containers could reach every host port: "
+            "run `sudo bash scripts/install-docker.sh`"
+        )
+    return ["iptables"] + (["ip6tables"] if shutil.which("ip6tables") else [])
+
+
+def _run(tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([tool, "-w", "10", *args], capture_output=True, text=True, check=False)
+    if check and done.returncode != 0:
+        raise RuntimeUnavailable(
+            f"`{tool} {' '.join(args)}` failed: {done.stderr.strip()}; the town needs root (or CAP_NET_ADMIN) "
+            "to fence agent containers off from the host"
+        )
+    return done

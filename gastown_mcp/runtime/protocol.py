@@ -1,0 +1,162 @@
+"""What the town asks of a container runtime: the `Runtime` protocol and the data it speaks.
+
+`LaunchSpec` says what to run for which agent, `Limits` how much it may use, `ContainerStatus` what became
+of it. A Docker backend lives in `docker_backend.py`; a Kubernetes or Swarm one can join behind this protocol.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+from gastown_mcp.errors import Forbidden, InvalidInput
+
+AGENT_UID = 1000
+AGENT_GID = 1000
+AGENT_HOME = "/home/agent"
+WORK_DIR = "/work"
+DEFAULT_IMAGE = "gastown-agent:latest"
+
+LABEL_TOWN = "gastown.town"
+LABEL_AGENT = "gastown.agent"
+LABEL_ROLE = "gastown.role"
+LABEL_DEADLINE = "gastown.deadline"
+
+# Exit code of coreutils `timeout` when the wall-clock limit fires inside the container.
+WALLCLOCK_EXIT_CODE = 124
+
+State = Literal["created", "running", "exited", "missing"]
+ExitReason = Literal["ok", "failed", "oom", "wallclock", "killed"]
+
+# Provider credentials never enter a container: the gateway holds them. Agents get a virtual key through
+# ANTHROPIC_AUTH_TOKEN (sent as a bearer token to the gateway), which is why that name is not listed.
+FORBIDDEN_ENV_NAMES: frozenset[str] = frozenset(
+    {
+        "ANTHROPIC_API_KEY",
+        "CLAUDE_CODE_OAUTH_TOKEN",
+        "OPENAI_API_KEY",
+        "GEMINI_API_KEY",
+        "GOOGLE_API_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "DOCKER_HOST",
+        "GH_TOKEN",
+        "GITHUB_TOKEN",
+    }
+)
+FORBIDDEN_VALUE_PREFIXES: tuple[str, ...] = ("sk-ant-", "sk-proj-")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource ceilings of one container. Defaults suit a Claude Code polecat (plan >= 1 GiB for real work)."""
+
+    memory_mb: int = 2048
+    cpus: float = 1.0
+    pids: int = 512
+    nofile: int = 4096
+    tmp_mb: int = 256
+    home_mb: int = 512
+    wallclock_s: int = 4 * 3600
+
+    def __post_init__(self) -> None:
+        for name in ("memory_mb", "pids", "nofile", "tmp_mb", "home_mb", "wallclock_s"):
+            if getattr(self, name) <= 0:
+                raise InvalidInput(f"limit {name} must be positive, got {getattr(self, name)}")
+        if self.cpus <= 0:
+            raise InvalidInput(f"limit cpus must be positive, got {self.cpus}")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host path bound into the container at `target` (the same path when target is None)."""
+
+    source: Path
+    target: str | None = None
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything needed to start one agent's container.
+
+    `command` empty means the image default (Claude Code headless). `mounts` usually come from
+    `worktrees.Worktree.mounts()`. `network` is the town network's name from `network.TownNetwork`.
+    """
+
+    town: str
+    agent: str
+    role: str
+    image: str = DEFAULT_IMAGE
+    command: Sequence[str] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    mounts: Sequence[Mount] = ()
+    network: str | None = None
+    limits: Limits = field(default_factory=Limits)
+    workdir: str = WORK_DIR
+
+    def __post_init__(self) -> None:
+        for label, value in (("town", self.town), ("agent", self.agent), ("role", self.role)):
+            if not _NAME_RE.match(value):
+                raise InvalidInput(f"{label} name {value!r} must be lowercase letters, digits, '-', '_' or '.'")
+        check_env(self.env)
+        for mount in self.mounts:
+            if str(mount.source).rstrip("/") in {"/var/run/docker.sock", "/run/docker.sock"}:
+                raise Forbidden("the Docker socket is never mounted into an agent container")
+
+    @property
+    def container_name(self) -> str:
+        return f"gastown-{self.town}-{self.agent}"
+
+
+def check_env(env: Mapping[str, str]) -> None:
+    """Refuse provider credentials in a container's environment (they belong to the gateway only)."""
+    for name, value in env.items():
+        if name.upper() in FORBIDDEN_ENV_NAMES:
+            raise Forbidden(
+                f"environment variable {name} would put a provider credential in an agent container; "
+                "agents reach models through the gateway with a virtual key (ANTHROPIC_AUTH_TOKEN)"
+            )
+        if value.startswith(FORBIDDEN_VALUE_PREFIXES):
+            raise Forbidden(f"environment variable {name} looks like a provider API key; use the gateway")
+
+
+@dataclass(frozen=True)
+class ContainerStatus:
+    """What a runtime knows about one agent's container. `reason` is set once it has exited."""
+
+    agent: str
+    town: str
+    role: str
+    container_id: str
+    state: State
+    exit_code: int | None = None
+    reason: ExitReason | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    deadline: float | None = None
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    """A place to run agent containers. Every method raises `RuntimeUnavailable` when the engine is down."""
+
+    def launch(self, spec: LaunchSpec) -> ContainerStatus: ...
+
+    def stop(self, town: str, agent: str, timeout_s: float = 10) -> ContainerStatus: ...
+
+    def status(self, town: str, agent: str) -> ContainerStatus: ...
+
+    def logs(self, town: str, agent: str, tail: int = 200) -> str: ...
+
+    def wait(self, town: str, agent: str, timeout_s: float) -> ContainerStatus: ...
+
+    def list(self, town: str) -> builtins.list[ContainerStatus]: ...
+
+    def remove(self, town: str, agent: str) -> None: ...

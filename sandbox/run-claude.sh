@@ -1,0 +1,27 @@
+#!/bin/sh
+# Default agent command: Claude Code headless, talking to the town over MCP HTTP with the agent's token.
+# Inputs (environment, set by the runtime): GASTOWN_AGENT, GASTOWN_ROLE, GASTOWN_MCP_URL, GASTOWN_TOKEN,
+# GASTOWN_BEAD (optional), GASTOWN_MAX_TURNS (optional). The model endpoint comes from ANTHROPIC_BASE_URL
+# (the town's gateway) with the agent's virtual key in ANTHROPIC_AUTH_TOKEN; no provider key is ever here.
+set -eu
+
+role="${GASTOWN_ROLE:-polecat}"
+prompt_file="/opt/gastown/prompts/${role}.md"
+[ -f "$prompt_file" ] || prompt_file=/opt/gastown/prompts/polecat.md
+mcp_config="$HOME/mcp.json"
+umask 077
+printf '{"mcpServers":{"town":{"type":"http","url":"%s","headers":{"Authorization":"Bearer %s"}}}}\n' \
+  "${GASTOWN_MCP_URL:?GASTOWN_MCP_URL is not set}" "${GASTOWN_TOKEN:?GASTOWN_TOKEN is not set}" > "$mcp_config"
+
+if [ -n "${GASTOWN_BEAD:-}" ]; then
+  task="You are ${GASTOWN_AGENT:-an agent}. Work bead ${GASTOWN_BEAD}: claim it, do it in /work, commit, complete it."
+else
+  task="You are ${GASTOWN_AGENT:-an agent}. Check your hook and inbox with the town tools and work what is there."
+fi
+
+exec claude -p "$task" \
+  --output-format stream-json --verbose \
+  --mcp-config "$mcp_config" --strict-mcp-config \
+  --settings /opt/gastown/settings.json \
+  --append-system-prompt "$(cat "$prompt_file")" \
+  --max-turns "${GASTOWN_MAX_TURNS:-200}"
