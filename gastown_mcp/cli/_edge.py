@@ -1,0 +1,90 @@
+"""The CLI's edge: shared options, finding the town directory, building `Town`, and printing results.
+
+Every command takes the same `--town`, `--as` and `--json` options from here, opens the town with
+`open_town()`, and prints with `emit()`; nothing else in the CLI reads the environment or builds a store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+
+from gastown_mcp.config import TOWN_FILE, load_settings
+from gastown_mcp.errors import NotFound
+from gastown_mcp.models import Agent
+from gastown_mcp.store import Store
+from gastown_mcp.town import Town, operator
+
+TownDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--town",
+        envvar="GASTOWN_TOWN",
+        help="Town directory (default: the current directory if it holds town.toml).",
+        show_default=False,
+    ),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+AsAgent = Annotated[
+    str | None,
+    typer.Option("--as", help="Act as this agent instead of the operator.", show_default=False),
+]
+
+
+def find_town_dir(town_dir: Path | None) -> Path:
+    """The town directory from `--town`/GASTOWN_TOWN, else the current directory if it is a town."""
+    candidate = (town_dir or Path.cwd()).expanduser()
+    if not (candidate / TOWN_FILE).is_file():
+        where = f" at {candidate}" if town_dir is not None else ""
+        raise NotFound(f"no town here{where}: run `gastown init` or pass --town")
+    return candidate
+
+
+@contextmanager
+def open_town(town_dir: Path | None) -> Iterator[Town]:
+    """Build settings, store and town for one command, and close the store afterwards."""
+    settings = load_settings(find_town_dir(town_dir))
+    store = Store(settings)
+    try:
+        yield Town(store, settings)
+    finally:
+        store.close()
+
+
+def actor(town: Town, name: str | None) -> Agent:
+    """The operator (overseer rights), or the named agent when `--as` was given."""
+    return town.agent(name) if name else operator()
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    return value
+
+
+def print_json(value: Any, *, err: bool = False) -> None:
+    typer.echo(json.dumps(jsonable(value), indent=2), err=err)
+
+
+def emit(as_json: bool, value: Any, render: Callable[[Console], None]) -> None:
+    """Print `value` as JSON, or call `render` with a rich console for people."""
+    if as_json:
+        print_json(value)
+    else:
+        render(Console())
+
+
+def note(text: str) -> None:
+    """A human remark on stderr, so stdout stays clean for pipes."""
+    Console(stderr=True).print(text)

@@ -1,0 +1,186 @@
+"""Town-wide commands: `init`, `serve`, `status`, `feed` and `export`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from gastown_mcp import console
+from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, emit, note, open_town, print_json
+from gastown_mcp.config import TOWN_FILE, TownSection, default_town_toml, load_settings
+from gastown_mcp.errors import Conflict, InvalidInput
+from gastown_mcp.models import Event
+from gastown_mcp.store import Store
+from gastown_mcp.store.events import EventRepo
+
+FEED_POLL_SECONDS = 0.5
+FEED_PAGE = 500
+
+
+def init(
+    directory: Annotated[Path | None, typer.Argument(help="Where to create the town (default: here).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Town name (default: the directory's name).")] = None,
+    prefix: Annotated[str, typer.Option("--prefix", help="Bead id prefix: 1-8 lowercase letters/digits.")] = "gt",
+    as_json: Json = False,
+) -> None:
+    """Create a town: a directory with town.toml and the bead database."""
+    town_dir = (directory or Path.cwd()).expanduser().resolve()
+    if (town_dir / TOWN_FILE).exists():
+        raise Conflict(f"{town_dir} is already a town (it has {TOWN_FILE}); use it with --town {town_dir}")
+    name = name or town_dir.name or "town"
+    if any(ch in name for ch in '"\\\n'):
+        raise InvalidInput(f"town name {name!r} may not contain quotes, backslashes or newlines")
+    try:
+        TownSection(name=name, prefix=prefix)
+    except ValidationError:
+        raise InvalidInput(
+            f"prefix {prefix!r} must be 1-8 lowercase letters or digits, starting with a letter"
+        ) from None
+    town_dir.mkdir(parents=True, exist_ok=True)
+    (town_dir / TOWN_FILE).write_text(default_town_toml(name, prefix))
+    settings = load_settings(town_dir)
+    Store(settings).close()  # opening the store creates and migrates the database
+    info = {"town_dir": str(town_dir), "name": name, "prefix": prefix, "db": str(settings.db_path)}
+
+    def render(c: Console) -> None:
+        c.print(f"created town [bold]{name}[/] in {town_dir} (bead ids {prefix}-…)")
+        c.print(f"next: gastown agent add mayor --role mayor --town {town_dir}", soft_wrap=True, highlight=False)
+
+    emit(as_json, info, render)
+
+
+def serve(
+    as_: Annotated[
+        str | None, typer.Option("--as", help="Agent to act as over stdio (required for stdio).", show_default=False)
+    ] = None,
+    http: Annotated[bool, typer.Option("--http", help="Serve streamable HTTP at /mcp with bearer tokens.")] = False,
+    host: Annotated[str | None, typer.Option("--host", help="HTTP host (default from town.toml).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="HTTP port (default from town.toml).")] = None,
+    town_dir: TownDir = None,
+) -> None:
+    """Run the MCP server: over stdio as one agent, or over HTTP for every agent with a token."""
+    if http and as_:
+        raise typer.BadParameter("over HTTP each request's bearer token names the agent; drop --as", param_hint="--as")
+    if not http and not as_:
+        raise typer.BadParameter("stdio serves one agent: pass --as NAME (or use --http)", param_hint="--as")
+    with open_town(town_dir) as town:
+        try:
+            if http:
+                from gastown_mcp.server import run_http  # the MCP SDK loads only for `serve`
+
+                host = host or town.settings.server.host
+                port = town.settings.server.port if port is None else port
+                note(f"serving town {town.settings.town.name} at http://{host}:{port}/mcp (Ctrl-C to stop)")
+                run_http(town, host, port)
+            else:
+                agent = town.agent(as_ or "")
+                from gastown_mcp.server import run_stdio
+
+                run_stdio(town, agent)  # stdout belongs to the protocol: print nothing here
+        except KeyboardInterrupt:
+            pass
+
+
+def status(as_: AsAgent = None, town_dir: TownDir = None, as_json: Json = False) -> None:
+    """Beads by status, ready work, and agents by role."""
+    with open_town(town_dir) as town:
+        found = town.status(actor(town, as_))
+    emit(as_json, found, lambda c: c.print(console.status_tables(found)))
+
+
+def _history(events: EventRepo, since: int | None, bead: str | None, agent: str | None, limit: int) -> list[Event]:
+    """The events to show before following: all after `since`, else the last `limit` that match."""
+    if since is None and not bead and not agent:
+        return events.tail(limit)
+    kept: deque[Event] | list[Event] = [] if since is not None else deque(maxlen=limit)
+    cursor = since or 0
+    while page := events.since(after_id=cursor, bead_id=bead, agent=agent, limit=FEED_PAGE):
+        kept.extend(page)
+        cursor = page[-1].id
+    return list(kept)
+
+
+def follow_events(
+    events: EventRepo,
+    cursor: int,
+    bead: str | None,
+    agent: str | None,
+    show: Callable[[Event], None],
+    wait: Callable[[float], None] = time.sleep,
+) -> None:
+    """Print new events as they land until interrupted (Ctrl-C). `wait` is injectable for tests."""
+    try:
+        while True:
+            page = events.since(after_id=cursor, bead_id=bead, agent=agent, limit=FEED_PAGE)
+            for event in page:
+                show(event)
+            if page:
+                cursor = page[-1].id
+                sys.stdout.flush()
+            else:
+                wait(FEED_POLL_SECONDS)
+    except KeyboardInterrupt:
+        return
+
+
+def feed(
+    follow: Annotated[bool, typer.Option("--follow/--no-follow", "-f", help="Keep printing new events.")] = False,
+    since: Annotated[int | None, typer.Option("--since", help="Every event after this event id.")] = None,
+    bead: Annotated[str | None, typer.Option("--bead", help="Only events about this bead.")] = None,
+    agent: Annotated[str | None, typer.Option("--agent", help="Only events about this agent.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many past events to show first.")] = 50,
+    town_dir: TownDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """The audit trail: recent events, and with --follow new ones as they happen."""
+    out = Console(soft_wrap=True)
+
+    def show(event: Event) -> None:
+        if as_json:
+            typer.echo(json.dumps(event.model_dump(mode="json"), sort_keys=True))
+        else:
+            out.print(console.event_line(event))
+
+    with open_town(town_dir) as town:
+        events = town.store.events
+        past = _history(events, since, bead, agent, max(1, limit))
+        for event in past:
+            show(event)
+        if follow:
+            follow_events(events, past[-1].id if past else (since or 0), bead, agent, show)
+
+
+def export(
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of stdout.")] = None,
+    town_dir: TownDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts on stderr as JSON.")] = False,
+) -> None:
+    """Beads, labels, dependencies, comments and events as JSONL (one object a line, with its table)."""
+    with open_town(town_dir) as town:
+        if out is None:
+            counts = town.store.events.export(sys.stdout)
+        else:
+            with out.open("w") as f:
+                counts = town.store.events.export(f)
+    if as_json:
+        print_json(counts, err=True)
+    else:
+        where = f" to {out}" if out else ""
+        note("exported " + ", ".join(f"{n} {table}" for table, n in counts.items()) + where)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.command("serve")(serve)
+    app.command("status")(status)
+    app.command("feed")(feed)
+    app.command("export")(export)
