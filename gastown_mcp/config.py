@@ -51,8 +51,11 @@ class RuntimeSection(_Section):
 
 
 class WitnessSection(_Section):
-    interval_seconds: float = Field(default=5.0, gt=0)
-    max_attempts: int = Field(default=3, ge=1)
+    interval_seconds: float = Field(default=5.0, gt=0, description="time between ticks of `gastown up`")
+    max_attempts: int = Field(default=3, ge=1, description="failed attempts before a bead is blocked")
+    idle_seconds: float = Field(default=300.0, gt=0, description="no tool call and no file change for this long")
+    crash_loop_failures: int = Field(default=3, ge=1, description="failures of one bead within the window")
+    crash_loop_window_seconds: float = Field(default=900.0, gt=0)
 
 
 class Settings(_Section):

@@ -55,6 +55,11 @@ def operator() -> Agent:
     return Agent(name=OPERATOR, role=Role.overseer, state=AgentState.running, created_at=now_iso())
 
 
+def system_agent(name: str, role: Role) -> Agent:
+    """A deterministic supervisor (witness, dogs) acting in the town under its role; not an agent row."""
+    return Agent(name=name, role=role, state=AgentState.running, created_at=now_iso())
+
+
 def _text(name: str, value: str | None, limit: int = TEXT_MAX) -> str:
     value = value or ""
     if len(value) > limit:
@@ -338,6 +343,28 @@ class Town:
         found = self.store.agents.find(name)
         if found is None or found.state is AgentState.removed:
             raise NotFound(f"no agent {name!r} to send to; see town_agents for names")
+
+    # -- supervision (witness) ---------------------------------------------------------------------
+    def requeue(self, actor: Agent, bead_id: str, reason: str) -> Bead:
+        """Take a bead back from a dead or silent holder; after `max_attempts` failures it is blocked."""
+        self._require(actor, "bead.release.any", "requeue beads")
+        return self.store.beads.release(
+            actor.name, bead_id, _text("reason", reason, 2000), None, block_after=self.settings.witness.max_attempts
+        )
+
+    def block(self, actor: Agent, bead_id: str, reason: str) -> Bead:
+        self._require(actor, "bead.release.any", "block beads")
+        return self.store.beads.transition(actor.name, bead_id, BeadStatus.blocked, reason, None)
+
+    def set_agent_state(self, actor: Agent, name: str, state: AgentState, reason: str = "", **meta: Any) -> Agent:
+        self._require(actor, "town.agents", "change agent states")
+        return self.store.agents.set_state(actor.name, name, state, reason, **meta)
+
+    def escalate(self, actor: Agent, subject: str, body: str) -> Message:
+        """Mail the mayor (or the operator when the town has no mayor)."""
+        mayors = [a for a in self.store.agents.all(role=Role.mayor)]
+        to = mayors[0].name if mayors else OPERATOR
+        return self.store.messages.send(actor.name, to, MessageKind.mail, body, subject[:200])
 
     # -- agents (operator and overseer) ------------------------------------------------------------
     def agent_add(self, actor: Agent, name: str, role: str, rig: str | None = None) -> Credentials:

@@ -1,0 +1,1 @@
+"""Deterministic supervisors (witness, dogs): loops with a `tick()` that tests can step."""

@@ -1,0 +1,243 @@
+"""The witness: deterministic code that makes sure no work is dropped.
+
+Each `tick()` looks at leases, containers, activity and budgets, acts through `Town`, and returns what it did.
+It never stops an agent that is working: only expired leases, exited containers, spent budgets and idleness
+(no tool call and no file change) trigger action, and idleness only nudges and escalates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gastown_mcp.errors import GastownError, RuntimeUnavailable
+from gastown_mcp.models import Agent, AgentState, BeadStatus, Role
+from gastown_mcp.runtime.protocol import ContainerStatus, Runtime
+from gastown_mcp.store.db import now_iso
+from gastown_mcp.town import Town, system_agent
+
+ALIVE = (AgentState.starting, AgentState.running, AgentState.idle, AgentState.nudged, AgentState.stalled)
+SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv"}
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing the witness did, for logs and tests."""
+
+    verb: str
+    target: str
+    reason: str
+
+
+def _epoch(iso: str | None) -> float | None:
+    if not iso:
+        return None
+    return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+
+
+def latest_change(root: Path, budget: int = 20_000) -> float:
+    """Newest mtime under `root` (skipping git metadata and caches), scanning at most `budget` entries."""
+    newest = 0.0
+    stack = [root]
+    seen = 0
+    while stack and seen < budget:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    seen += 1
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    newest = max(newest, st.st_mtime)
+                    if entry.is_dir(follow_symlinks=False) and entry.name not in SKIP_DIRS:
+                        stack.append(Path(entry.path))
+        except OSError:
+            continue
+    return newest
+
+
+class Witness:
+    def __init__(
+        self,
+        town: Town,
+        runtime: Runtime | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        name: str = "witness",
+    ) -> None:
+        self.town = town
+        self.runtime = runtime
+        self.clock = clock
+        self.me = system_agent(name, Role.witness)
+        self.cfg = town.settings.witness
+        self._last_event = town.store.events.last_id()
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def tick(self) -> list[Action]:
+        actions: list[Action] = []
+        actions += self._budgets()
+        actions += self._containers()
+        actions += self._leases()
+        actions += self._idle()
+        return actions
+
+    # -- checks ------------------------------------------------------------------------------------
+    def _leases(self) -> list[Action]:
+        out = []
+        now = self.clock()
+        for bead in self.town.store.beads.expired(_iso(now)):
+            out += self._requeue(bead.id, f"lease expired: {bead.assignee} made no call in time")
+        return out
+
+    def _containers(self) -> list[Action]:
+        if self.runtime is None:
+            return []
+        out = []
+        try:
+            running = {s.agent: s for s in self.runtime.list(self.town.settings.town.name)}
+        except RuntimeUnavailable:
+            return []
+        for agent in self._alive():
+            if agent.metadata.get("container") is None:
+                continue  # not launched by the runtime (an external or operator-run agent)
+            status = running.get(agent.name)
+            if status is not None and status.state in ("running", "created"):
+                continue
+            reason = self._exit_reason(agent, status)
+            out.append(self._mark_exited(agent, reason, status))
+            for bead in self.town.store.beads.held_by(agent.name):
+                out += self._requeue(bead.id, f"container of {agent.name} exited ({reason})")
+        return out
+
+    def _budgets(self) -> list[Action]:
+        out = []
+        events = self.town.store.events.since(after_id=self._last_event, limit=1000)
+        if events:
+            self._last_event = events[-1].id
+        for event in events:
+            if event.verb not in ("budget_exhausted", "budget.exhausted"):
+                continue
+            after = event.after or {}
+            scope, name = after.get("scope"), after.get("name")
+            victims = [
+                a
+                for a in self._alive()
+                if scope == "town" or (scope == "rig" and a.rig == name) or (scope == "agent" and a.name == name)
+            ]
+            for agent in victims:
+                out += self._stop_for_budget(agent, f"{scope} budget {name} exhausted")
+        return out
+
+    def _stop_for_budget(self, agent: Agent, why: str) -> list[Action]:
+        out = []
+        if self.runtime is not None and agent.metadata.get("container") is not None:
+            with contextlib.suppress(GastownError):
+                self.runtime.stop(self.town.settings.town.name, agent.name)
+        self.town.set_agent_state(self.me, agent.name, AgentState.exited, why, exit_reason="budget")
+        out.append(Action("agent.stopped", agent.name, why))
+        for bead in self.town.store.beads.held_by(agent.name):
+            self.town.block(self.me, bead.id, f"{why}; raise the budget and unblock to continue")
+            out.append(Action("bead.blocked", bead.id, why))
+            self.town.escalate(
+                self.me,
+                f"budget exhausted: {agent.name} stopped, {bead.id} blocked",
+                f"{why}. {agent.name} was stopped while working {bead.id}; the bead is blocked with its branch "
+                "kept. Raise the budget (`gastown budget set`) and unblock the bead to continue.",
+            )
+        return out
+
+    def _idle(self) -> list[Action]:
+        out = []
+        now = self.clock()
+        limit = self.cfg.idle_seconds
+        for agent in self._alive():
+            if agent.state is AgentState.starting or agent.role is not Role.polecat:
+                continue  # only agents with work on their hook are expected to keep moving
+            last = max(
+                _epoch(agent.last_seen) or _epoch(agent.created_at) or now,
+                self._worktree_change(agent),
+                float(agent.metadata.get("nudged_at", 0.0)) if agent.state is AgentState.running else 0.0,
+            )
+            quiet = now - last
+            if quiet < limit:
+                if agent.state in (AgentState.nudged, AgentState.stalled, AgentState.idle):
+                    self.town.set_agent_state(self.me, agent.name, AgentState.running, "active again")
+                    out.append(Action("agent.active", agent.name, "activity seen"))
+                continue
+            if agent.state is AgentState.running:
+                text = (
+                    f"You have made no tool call and changed no file for {int(quiet)}s. Continue your bead, "
+                    "or release it with bead_release and a reason if you are stuck."
+                )
+                self.town.nudge(self.me, agent.name, text)
+                self.town.set_agent_state(self.me, agent.name, AgentState.nudged, "idle", nudged_at=now)
+                out.append(Action("agent.nudged", agent.name, f"idle {int(quiet)}s"))
+            elif agent.state is AgentState.nudged and now - float(agent.metadata.get("nudged_at", now)) >= limit:
+                self.town.set_agent_state(self.me, agent.name, AgentState.stalled, "idle after a nudge")
+                held = ", ".join(b.id for b in self.town.store.beads.held_by(agent.name)) or "no bead"
+                self.town.escalate(
+                    self.me,
+                    f"{agent.name} is stalled",
+                    f"{agent.name} made no tool call and changed no file for {int(quiet)}s, even after a nudge. "
+                    f"It holds {held}. Stop it (`gastown agent stop`) or nudge it yourself.",
+                )
+                out.append(Action("agent.stalled", agent.name, f"idle {int(quiet)}s after a nudge"))
+        return out
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _alive(self) -> list[Agent]:
+        return [a for a in self.town.store.agents.all() if a.state in ALIVE and a.role is not Role.witness]
+
+    def _requeue(self, bead_id: str, reason: str) -> list[Action]:
+        recent = self._recent_failures(bead_id)
+        try:
+            if recent + 1 >= self.cfg.crash_loop_failures:
+                why = f"{reason}; {recent + 1} failures within {int(self.cfg.crash_loop_window_seconds)}s"
+                bead = self.town.requeue(self.me, bead_id, reason)
+                if bead.status is BeadStatus.open:
+                    bead = self.town.block(self.me, bead_id, f"crash loop: {why}")
+            else:
+                bead = self.town.requeue(self.me, bead_id, reason)
+        except GastownError as exc:  # someone else moved it first: nothing is lost
+            return [Action("skip", bead_id, str(exc))]
+        if bead.status is BeadStatus.blocked:
+            self.town.escalate(
+                self.me,
+                f"{bead_id} blocked after {bead.attempts} failed attempts",
+                f"{bead_id} ({bead.title}) failed {bead.attempts} times; last: {reason}. Its branches are kept. "
+                "Rewrite or split the bead, then unblock it (`bead_update status=open`).",
+            )
+            return [Action("bead.blocked", bead_id, reason)]
+        return [Action("bead.requeued", bead_id, reason)]
+
+    def _recent_failures(self, bead_id: str) -> int:
+        since = _iso(self.clock() - self.cfg.crash_loop_window_seconds)
+        return sum(
+            1
+            for e in self.town.store.events.since(bead_id=bead_id, limit=1000)
+            if e.actor == self.me.name and e.verb in ("bead.released", "bead.blocked") and e.at >= since
+        )
+
+    def _worktree_change(self, agent: Agent) -> float:
+        path = agent.metadata.get("worktree")
+        return latest_change(Path(path)) if path and Path(path).is_dir() else 0.0
+
+    def _exit_reason(self, agent: Agent, status: ContainerStatus | None) -> str:
+        if status is None or status.state == "missing":
+            return "container gone"
+        return status.reason or "failed"
+
+    def _mark_exited(self, agent: Agent, reason: str, status: ContainerStatus | None) -> Action:
+        code = status.exit_code if status is not None else None
+        self.town.set_agent_state(self.me, agent.name, AgentState.exited, reason, exit_reason=reason, exit_code=code)
+        return Action("agent.exited", agent.name, reason)
+
+
+def _iso(at: float) -> str:
+    return now_iso(at)

@@ -1,0 +1,275 @@
+"""The witness, stepped with `tick()` against a real store, a hand-written runtime and a movable clock."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gastown_mcp.config import Settings, WitnessSection
+from gastown_mcp.models import Agent, AgentState, BeadStatus, Role
+from gastown_mcp.runtime.protocol import ContainerStatus, LaunchSpec
+from gastown_mcp.store import Store
+from gastown_mcp.supervisor.witness import Witness
+from gastown_mcp.town import Town
+
+
+class FakeRuntime:
+    """Containers as a dict: tests set their state; `stop` records who was stopped."""
+
+    def __init__(self) -> None:
+        self.containers: dict[str, ContainerStatus] = {}
+        self.stopped: builtins.list[str] = []
+
+    def run(self, agent: str, state: str = "running", reason: str | None = None, code: int | None = None) -> None:
+        self.containers[agent] = ContainerStatus(
+            agent=agent,
+            town="town",
+            role="polecat",
+            container_id=f"c-{agent}",
+            state=state,  # type: ignore[arg-type]
+            exit_code=code,
+            reason=reason,  # type: ignore[arg-type]
+        )
+
+    def launch(self, spec: LaunchSpec) -> ContainerStatus:
+        self.run(spec.agent)
+        return self.containers[spec.agent]
+
+    def stop(self, town: str, agent: str, timeout_s: float = 10) -> ContainerStatus:
+        self.stopped.append(agent)
+        self.run(agent, "exited", "killed", 137)
+        return self.containers[agent]
+
+    def status(self, town: str, agent: str) -> ContainerStatus:
+        return self.containers[agent]
+
+    def logs(self, town: str, agent: str, tail: int = 200) -> str:
+        return ""
+
+    def wait(self, town: str, agent: str, timeout_s: float) -> ContainerStatus:
+        return self.containers[agent]
+
+    def list(self, town: str) -> builtins.list[ContainerStatus]:
+        return builtins.list(self.containers.values())
+
+    def remove(self, town: str, agent: str) -> None:
+        self.containers.pop(agent, None)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@pytest.fixture
+def wsettings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={
+            "witness": WitnessSection(
+                max_attempts=2, idle_seconds=60, crash_loop_failures=5, crash_loop_window_seconds=600
+            )
+        }
+    )
+
+
+@pytest.fixture
+def wtown(store: Store, wsettings: Settings) -> Town:
+    return Town(store, wsettings)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def runtime() -> FakeRuntime:
+    return FakeRuntime()
+
+
+@pytest.fixture
+def witness(wtown: Town, runtime: FakeRuntime, clock: Clock) -> Witness:
+    return Witness(wtown, runtime, clock=clock)
+
+
+def _launched(town: Town, operator: Agent, runtime: FakeRuntime, name: str, worktree: Path | None = None) -> Agent:
+    town.agent_add(operator, name, "polecat")
+    meta: dict[str, object] = {"container": f"c-{name}"}
+    if worktree is not None:
+        meta["worktree"] = str(worktree)
+    agent = town.set_agent_state(operator, name, AgentState.running, "launched", **meta)
+    runtime.run(name)
+    return agent
+
+
+def _mail_to_mayor(town: Town) -> list[str]:
+    return [m.subject for m in town.store.messages.inbox("mayor", unread_only=False)]
+
+
+def test_an_expired_lease_sends_the_bead_back_to_the_queue_with_one_more_attempt(
+    wtown: Town, operator: Agent, witness: Witness, clock: Clock, runtime: FakeRuntime
+) -> None:
+    bead = wtown.bead_create(operator, "work")
+    worker = _launched(wtown, operator, runtime, "polecat-1")
+    wtown.bead_claim(worker, bead.id)
+    assert witness.tick() == []
+    clock.advance(wtown.settings.lease.seconds + 1)
+    actions = witness.tick()
+    assert [a.verb for a in actions if a.target == bead.id] == ["bead.requeued"]
+    after = wtown.store.beads.get(bead.id)
+    assert (after.status, after.assignee, after.attempts) == (BeadStatus.open, None, 1)
+    verbs = [e.verb for e in wtown.store.events.since(bead_id=bead.id)]
+    assert verbs[-1] == "bead.released"
+
+
+def test_a_bead_that_keeps_failing_is_blocked_and_the_mayor_gets_mail(
+    wtown: Town, operator: Agent, witness: Witness, clock: Clock, runtime: FakeRuntime
+) -> None:
+    wtown.agent_add(operator, "mayor", "mayor")
+    bead = wtown.bead_create(operator, "flaky")
+    for i in range(2):
+        worker = _launched(wtown, operator, runtime, f"polecat-{i}")
+        wtown.bead_claim(worker, bead.id)
+        clock.advance(wtown.settings.lease.seconds + 1)
+        witness.tick()
+    after = wtown.store.beads.get(bead.id)
+    assert after.status is BeadStatus.blocked
+    assert after.attempts == 2
+    assert any("blocked after 2 failed attempts" in s for s in _mail_to_mayor(wtown))
+
+
+def test_an_oom_killed_container_releases_its_bead_and_records_why(
+    wtown: Town, operator: Agent, witness: Witness, runtime: FakeRuntime
+) -> None:
+    bead = wtown.bead_create(operator, "big job")
+    worker = _launched(wtown, operator, runtime, "polecat-1")
+    wtown.bead_claim(worker, bead.id)
+    runtime.run("polecat-1", "exited", "oom", 137)
+    actions = witness.tick()
+    assert ("agent.exited", "polecat-1", "oom") in [(a.verb, a.target, a.reason) for a in actions]
+    agent = wtown.store.agents.get("polecat-1")
+    assert agent.state is AgentState.exited and agent.metadata["exit_reason"] == "oom"
+    after = wtown.store.beads.get(bead.id)
+    assert after.status is BeadStatus.open and after.attempts == 1
+    released = [e for e in wtown.store.events.since(bead_id=bead.id) if e.verb == "bead.released"]
+    assert released and "oom" in released[-1].after["reason"]
+
+
+def test_a_vanished_container_is_treated_as_an_exit(
+    wtown: Town, operator: Agent, witness: Witness, runtime: FakeRuntime
+) -> None:
+    bead = wtown.bead_create(operator, "job")
+    worker = _launched(wtown, operator, runtime, "polecat-1")
+    wtown.bead_claim(worker, bead.id)
+    runtime.remove("town", "polecat-1")
+    witness.tick()
+    assert wtown.store.beads.get(bead.id).status is BeadStatus.open
+    assert wtown.store.agents.get("polecat-1").metadata["exit_reason"] == "container gone"
+
+
+def test_a_spent_budget_stops_the_agent_blocks_its_bead_and_mails_the_mayor(
+    wtown: Town, operator: Agent, witness: Witness, runtime: FakeRuntime
+) -> None:
+    wtown.agent_add(operator, "mayor", "mayor")
+    bead = wtown.bead_create(operator, "expensive")
+    worker = _launched(wtown, operator, runtime, "polecat-1")
+    wtown.bead_claim(worker, bead.id)
+    with wtown.store.db.write() as tx:  # what the gateway records when a budget runs out
+        tx.event("gateway", "budget_exhausted", agent="polecat-1", after={"scope": "agent", "name": "polecat-1"})
+    actions = witness.tick()
+    assert "agent.stopped" in [a.verb for a in actions]
+    assert runtime.stopped == ["polecat-1"]
+    after = wtown.store.beads.get(bead.id)
+    assert after.status is BeadStatus.blocked and "budget" in after.notes
+    assert wtown.store.agents.get("polecat-1").metadata["exit_reason"] == "budget"
+    assert any("budget exhausted" in s for s in _mail_to_mayor(wtown))
+
+
+def test_an_idle_polecat_is_nudged_then_escalated_as_stalled(
+    wtown: Town, operator: Agent, witness: Witness, clock: Clock, runtime: FakeRuntime, tmp_path: Path
+) -> None:
+    wtown.agent_add(operator, "mayor", "mayor")
+    tree = tmp_path / "wt"
+    tree.mkdir()
+    worker = _launched(wtown, operator, runtime, "polecat-1", tree)
+    wtown.bead_claim(worker, wtown.bead_create(operator, "job").id)
+    clock.advance(61)
+    actions = witness.tick()
+    assert [a.verb for a in actions] == ["agent.nudged"]
+    assert wtown.store.messages.has_pending_nudge("polecat-1")
+    assert witness.tick() == []  # not nudged twice within T
+    clock.advance(61)
+    actions = witness.tick()
+    assert [a.verb for a in actions] == ["agent.stalled"]
+    assert any("stalled" in s for s in _mail_to_mayor(wtown))
+    assert runtime.stopped == []  # idleness never stops an agent
+
+
+def test_a_working_polecat_is_never_nudged_or_stopped(
+    wtown: Town, operator: Agent, witness: Witness, clock: Clock, runtime: FakeRuntime, tmp_path: Path
+) -> None:
+    tree = tmp_path / "wt"
+    tree.mkdir()
+    worker = _launched(wtown, operator, runtime, "polecat-1", tree)
+    wtown.bead_claim(worker, wtown.bead_create(operator, "job").id)
+    for _ in range(5):
+        clock.advance(50)
+        # The agent edits a file in its worktree (no tool call): that is work.
+        f = tree / "main.py"
+        f.write_text("print('hi')\n")
+        os.utime(f, (clock(), clock()))
+        assert witness.tick() == []
+    assert runtime.stopped == []
+    assert not wtown.store.messages.has_pending_nudge("polecat-1")
+    assert wtown.store.agents.get("polecat-1").state is AgentState.running
+
+
+def test_tool_calls_keep_a_polecat_from_being_idle(
+    wtown: Town, operator: Agent, witness: Witness, clock: Clock, runtime: FakeRuntime
+) -> None:
+    worker = _launched(wtown, operator, runtime, "polecat-1")
+    wtown.bead_claim(worker, wtown.bead_create(operator, "job").id)
+    clock.advance(59)
+    assert witness.tick() == []
+
+
+def test_a_crash_loop_blocks_the_bead_before_max_attempts(
+    store: Store, settings: Settings, operator: Agent, runtime: FakeRuntime, clock: Clock
+) -> None:
+    town = Town(
+        store,
+        settings.model_copy(
+            update={"witness": WitnessSection(max_attempts=10, crash_loop_failures=2, crash_loop_window_seconds=600)}
+        ),
+    )
+    witness = Witness(town, runtime, clock=clock)
+    bead = town.bead_create(operator, "crashes")
+    for i in range(2):
+        worker = _launched(town, operator, runtime, f"polecat-{i}")
+        town.bead_claim(worker, bead.id)
+        runtime.run(worker.name, "exited", "failed", 1)
+        witness.tick()
+    assert town.store.beads.get(bead.id).status is BeadStatus.blocked
+
+
+def test_the_witness_needs_no_runtime_for_leases(
+    wtown: Town, operator: Agent, clock: Clock, add_agent: Callable[..., Agent]
+) -> None:
+    witness = Witness(wtown, None, clock=clock)
+    worker = add_agent("polecat-9")
+    bead = wtown.bead_create(operator, "job")
+    wtown.bead_claim(worker, bead.id)
+    clock.advance(wtown.settings.lease.seconds + 1)
+    assert [a.verb for a in witness.tick() if a.target == bead.id] == ["bead.requeued"]
+    assert wtown.store.agents.get("polecat-9").role is Role.polecat
