@@ -1,0 +1,341 @@
+"""The `gastown` command line, driven through typer's CliRunner against a real town on disk."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from gastown_mcp.cli import build_app
+from gastown_mcp.cli.town_cmds import follow_events
+from gastown_mcp.config import load_settings
+from gastown_mcp.models import Event
+from gastown_mcp.store import Store
+from gastown_mcp.town import Town
+
+
+@pytest.fixture
+def run() -> Any:
+    runner = CliRunner()
+    app = build_app()
+
+    def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+        return runner.invoke(app, list(args), env={"GASTOWN_TOWN": "", "COLUMNS": "200", **(env or {})})
+
+    return invoke
+
+
+@pytest.fixture
+def town_dir(tmp_path: Path, run: Any) -> Path:
+    path = tmp_path / "town"
+    result = run("init", str(path), "--name", "testville", "--prefix", "tv")
+    assert result.exit_code == 0, result.output
+    return path
+
+
+@pytest.fixture
+def gt(run: Any, town_dir: Path) -> Any:
+    """Run a command in the test town and expect success; returns the result."""
+
+    def invoke(*args: str, ok: bool = True) -> Result:
+        result = run(*args, "--town", str(town_dir))
+        if ok:
+            assert result.exit_code == 0, f"{args}: {result.stdout}{result.stderr}"
+        return result
+
+    return invoke
+
+
+def as_json(result: Result) -> Any:
+    return json.loads(result.stdout)
+
+
+def assert_one_error_line(result: Result, code: int, contains: str) -> None:
+    assert result.exit_code == code, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert contains in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+# -- init and finding the town --------------------------------------------------------------------
+
+
+def test_init_writes_town_toml_and_a_migrated_database(town_dir: Path) -> None:
+    settings = load_settings(town_dir)
+    assert settings.town.name == "testville"
+    assert settings.town.prefix == "tv"
+    assert settings.db_path.exists()
+
+
+def test_commands_in_a_town_directory_need_no_town_option(
+    run: Any, town_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(town_dir)
+    created = as_json(run("bead", "create", "found it", "--json"))
+    assert created["id"].startswith("tv-")
+
+
+def test_gastown_town_variable_names_the_town(run: Any, town_dir: Path) -> None:
+    result = run("bead", "create", "via env", "--json", env={"GASTOWN_TOWN": str(town_dir)})
+    assert result.exit_code == 0, result.stderr
+    assert as_json(result)["title"] == "via env"
+
+
+def test_init_refuses_a_directory_that_is_already_a_town(run: Any, town_dir: Path) -> None:
+    assert_one_error_line(run("init", str(town_dir)), 4, "already a town")
+
+
+def test_init_refuses_a_bad_prefix_without_writing_anything(run: Any, tmp_path: Path) -> None:
+    assert_one_error_line(run("init", str(tmp_path / "t"), "--prefix", "Bad!"), 2, "prefix")
+    assert not (tmp_path / "t" / "town.toml").exists()
+
+
+def test_a_command_outside_any_town_says_how_to_make_one(
+    run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert_one_error_line(run("bead", "list"), 3, "no town here: run `gastown init` or pass --town")
+
+
+# -- beads ----------------------------------------------------------------------------------------
+
+
+def test_a_bead_goes_from_create_through_claim_to_done(gt: Any) -> None:
+    gt("agent", "add", "pc-1", "--role", "polecat")
+    created = as_json(
+        gt("bead", "create", "Write the parser", "-p", "1", "-l", "core", "--acceptance", "tests", "--json")
+    )
+    bead_id = created["id"]
+    assert created["priority"] == 1 and created["labels"] == ["core"]
+
+    listed = gt("bead", "list")
+    assert bead_id in listed.stdout and "Write the parser" in listed.stdout
+    assert [b["id"] for b in as_json(gt("bead", "ready", "--json"))] == [bead_id]
+
+    claimed = as_json(gt("bead", "claim", "--as", "pc-1", "--json"))
+    assert claimed["id"] == bead_id and claimed["assignee"] == "pc-1" and claimed["status"] == "in_progress"
+    gt("bead", "comment", bead_id, "halfway", "--as", "pc-1")
+    gt("bead", "complete", bead_id, "--summary", "parser written", "--branch", "polecat/pc-1/x", "--as", "pc-1")
+
+    shown = as_json(gt("bead", "show", bead_id, "--json"))
+    assert shown["status"] == "done"
+    assert shown["result"]["summary"] == "parser written"
+    assert shown["comments"][0]["body"] == "halfway"
+    human = gt("bead", "show", bead_id).stdout
+    assert "parser written" in human and "halfway" in human
+    assert as_json(gt("bead", "list", "--status", "done", "--json"))[0]["id"] == bead_id
+
+
+def test_update_link_and_release_change_the_bead(gt: Any) -> None:
+    first = as_json(gt("bead", "create", "first", "--json"))["id"]
+    second = as_json(gt("bead", "create", "second", "--json"))["id"]
+    gt("bead", "link", second, first)
+    assert as_json(gt("bead", "show", second, "--json"))["blocked_by"] == [first]
+    assert [b["id"] for b in as_json(gt("bead", "ready", "--json"))] == [first]
+
+    updated = as_json(gt("bead", "update", first, "--title", "first, renamed", "-l", "a", "-l", "b", "--json"))
+    assert updated["title"] == "first, renamed" and updated["labels"] == ["a", "b"]
+    gt("bead", "claim", first)
+    released = as_json(gt("bead", "release", first, "--reason", "not now", "--json"))
+    assert released["status"] == "open" and released["assignee"] is None
+
+
+def test_an_unknown_bead_is_one_line_on_stderr(gt: Any) -> None:
+    assert_one_error_line(gt("bead", "show", "tv-nope", ok=False), 3, "tv-nope")
+
+
+def test_a_priority_out_of_range_is_one_line_on_stderr(gt: Any) -> None:
+    assert_one_error_line(gt("bead", "create", "x", "--priority", "9", ok=False), 2, "priority")
+
+
+def test_a_priority_that_is_not_a_number_keeps_typers_usage_error(gt: Any) -> None:
+    result = gt("bead", "create", "x", "--priority", "high", ok=False)
+    assert result.exit_code == 2
+    assert "Usage:" in result.stderr and "error: " not in result.stderr
+
+
+def test_an_agent_acting_with_as_gets_its_role_refusal(gt: Any) -> None:
+    gt("agent", "add", "pc-1", "--role", "polecat")
+    bead_id = as_json(gt("bead", "create", "guarded", "--json"))["id"]
+    assert_one_error_line(gt("bead", "link", bead_id, bead_id, "--as", "pc-1", ok=False), 5, "pc-1")
+
+
+def test_acting_as_an_unknown_agent_is_refused(gt: Any) -> None:
+    assert_one_error_line(gt("bead", "list", "--as", "ghost", ok=False), 3, "ghost")
+
+
+# -- agents ---------------------------------------------------------------------------------------
+
+
+def test_agent_add_prints_the_secrets_once_and_agent_list_never_shows_them(gt: Any, town_dir: Path) -> None:
+    added = as_json(gt("agent", "add", "mayor", "--role", "mayor", "--json"))
+    token, key = added["token"], added["gateway_key"]
+    human = gt("agent", "add", "pc-1", "--role", "polecat", "--rig", "rig-a").stdout
+    assert "will not be shown again" in human
+    assert "claude mcp add --transport http" in human and "Authorization: Bearer gt_" in human
+
+    for listing in (gt("agent", "list").stdout, gt("agent", "list", "--json").stdout):
+        assert "mayor" in listing and "pc-1" in listing
+        assert token not in listing and key not in listing and "gt_" not in listing
+
+    settings = load_settings(town_dir)
+    store = Store(settings)
+    try:
+        assert Town(store, settings).authenticate(token).name == "mayor"
+    finally:
+        store.close()
+
+
+def test_agent_token_rotates_the_secrets(gt: Any, town_dir: Path) -> None:
+    old = as_json(gt("agent", "add", "pc-1", "--role", "polecat", "--json"))["token"]
+    new = as_json(gt("agent", "token", "pc-1", "--json"))["token"]
+    assert new != old
+    settings = load_settings(town_dir)
+    store = Store(settings)
+    try:
+        town = Town(store, settings)
+        assert town.authenticate(new).name == "pc-1"
+        with pytest.raises(Exception, match="unknown or revoked"):
+            town.authenticate(old)
+    finally:
+        store.close()
+
+
+def test_agent_remove_hides_the_agent_from_the_list(gt: Any) -> None:
+    gt("agent", "add", "pc-1", "--role", "polecat")
+    gt("agent", "remove", "pc-1")
+    assert as_json(gt("agent", "list", "--json")) == []
+
+
+def test_adding_an_agent_with_an_unknown_role_is_one_line(gt: Any) -> None:
+    assert_one_error_line(gt("agent", "add", "x", "--role", "king", ok=False), 2, "role")
+
+
+# -- status, feed, export -------------------------------------------------------------------------
+
+
+def test_status_counts_beads_and_agents(gt: Any) -> None:
+    gt("agent", "add", "pc-1", "--role", "polecat")
+    gt("bead", "create", "one")
+    gt("bead", "create", "two")
+    status = as_json(gt("status", "--json"))
+    assert status["beads_by_status"] == {"open": 2}
+    assert status["ready"] == 2
+    assert status["agents_by_role"] == {"polecat": 1}
+    human = gt("status").stdout
+    assert "testville" in human and "polecat" in human
+
+
+def test_feed_without_follow_prints_past_events(gt: Any) -> None:
+    first = as_json(gt("bead", "create", "first", "--json"))["id"]
+    gt("bead", "create", "second")
+    human = gt("feed", "--no-follow").stdout
+    assert "bead.created" in human and first in human
+
+    lines = [json.loads(line) for line in gt("feed", "--json", "--bead", first).stdout.splitlines()]
+    assert lines and all(e["bead_id"] == first for e in lines)
+    after_first = gt("feed", "--json", "--since", str(lines[-1]["id"])).stdout.splitlines()
+    assert [json.loads(line)["verb"] for line in after_first] == ["bead.created"]
+
+
+def test_following_the_feed_prints_new_events_until_interrupted(town_dir: Path) -> None:
+    settings = load_settings(town_dir)
+    store = Store(settings)
+    town = Town(store, settings)
+    seen: list[Event] = []
+    waits = 0
+
+    def wait(_seconds: float) -> None:
+        # Stands in for the 0.5 s poll: the first wait lets a bead land, the second is Ctrl-C.
+        nonlocal waits
+        waits += 1
+        if waits == 1:
+            town.bead_create(town.agent("operator"), "arrives while following")
+        else:
+            raise KeyboardInterrupt
+
+    try:
+        follow_events(store.events, store.events.last_id(), None, None, seen.append, wait)
+    finally:
+        store.close()
+    assert [e.verb for e in seen] == ["bead.created"]
+
+
+def test_export_writes_a_jsonl_line_for_each_table(gt: Any, tmp_path: Path) -> None:
+    first = as_json(gt("bead", "create", "first", "-l", "core", "--json"))["id"]
+    gt("bead", "create", "second", "--blocked-by", first)
+    gt("bead", "comment", first, "a note")
+    out = tmp_path / "town.jsonl"
+    result = gt("export", "--out", str(out))
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    tables = {r["table"] for r in records}
+    assert tables == {"beads", "labels", "deps", "comments", "events"}
+    assert sum(r["table"] == "beads" for r in records) == 2
+    assert "2 beads" in result.stderr and result.stdout == ""
+
+    to_stdout = gt("export", "--json")
+    assert len(to_stdout.stdout.splitlines()) == len(records)
+    assert json.loads(to_stdout.stderr)["beads"] == 2
+
+
+# -- messages -------------------------------------------------------------------------------------
+
+
+def test_nudges_are_listed_with_their_delivery_state(gt: Any) -> None:
+    gt("agent", "add", "pc-1", "--role", "polecat")
+    gt("nudge", "pc-1", "pick up the next bead")
+    assert [n["state"] for n in as_json(gt("nudge", "--list", "--json"))] == ["sent"]
+    gt("inbox", "--as", "pc-1")
+    listed = gt("nudge", "--list", "--agent", "pc-1")
+    assert "delivered" in listed.stdout and "pick up the next bead" in listed.stdout
+
+
+def test_nudging_without_text_is_a_usage_error(gt: Any) -> None:
+    result = gt("nudge", "pc-1", ok=False)
+    assert result.exit_code == 2 and "Usage:" in result.stderr
+
+
+def test_mail_reaches_the_inbox_and_can_be_acknowledged(gt: Any) -> None:
+    gt("agent", "add", "pc-1", "--role", "polecat")
+    sent = as_json(gt("mail", "send", "pc-1", "--subject", "hello", "--body", "welcome", "--json"))
+    inbox = as_json(gt("inbox", "--as", "pc-1", "--json"))
+    assert [(m["subject"], m["body"]) for m in inbox] == [("hello", "welcome")]
+    gt("mail", "ack", str(sent["id"]), "--as", "pc-1")
+    assert as_json(gt("inbox", "--as", "pc-1", "--json")) == []
+    assert len(as_json(gt("inbox", "--as", "pc-1", "--all", "--json"))) == 1
+
+
+def test_agents_can_mail_the_operator(gt: Any) -> None:
+    gt("agent", "add", "pc-1", "--role", "polecat")
+    gt("mail", "send", "operator", "--body", "stuck on tv-1", "--as", "pc-1")
+    assert "stuck on tv-1" in gt("inbox").stdout
+
+
+# -- serve and the installed script ---------------------------------------------------------------
+
+
+def test_serving_over_stdio_needs_an_agent(gt: Any) -> None:
+    result = gt("serve", ok=False)
+    assert result.exit_code == 2 and "--as" in result.stderr
+
+
+def test_the_installed_script_reports_errors_without_a_traceback(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "gastown"
+    if not script.exists():
+        pytest.skip("the gastown console script is not installed in this environment")
+    done = subprocess.run(
+        [str(script), "bead", "list", "--town", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 3
+    assert done.stderr.strip() == f"error: no town here at {tmp_path}: run `gastown init` or pass --town"
