@@ -297,6 +297,11 @@ def test_nudges_are_listed_with_their_delivery_state(gt: Any) -> None:
     assert "delivered" in listed.stdout and "pick up the next bead" in listed.stdout
 
 
+def test_listing_nudges_as_an_agent_is_a_usage_error(gt: Any) -> None:
+    result = gt("nudge", "--list", "--as", "pc-1", ok=False)
+    assert result.exit_code == 2 and "operator" in result.stderr
+
+
 def test_nudging_without_text_is_a_usage_error(gt: Any) -> None:
     result = gt("nudge", "pc-1", ok=False)
     assert result.exit_code == 2 and "Usage:" in result.stderr
@@ -324,6 +329,11 @@ def test_agents_can_mail_the_operator(gt: Any) -> None:
 def test_serving_over_stdio_needs_an_agent(gt: Any) -> None:
     result = gt("serve", ok=False)
     assert result.exit_code == 2 and "--as" in result.stderr
+
+
+def test_serving_over_http_refuses_a_fixed_agent(gt: Any) -> None:
+    result = gt("serve", "--http", "--as", "mayor", ok=False)
+    assert result.exit_code == 2 and "bearer token" in result.stderr
 
 
 def test_the_installed_script_reports_errors_without_a_traceback(tmp_path: Path) -> None:

@@ -26,9 +26,10 @@ def nudge(
     if list_:
         if agent or text:
             raise typer.BadParameter("--list takes no AGENT or TEXT; filter with --agent NAME", param_hint="--list")
+        if as_:
+            raise typer.BadParameter("listing nudges is for the operator; drop --as", param_hint="--as")
         with open_town(town_dir) as town:
-            actor(town, as_)  # an unknown --as still fails clearly
-            # Town has no nudge listing yet; the repository read is the one exception to "CLI calls only town".
+            # Town has no nudge listing yet; this repository read is the CLI's one exception to "only town".
             found = town.store.messages.nudges(to, limit)
         emit(as_json, found, lambda c: c.print(console.message_table(found, nudges=True)))
         return
