@@ -100,6 +100,8 @@ def status_of(container: Container) -> ContainerStatus:
     deadline = float(labels[LABEL_DEADLINE]) if labels.get(LABEL_DEADLINE) else None
     started = _parse_time(state_data.get("StartedAt"))
     finished = _parse_time(state_data.get("FinishedAt"))
+    networks: dict[str, Any] = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    addresses = [n.get("IPAddress") for n in networks.values() if n.get("IPAddress")]
     state: State
     exit_code: int | None = None
     reason: ExitReason | None = None
@@ -122,6 +124,7 @@ def status_of(container: Container) -> ContainerStatus:
         started_at=started,
         finished_at=finished,
         deadline=deadline,
+        address=addresses[0] if addresses else None,
     )
 
 
@@ -140,7 +143,8 @@ def run_kwargs(spec: LaunchSpec, now: float) -> dict[str, Any]:
         DockerMount(target=m.target or str(m.source), source=str(m.source), type="bind", read_only=m.read_only)
         for m in spec.mounts
     ]
-    tmpfs_opts = "rw,nosuid,nodev"
+    # exec stays allowed on tmpfs: agents build and run code, and noexec would not stop a Python process anyway.
+    tmpfs_opts = "rw,nosuid,nodev,exec"
     kwargs: dict[str, Any] = {
         "name": spec.container_name,
         "hostname": spec.agent[:63],

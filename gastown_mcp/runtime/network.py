@@ -3,7 +3,8 @@
 An `internal` bridge network has no route to the internet, and with inter-container communication off its
 containers cannot reach each other. They can still reach every host port through the bridge's gateway IP,
 so INPUT rules scoped to the town's bridge interface accept only the allowed host ports (the town's MCP
-port and the gateway's) and reject the rest, for IPv4 and IPv6. Setup and teardown are idempotent.
+port and the gateway's) and reject the rest, and FORWARD rules reject anything routed to or from the bridge,
+for IPv4 and IPv6. Setup and teardown are idempotent.
 """
 
 from __future__ import annotations
@@ -112,45 +113,72 @@ def remove_town_network(client: docker.DockerClient, town: str) -> None:
     remove_host_firewall(bridge)
 
 
-def chain_name(bridge: str) -> str:
-    return f"GASTOWN-{bridge}"[:28]
+def chain_names(bridge: str) -> tuple[str, str]:
+    """The town's INPUT and FORWARD sub-chains (iptables allows 28 characters; bridge names have 14)."""
+    return f"GT-IN-{bridge}", f"GT-FWD-{bridge}"
 
 
-def firewall_rules(bridge: str, ports: Iterable[int], ipv6: bool = False) -> list[list[str]]:
-    """The rules of the town's INPUT sub-chain, in order (as iptables argument lists after `-A CHAIN`)."""
+def input_rules(ports: Iterable[int], ipv6: bool = False) -> list[list[str]]:
+    """Rules for packets from the town's bridge to the host itself: only the allowed TCP ports get in."""
     rules = [["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"]]
     if not ipv6:
-        # Agents only speak IPv4 to the town; over IPv6 (link-local) nothing on the host is reachable.
+        # Agents speak IPv4 to the town; over IPv6 (link-local) nothing on the host is reachable.
         rules += [["-p", "tcp", "--dport", str(port), "-j", "ACCEPT"] for port in sorted(set(ports))]
+    return rules + _reject_all(ipv6)
+
+
+def forward_rules(ipv6: bool = False) -> list[list[str]]:
+    """Rules for packets the host would route to or from the bridge: none (Docker's internal flag drops them
+    too; rejecting here also makes a blocked connect fail at once instead of timing out)."""
+    return _reject_all(ipv6)
+
+
+def _reject_all(ipv6: bool) -> list[list[str]]:
     reject = "icmp6-port-unreachable" if ipv6 else "icmp-port-unreachable"
-    rules.append(["-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"])
-    rules.append(["-j", "REJECT", "--reject-with", reject])
-    return rules
+    return [["-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"], ["-j", "REJECT", "--reject-with", reject]]
 
 
 def apply_host_firewall(bridge: str, ports: Sequence[int]) -> None:
-    """Install (or replace) the rules: from `bridge`, accept only `ports`; reject everything else."""
+    """Install (or replace) the town's rules: from `bridge`, only `ports` on the host; nothing routed."""
+    in_chain, fwd_chain = chain_names(bridge)
     for tool in _tools():
-        chain = chain_name(bridge)
-        if _run(tool, "-n", "-L", chain, check=False).returncode != 0:
-            _run(tool, "-N", chain)
-        _run(tool, "-F", chain)
-        for rule in firewall_rules(bridge, ports, ipv6=tool.endswith("6tables")):
-            _run(tool, "-A", chain, *rule)
-        jump = ["INPUT", "-i", bridge, "-j", chain]
-        if _run(tool, "-C", *jump, check=False).returncode != 0:
-            _run(tool, "-I", *jump[:1], "1", *jump[1:])
+        ipv6 = tool == "ip6tables"
+        _fill_chain(tool, in_chain, input_rules(ports, ipv6))
+        _fill_chain(tool, fwd_chain, forward_rules(ipv6))
+        _ensure_jump(tool, ["INPUT", "-i", bridge, "-j", in_chain])
+        # DOCKER-USER runs before Docker's own FORWARD rules; without it (no Docker chains) use FORWARD.
+        parent = "DOCKER-USER" if _run(tool, "-n", "-L", "DOCKER-USER", check=False).returncode == 0 else "FORWARD"
+        _ensure_jump(tool, [parent, "-i", bridge, "-j", fwd_chain])
+        _ensure_jump(tool, [parent, "-o", bridge, "-j", fwd_chain])
 
 
 def remove_host_firewall(bridge: str) -> None:
+    in_chain, fwd_chain = chain_names(bridge)
     for tool in _tools():
-        chain = chain_name(bridge)
-        jump = ["INPUT", "-i", bridge, "-j", chain]
-        while _run(tool, "-C", *jump, check=False).returncode == 0:
-            _run(tool, "-D", *jump)
-        if _run(tool, "-n", "-L", chain, check=False).returncode == 0:
-            _run(tool, "-F", chain)
-            _run(tool, "-X", chain)
+        jumps = [["INPUT", "-i", bridge, "-j", in_chain]]
+        jumps += [
+            [parent, flag, bridge, "-j", fwd_chain] for parent in ("DOCKER-USER", "FORWARD") for flag in ("-i", "-o")
+        ]
+        for jump in jumps:
+            while _run(tool, "-C", *jump, check=False).returncode == 0:
+                _run(tool, "-D", *jump)
+        for chain in (in_chain, fwd_chain):
+            if _run(tool, "-n", "-L", chain, check=False).returncode == 0:
+                _run(tool, "-F", chain)
+                _run(tool, "-X", chain)
+
+
+def _fill_chain(tool: str, chain: str, rules: list[list[str]]) -> None:
+    if _run(tool, "-n", "-L", chain, check=False).returncode != 0:
+        _run(tool, "-N", chain)
+    _run(tool, "-F", chain)
+    for rule in rules:
+        _run(tool, "-A", chain, *rule)
+
+
+def _ensure_jump(tool: str, jump: list[str]) -> None:
+    if _run(tool, "-C", *jump, check=False).returncode != 0:
+        _run(tool, "-I", jump[0], "1", *jump[1:])
 
 
 def _tools() -> list[str]:

@@ -141,6 +141,7 @@ class ContainerStatus:
     started_at: float | None = None
     finished_at: float | None = None
     deadline: float | None = None
+    address: str | None = None
 
 
 @runtime_checkable

@@ -1,0 +1,144 @@
+"""Containment probe, run inside an agent container by `selftest.py` (as `python3 -c <this file>`).
+
+Standard library only: it runs on the image's Python. Reads its targets as JSON from GASTOWN_PROBE and prints
+one JSON list of {name, passed, detail} as its last line. Every network attempt has a short timeout.
+"""
+
+import json
+import os
+import socket
+import urllib.request
+from typing import Any
+
+TIMEOUT_S = 1.5
+FORBIDDEN_NAMES = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "OPENAI_API_KEY", "AWS_SECRET_ACCESS_KEY")
+FORBIDDEN_PREFIXES = ("sk-ant-", "sk-proj-")
+Results = list[tuple[str, bool, str]]
+
+
+def connect(host: str, port: int) -> str | None:
+    """None if a TCP connection to host:port succeeds, else why it failed."""
+    try:
+        with socket.create_connection((host, port), timeout=TIMEOUT_S):
+            return None
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def status_fields() -> dict[str, str]:
+    fields: dict[str, str] = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return fields
+
+
+def mounts() -> list[list[str]]:
+    with open("/proc/mounts") as f:
+        return [line.split() for line in f]
+
+
+def check_identity(results: Results) -> None:
+    uid, euid = os.getuid(), os.geteuid()
+    results.append(("uid_not_root", uid != 0 and euid != 0, f"uid={uid} euid={euid}"))
+    fields = status_fields()
+    caps = {k: fields.get(k, "?") for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+    empty = all(v.strip("0") == "" for v in caps.values())
+    results.append(("capabilities_empty", empty, " ".join(f"{k}={v}" for k, v in caps.items())))
+    nnp = fields.get("NoNewPrivs")
+    results.append(("no_new_privileges", nnp == "1", f"NoNewPrivs={nnp}"))
+
+
+def check_filesystems(results: Results) -> None:
+    table = mounts()
+    root = [m for m in table if m[1] == "/"]
+    root_ro = bool(root) and "ro" in root[-1][3].split(",")
+    try:
+        with open("/.probe-write", "w"):
+            pass
+        wrote = "write to / succeeded"
+    except OSError as exc:
+        wrote = f"write to / refused: {exc.strerror}"
+    results.append(("rootfs_read_only", root_ro and "refused" in wrote, wrote))
+    home = os.environ.get("HOME", "")
+    home_mount = [m for m in table if m[1] == home]
+    tmp_mount = [m for m in table if m[1] == "/tmp"]
+    capped = all(bool(m) and m[-1][2] == "tmpfs" and "size=" in m[-1][3] for m in (home_mount, tmp_mount))
+    results.append(("home_and_tmp_are_capped_tmpfs", capped, f"HOME={home} tmp={tmp_mount[-1:]!r}"))
+    host_home = [m[1] for m in table if m[1] in ("/root", "/host") or (m[1].startswith("/home/") and m[1] != home)]
+    results.append(("no_host_home", not host_home, f"suspicious mounts: {host_home}"))
+    sockets = [p for p in ("/var/run/docker.sock", "/run/docker.sock") if os.path.exists(p)]
+    docker_env = "DOCKER_HOST" in os.environ
+    results.append(("no_docker_socket", not sockets and not docker_env, f"sockets={sockets} DOCKER_HOST={docker_env}"))
+
+
+def check_environment(results: Results) -> None:
+    environments = [dict(os.environ)]
+    try:
+        with open("/proc/1/environ", "rb") as f:
+            pairs = [item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item]
+        environments.append({k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs})
+    except OSError:
+        pass
+    found = sorted(
+        {
+            name
+            for env in environments
+            for name, value in env.items()
+            if name in FORBIDDEN_NAMES or value.startswith(FORBIDDEN_PREFIXES)
+        }
+    )
+    results.append(("no_provider_key_in_env", not found, f"found: {found}" if found else "none found"))
+
+
+def check_network(results: Results, cfg: dict[str, Any]) -> None:
+    with open("/proc/net/route") as f:
+        routes = [line.split() for line in f.readlines()[1:]]
+    default = [r for r in routes if r[1] == "00000000"]
+    test_net = connect("192.0.2.1", 443)
+    try:
+        addresses = sorted(
+            {str(info[4][0]) for info in socket.getaddrinfo("example.com", 443, type=socket.SOCK_STREAM)}
+        )
+        dns = f"example.com resolved to {addresses}"
+        reached = [a for a in addresses[:2] if connect(a, 443) is None]
+    except OSError as exc:
+        dns, reached = f"example.com did not resolve ({exc})", []
+    # Docker 20.10 gives containers on an internal network a default route to the bridge; the host drops
+    # what arrives there, so what counts is that nothing gets through, not the routing table.
+    no_route = test_net is not None and not reached
+    detail = f"default routes={len(default)}; 192.0.2.1:443 -> {test_net}; {dns}; reached={reached}"
+    results.append(("no_route_to_internet", no_route, detail))
+
+    gateway, port = cfg["gateway"], cfg["town_port"]
+    try:
+        with urllib.request.urlopen(f"http://{gateway}:{port}/", timeout=TIMEOUT_S * 2) as response:
+            town = f"HTTP {response.status}"
+    except OSError as exc:
+        town = f"failed: {exc}"
+    results.append(("town_port_reachable", town.startswith("HTTP 2"), f"{gateway}:{port} -> {town}"))
+
+    blocked = [(gateway, p) for p in cfg.get("blocked_ports", [])]
+    blocked += [(host, port) for host in cfg.get("other_host_addresses", [])]
+    open_ones = [f"{h}:{p}" for h, p in blocked if connect(h, p) is None]
+    results.append(("other_host_ports_blocked", not open_ones, f"tried {len(blocked)}, open: {open_ones}"))
+
+    peer = cfg.get("peer")
+    if peer:
+        outcome = connect(peer[0], peer[1])
+        results.append(("other_agent_unreachable", outcome is not None, f"{peer[0]}:{peer[1]} -> {outcome}"))
+
+
+def main() -> None:
+    cfg = json.loads(os.environ.get("GASTOWN_PROBE", "{}"))
+    results: Results = []
+    for check in (check_identity, check_filesystems, check_environment):
+        check(results)
+    if cfg.get("gateway"):
+        check_network(results, cfg)
+    print(json.dumps([{"name": n, "passed": bool(p), "detail": d} for n, p, d in results]))
+
+
+if __name__ == "__main__":
+    main()
