@@ -89,15 +89,16 @@ class MessageRepo:
             return 0
         with self.db.write() as tx:
             marks = ",".join("?" * len(ids))
-            cur = tx.execute(
+            # Audit only what changed: not other agents' messages, unknown ids, or repeats.
+            changed = tx.execute(
                 f"""UPDATE messages SET state='acknowledged', acknowledged_at=?,
                     delivered_at=coalesce(delivered_at, ?)
-                    WHERE recipient=? AND id IN ({marks}) AND state != 'acknowledged'""",
+                    WHERE recipient=? AND id IN ({marks}) AND state != 'acknowledged' RETURNING id""",
                 (tx.now, tx.now, recipient, *ids),
-            )
-            for mid in ids:
+            ).fetchall()
+            for mid in sorted(r["id"] for r in changed):
                 tx.event(recipient, "message.acknowledged", agent=recipient, after={"message_id": mid})
-            return cur.rowcount
+            return len(changed)
 
     def nudges(self, recipient: str | None = None, limit: int = 50) -> list[Message]:
         sql, params = "SELECT * FROM messages WHERE kind='nudge'", []
