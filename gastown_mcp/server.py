@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from importlib import resources
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -26,6 +27,7 @@ from pydantic import BaseModel, Field
 from gastown_mcp import roles
 from gastown_mcp.errors import GastownError, Unauthorized
 from gastown_mcp.models import Agent, Bead, BeadSummary, Dep, Message, Role, TownStatus
+from gastown_mcp.runtime.protocol import Limits
 from gastown_mcp.town import Heartbeat, Town
 
 T = TypeVar("T")
@@ -256,6 +258,7 @@ def build_server(town: Town, agent: Agent | None = None, *, http_url: str | None
 
     _register_bead_tools(mcp, town, run)
     _register_town_tools(mcp, town, run)
+    _register_fleet_tools(mcp, town, run)
     _register_resources_and_prompts(mcp, town, run)
     return mcp
 
@@ -415,6 +418,50 @@ def _register_town_tools(mcp: MCPServer, town: Town, run: Callable[..., Any]) ->
     @mcp.tool(description="Say you are alive: renews your bead leases; shows what you hold.", annotations=IDEMPOTENT)
     async def town_heartbeat() -> Heartbeat:
         return await run(lambda a: town.heartbeat(a))
+
+
+class LimitsIn(BaseModel):
+    """Resource ceilings for a spawned container; omitted fields take the role's defaults."""
+
+    memory_mb: int | None = Field(default=None, ge=64, le=65536)
+    cpus: float | None = Field(default=None, gt=0, le=64)
+    pids: int | None = Field(default=None, ge=16, le=65536)
+    wallclock_s: int | None = Field(default=None, ge=10, le=7 * 86400)
+
+
+def _register_fleet_tools(mcp: MCPServer, town: Town, run: Callable[..., Any]) -> None:
+    @mcp.tool(
+        description="Spawn an agent in its own container (optionally on a rig, with a bead on its hook).",
+        annotations=WRITE,
+    )
+    async def town_spawn(
+        role: Literal["polecat", "refinery", "deacon", "dog"] = "polecat",
+        rig: Annotated[str | None, Field(max_length=64)] = None,
+        bead: BeadId | None = None,
+        command: Annotated[list[str], Field(max_length=64, description="program to run instead of Claude Code")] = [],  # noqa: B006
+        limits: LimitsIn | None = None,
+    ) -> Agent:
+        def go(a: Agent) -> Agent:
+            lim = None
+            if limits is not None:
+                base = town.fleet.config.limits.get(role) if town.fleet else None
+                lim = replace(base or Limits(), **limits.model_dump(exclude_none=True))
+            return town.spawn(a, role, rig=rig, bead=bead, command=command, limits=lim)
+
+        return await run(go)
+
+    @mcp.tool(
+        description="Stop an agent's container; its beads go back to the queue, its branch is kept.",
+        annotations=DESTRUCTIVE,
+    )
+    async def town_stop(
+        agent: Annotated[str, Field(max_length=40)], reason: Annotated[str, Field(max_length=2000)] = ""
+    ) -> Agent:
+        return await run(lambda a: town.stop(a, agent, reason))
+
+    @mcp.tool(description="Put a bead on an agent's hook; a rig name spawns a polecat for it.", annotations=WRITE)
+    async def town_sling(bead: BeadId, to: Annotated[str, Field(max_length=64, description="agent or rig")]) -> Agent:
+        return await run(lambda a: town.sling(a, bead, to))
 
 
 def _register_resources_and_prompts(mcp: MCPServer, town: Town, run: Callable[..., Any]) -> None:

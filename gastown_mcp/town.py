@@ -10,13 +10,13 @@ import re
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from gastown_mcp import roles
 from gastown_mcp.config import Settings
-from gastown_mcp.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from gastown_mcp.errors import Forbidden, InvalidInput, NotFound, RuntimeUnavailable, Unauthorized
 from gastown_mcp.models import (
     LABEL_MAX,
     TEXT_MAX,
@@ -36,6 +36,10 @@ from gastown_mcp.models import (
     TownStatus,
 )
 from gastown_mcp.store import Credentials, Store
+
+if TYPE_CHECKING:
+    from gastown_mcp.fleet import Fleet
+    from gastown_mcp.runtime.protocol import Limits
 from gastown_mcp.store.db import now_iso
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
@@ -68,9 +72,10 @@ def _text(name: str, value: str | None, limit: int = TEXT_MAX) -> str:
 
 
 class Town:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, fleet: Fleet | None = None) -> None:
         self.store = store
         self.settings = settings
+        self.fleet = fleet
         self._touched: dict[str, float] = {}
         self._touch_lock = threading.Lock()
 
@@ -365,6 +370,49 @@ class Town:
         mayors = [a for a in self.store.agents.all(role=Role.mayor)]
         to = mayors[0].name if mayors else OPERATOR
         return self.store.messages.send(actor.name, to, MessageKind.mail, body, subject[:200])
+
+    # -- the fleet (mayor and overseer) ---------------------------------------------------------------
+    def _fleet(self) -> Fleet:
+        if self.fleet is None:
+            raise RuntimeUnavailable(
+                "this town has no container runtime attached: start it with `gastown up` to spawn agents"
+            )
+        return self.fleet
+
+    def spawn(
+        self,
+        actor: Agent,
+        role: str,
+        *,
+        rig: str | None = None,
+        bead: str | None = None,
+        command: Sequence[str] = (),
+        limits: Limits | None = None,
+    ) -> Agent:
+        self._require(actor, "town.spawn", "spawn agents")
+        fleet = self._fleet()
+        return fleet.spawn(
+            actor.name,
+            self._enum(Role, role, "role"),
+            rig=rig,
+            bead=bead,
+            command=command,
+            limits=limits,
+            lease_seconds=self.settings.lease.seconds,
+        )
+
+    def stop(self, actor: Agent, name: str, reason: str = "") -> Agent:
+        self._require(actor, "town.stop", "stop agents")
+        self.agent(name)
+        return self._fleet().stop(actor.name, name, _text("reason", reason, 2000))
+
+    def sling(self, actor: Agent, bead_id: str, target: str) -> Agent:
+        self._require(actor, "town.sling", "sling beads")
+        return self._fleet().sling(actor.name, bead_id, target, self.settings.lease.seconds)
+
+    def logs(self, actor: Agent, name: str, tail: int = 200) -> str:
+        self._require(actor, "town.agents", "read agent logs")
+        return self._fleet().logs(name, tail)
 
     # -- agents (operator and overseer) ------------------------------------------------------------
     def agent_add(self, actor: Agent, name: str, role: str, rig: str | None = None) -> Credentials:

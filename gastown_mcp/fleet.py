@@ -1,0 +1,181 @@
+"""The fleet: spawning, stopping and slinging work to agents that run in containers (part of the town API).
+
+`Fleet` composes the store, the rigs' git worktrees and a `Runtime`. `Town` checks permissions and calls it.
+A spawned agent gets a name from the pool, an MCP token and a gateway key, a worktree on its own branch, and a
+hardened container that reaches only the town's MCP endpoint and the gateway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gastown_mcp.errors import Conflict, GastownError, InvalidInput, NotFound, RuntimeUnavailable
+from gastown_mcp.models import Agent, AgentState, Bead, BeadStatus, MessageKind, Role
+from gastown_mcp.runtime import worktrees
+from gastown_mcp.runtime.protocol import ContainerStatus, LaunchSpec, Limits, Runtime
+from gastown_mcp.store import Store
+
+NAME_POOL = (
+    "nux", "slit", "rictus", "toast", "capable", "dag", "cheedo", "angharad", "furiosa", "ace", "morsov",
+    "keeper", "valkyrie", "max", "immortan", "scrotus", "corpus", "miss-giddy", "organic", "bullet",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """Where spawned agents find the town, and how much they may use (limits by role)."""
+
+    town: str
+    town_dir: Path
+    mcp_url: str
+    gateway_url: str | None = None
+    network: str | None = None
+    image: str = "gastown-agent:latest"
+    limits: Mapping[str, Limits] = field(default_factory=dict)
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
+class Fleet:
+    def __init__(self, store: Store, runtime: Runtime, config: FleetConfig) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.config = config
+
+    def pick_name(self, role: Role) -> str:
+        taken = self.store.agents.names()
+        for name in NAME_POOL:
+            if name not in taken:
+                return name
+        n = 1
+        while f"{role.value}-{n}" in taken:
+            n += 1
+        return f"{role.value}-{n}"
+
+    def spawn(
+        self,
+        actor: str,
+        role: Role,
+        *,
+        rig: str | None = None,
+        bead: str | None = None,
+        command: Sequence[str] = (),
+        limits: Limits | None = None,
+        lease_seconds: float = 600.0,
+        name: str | None = None,
+    ) -> Agent:
+        """Create the agent, its worktree (with a rig) and its container; with `bead`, put it on the hook."""
+        rig_obj = worktrees.get_rig(self.config.town_dir, rig) if rig else None
+        if bead is not None:
+            self._check_slingable(bead)
+        name = name or self.pick_name(role)
+        creds = self.store.agents.create(actor, name, role, rig)
+        meta: dict[str, object] = {}
+        try:
+            worktree = None
+            if rig_obj is not None:
+                worktree = worktrees.create_worktree(rig_obj, name, bead)
+                meta.update(worktree=str(worktree.path), branch=worktree.branch)
+            if bead is not None:
+                self.store.beads.claim(name, bead, lease_seconds)
+                meta["hook"] = bead
+            env = {
+                "GASTOWN_AGENT": name,
+                "GASTOWN_ROLE": role.value,
+                "GASTOWN_MCP_URL": self.config.mcp_url,
+                "GASTOWN_TOKEN": creds.token,
+                **({"GASTOWN_BEAD": bead} if bead else {}),
+                **({"GASTOWN_BRANCH": str(meta["branch"])} if "branch" in meta else {}),
+                **self.config.extra_env,
+            }
+            if self.config.gateway_url:
+                env["ANTHROPIC_BASE_URL"] = self.config.gateway_url
+                env["ANTHROPIC_AUTH_TOKEN"] = creds.gateway_key
+            spec = LaunchSpec(
+                town=self.config.town,
+                agent=name,
+                role=role.value,
+                image=self.config.image,
+                command=tuple(command),
+                env=env,
+                mounts=tuple(worktree.mounts()) if worktree else (),
+                network=self.config.network,
+                limits=limits or self.config.limits.get(role.value) or Limits(),
+            )
+            status = self.runtime.launch(spec)
+        except BaseException as exc:
+            self._undo_spawn(actor, name, bead, rig_obj, exc)
+            raise
+        meta["container"] = status.container_id
+        return self.store.agents.set_state(actor, name, AgentState.running, "spawned", **meta)
+
+    def _undo_spawn(
+        self, actor: str, name: str, bead: str | None, rig: worktrees.Rig | None, exc: BaseException
+    ) -> None:
+        """A spawn that failed half way leaves nothing behind but the audit trail (and any branch)."""
+        with contextlib.suppress(GastownError):
+            if bead is not None and self.store.beads.get(bead).assignee == name:
+                self.store.beads.release(actor, bead, f"spawn of {name} failed: {exc}", None)
+        if rig is not None:
+            with contextlib.suppress(Exception):
+                worktrees.remove_worktree(rig, name)
+        with contextlib.suppress(GastownError):
+            self.store.agents.set_state(actor, name, AgentState.removed, f"spawn failed: {exc}")
+
+    def _check_slingable(self, bead_id: str) -> Bead:
+        bead = self.store.beads.get(bead_id)
+        if bead.status is not BeadStatus.open or bead.blocked_by:
+            why = f"waits on {', '.join(bead.blocked_by)}" if bead.blocked_by else f"is {bead.status.value}"
+            raise Conflict(f"bead {bead_id} {why}; only open, unblocked beads can go on a hook")
+        return bead
+
+    def sling(self, actor: str, bead_id: str, target: str, lease_seconds: float = 600.0) -> Agent:
+        """Put a bead on an agent's hook: a running agent's name, or a rig (spawns a polecat for it)."""
+        agent = self.store.agents.find(target)
+        if agent is None or agent.state is AgentState.removed:
+            if target in {r.name for r in worktrees.list_rigs(self.config.town_dir)}:
+                return self.spawn(actor, Role.polecat, rig=target, bead=bead_id, lease_seconds=lease_seconds)
+            raise NotFound(f"no agent or rig named {target!r}; see `gastown agent ls` and `gastown rig list`")
+        if agent.state not in (AgentState.running, AgentState.idle, AgentState.nudged):
+            raise InvalidInput(f"{target} is {agent.state.value}; sling to a running agent or to a rig")
+        self._check_slingable(bead_id)
+        self.store.beads.claim(target, bead_id, lease_seconds)
+        self.store.messages.send(
+            actor, target, MessageKind.nudge, f"Bead {bead_id} is on your hook: claim it and work it."
+        )
+        return self.store.agents.set_state(actor, target, agent.state, "slung", hook=bead_id)
+
+    def stop(self, actor: str, name: str, reason: str) -> Agent:
+        """Stop the agent's container and give its beads back to the queue; its branch is kept."""
+        agent = self.store.agents.get(name)
+        status: ContainerStatus | None = None
+        with contextlib.suppress(NotFound):
+            status = self.runtime.stop(self.config.town, name)
+        for held in self.store.beads.held_by(name):
+            self.store.beads.release(actor, held.id, f"{name} stopped: {reason}", None)
+        meta: dict[str, object] = {"exit_reason": "stopped"}
+        if status is not None:
+            meta["exit_code"] = status.exit_code
+        return self.store.agents.set_state(actor, agent.name, AgentState.exited, reason or "stopped", **meta)
+
+    def logs(self, name: str, tail: int = 200) -> str:
+        self.store.agents.get(name)
+        try:
+            return self.runtime.logs(self.config.town, name, tail)
+        except NotFound:
+            return ""
+
+    def cleanup_orphans(self) -> list[str]:
+        """Remove containers of this town whose agent row is gone or removed (after a crash of the town)."""
+        known = {a.name for a in self.store.agents.all()}
+        removed = []
+        try:
+            for status in self.runtime.list(self.config.town):
+                if status.agent not in known:
+                    self.runtime.remove(self.config.town, status.agent)
+                    removed.append(status.agent)
+        except RuntimeUnavailable:
+            return []
+        return removed
