@@ -179,6 +179,8 @@ def run_kwargs(spec: LaunchSpec, now: float) -> dict[str, Any]:
     }
     if spec.network:
         kwargs["network"] = spec.network
+        # Names outside the town never resolve on an internal network; fail in 1 s instead of 10.
+        kwargs["dns_opt"] = ["timeout:1", "attempts:1"]
     else:
         kwargs["network_mode"] = "none"
     return kwargs

@@ -1,0 +1,70 @@
+"""Containment, checked from inside real agent containers (the same checks as `gastown doctor --sandbox`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gastown_mcp.runtime.selftest import CheckResult
+
+pytestmark = pytest.mark.docker
+
+
+def check(results: dict[str, CheckResult], name: str) -> None:
+    assert name in results, f"check {name} did not run: {sorted(results)}"
+    result = results[name]
+    assert result.passed, f"{name}: {result.detail}"
+
+
+def test_the_selftest_reports_every_check_and_all_pass(selftest: dict[str, CheckResult]) -> None:
+    failed = {r.name: r.detail for r in selftest.values() if not r.passed}
+    assert not failed
+    assert len(selftest) >= 15
+
+
+def test_agent_runs_as_a_non_root_user(selftest: dict[str, CheckResult]) -> None:
+    check(selftest, "uid_not_root")
+
+
+def test_agent_has_no_capabilities_and_no_new_privileges(selftest: dict[str, CheckResult]) -> None:
+    check(selftest, "capabilities_empty")
+    check(selftest, "no_new_privileges")
+
+
+def test_root_filesystem_is_read_only(selftest: dict[str, CheckResult]) -> None:
+    check(selftest, "rootfs_read_only")
+
+
+def test_home_and_tmp_are_size_capped_tmpfs_not_the_host_home(selftest: dict[str, CheckResult]) -> None:
+    check(selftest, "home_and_tmp_are_capped_tmpfs")
+    check(selftest, "no_host_home")
+
+
+def test_there_is_no_docker_socket_and_no_provider_key(selftest: dict[str, CheckResult]) -> None:
+    check(selftest, "no_docker_socket")
+    check(selftest, "no_provider_key_in_env")
+
+
+def test_agent_has_no_route_to_the_internet(selftest: dict[str, CheckResult]) -> None:
+    check(selftest, "no_route_to_internet")
+
+
+def test_agent_reaches_the_town_port_and_no_other_host_port(selftest: dict[str, CheckResult]) -> None:
+    check(selftest, "town_port_reachable")
+    check(selftest, "other_host_ports_blocked")
+
+
+def test_another_agents_container_is_unreachable(selftest: dict[str, CheckResult]) -> None:
+    check(selftest, "peer_agent_listening")
+    check(selftest, "other_agent_unreachable")
+
+
+def test_a_memory_hog_is_oom_killed_and_reported_as_oom(selftest: dict[str, CheckResult]) -> None:
+    check(selftest, "memory_hog_oom_killed")
+
+
+def test_a_fork_bomb_stops_at_the_pids_limit(selftest: dict[str, CheckResult]) -> None:
+    check(selftest, "fork_bomb_stopped_at_pids_limit")
+
+
+def test_the_wall_clock_limit_stops_a_sleeper(selftest: dict[str, CheckResult]) -> None:
+    check(selftest, "wallclock_limit_stops_sleeper")

@@ -1,0 +1,77 @@
+"""The Docker backend on the real engine: launch, status, logs, stop, reaping, orphans."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from gastown_mcp.errors import Conflict, NotFound
+from gastown_mcp.runtime.docker_backend import DockerRuntime
+from gastown_mcp.runtime.protocol import LaunchSpec, Limits
+
+pytestmark = pytest.mark.docker
+
+
+def spec(town: str, agent: str, image: str, *command: str, limits: Limits | None = None) -> LaunchSpec:
+    return LaunchSpec(town=town, agent=agent, role="polecat", image=image, command=command, limits=limits or Limits())
+
+
+def test_a_finished_container_reports_ok_and_its_output(
+    runtime: DockerRuntime, agent_image: str, town_name: str
+) -> None:
+    runtime.launch(spec(town_name, "a1", agent_image, "sh", "-c", "echo hello from $GASTOWN_AGENT"))
+    status = runtime.wait(town_name, "a1", timeout_s=30)
+    assert (status.state, status.exit_code, status.reason) == ("exited", 0, "ok")
+    assert "hello from a1" in runtime.logs(town_name, "a1")
+
+
+def test_a_failing_command_reports_failed(runtime: DockerRuntime, agent_image: str, town_name: str) -> None:
+    runtime.launch(spec(town_name, "a1", agent_image, "sh", "-c", "exit 3"))
+    status = runtime.wait(town_name, "a1", timeout_s=30)
+    assert (status.exit_code, status.reason) == (3, "failed")
+
+
+def test_launching_the_same_agent_twice_is_a_conflict(runtime: DockerRuntime, agent_image: str, town_name: str) -> None:
+    runtime.launch(spec(town_name, "a1", agent_image, "sleep", "30"))
+    with pytest.raises(Conflict, match="already has a container"):
+        runtime.launch(spec(town_name, "a1", agent_image, "sleep", "30"))
+
+
+def test_stopping_a_running_agent_reports_killed(runtime: DockerRuntime, agent_image: str, town_name: str) -> None:
+    runtime.launch(spec(town_name, "a1", agent_image, "sleep", "30"))
+    assert runtime.status(town_name, "a1").state == "running"
+    status = runtime.stop(town_name, "a1", timeout_s=5)
+    assert (status.state, status.reason) == ("exited", "killed")
+
+
+def test_the_host_stops_a_container_past_its_deadline(runtime: DockerRuntime, agent_image: str, town_name: str) -> None:
+    runtime.launch(spec(town_name, "a1", agent_image, "sleep", "300", limits=Limits(wallclock_s=600)))
+    assert runtime.reap_expired(town_name) == []
+    reaped = runtime.reap_expired(town_name, now=time.time() + 3600)
+    assert [(s.agent, s.reason) for s in reaped] == [("a1", "wallclock")]
+    assert runtime.status(town_name, "a1").reason == "wallclock"
+
+
+def test_an_unknown_agent_is_not_found_and_removing_it_is_harmless(runtime: DockerRuntime, town_name: str) -> None:
+    with pytest.raises(NotFound, match="spawn it first"):
+        runtime.status(town_name, "ghost")
+    runtime.remove(town_name, "ghost")
+
+
+def test_containers_the_town_no_longer_knows_are_found_and_cleaned_up(
+    runtime: DockerRuntime, agent_image: str, town_name: str
+) -> None:
+    for agent in ("known", "orphan"):
+        runtime.launch(spec(town_name, agent, agent_image, "sleep", "30"))
+    orphans = runtime.find_orphans(town_name, known_agents=["known"])
+    assert [o.agent for o in orphans] == ["orphan"]
+    assert runtime.cleanup(town_name, agents=[o.agent for o in orphans]) == ["orphan"]
+    assert [s.agent for s in runtime.list(town_name)] == ["known"]
+
+
+def test_the_image_carries_claude_code_on_the_path(runtime: DockerRuntime, agent_image: str, town_name: str) -> None:
+    runtime.launch(spec(town_name, "a1", agent_image, "claude", "--version"))
+    status = runtime.wait(town_name, "a1", timeout_s=60)
+    assert status.reason == "ok", runtime.logs(town_name, "a1")
+    assert "Claude Code" in runtime.logs(town_name, "a1")
