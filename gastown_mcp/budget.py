@@ -270,6 +270,8 @@ class Budgets:
     def reserve(self, agent: str, rig: str | None, model: str, estimate: Estimate) -> Reservation:
         """Admit a request or raise: `BudgetExceeded` when a scope is spent, `BudgetBusy` when reserved."""
         keys = keys_for(agent, rig)
+        if not self.repo.budgets(self.db.conn, keys):  # no budget applies: nothing to reserve, no write
+            return Reservation(id=None, agent=agent, rig=rig, model=model, tokens=0, usd=0.0)
         with self.db.write() as tx:
             rows = self.repo.budgets(tx, keys)
             if not rows:
@@ -392,3 +394,48 @@ def _spent_text(row: sqlite3.Row) -> str:
     if row["usd_limit"] is not None:
         parts.append(f"${row['usd_spent']:.4f} of ${row['usd_limit']:.2f}")
     return ", ".join(parts)
+
+
+class Route(_Model):
+    agent: str = Field(default="*", description="agent name or glob")
+    model: str = Field(default="*", description="model id or glob")
+    upstream: str = Field(description="name of an upstream in the gateway settings")
+
+
+class Routes:
+    """Runtime routing rules (per agent or model pattern → upstream name), tried before configured ones."""
+
+    def __init__(self, store: HasDatabase) -> None:
+        self.db = store.db
+        self.repo = UsageRepo(store.db)
+
+    def set(self, actor: str, route: Route) -> Route:
+        with self.db.write() as tx:
+            self.repo.set_route(tx, route.agent, route.model, route.upstream, actor)
+            tx.event(
+                actor, "route_set", agent=route.agent if "*" not in route.agent else None, after=route.model_dump()
+            )
+        return route
+
+    def clear(self, actor: str, agent: str = "*", model: str = "*") -> bool:
+        with self.db.write() as tx:
+            gone = self.repo.delete_route(tx, agent, model)
+            if gone:
+                tx.event(actor, "route_cleared", before={"agent": agent, "model": model})
+        return gone
+
+    def list(self) -> list[Route]:
+        """Most specific first: exact agent before agent globs, exact model before model globs."""
+        rows = self.repo.routes()
+        routes = [Route(agent=r["agent"], model=r["model"], upstream=r["upstream"]) for r in rows]
+        return sorted(routes, key=lambda r: (_is_glob(r.agent), _is_glob(r.model)))
+
+    def pick(self, agent: str, model: str) -> str | None:
+        for r in self.list():
+            if fnmatch.fnmatchcase(agent, r.agent) and fnmatch.fnmatchcase(model, r.model):
+                return r.upstream
+        return None
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")

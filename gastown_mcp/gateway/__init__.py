@@ -1,0 +1,92 @@
+"""The LLM gateway: an Anthropic-Messages-compatible proxy with per-agent keys, metering and budgets.
+
+`build_gateway(store, config, provider_env)` returns the Starlette app the town serves on its own port.
+Provider keys arrive once, from the edge, in `provider_env`; agents only ever hold their virtual key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Protocol
+
+import httpx2
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from gastown_mcp.budget import Budgets, PriceTable, Routes
+from gastown_mcp.gateway.app import AgentLookup, MessagesProxy
+from gastown_mcp.gateway.config import GatewayConfig, RouteRule, Upstream
+from gastown_mcp.store.db import Database
+from gastown_mcp.store.usage import UsageRow
+
+__all__ = ["GatewayConfig", "RouteRule", "Upstream", "build_gateway"]
+
+
+class GatewayStore(Protocol):
+    """What the gateway needs of the town's `Store`."""
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def agents(self) -> AgentLookup: ...
+
+
+def build_gateway(
+    store: GatewayStore,
+    config: GatewayConfig,
+    provider_env: Mapping[str, str],
+    *,
+    transport: httpx2.AsyncBaseTransport | None = None,
+    on_settled: Callable[[UsageRow], None] | None = None,
+) -> Starlette:
+    """The gateway app. `provider_env` maps variable names (an upstream's `key_env`) to provider keys;
+    `on_settled` is called (in the event loop) with each usage row once written."""
+    log = logging.getLogger("gastown_mcp.gateway")
+    budgets = Budgets(store, PriceTable(config.prices))
+    keys = {
+        name: provider_env[u.key_env]
+        for name, u in config.upstreams.items()
+        if u.key_env is not None and provider_env.get(u.key_env)
+    }
+    for name, u in config.upstreams.items():
+        if u.key_env is not None and name not in keys:
+            log.warning("gateway upstream %s has no key: %s is not set", name, u.key_env)
+    timeout = httpx2.Timeout(
+        connect=config.connect_timeout_seconds, read=config.read_timeout_seconds, write=60.0, pool=60.0
+    )
+    client = httpx2.AsyncClient(
+        timeout=timeout,
+        limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30.0),
+        transport=transport,
+        trust_env=False,
+    )
+    proxy = MessagesProxy(store.agents, budgets, Routes(store), config, keys, client, log, on_settled)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        released = budgets.release_stale(config.stale_reservation_seconds)
+        if released:
+            log.warning("gateway released %d stale budget reservations", released)
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True, "upstreams": sorted(config.upstreams)})
+
+    app = Starlette(
+        routes=[
+            Route("/v1/messages", proxy, methods=["POST"]),
+            Route("/v1/messages/count_tokens", proxy, methods=["POST"]),
+            Route("/healthz", health, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.budgets = budgets
+    return app

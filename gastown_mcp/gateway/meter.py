@@ -1,0 +1,107 @@
+"""Reads token usage out of Messages API responses as they pass: SSE incrementally, JSON at the end.
+
+Streams report usage in `message_start` (input, cache write/read) and `message_delta` (cumulative output,
+and on newer APIs cumulative input too). A stream cut short is metered from the deltas that did pass.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from gastown_mcp.budget import Usage
+
+_FIELDS = {
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "cache_creation_input_tokens": "cache_creation_tokens",
+    "cache_read_input_tokens": "cache_read_tokens",
+}
+
+
+@dataclass
+class Meter:
+    """Feed it response bytes; ask it for `usage()` and `model` whenever the response ends."""
+
+    model: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    produced_chars: int = 0
+    finished: bool = False
+    _buf: bytearray = field(default_factory=bytearray)
+    _event: str = ""
+
+    # -- SSE ---------------------------------------------------------------------------------------
+    def feed(self, chunk: bytes) -> None:
+        self._buf += chunk
+        start = 0
+        while True:
+            nl = self._buf.find(b"\n", start)
+            if nl < 0:
+                break
+            self._line(bytes(self._buf[start:nl]).rstrip(b"\r"))
+            start = nl + 1
+        if start:
+            del self._buf[:start]
+
+    def _line(self, line: bytes) -> None:
+        if line.startswith(b"event:"):
+            self._event = line[6:].strip().decode(errors="replace")
+        elif line.startswith(b"data:"):
+            self._data(line[5:].strip())
+        elif not line:
+            self._event = ""
+
+    def _data(self, raw: bytes) -> None:
+        kind = self._event
+        if kind in ("ping", "content_block_start", "content_block_stop"):
+            return
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return
+        if not isinstance(data, dict):
+            return
+        kind = str(data.get("type", kind))
+        if kind == "message_start":
+            message = data.get("message") or {}
+            self.model = message.get("model") or self.model
+            self._take(message.get("usage"))
+        elif kind == "message_delta":
+            self._take(data.get("usage"))
+        elif kind == "content_block_delta":
+            delta = data.get("delta") or {}
+            for key in ("text", "partial_json", "thinking"):
+                value = delta.get(key)
+                if isinstance(value, str):
+                    self.produced_chars += len(value)
+        elif kind == "message_stop":
+            self.finished = True
+
+    # -- JSON --------------------------------------------------------------------------------------
+    def read_json(self, body: bytes) -> None:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return
+        if isinstance(data, dict):
+            self.model = data.get("model") or self.model
+            self._take(data.get("usage"))
+            self.finished = True
+
+    def _take(self, usage: Any) -> None:
+        if not isinstance(usage, dict):
+            return
+        for wire, ours in _FIELDS.items():
+            value = usage.get(wire)
+            if isinstance(value, int):
+                self.counts[ours] = value
+
+    def usage(self) -> Usage:
+        """What was consumed; for an unfinished stream, output is at least what the deltas carried."""
+        counts = dict(self.counts)
+        if not self.finished and self.produced_chars:
+            estimated = math.ceil(self.produced_chars / 4)
+            counts["output_tokens"] = max(counts.get("output_tokens", 0), estimated)
+        return Usage(**counts)
