@@ -54,6 +54,8 @@ class Worktree:
             Mount(self.path / ".git", f"{WORK_DIR}/.git", read_only=True),
             Mount(common, read_only=True),
             Mount(common / "objects", read_only=False),
+            # objects/info/alternates would let an agent point the rig at object stores of its choosing.
+            Mount(common / "objects" / "info", read_only=True),
             Mount(self.git_dir, read_only=False),
             Mount(common / "refs" / "heads" / namespace, read_only=False),
             Mount(common / "logs" / "refs" / "heads" / namespace, read_only=False),
@@ -79,6 +81,7 @@ def _share_with_agents(git_dir: Path) -> None:
     _git("config", "gc.auto", "0", cwd=git_dir)
     _git("config", "maintenance.auto", "false", cwd=git_dir)
     objects = git_dir / "objects"
+    (objects / "info").mkdir(exist_ok=True)
     for dirpath, _dirnames, _files in os.walk(objects):
         os.chown(dirpath, -1, AGENT_GID)
         os.chmod(dirpath, 0o2775)
