@@ -371,3 +371,120 @@ async def test_an_abandoned_stream_is_metered_for_what_was_produced(store: Store
     assert row.outcome == "abandoned" and row.input_tokens == 120 and row.cache_read_tokens == 30
     assert 1 <= row.output_tokens <= 10  # 40 characters of text passed at most
     assert t.rows()[0]["outcome"] == "abandoned"
+
+
+# -- a real Claude Code ----------------------------------------------------------------------------
+CLAUDE = Path(__file__).resolve().parent.parent / ".cache/npm-claude/node_modules/@anthropic-ai"
+CLAUDE_BIN = CLAUDE / "claude-code-linux-x64/claude"
+needs_claude = pytest.mark.skipif(
+    not CLAUDE_BIN.exists(),
+    reason=f"Claude Code is not installed at {CLAUDE_BIN}; "
+    "run `npm install --prefix .cache/npm-claude @anthropic-ai/claude-code`",
+)
+
+
+async def _claude(prompt: str, gateway_url: str, key: str, home: Path, cwd: Path, *extra: str) -> dict[str, Any]:
+    env = {
+        "HOME": str(home),
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "ANTHROPIC_BASE_URL": gateway_url,
+        "ANTHROPIC_API_KEY": key,
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "ENABLE_TOOL_SEARCH": "false",
+        "DISABLE_AUTOUPDATER": "1",
+    }
+    cmd = [str(CLAUDE_BIN), "-p", prompt, "--output-format", "json", "--model", "scripted-standin", *extra]
+    with anyio.fail_after(180):
+        done = await anyio.run_process(cmd, env=env, cwd=cwd, check=False)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def _metered_totals(store: Store) -> dict[str, int]:
+    row = store.db.query_one(
+        "SELECT SUM(input_tokens) AS i, SUM(output_tokens) AS o, SUM(cache_creation_tokens) AS cw, "
+        "SUM(cache_read_tokens) AS cr FROM usage"
+    )
+    return {"inputTokens": row["i"], "outputTokens": row["o"], "cacheCreationInputTokens": row["cw"],
+            "cacheReadInputTokens": row["cr"]}  # fmt: skip
+
+
+def _reported_totals(result: dict[str, Any]) -> dict[str, int]:
+    kinds = ("inputTokens", "outputTokens", "cacheCreationInputTokens", "cacheReadInputTokens")
+    return {k: sum(m[k] for m in result["modelUsage"].values()) for k in kinds}
+
+
+@pytest.mark.claude
+@needs_claude
+async def test_claude_code_completes_through_the_gateway_and_its_usage_matches_the_meter(
+    store: Store, key: str, tmp_path: Path
+) -> None:
+    async with town(store, Hello()) as t:
+        result = await _claude("say hello", t.url, key, tmp_path / "home", tmp_path)
+    assert result["is_error"] is False and result["result"] == "Hello from the scripted stand-in."
+    assert _reported_totals(result) == _metered_totals(store)
+    assert result["usage"]["input_tokens"] == t.rows()[-1]["input_tokens"]
+    assert all(r.headers["x-api-key"] == SENTINEL for r in t.standin.requests)
+
+
+@pytest.mark.claude
+@needs_claude
+async def test_claude_code_stops_on_an_exhausted_budget_and_shows_why(store: Store, key: str, tmp_path: Path) -> None:
+    Budgets(store).set("overseer", "town", tokens=0)
+    async with town(store, Hello()) as t:
+        result = await _claude("say hello", t.url, key, tmp_path / "home", tmp_path)
+    assert result["is_error"] is True and result["api_error_status"] == 402
+    assert "budget is spent" in result["result"]
+    assert t.standin.requests == []
+    assert [r["outcome"] for r in t.rows()] == ["refused"]  # one attempt: Claude Code did not retry
+
+
+@pytest.mark.claude
+@needs_claude
+async def test_claude_code_plays_a_polecat_against_the_standin_through_the_gateway(
+    store: Store, tmp_path: Path
+) -> None:
+    from gastown_mcp.server import http_app
+    from gastown_mcp.standin import Polecat
+    from gastown_mcp.standin.serving import bind
+    from gastown_mcp.town import Town as TownApi
+
+    settings = store.settings
+    api = TownApi(store, settings)
+    mayor = store.agents.create("test", "mayor", Role.mayor).agent
+    creds = store.agents.create("test", "polecat-1", Role.polecat, rig="web")
+    bead = api.bead_create(mayor, "Write the release notes", description="One file is enough.")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for cmd in (["git", "init", "-q"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+                                        "--allow-empty", "-m", "start"]):  # fmt: skip
+        await anyio.run_process(cmd, cwd=repo)
+    sock = bind()
+    port = sock.getsockname()[1]
+    mcp_url = f"http://127.0.0.1:{port}/mcp"
+    mcp_config = {"mcpServers": {"gastown": {"type": "http", "url": mcp_url,
+                                             "headers": {"Authorization": f"Bearer {creds.token}"}}}}  # fmt: skip
+    tools = "mcp__gastown__bead_show,mcp__gastown__bead_claim,mcp__gastown__bead_complete,Write,Bash"
+    async with serve(http_app(api, "127.0.0.1", port), sock=sock), town(store, Polecat()) as t:
+        result = await _claude(
+            f"You are polecat-1. Work bead {bead.id}: claim it, do it, commit, and complete it.",
+            t.url,
+            creds.gateway_key,
+            tmp_path / "home",
+            repo,
+            "--mcp-config",
+            json.dumps(mcp_config),
+            "--strict-mcp-config",
+            "--allowedTools",
+            tools,
+            "--max-turns",
+            "12",
+        )
+    head = (await anyio.run_process(["git", "rev-parse", "HEAD"], cwd=repo)).stdout.decode().strip()
+    done = api.bead_show(mayor, bead.id)
+    assert result["is_error"] is False, result
+    assert result["permission_denials"] == []
+    assert done.status == "done" and done.result is not None and done.result.commit == head
+    assert (repo / f"{bead.id}.md").exists()
+    assert _reported_totals(result) == _metered_totals(store)
+    assert {r["agent"] for r in t.rows()} == {"polecat-1"}

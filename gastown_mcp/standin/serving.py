@@ -15,15 +15,23 @@ import anyio
 import uvicorn
 
 
-@contextlib.asynccontextmanager
-async def serve(app: Any, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-    """Yield the base URL (`http://host:port`) while `app` is being served; stop it on exit."""
+def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A listening socket (port 0 = any free port), for apps that must know their port when built."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(1024)
     sock.setblocking(False)
-    bound = sock.getsockname()[1]
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    app: Any, host: str = "127.0.0.1", port: int = 0, sock: socket.socket | None = None
+) -> AsyncIterator[str]:
+    """Yield the base URL (`http://host:port`) while `app` is being served; stop it on exit."""
+    sock = sock or bind(host, port)
+    host, bound = sock.getsockname()[:2]
     config = uvicorn.Config(app, log_level="warning", lifespan="auto", access_log=False)
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
