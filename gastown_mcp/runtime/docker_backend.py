@@ -12,7 +12,7 @@ import contextlib
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
@@ -36,6 +36,9 @@ from gastown_mcp.runtime.protocol import (
     LaunchSpec,
     State,
 )
+
+if TYPE_CHECKING:
+    from gastown_mcp.runtime.network import NetworkPolicy, TownNetwork
 
 START_HINT = "start it with `sudo bash scripts/install-docker.sh`"
 
@@ -259,6 +262,17 @@ class DockerRuntime:
             return
         with translate_errors(f"removing agent {agent}"), contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
+
+    def ensure_network(self, town: str, policy: NetworkPolicy) -> TownNetwork:
+        """The town's internal network with its host firewall (idempotent; see `network.py`)."""
+        from gastown_mcp.runtime.network import ensure_town_network
+
+        return ensure_town_network(self.client, town, policy)
+
+    def remove_network(self, town: str) -> None:
+        from gastown_mcp.runtime.network import remove_town_network
+
+        remove_town_network(self.client, town)
 
     # -- beyond the protocol: housekeeping ------------------------------------------------------------
 

@@ -11,9 +11,12 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from gastown_mcp.errors import Forbidden, InvalidInput
+
+if TYPE_CHECKING:
+    from gastown_mcp.runtime.network import NetworkPolicy, TownNetwork
 
 AGENT_UID = 1000
 AGENT_GID = 1000
@@ -161,3 +164,7 @@ class Runtime(Protocol):
     def list(self, town: str) -> builtins.list[ContainerStatus]: ...
 
     def remove(self, town: str, agent: str) -> None: ...
+
+    def ensure_network(self, town: str, policy: NetworkPolicy) -> TownNetwork: ...
+
+    def remove_network(self, town: str) -> None: ...

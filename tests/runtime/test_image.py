@@ -1,0 +1,26 @@
+"""The image build: idempotent, and it reports what it did."""
+
+from __future__ import annotations
+
+import pytest
+
+from gastown_mcp.runtime.docker_backend import DockerRuntime
+from gastown_mcp.runtime.image import ImageConfig, build_images
+
+pytestmark = pytest.mark.docker
+
+
+def test_building_images_that_are_up_to_date_skips_both(runtime: DockerRuntime, agent_image: str) -> None:
+    lines: list[str] = []
+    result = build_images(runtime.client, ImageConfig(), progress=lines.append)
+    assert result.built == ()
+    assert set(result.skipped) == {"gastown-base:bookworm", agent_image}
+    assert any("up to date" in line for line in lines)
+    assert result.seconds < 10
+
+
+def test_the_agent_image_runs_as_uid_1000_with_the_sandbox_entrypoint(runtime: DockerRuntime, agent_image: str) -> None:
+    config = runtime.client.images.get(agent_image).attrs["Config"]
+    assert config["User"] == "1000:1000"
+    assert config["Entrypoint"] == ["/opt/gastown/entrypoint.sh"]
+    assert "ANTHROPIC_API_KEY" not in " ".join(config.get("Env") or [])
