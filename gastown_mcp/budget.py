@@ -425,10 +425,10 @@ class Routes:
         return gone
 
     def list(self) -> list[Route]:
-        """Most specific first: exact agent before agent globs, exact model before model globs."""
+        """Most specific first: exact agent before agent globs, then the longer pattern, then by model."""
         rows = self.repo.routes()
         routes = [Route(agent=r["agent"], model=r["model"], upstream=r["upstream"]) for r in rows]
-        return sorted(routes, key=lambda r: (_is_glob(r.agent), _is_glob(r.model)))
+        return sorted(routes, key=_specificity)
 
     def pick(self, agent: str, model: str) -> str | None:
         for r in self.list():
@@ -439,3 +439,8 @@ class Routes:
 
 def _is_glob(pattern: str) -> bool:
     return any(c in pattern for c in "*?[")
+
+
+def _specificity(r: Route) -> tuple[bool, int, bool, int]:
+    # Exact beats glob; among globs, the one with more literal characters wins.
+    return (_is_glob(r.agent), -len(r.agent.strip("*")), _is_glob(r.model), -len(r.model.strip("*")))
