@@ -139,7 +139,8 @@ class BeadRepo:
         )
         stale = self.db.query(
             f"""SELECT {SUMMARY_COLS}, created_at FROM beads INDEXED BY beads_leases
-                WHERE status='in_progress' AND lease_expires_at < ? LIMIT ?""",
+                WHERE status='in_progress' AND lease_expires_at < ?
+                ORDER BY priority, created_at, id LIMIT ?""",
             (now, limit),
         )
         merged = sorted([*fresh, *stale], key=lambda r: (r["priority"], r["created_at"], r["id"]))

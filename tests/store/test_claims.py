@@ -223,3 +223,11 @@ def test_a_claim_through_the_town_uses_the_configured_lease(
     start = time.time()
     claimed = town.bead_claim(polecat, bead.id)
     assert now_iso(start + 41) < lease_of(town.store, claimed.id) <= now_iso(time.time() + 42)
+
+
+def test_ready_ranks_expired_leases_by_priority_even_past_the_limit(store: Store) -> None:
+    beads = [store.beads.create("mayor", title=f"p{p}", priority=p) for p in (4, 3, 2, 1, 0)]
+    for bead in beads:  # the lowest priority expires first
+        store.beads.claim("polecat-1", bead.id, -1)
+    assert ready_ids(store, limit=1) == [beads[-1].id]
+    assert ready_ids(store, limit=5) == [b.id for b in reversed(beads)]
