@@ -217,6 +217,11 @@ class DockerRuntime:
                     f"agent {spec.agent} of town {spec.town} already has a container "
                     f"({status_of(existing).state}); stop and remove it first"
                 )
+            try:
+                self.client.images.get(spec.image)
+            except docker.errors.ImageNotFound:
+                # Without this, run() would try a registry pull and fail with a network error instead.
+                raise NotFound(f"image {spec.image} is not built: run `gastown image build`") from None
             container = self.client.containers.run(spec.image, **run_kwargs(spec, time.time()))
             container.reload()
             return status_of(container)

@@ -75,3 +75,22 @@ def test_the_image_carries_claude_code_on_the_path(runtime: DockerRuntime, agent
     status = runtime.wait(town_name, "a1", timeout_s=60)
     assert status.reason == "ok", runtime.logs(town_name, "a1")
     assert "Claude Code" in runtime.logs(town_name, "a1")
+
+
+def test_launching_an_image_that_is_not_built_says_how_to_build_it(runtime: DockerRuntime, town_name: str) -> None:
+    with pytest.raises(NotFound, match="gastown image build"):
+        runtime.launch(spec(town_name, "a1", "gastown-agent:no-such-tag", "true"))
+
+
+def test_the_default_command_runs_claude_code_headless(
+    runtime: DockerRuntime, agent_image: str, town_name: str
+) -> None:
+    env = {
+        "GASTOWN_MCP_URL": "http://192.0.2.1:1/mcp",
+        "GASTOWN_TOKEN": "t",
+        "ANTHROPIC_BASE_URL": "http://192.0.2.1:1",
+    }
+    runtime.launch(LaunchSpec(town=town_name, agent="a1", role="polecat", image=agent_image, env=env))
+    runtime.wait(town_name, "a1", timeout_s=60)
+    # No model is reachable here; what matters is that Claude Code started headless and reported a result.
+    assert '"type":"result"' in runtime.logs(town_name, "a1")
