@@ -42,12 +42,20 @@ class ServerSection(_Section):
 
 
 class GatewaySection(_Section):
+    """`[gateway]`: host and port here; upstreams, routes, prices etc. pass through to the gateway's own
+    `GatewayConfig`, which validates them when the town starts."""
+
+    model_config = ConfigDict(extra="allow")
     host: str = "127.0.0.1"
     port: int = Field(default=8766, ge=0, le=65535)
 
 
 class RuntimeSection(_Section):
+    """`[runtime]`: the agent image and per-role container limits (`[runtime.limits.polecat]` memory_mb = ...)."""
+
     image: str = "gastown-agent:latest"
+    limits: dict[str, dict[str, float]] = Field(default_factory=dict)
+    subnet: str | None = Field(default=None, description="the town network's subnet; None lets Docker pick")
 
 
 class WitnessSection(_Section):

@@ -25,6 +25,7 @@ from mcp_types import CallToolResult, ListToolsResult, TextContent, ToolAnnotati
 from pydantic import BaseModel, Field
 
 from gastown_mcp import roles
+from gastown_mcp.budget import AgentUsage, BudgetStatus
 from gastown_mcp.errors import GastownError, Unauthorized
 from gastown_mcp.models import Agent, Bead, BeadSummary, Dep, Message, Role, TownStatus
 from gastown_mcp.runtime.protocol import Limits
@@ -259,6 +260,7 @@ def build_server(town: Town, agent: Agent | None = None, *, http_url: str | None
     _register_bead_tools(mcp, town, run)
     _register_town_tools(mcp, town, run)
     _register_fleet_tools(mcp, town, run)
+    _register_budget_tools(mcp, town, run)
     _register_resources_and_prompts(mcp, town, run)
     return mcp
 
@@ -462,6 +464,37 @@ def _register_fleet_tools(mcp: MCPServer, town: Town, run: Callable[..., Any]) -
     @mcp.tool(description="Put a bead on an agent's hook; a rig name spawns a polecat for it.", annotations=WRITE)
     async def town_sling(bead: BeadId, to: Annotated[str, Field(max_length=64, description="agent or rig")]) -> Agent:
         return await run(lambda a: town.sling(a, bead, to))
+
+
+class Budgets(BaseModel):
+    budgets: list[BudgetStatus]
+
+
+class UsageReport(BaseModel):
+    agents: list[AgentUsage]
+
+
+def _register_budget_tools(mcp: MCPServer, town: Town, run: Callable[..., Any]) -> None:
+    @mcp.tool(
+        description="Set a token and/or USD budget for an agent, a rig or the whole town.", annotations=IDEMPOTENT
+    )
+    async def town_budget_set(
+        scope: Literal["agent", "rig", "town"],
+        name: Annotated[str | None, Field(max_length=64, description="agent or rig; omit for town")] = None,
+        tokens: Annotated[int | None, Field(ge=0)] = None,
+        usd: Annotated[float | None, Field(ge=0)] = None,
+    ) -> BudgetStatus:
+        return await run(lambda a: town.budget_set(a, scope, name, tokens=tokens, usd=usd))
+
+    @mcp.tool(description="Budgets with what is spent and what remains.", annotations=READ)
+    async def town_budget(
+        scope: Literal["agent", "rig", "town"] | None = None, name: Annotated[str | None, Field(max_length=64)] = None
+    ) -> Budgets:
+        return Budgets(budgets=await run(lambda a: town.budget(a, scope, name)))
+
+    @mcp.tool(description="Model usage per agent: requests, tokens by kind, USD, remaining.", annotations=READ)
+    async def town_usage(agent: Annotated[str | None, Field(max_length=40)] = None) -> UsageReport:
+        return UsageReport(agents=await run(lambda a: town.usage(a, agent)))
 
 
 def _register_resources_and_prompts(mcp: MCPServer, town: Town, run: Callable[..., Any]) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from gastown_mcp import roles
+from gastown_mcp.budget import AgentUsage, Budgets, BudgetStatus
 from gastown_mcp.config import Settings
 from gastown_mcp.errors import Forbidden, InvalidInput, NotFound, RuntimeUnavailable, Unauthorized
 from gastown_mcp.models import (
@@ -76,6 +77,7 @@ class Town:
         self.store = store
         self.settings = settings
         self.fleet = fleet
+        self._budgets: Budgets | None = None
         self._touched: dict[str, float] = {}
         self._touch_lock = threading.Lock()
 
@@ -413,6 +415,36 @@ class Town:
     def logs(self, actor: Agent, name: str, tail: int = 200) -> str:
         self._require(actor, "town.agents", "read agent logs")
         return self._fleet().logs(name, tail)
+
+    # -- budgets and usage (the gateway meters; these read and set) ----------------------------------
+    @property
+    def budgets(self) -> Budgets:
+        if self._budgets is None:
+            from gastown_mcp.budget import Budgets, Price, PriceTable
+
+            prices = {k: Price(**v) for k, v in (getattr(self.settings.gateway, "prices", None) or {}).items()}
+            self._budgets = Budgets(self.store, PriceTable(prices))
+        return self._budgets
+
+    def budget_set(
+        self, actor: Agent, scope: str, name: str | None = None, *, tokens: int | None = None, usd: float | None = None
+    ) -> BudgetStatus:
+        self._require(actor, "town.budget.set", "set budgets")
+        if scope == "agent" and name:
+            self.agent(name)
+        return self.budgets.set(actor.name, scope, name, tokens=tokens, usd=usd)
+
+    def budget_clear(self, actor: Agent, scope: str, name: str | None = None) -> None:
+        self._require(actor, "town.budget.set", "clear budgets")
+        self.budgets.clear(actor.name, scope, name)
+
+    def budget(self, actor: Agent, scope: str | None = None, name: str | None = None) -> list[BudgetStatus]:
+        self._require(actor, "town.budget", "read budgets")
+        return self.budgets.show(scope, name)
+
+    def usage(self, actor: Agent, agent: str | None = None) -> list[AgentUsage]:
+        self._require(actor, "town.usage", "read usage")
+        return self.budgets.usage(agent)
 
     # -- agents (operator and overseer) ------------------------------------------------------------
     def agent_add(self, actor: Agent, name: str, role: str, rig: str | None = None) -> Credentials:
