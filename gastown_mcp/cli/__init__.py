@@ -12,7 +12,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from gastown_mcp.cli import agents, beads, messages, town_cmds
+from gastown_mcp.cli import agents, beads, budget_cmds, fleet_cmds, messages, town_cmds
 from gastown_mcp.errors import GastownError
 
 __all__ = ["build_app", "main"]
@@ -43,6 +43,8 @@ def build_app() -> typer.Typer:
     app.add_typer(beads.app, name="bead")
     app.add_typer(agents.app, name="agent")
     messages.register(app)
+    fleet_cmds.register(app)
+    budget_cmds.register(app)
     return app
 
 

@@ -1,0 +1,238 @@
+"""`gastown up|down|sling|doctor`, `gastown rig ...`, `gastown image build` and `gastown agent spawn|stop|logs|ls`.
+
+These are the commands that touch containers. `up` runs the town process; the others attach to it through
+the state file it writes, so they use the same network and URLs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gastown_mcp.cli import agents
+from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, emit, note, open_town, print_json
+from gastown_mcp.daemon import TownProcess, attach_fleet, provider_env, read_state, stop_running_town
+from gastown_mcp.errors import RuntimeUnavailable
+from gastown_mcp.runtime import worktrees
+from gastown_mcp.town import Town
+
+rig_app = typer.Typer(help="Register projects (rigs) the town works on.", no_args_is_help=True)
+image_app = typer.Typer(help="Build the agent container image.", no_args_is_help=True)
+
+
+@contextmanager
+def fleet_town(town_dir: Path | None) -> Iterator[Town]:
+    with open_town(town_dir) as town:
+        town.fleet = attach_fleet(town.store, town.settings)
+        yield town
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up)
+    app.command("down")(down)
+    app.command("sling")(sling)
+    app.command("doctor")(doctor)
+    app.add_typer(rig_app, name="rig")
+    app.add_typer(image_app, name="image")
+    agents.app.command("spawn")(spawn)
+    agents.app.command("stop")(stop)
+    agents.app.command("logs")(logs)
+    agents.app.command("ls")(ls)
+
+
+def up(
+    town_dir: TownDir = None,
+    runtime: Annotated[
+        bool, typer.Option("--runtime/--no-runtime", help="Attach Docker to run agents in containers.")
+    ] = True,
+) -> None:
+    """Run the town: MCP server, LLM gateway and witness, until Ctrl-C (agents are stopped gracefully)."""
+    with open_town(town_dir) as town:
+        settings = town.settings
+    if read_state(settings) is not None:
+        note("[yellow]a town is already running here[/]; `gastown down` stops it")
+        raise typer.Exit(4)
+    rt = None
+    if runtime:
+        from gastown_mcp.runtime.docker_backend import DockerRuntime
+
+        rt = DockerRuntime.connect()
+    console = Console(stderr=True)
+    process = TownProcess(settings, provider_env(os.environ), rt, on_status=lambda line: console.print(line))
+
+    def ready(state: object) -> None:
+        s = process.state
+        assert s is not None
+        console.print(f"[bold green]town {settings.town.name} is up[/] (pid {s.pid})")
+        console.print(f"  MCP      {s.mcp_url}" + (f"  (agents: {s.agent_mcp_url})" if s.agent_mcp_url else ""))
+        console.print(
+            f"  gateway  {s.gateway_url}" + (f"  (agents: {s.agent_gateway_url})" if s.agent_gateway_url else "")
+        )
+        console.print(f"  witness  every {settings.witness.interval_seconds:.0f}s; Ctrl-C stops the town")
+
+    anyio.run(process.run, ready)
+    console.print("town stopped")
+
+
+def down(town_dir: TownDir = None) -> None:
+    """Stop a town started with `gastown up` (its agents are stopped and their beads requeued)."""
+    with open_town(town_dir) as town:
+        state = stop_running_town(town.settings)
+    note(f"town process {state.pid} stopped")
+
+
+def spawn(
+    role: Annotated[str, typer.Option("--role", "-r")] = "polecat",
+    rig: Annotated[str | None, typer.Option("--rig")] = None,
+    bead: Annotated[str | None, typer.Option("--bead", help="Put this bead on the new agent's hook.")] = None,
+    command: Annotated[list[str] | None, typer.Argument(help="Program to run instead of Claude Code.")] = None,
+    town_dir: TownDir = None,
+    as_agent: AsAgent = None,
+    as_json: Json = False,
+) -> None:
+    """Spawn an agent in its own hardened container."""
+    with fleet_town(town_dir) as town:
+        agent = town.spawn(actor(town, as_agent), role, rig=rig, bead=bead, command=command or ())
+    emit(as_json, agent, lambda c: c.print(f"spawned [bold]{agent.name}[/] ({agent.role.value}) {agent.metadata}"))
+
+
+def stop(
+    name: str,
+    reason: Annotated[str, typer.Option("--reason")] = "stopped by the operator",
+    town_dir: TownDir = None,
+    as_agent: AsAgent = None,
+    as_json: Json = False,
+) -> None:
+    """Stop an agent's container; its beads go back to the queue and its branch is kept."""
+    with fleet_town(town_dir) as town:
+        agent = town.stop(actor(town, as_agent), name, reason)
+    emit(as_json, agent, lambda c: c.print(f"stopped {agent.name}"))
+
+
+def logs(name: str, tail: Annotated[int, typer.Option("--tail", "-n")] = 200, town_dir: TownDir = None) -> None:
+    """Print the last lines of an agent container's output."""
+    with fleet_town(town_dir) as town:
+        typer.echo(town.logs(actor(town, None), name, tail))
+
+
+def ls(town_dir: TownDir = None, as_json: Json = False) -> None:
+    """Agents with their container state, branch and hook."""
+    with open_town(town_dir) as town:
+        found = town.agents(actor(town, None))
+
+    def render(c: Console) -> None:
+        table = Table("agent", "role", "rig", "state", "hook", "branch", "exit")
+        for a in found:
+            m = a.metadata
+            table.add_row(
+                a.name,
+                a.role.value,
+                a.rig or "",
+                a.state.value,
+                str(m.get("hook", "")),
+                str(m.get("branch", "")),
+                str(m.get("exit_reason", "")),
+            )
+        c.print(table)
+
+    emit(as_json, found, render)
+
+
+def sling(
+    bead: str,
+    target: Annotated[str, typer.Argument(help="A running agent, or a rig (spawns a polecat).")],
+    town_dir: TownDir = None,
+    as_agent: AsAgent = None,
+    as_json: Json = False,
+) -> None:
+    """Put a bead on an agent's hook; slinging to a rig spawns a polecat for it."""
+    with fleet_town(town_dir) as town:
+        agent = town.sling(actor(town, as_agent), bead, target)
+    emit(as_json, agent, lambda c: c.print(f"{bead} is on the hook of [bold]{agent.name}[/]"))
+
+
+@rig_app.command("add")
+def rig_add(
+    name: str,
+    source: Annotated[str, typer.Argument(help="A git path or URL.")],
+    town_dir: TownDir = None,
+    as_json: Json = False,
+) -> None:
+    """Register a project: the town keeps its own clone."""
+    with open_town(town_dir) as town:
+        rig = worktrees.add_rig(town.settings.town_dir, name, source)
+    emit(as_json, {"name": rig.name, "repo": str(rig.repo)}, lambda c: c.print(f"rig {rig.name} at {rig.repo}"))
+
+
+@rig_app.command("list")
+def rig_list(town_dir: TownDir = None, as_json: Json = False) -> None:
+    with open_town(town_dir) as town:
+        rigs = worktrees.list_rigs(town.settings.town_dir)
+    data = [{"name": r.name, "repo": str(r.repo)} for r in rigs]
+
+    def render(c: Console) -> None:
+        for r in data:
+            c.print(f"{r['name']}  {r['repo']}")
+
+    emit(as_json, data, render)
+
+
+@rig_app.command("remove")
+def rig_remove(name: str, town_dir: TownDir = None) -> None:
+    """Forget a rig and delete the town's clone of it."""
+    with open_town(town_dir) as town:
+        worktrees.remove_rig(town.settings.town_dir, name)
+    note(f"rig {name} removed")
+
+
+@image_app.command("build")
+def image_build(rebuild: Annotated[bool, typer.Option("--rebuild")] = False, as_json: Json = False) -> None:
+    """Build the agent image (and, with no registry, a local Debian base first). Skips what is up to date."""
+    from gastown_mcp.runtime.docker_backend import connect
+    from gastown_mcp.runtime.image import build_images
+
+    console = Console(stderr=True)
+    result = build_images(connect(), rebuild=rebuild, progress=lambda line: console.print(line))
+    if as_json:
+        print_json(
+            {"agent": result.agent_tag, "built": result.built, "skipped": result.skipped, "seconds": result.seconds}
+        )
+
+
+def doctor(
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="Run the containment self-test in real containers.")
+    ] = False,
+    as_json: Json = False,
+) -> None:
+    """Health checks; with --sandbox, prove containment from inside a container (pass/fail table)."""
+    from gastown_mcp.runtime.docker_backend import DockerRuntime
+
+    rt = DockerRuntime.connect()
+    if not sandbox:
+        info = rt.client.info()
+        emit(
+            as_json, {"docker": info.get("ServerVersion")}, lambda c: c.print(f"docker {info.get('ServerVersion')} ok")
+        )
+        return
+    from gastown_mcp.runtime.selftest import run_selftest
+
+    results = run_selftest(rt)
+    failed = [r for r in results if not r.passed]
+    if as_json:
+        print_json([{"name": r.name, "passed": r.passed, "detail": r.detail} for r in results])
+    else:
+        table = Table("check", "result", "detail")
+        for r in results:
+            table.add_row(r.name, "[green]pass[/]" if r.passed else "[red]FAIL[/]", r.detail)
+        Console().print(table)
+    if failed:
+        raise RuntimeUnavailable(f"{len(failed)} containment checks failed: {', '.join(r.name for r in failed)}")
