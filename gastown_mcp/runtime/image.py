@@ -37,6 +37,7 @@ class ImageConfig:
 
     agent_tag: str = DEFAULT_IMAGE
     base_tag: str = "gastown-base:bookworm"
+    claude_stage_tag: str = "gastown-claude-stage:latest"
     base_image: str | None = None
     suite: str = "bookworm"
     mirror: str | None = None
@@ -131,23 +132,26 @@ def build_agent(
 ) -> None:
     """Build the top-level Dockerfile on `base` with the classic builder, streaming its steps to `progress`."""
     progress(f"building agent image {cfg.agent_tag} on {base}")
-    with translate_errors(f"building {cfg.agent_tag}"):
-        stream: Iterator[dict[str, Any]] = client.api.build(
-            path=str(context),
-            tag=cfg.agent_tag,
-            buildargs={"BASE_IMAGE": base, **cfg.build_args},
-            labels={LABEL_INPUTS: inputs},
-            nocache=rebuild,
-            rm=True,
-            forcerm=True,
-            decode=True,
-        )
-        for chunk in stream:
-            if "error" in chunk:
-                raise GastownError(f"building {cfg.agent_tag} failed: {chunk['error'].strip()}")
-            line = str(chunk.get("stream", "")).strip()
-            if line.startswith("Step "):
-                progress(line)
+    # The download stage gets its own tag so a prune of dangling images cannot throw away its ~400 MB cache.
+    for target, tag, labels in (("claude", cfg.claude_stage_tag, {}), (None, cfg.agent_tag, {LABEL_INPUTS: inputs})):
+        with translate_errors(f"building {tag}"):
+            stream: Iterator[dict[str, Any]] = client.api.build(
+                path=str(context),
+                tag=tag,
+                target=target,
+                buildargs={"BASE_IMAGE": base, **cfg.build_args},
+                labels=labels,
+                nocache=rebuild and target is not None,
+                rm=True,
+                forcerm=True,
+                decode=True,
+            )
+            for chunk in stream:
+                if "error" in chunk:
+                    raise GastownError(f"building {tag} failed: {chunk['error'].strip()}")
+                line = str(chunk.get("stream", "")).strip()
+                if line.startswith("Step "):
+                    progress(line)
     progress(f"agent image {cfg.agent_tag} built")
 
 
