@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from gastown_mcp.errors import Conflict, GastownError, InvalidInput, NotFound
+from gastown_mcp.errors import Conflict, Forbidden, GastownError, InvalidInput, NotFound
 from gastown_mcp.runtime.protocol import AGENT_GID, AGENT_UID, WORK_DIR, Mount
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -88,10 +88,15 @@ def _share_with_agents(git_dir: Path) -> None:
 
 
 def _chown_tree(path: Path) -> None:
-    os.chown(path, AGENT_UID, AGENT_GID)
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in dirnames + filenames:
-            os.chown(os.path.join(dirpath, name), AGENT_UID, AGENT_GID, follow_symlinks=False)
+    try:
+        os.chown(path, AGENT_UID, AGENT_GID)
+        for dirpath, dirnames, filenames in os.walk(path):
+            for name in dirnames + filenames:
+                os.chown(os.path.join(dirpath, name), AGENT_UID, AGENT_GID, follow_symlinks=False)
+    except PermissionError as exc:
+        raise Forbidden(
+            f"cannot hand {path} to the agent user (uid {AGENT_UID}): run the town as root or as uid {AGENT_UID}"
+        ) from exc
 
 
 def rig_path(town_dir: Path, name: str) -> Path:
