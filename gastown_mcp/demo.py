@@ -112,6 +112,7 @@ class DemoResult:
     takeovers: int = 0
     nudge: str | None = None
     side_bead: str | None = None
+    third_done: anyio.Event = field(default_factory=anyio.Event)
 
     @property
     def ok(self) -> bool:
@@ -206,14 +207,15 @@ async def _polecat(
             await call("bead_complete", {"id": bead["id"], "summary": f"{name} finished {bead['title']!r}"})
             result.completed_by[name] += 1
             result.done += 1
+            if result.done * 3 >= result.total:
+                result.third_done.set()
             progress.advance(task)
             progress.console.print(f"[green]✓[/] {bead['id']:<10} {bead['title']:<36} [dim]{name}[/]")
 
 
-async def _mayor_nudge(mayor: Client, result: DemoResult, target: str, after: int) -> None:
+async def _mayor_nudge(mayor: Client, result: DemoResult, target: str) -> None:
     with anyio.fail_after(60):
-        while result.done < after:
-            await anyio.sleep(0.02)
+        await result.third_done.wait()
     await _call(mayor, "town_nudge", {"to": target, "text": "Please keep summaries short and mention the branch."})
 
 
@@ -293,7 +295,7 @@ async def run_demo(
                             random.Random(rng.random()),
                             i == 0,
                         )
-                    tg.start_soon(_mayor_nudge, mayor, result, names[-1], max(1, result.total // 3))
+                    tg.start_soon(_mayor_nudge, mayor, result, names[-1])
         result.elapsed = time.perf_counter() - started
         _verify(town, result)
     console.print(summary_table(result))
