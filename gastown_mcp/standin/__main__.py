@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     standin = build_standin(script, expected_key=args.expect_key)
     print(f"scripted stand-in ({args.script}) on http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(standin.app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(standin.app, host=args.host, port=args.port, log_level=args.log_level, server_header=False)
     return 0
 
 

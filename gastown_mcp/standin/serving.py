@@ -32,7 +32,7 @@ async def serve(
     """Yield the base URL (`http://host:port`) while `app` is being served; stop it on exit."""
     sock = sock or bind(host, port)
     host, bound = sock.getsockname()[:2]
-    config = uvicorn.Config(app, log_level="warning", lifespan="auto", access_log=False)
+    config = uvicorn.Config(app, log_level="warning", lifespan="auto", access_log=False, server_header=False)
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     try:
