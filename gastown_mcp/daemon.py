@@ -274,6 +274,8 @@ def stop_running_town(settings: Settings, timeout_s: float = 30) -> RunState:
     raise Conflict(f"town process {state.pid} did not stop within {timeout_s:.0f}s; check `gastown status`")
 
 
-def provider_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The provider keys the gateway may use, read once at the edge."""
-    return {k: v for k, v in env.items() if k.endswith("_API_KEY") or k == "ANTHROPIC_AUTH_TOKEN_UPSTREAM"}
+def provider_env(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
+    """The provider keys the gateway may use (the variables its upstreams name), read once at the edge."""
+    upstreams = getattr(settings.gateway, "upstreams", None) or {}
+    names = {"ANTHROPIC_API_KEY"} | {u.get("key_env") for u in upstreams.values() if isinstance(u, dict)}
+    return {k: v for k, v in env.items() if k in names}

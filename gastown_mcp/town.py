@@ -255,6 +255,8 @@ class Town:
         self, actor: Agent, bead_id: str, summary: str, branch: str | None = None, commit: str | None = None
     ) -> Bead:
         own = self._scope(actor, "bead.complete", "complete", bead_id)
+        if branch is None and actor.metadata.get("branch"):
+            branch = str(actor.metadata["branch"])  # the agent's own worktree branch
         if not summary.strip():
             raise InvalidInput("completing a bead needs a summary of what was done")
         result = BeadResult(

@@ -10,7 +10,7 @@ prompt_file="/opt/gastown/prompts/${role}.md"
 [ -f "$prompt_file" ] || prompt_file=/opt/gastown/prompts/polecat.md
 mcp_config="$HOME/mcp.json"
 umask 077
-printf '{"mcpServers":{"town":{"type":"http","url":"%s","headers":{"Authorization":"Bearer %s"}}}}\n' \
+printf '{"mcpServers":{"gastown":{"type":"http","url":"%s","headers":{"Authorization":"Bearer %s"}}}}\n' \
   "${GASTOWN_MCP_URL:?GASTOWN_MCP_URL is not set}" "${GASTOWN_TOKEN:?GASTOWN_TOKEN is not set}" > "$mcp_config"
 
 if [ -n "${GASTOWN_BEAD:-}" ]; then

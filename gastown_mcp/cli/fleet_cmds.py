@@ -66,7 +66,7 @@ def up(
 
         rt = DockerRuntime.connect()
     console = Console(stderr=True)
-    process = TownProcess(settings, provider_env(os.environ), rt, on_status=lambda line: console.print(line))
+    process = TownProcess(settings, provider_env(settings, os.environ), rt, on_status=lambda line: console.print(line))
 
     def ready(state: object) -> None:
         s = process.state
