@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CLAUDE_DIR := .cache/claude-code
 
-.PHONY: all venv test test-fast demo lint format bench docker image claude clean
+.PHONY: all venv test test-fast demo demo-local lint format bench docker image claude clean
 
 all: test
 
@@ -30,7 +30,13 @@ test: venv
 test-fast: venv
 	$(BIN)/python -m pytest -m "not docker and not claude"
 
+# The factory: Claude Code polecats in hardened containers (needs Docker: installed and started as root).
 demo: venv
+	@docker info >/dev/null 2>&1 || bash scripts/install-docker.sh
+	$(BIN)/python -m gastown_mcp.factory_demo
+
+# The same town with simulated polecats as plain MCP clients: no Docker needed.
+demo-local: venv
 	$(BIN)/python -m gastown_mcp.demo
 
 lint: venv

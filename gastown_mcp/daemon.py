@@ -130,6 +130,7 @@ class TownProcess:
     provider_env: Mapping[str, str]
     runtime: Runtime | None = None
     on_status: Callable[[str], None] = lambda line: None
+    teardown: bool = False  # on exit also remove the town's containers and network (demos, tests)
     state: RunState | None = None
     town: Town | None = None
     _servers: list[uvicorn.Server] = field(default_factory=list)
@@ -222,6 +223,8 @@ class TownProcess:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+            if self.teardown:
+                await anyio.to_thread.run_sync(self._teardown)
             town.store.close()
 
     def stop(self) -> None:
@@ -256,6 +259,15 @@ class TownProcess:
             ):
                 with contextlib.suppress(GastownError):
                     town.fleet.stop(me.name, agent.name, "town shut down")
+
+    def _teardown(self) -> None:
+        from gastown_mcp.runtime.docker_backend import DockerRuntime
+        from gastown_mcp.runtime.network import remove_town_network
+
+        if isinstance(self.runtime, DockerRuntime):
+            with contextlib.suppress(GastownError):
+                self.runtime.cleanup(self.settings.town.name)
+                remove_town_network(self.runtime.client, self.settings.town.name)
 
 
 def stop_running_town(settings: Settings, timeout_s: float = 30) -> RunState:

@@ -1,0 +1,260 @@
+"""The main job for `make demo`: the factory running for real.
+
+Builds the agent image if needed, starts a town (MCP server, gateway, witness, Docker runtime) and adds a
+small sample rig. The mayor, a real MCP client with its own token, plans 6 beads (some dependent) and slings
+ready ones to the rig, at most 3 polecats at a time; each polecat is Claude Code in its own hardened container,
+talking to the town over MCP and to the model through the gateway. With ANTHROPIC_API_KEY set the gateway
+forwards to Anthropic; without it the scripted stand-in plays the model (and the demo says so).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import uvicorn
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from gastown_mcp.config import GatewaySection, LeaseSection, ServerSection, Settings, TownSection, WitnessSection
+from gastown_mcp.daemon import TownProcess
+from gastown_mcp.demo import connect_http
+from gastown_mcp.models import AgentState, BeadStatus
+from gastown_mcp.runtime import worktrees
+
+PLAN = [
+    ("a", "Add a CONTRIBUTING guide", []),
+    ("b", "Document the greet() function", []),
+    ("c", "Add a .editorconfig", []),
+    ("d", "Add a CHANGELOG entry for the guide", ["a"]),
+    ("e", "Add usage examples to the README", ["b"]),
+    ("f", "Write release notes", ["d", "e"]),
+]
+SLOTS = 3
+
+
+@dataclass
+class FactoryResult:
+    ok: bool
+    seconds: float
+    beads: dict[str, str] = field(default_factory=dict)
+    commits: dict[str, list[str]] = field(default_factory=dict)
+    usage: list[dict[str, Any]] = field(default_factory=list)
+    model: str = ""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _sample_rig(root: Path) -> Path:
+    repo = root / "sample"
+    repo.mkdir()
+    (repo / "README.md").write_text("# sample\n\nA tiny project the demo's polecats work on.\n")
+    (repo / "greet.py").write_text('def greet(name: str) -> str:\n    return f"hello, {name}"\n')
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "demo",
+        "GIT_AUTHOR_EMAIL": "demo@gastown.local",
+        "GIT_COMMITTER_NAME": "demo",
+        "GIT_COMMITTER_EMAIL": "demo@gastown.local",
+    }
+    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "."], ["git", "commit", "-qm", "initial"]):
+        subprocess.run(cmd, cwd=repo, check=True, env=env)
+    return repo
+
+
+def _start_standin(port: int) -> tuple[uvicorn.Server, threading.Thread]:
+    from gastown_mcp.standin.app import build_standin
+    from gastown_mcp.standin.scripts import script_named
+
+    app = build_standin(script_named("polecat")).app
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return server, thread
+
+
+def _settings(town_dir: Path, name: str, upstream: dict[str, Any], default: str) -> Settings:
+    town_dir.mkdir(parents=True)
+    return Settings(
+        town_dir=town_dir,
+        town=TownSection(name=name, prefix="gt"),
+        lease=LeaseSection(seconds=300),
+        server=ServerSection(port=0),
+        gateway=GatewaySection(port=0, upstreams=upstream, default_upstream=default),  # type: ignore[call-arg]
+        witness=WitnessSection(interval_seconds=1.0, idle_seconds=120),
+    )
+
+
+async def _factory(process: TownProcess, console: Console, started: float) -> FactoryResult:
+    town = process.town
+    assert town is not None and process.state is not None
+    creds = town.agent_add(town.agent("operator"), "mayor", "mayor")
+    ids: dict[str, str] = {}
+    async with connect_http(process.state.mcp_url, creds.token) as mayor:
+        for key, title, deps in PLAN:
+            res = await mayor.call_tool(
+                "bead_create",
+                {
+                    "title": title,
+                    "description": f"{title}. Keep it short; commit on your branch.",
+                    "acceptance": "a file with the change is committed on the polecat's branch",
+                    "blocked_by": [ids[d] for d in deps],
+                },
+            )
+            assert res.structured_content is not None, res.content
+            ids[key] = res.structured_content["id"]
+        with Live(console=console, refresh_per_second=4) as live:
+            while True:
+                beads = {b: town.store.beads.get(b) for b in ids.values()}
+                agents = [a for a in town.store.agents.all() if a.role.value == "polecat"]
+                busy = [a for a in agents if a.state in (AgentState.starting, AgentState.running, AgentState.nudged)]
+                live.update(_board(beads, agents, time.monotonic() - started))
+                if all(b.status is BeadStatus.done for b in beads.values()):
+                    break
+                if any(b.status is BeadStatus.blocked for b in beads.values()):
+                    break
+                ready = await mayor.call_tool("bead_ready", {"limit": 10})
+                for row in (ready.structured_content or {}).get("beads", [])[: max(0, SLOTS - len(busy))]:
+                    if row["id"] in ids.values() and row["status"] == "open":
+                        await mayor.call_tool("town_sling", {"bead": row["id"], "to": "sample"})
+                await anyio.sleep(0.5)
+        console.print()
+        usage = await mayor.call_tool("town_usage", {})
+    rig = worktrees.get_rig(town.settings.town_dir, "sample")
+    commits: dict[str, list[str]] = {}
+    for agent in town.store.agents.all():
+        branch = agent.metadata.get("branch")
+        if branch:
+            commits[str(branch)] = worktrees.branch_log(rig, str(branch), 5)[:-1]  # minus the initial commit
+    statuses = {b: town.store.beads.get(b).status.value for b in ids.values()}
+    return FactoryResult(
+        ok=all(s == "done" for s in statuses.values()),
+        seconds=time.monotonic() - started,
+        beads=statuses,
+        commits=commits,
+        usage=(usage.structured_content or {}).get("agents", []),
+    )
+
+
+def _board(beads: dict[str, Any], agents: list[Any], elapsed: float) -> Group:
+    t = Table("bead", "title", "status", "polecat", title=f"beads ({elapsed:.0f}s)")
+    for b in beads.values():
+        color = {"done": "green", "in_progress": "yellow", "blocked": "red"}.get(b.status.value, "white")
+        t.add_row(b.id, b.title, f"[{color}]{b.status.value}[/]", b.assignee or "")
+    a = Table("polecat", "state", "hook", "exit", title="polecats")
+    for agent in agents:
+        a.add_row(
+            agent.name,
+            agent.state.value,
+            str(agent.metadata.get("hook", "")),
+            str(agent.metadata.get("exit_reason", "")),
+        )
+    return Group(t, a)
+
+
+def _summary(console: Console, result: FactoryResult) -> None:
+    t = Table("agent", "requests", "input", "output", "cache write", "cache read", "USD", title="model usage")
+    for u in result.usage:
+        t.add_row(
+            u["agent"],
+            str(u["requests"]),
+            f"{u['input_tokens']:,}",
+            f"{u['output_tokens']:,}",
+            f"{u['cache_creation_tokens']:,}",
+            f"{u['cache_read_tokens']:,}",
+            f"${u['cost_usd']:.4f}",
+        )
+    console.print(t)
+    c = Table("branch", "commits", title="commits per branch")
+    for branch, subjects in sorted(result.commits.items()):
+        c.add_row(branch, "\n".join(subjects) or "-")
+    console.print(c)
+    done = sum(1 for s in result.beads.values() if s == "done")
+    verdict = "[bold green]all beads done[/]" if result.ok else "[bold red]not every bead was done[/]"
+    console.print(f"{verdict}: {done}/{len(result.beads)} in {result.seconds:.1f}s ({result.model})")
+
+
+def run_factory(console: Console | None = None, *, build: bool = True) -> FactoryResult:
+    console = console or Console()
+    from gastown_mcp.runtime.docker_backend import DockerRuntime
+    from gastown_mcp.runtime.image import build_images
+
+    started = time.monotonic()
+    runtime = DockerRuntime.connect()
+    if build:
+        build_images(runtime.client, progress=lambda line: console.print(f"[dim]{line}[/]"))
+    key = os.environ.get("ANTHROPIC_API_KEY")
+    standin = None
+    if key:
+        upstream = {"anthropic": {"base_url": "https://api.anthropic.com", "key_env": "ANTHROPIC_API_KEY"}}
+        default, model, env = (
+            "anthropic",
+            "Claude through the gateway (ANTHROPIC_API_KEY is set)",
+            {"ANTHROPIC_API_KEY": key},
+        )
+    else:
+        port = _free_port()
+        standin = _start_standin(port)
+        upstream = {"standin": {"base_url": f"http://127.0.0.1:{port}", "key_env": "STANDIN_KEY"}}
+        default, env = "standin", {}
+        model = "the scripted stand-in plays the model: no ANTHROPIC_API_KEY set, no network, no cost"
+    console.print(f"[bold]model:[/] {model}")
+    with tempfile.TemporaryDirectory(prefix="gastown-demo-") as tmp:
+        root = Path(tmp)
+        name = f"demo{os.getpid() % 100000}"
+        settings = _settings(root / "town", name, upstream, default)
+        worktrees.add_rig(settings.town_dir, "sample", str(_sample_rig(root)))
+        process = TownProcess(settings, env, runtime, on_status=lambda s: None, teardown=True)
+        holder: dict[str, FactoryResult] = {}
+
+        async def main() -> None:
+            async with anyio.create_task_group() as tg:
+                ready = anyio.Event()
+                tg.start_soon(process.run, lambda _s: ready.set())
+                await ready.wait()
+                console.print(f"town {name} up: MCP {process.state.mcp_url if process.state else ''}")
+                try:
+                    holder["result"] = await _factory(process, console, started)
+                finally:
+                    process.stop()
+
+        anyio.run(main)
+        result = holder["result"]
+        result.model = model
+    if standin is not None:
+        standin[0].should_exit = True
+    _summary(console, result)
+    return result
+
+
+def main() -> int:
+    try:
+        return 0 if run_factory().ok else 1
+    except Exception as exc:
+        from gastown_mcp.errors import GastownError
+
+        if isinstance(exc, GastownError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
