@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-CLAUDE_DIR := .cache/claude-code
+CLAUDE_DIR := .cache/npm-claude
 
 .PHONY: all venv test test-fast demo demo-local lint format bench docker image claude clean
 
@@ -61,7 +61,7 @@ image: venv
 # Real Claude Code from npm, for the tests that drive it.
 claude:
 	@mkdir -p $(CLAUDE_DIR)
-	@test -x $(CLAUDE_DIR)/node_modules/.bin/claude || npm install --silent --prefix $(CLAUDE_DIR) @anthropic-ai/claude-code
+	@test -x $(CLAUDE_DIR)/node_modules/@anthropic-ai/claude-code-linux-x64/claude || npm install --silent --prefix $(CLAUDE_DIR) @anthropic-ai/claude-code
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
