@@ -116,7 +116,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     report = {
         "benchmark": "bench_claims_http",
-        "command": "python benchmarks/bench_claims_http.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python benchmarks/bench_claims_http.py", *sys.argv[1:]]),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "params": vars(args),
         "results": figures,

@@ -116,7 +116,7 @@ def main() -> None:
     report = {
         "benchmark": "bench_mcp",
         "tool": "bead_show",
-        "command": "python benchmarks/bench_mcp.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python benchmarks/bench_mcp.py", *sys.argv[1:]]),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "params": vars(args),
         "results": figures,

@@ -63,7 +63,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     report = {
         "benchmark": "bench_tools_size",
-        "command": "python benchmarks/bench_tools_size.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python benchmarks/bench_tools_size.py", *sys.argv[1:]]),
         "note": "compact JSON of the tools array as listed to a client of each role (name, description, schemas)",
         "results": figures,
     }
