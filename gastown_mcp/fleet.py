@@ -2,20 +2,36 @@
 
 `Fleet` composes the store, the rigs' git worktrees and a `Runtime`. `Town` checks permissions and calls it.
 A spawned agent gets a name from the pool, an MCP token and a gateway key, a worktree on its own branch, and a
-hardened container that reaches only the town's MCP endpoint and the gateway.
+hardened container that reaches only the town's MCP endpoint and the gateway. Its Claude Code state lives in
+`<town>/agents/<name>/claude` (mounted at ~/.claude) under a session id the fleet picks, so a session that
+has ended can be resumed in a fresh container with `resume()` (how a nudge reaches an exited agent).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
+import shutil
+import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gastown_mcp.errors import Conflict, GastownError, InvalidInput, NotFound, RuntimeUnavailable
+from gastown_mcp.errors import Conflict, Forbidden, GastownError, InvalidInput, NotFound, RuntimeUnavailable
 from gastown_mcp.models import Agent, AgentState, Bead, BeadStatus, MessageKind, Role
 from gastown_mcp.runtime import worktrees
-from gastown_mcp.runtime.protocol import ContainerStatus, LaunchSpec, Limits, Runtime
+from gastown_mcp.runtime.protocol import (
+    AGENT_GID,
+    AGENT_HOME,
+    AGENT_UID,
+    ContainerStatus,
+    LaunchSpec,
+    Limits,
+    Mount,
+    Runtime,
+)
 from gastown_mcp.store import Store
 
 NAME_POOL = (
@@ -72,44 +88,120 @@ class Fleet:
             self._check_slingable(bead)
         name = name or self.pick_name(role)
         creds = self.store.agents.create(actor, name, role, rig)
-        meta: dict[str, object] = {}
+        limits = limits or self.config.limits.get(role.value) or Limits()
+        meta: dict[str, object] = {
+            "session_id": str(uuid.uuid4()),
+            "command": list(command),
+            "limits": dataclasses.asdict(limits),
+        }
         try:
-            worktree = None
+            mounts: list[Mount] = []
             if rig_obj is not None:
                 worktree = worktrees.create_worktree(rig_obj, name, bead)
                 meta.update(worktree=str(worktree.path), branch=worktree.branch)
+                mounts = worktree.mounts()
+            mounts.append(self._claude_home(name, fresh=True))
             if bead is not None:
                 self.store.beads.claim(name, bead, lease_seconds)
                 meta["hook"] = bead
-            env = {
-                "GASTOWN_AGENT": name,
-                "GASTOWN_ROLE": role.value,
-                "GASTOWN_MCP_URL": self.config.mcp_url,
-                "GASTOWN_TOKEN": creds.token,
-                **({"GASTOWN_BEAD": bead} if bead else {}),
-                **({"GASTOWN_BRANCH": str(meta["branch"])} if "branch" in meta else {}),
-                **self.config.extra_env,
-            }
-            if self.config.gateway_url:
-                env["ANTHROPIC_BASE_URL"] = self.config.gateway_url
-                env["ANTHROPIC_AUTH_TOKEN"] = creds.gateway_key
-            spec = LaunchSpec(
-                town=self.config.town,
-                agent=name,
-                role=role.value,
-                image=self.config.image,
-                command=tuple(command),
-                env=env,
-                mounts=tuple(worktree.mounts()) if worktree else (),
-                network=self.config.network,
-                limits=limits or self.config.limits.get(role.value) or Limits(),
-            )
-            status = self.runtime.launch(spec)
+            status = self._launch(name, role, creds.token, creds.gateway_key, meta, mounts, limits, {})
         except BaseException as exc:
             self._undo_spawn(actor, name, bead, rig_obj, exc)
             raise
         meta["container"] = status.container_id
         return self.store.agents.set_state(actor, name, AgentState.running, "spawned", **meta)
+
+    def resume(self, actor: str, name: str, prompt: str) -> Agent:
+        """Start an exited agent's Claude Code session again in a fresh container, with `prompt` as its next turn.
+
+        Same worktree, branch and session (its transcript survived in `<town>/agents/<name>/claude`); the old
+        container is removed and the agent gets new credentials, since only their hashes are kept.
+        """
+        agent = self.store.agents.get(name)
+        session = agent.metadata.get("session_id")
+        if not session or agent.metadata.get("container") is None:
+            raise InvalidInput(f"{name} has no recorded Claude Code session to resume; spawn a new agent instead")
+        if agent.state is not AgentState.exited:
+            raise Conflict(f"{name} is {agent.state.value}; only an exited agent's session can be resumed")
+        if not prompt.strip():
+            raise InvalidInput("resuming a session needs a prompt: the text the agent should act on next")
+        self.runtime.remove(self.config.town, name)
+        creds = self.store.agents.rotate(actor, name)
+        meta = dict(agent.metadata)
+        limits = Limits(**meta["limits"]) if isinstance(meta.get("limits"), dict) else Limits()
+        mounts: list[Mount] = []
+        if agent.rig and meta.get("worktree"):
+            mounts = _existing_worktree_mounts(worktrees.get_rig(self.config.town_dir, agent.rig), name, meta)
+        mounts.append(self._claude_home(name, fresh=False))
+        extra = {"GASTOWN_RESUME": str(session), "GASTOWN_PROMPT": prompt}
+        status = self._launch(name, agent.role, creds.token, creds.gateway_key, meta, mounts, limits, extra)
+        resumes = int(str(meta.get("resumes", 0))) + 1
+        return self.store.agents.set_state(
+            actor,
+            name,
+            AgentState.running,
+            "resumed",
+            container=status.container_id,
+            resumes=resumes,
+            resumed_at=time.time(),
+            exit_reason=None,
+            exit_code=None,
+        )
+
+    def _launch(
+        self,
+        name: str,
+        role: Role,
+        token: str,
+        gateway_key: str,
+        meta: Mapping[str, object],
+        mounts: Sequence[Mount],
+        limits: Limits,
+        extra_env: Mapping[str, str],
+    ) -> ContainerStatus:
+        bead, branch = meta.get("hook"), meta.get("branch")
+        env = {
+            "GASTOWN_AGENT": name,
+            "GASTOWN_ROLE": role.value,
+            "GASTOWN_MCP_URL": self.config.mcp_url,
+            "GASTOWN_TOKEN": token,
+            "GASTOWN_SESSION_ID": str(meta["session_id"]),
+            **({"GASTOWN_BEAD": str(bead)} if bead else {}),
+            **({"GASTOWN_BRANCH": str(branch)} if branch else {}),
+            **self.config.extra_env,
+            **extra_env,
+        }
+        if self.config.gateway_url:
+            env["ANTHROPIC_BASE_URL"] = self.config.gateway_url
+            env["ANTHROPIC_AUTH_TOKEN"] = gateway_key
+        command = meta.get("command")
+        spec = LaunchSpec(
+            town=self.config.town,
+            agent=name,
+            role=role.value,
+            image=self.config.image,
+            command=tuple(str(c) for c in command) if isinstance(command, list) else (),
+            env=env,
+            mounts=tuple(mounts),
+            network=self.config.network,
+            limits=limits,
+        )
+        return self.runtime.launch(spec)
+
+    def _claude_home(self, name: str, *, fresh: bool) -> Mount:
+        """The agent's ~/.claude on the host, owned by the agent user: sessions outlive their container."""
+        path = Path(self.config.town_dir).resolve() / "agents" / name / "claude"
+        if fresh and path.exists():
+            shutil.rmtree(path)  # a new agent with a reused name starts without the old one's sessions
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            os.chown(path, AGENT_UID, AGENT_GID)
+        except PermissionError as exc:
+            raise Forbidden(
+                f"cannot hand {path} to the agent user (uid {AGENT_UID}): run the town as root or as uid {AGENT_UID}"
+            ) from exc
+        path.chmod(0o700)
+        return Mount(path, f"{AGENT_HOME}/.claude", read_only=False)
 
     def _undo_spawn(
         self, actor: str, name: str, bead: str | None, rig: worktrees.Rig | None, exc: BaseException
@@ -179,3 +271,14 @@ class Fleet:
         except RuntimeUnavailable:
             return []
         return removed
+
+
+def _existing_worktree_mounts(rig: worktrees.Rig, name: str, meta: Mapping[str, object]) -> list[Mount]:
+    """The mounts of a worktree `spawn` made earlier (it is still on disk with its branch)."""
+    path = Path(str(meta["worktree"]))
+    pointer = (path / ".git").read_text().strip()
+    if not pointer.startswith("gitdir: "):
+        raise GastownError(f"unexpected .git file in {path}: {pointer!r}; spawn a new agent instead")
+    git_dir = Path(pointer.removeprefix("gitdir: "))
+    branch = str(meta.get("branch") or worktrees.branch_name(name, None))
+    return worktrees.Worktree(rig, name, branch, path, git_dir).mounts()

@@ -1,8 +1,11 @@
 #!/bin/sh
 # Default agent command: Claude Code headless, talking to the town over MCP HTTP with the agent's token.
 # Inputs (environment, set by the runtime): GASTOWN_AGENT, GASTOWN_ROLE, GASTOWN_MCP_URL, GASTOWN_TOKEN,
-# GASTOWN_BEAD (optional), GASTOWN_MAX_TURNS (optional). The model endpoint comes from ANTHROPIC_BASE_URL
-# (the town's gateway) with the agent's virtual key in ANTHROPIC_AUTH_TOKEN; no provider key is ever here.
+# GASTOWN_BEAD (optional), GASTOWN_MAX_TURNS (optional), GASTOWN_SESSION_ID (the session id the town records;
+# made up here when missing). To continue an ended session: GASTOWN_RESUME (its id) and GASTOWN_PROMPT (the
+# next prompt, e.g. a nudge); ~/.claude is a host directory, so a session outlives its container.
+# The model endpoint comes from ANTHROPIC_BASE_URL (the town's gateway) with the agent's virtual key in
+# ANTHROPIC_AUTH_TOKEN; no provider key is ever here.
 set -eu
 
 role="${GASTOWN_ROLE:-polecat}"
@@ -19,7 +22,14 @@ else
   task="You are ${GASTOWN_AGENT:-an agent}. Check your hook and inbox with the town tools and work what is there."
 fi
 
-exec claude -p "$task" \
+if [ -n "${GASTOWN_RESUME:-}" ]; then
+  set -- --resume "$GASTOWN_RESUME" -p "${GASTOWN_PROMPT:?GASTOWN_PROMPT is needed with GASTOWN_RESUME}"
+else
+  session="${GASTOWN_SESSION_ID:-$(cat /proc/sys/kernel/random/uuid)}"
+  set -- --session-id "$session" -p "$task"
+fi
+
+exec claude "$@" \
   --output-format stream-json --verbose \
   --mcp-config "$mcp_config" --strict-mcp-config \
   --settings /opt/gastown/settings.json \

@@ -2,7 +2,8 @@
 
 Each `tick()` looks at leases, containers, activity and budgets, acts through `Town`, and returns what it did.
 It never stops an agent that is working: only expired leases, exited containers, spent budgets and idleness
-(no tool call and no file change) trigger action, and idleness only nudges and escalates.
+(no tool call and no file change) trigger action, and idleness only nudges and escalates. A nudge waiting
+for an agent whose session has ended (exit ok or failed) resumes that session with the nudge as its prompt.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from gastown_mcp.runtime.protocol import ContainerStatus, Runtime
 from gastown_mcp.store.db import now_iso
 from gastown_mcp.town import Town, system_agent
 
+# Exits after which a nudge resumes the session; not after a stop, a kill, the wall clock, OOM or a budget.
+RESUMABLE = ("ok", "failed")
 ALIVE = (AgentState.starting, AgentState.running, AgentState.idle, AgentState.nudged, AgentState.stalled)
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv"}
 
@@ -83,6 +86,7 @@ class Witness:
         actions: list[Action] = []
         actions += self._budgets()
         actions += self._containers()
+        actions += self._resumes()
         actions += self._leases()
         actions += self._idle()
         return actions
@@ -113,6 +117,34 @@ class Witness:
             out.append(self._mark_exited(agent, reason, status))
             for bead in self.town.store.beads.held_by(agent.name):
                 out += self._requeue(bead.id, f"container of {agent.name} exited ({reason})")
+        return out
+
+    def _resumes(self) -> list[Action]:
+        fleet = self.town.fleet
+        if fleet is None:
+            return []
+        out = []
+        for agent in self.town.store.agents.all():
+            if agent.state is not AgentState.exited or agent.metadata.get("exit_reason") not in RESUMABLE:
+                continue
+            if not agent.metadata.get("session_id") or not self.town.store.messages.has_pending_nudge(agent.name):
+                continue
+            nudges = self.town.store.messages.deliver_nudges(agent.name)
+            if not nudges:
+                continue  # someone else took them first
+            prompt = "\n".join(f"NUDGE from {n.sender} (#{n.id}): {n.body}" for n in nudges)
+            try:
+                fleet.resume(self.me.name, agent.name, prompt)
+            except GastownError as exc:
+                self.town.escalate(
+                    self.me,
+                    f"cannot resume {agent.name}",
+                    f"{agent.name} has ended and was nudged, but resuming its session failed: {exc}. "
+                    f"The nudge was: {prompt[:1000]}",
+                )
+                out.append(Action("agent.resume_failed", agent.name, str(exc)))
+                continue
+            out.append(Action("agent.resumed", agent.name, f"nudge #{nudges[-1].id} while its session had ended"))
         return out
 
     def _budgets(self) -> list[Action]:
@@ -163,6 +195,7 @@ class Witness:
                 _epoch(agent.last_seen) or _epoch(agent.created_at) or now,
                 self._worktree_change(agent),
                 float(agent.metadata.get("nudged_at", 0.0)) if agent.state is AgentState.running else 0.0,
+                float(agent.metadata.get("resumed_at") or 0.0),
             )
             quiet = now - last
             if quiet < limit:
