@@ -276,7 +276,7 @@ def _register_bead_tools(mcp: MCPServer, town: Town, run: Callable[..., Any]) ->
         type: Literal["task", "bug", "feature", "epic", "chore"] = "task",
         priority: Annotated[int, Field(ge=0, le=4, description="0 highest")] = 2,
         labels: Annotated[list[str], Field(max_length=32)] = [],  # noqa: B006 - pydantic copies defaults
-        parent: BeadId | None = None,
+        parent: Annotated[str, Field(max_length=200, description="parent bead id (optional)")] = "",
         blocked_by: Annotated[list[str], Field(max_length=100, description="ids that must finish first")] = [],  # noqa: B006
     ) -> BeadChange:
         return BeadChange.of(
@@ -289,7 +289,7 @@ def _register_bead_tools(mcp: MCPServer, town: Town, run: Callable[..., Any]) ->
                     type=type,
                     priority=priority,
                     labels=labels,
-                    parent=parent,
+                    parent=parent or None,
                     blocked_by=blocked_by,
                 )
             )
@@ -315,7 +315,9 @@ def _register_bead_tools(mcp: MCPServer, town: Town, run: Callable[..., Any]) ->
         return BeadList.of(await run(lambda a: town.bead_ready(a, limit)))
 
     @mcp.tool(description="Claim a bead before working it; omit id to take the top ready bead.", annotations=WRITE)
-    async def bead_claim(id: BeadId | None = None) -> BeadView:
+    async def bead_claim(
+        id: Annotated[str, Field(max_length=200, description="bead id; empty takes the top ready bead")] = "",
+    ) -> BeadView:
         return BeadView.of(await run(lambda a: town.bead_claim(a, id)))
 
     @mcp.tool(description="Update a bead: notes, fields, or status (blocked needs a reason).", annotations=WRITE)
