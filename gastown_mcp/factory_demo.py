@@ -51,6 +51,7 @@ class FactoryResult:
     commits: dict[str, list[str]] = field(default_factory=dict)
     usage: list[dict[str, Any]] = field(default_factory=list)
     model: str = ""
+    double_worked: int = 0  # beads claimed more than once or taken over (must be 0)
 
 
 def _free_port() -> int:
@@ -102,13 +103,20 @@ def _settings(town_dir: Path, name: str, upstream: dict[str, Any], default: str)
     )
 
 
-async def _factory(process: TownProcess, console: Console, started: float) -> FactoryResult:
+async def _factory(
+    process: TownProcess,
+    console: Console,
+    started: float,
+    plan: list[tuple[str, str, list[str]]],
+    slots: int,
+    live: bool = True,
+) -> FactoryResult:
     town = process.town
     assert town is not None and process.state is not None
     creds = town.agent_add(town.agent("operator"), "mayor", "mayor")
     ids: dict[str, str] = {}
     async with connect_http(process.state.mcp_url, creds.token) as mayor:
-        for key, title, deps in PLAN:
+        for key, title, deps in plan:
             res = await mayor.call_tool(
                 "bead_create",
                 {
@@ -120,18 +128,19 @@ async def _factory(process: TownProcess, console: Console, started: float) -> Fa
             )
             assert res.structured_content is not None, res.content
             ids[key] = res.structured_content["id"]
-        with Live(console=console, refresh_per_second=4) as live:
+        with Live(console=console, refresh_per_second=4, transient=not live) as board:
             while True:
                 beads = {b: town.store.beads.get(b) for b in ids.values()}
                 agents = [a for a in town.store.agents.all() if a.role.value == "polecat"]
                 busy = [a for a in agents if a.state in (AgentState.starting, AgentState.running, AgentState.nudged)]
-                live.update(_board(beads, agents, time.monotonic() - started))
+                if live:
+                    board.update(_board(beads, agents, time.monotonic() - started))
                 if all(b.status is BeadStatus.done for b in beads.values()):
                     break
                 if any(b.status is BeadStatus.blocked for b in beads.values()):
                     break
-                ready = await mayor.call_tool("bead_ready", {"limit": 10})
-                for row in (ready.structured_content or {}).get("beads", [])[: max(0, SLOTS - len(busy))]:
+                ready = await mayor.call_tool("bead_ready", {"limit": max(10, slots)})
+                for row in (ready.structured_content or {}).get("beads", [])[: max(0, slots - len(busy))]:
                     if row["id"] in ids.values() and row["status"] == "open":
                         await mayor.call_tool("town_sling", {"bead": row["id"], "to": "sample"})
                 await anyio.sleep(0.5)
@@ -144,8 +153,13 @@ async def _factory(process: TownProcess, console: Console, started: float) -> Fa
         if branch:
             commits[str(branch)] = worktrees.branch_log(rig, str(branch), 5)[:-1]  # minus the initial commit
     statuses = {b: town.store.beads.get(b).status.value for b in ids.values()}
+    claims = [
+        e.bead_id for e in town.store.events.since(limit=100_000) if e.verb in ("bead.claimed", "bead.taken_over")
+    ]
+    double = sum(1 for b in ids.values() if claims.count(b) > 1)
     return FactoryResult(
-        ok=all(s == "done" for s in statuses.values()),
+        ok=all(s == "done" for s in statuses.values()) and double == 0,
+        double_worked=double,
         seconds=time.monotonic() - started,
         beads=statuses,
         commits=commits,
@@ -191,7 +205,14 @@ def _summary(console: Console, result: FactoryResult) -> None:
     console.print(f"{verdict}: {done}/{len(result.beads)} in {result.seconds:.1f}s ({result.model})")
 
 
-def run_factory(console: Console | None = None, *, build: bool = True) -> FactoryResult:
+def run_factory(
+    console: Console | None = None,
+    *,
+    build: bool = True,
+    plan: list[tuple[str, str, list[str]]] | None = None,
+    slots: int = SLOTS,
+    live: bool = True,
+) -> FactoryResult:
     console = console or Console()
     from gastown_mcp.runtime.docker_backend import DockerRuntime
     from gastown_mcp.runtime.image import build_images
@@ -231,7 +252,7 @@ def run_factory(console: Console | None = None, *, build: bool = True) -> Factor
                 await ready.wait()
                 console.print(f"town {name} up: MCP {process.state.mcp_url if process.state else ''}")
                 try:
-                    holder["result"] = await _factory(process, console, started)
+                    holder["result"] = await _factory(process, console, started, plan or PLAN, slots, live)
                 finally:
                     process.stop()
 
