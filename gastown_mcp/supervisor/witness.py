@@ -164,6 +164,11 @@ class Witness:
             ]
             for agent in victims:
                 out += self._stop_for_budget(agent, f"{scope} budget {name} exhausted")
+        # Events can be missed (a budget lowered below what was spent, a witness started later): check state too.
+        for agent in self._alive():
+            spent = [b for b in self.town.budgets.applying_to(agent.name, agent.rig) if b.exhausted]
+            if spent:
+                out += self._stop_for_budget(agent, f"{spent[0].scope.value} budget {spent[0].name} exhausted")
         return out
 
     def _stop_for_budget(self, agent: Agent, why: str) -> list[Action]:

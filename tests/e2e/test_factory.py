@@ -6,14 +6,17 @@ and steps the witness with `tick()` instead of waiting for its loop.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from gastown_mcp.models import BeadStatus
+from gastown_mcp.models import AgentState, BeadStatus, MessageState
 from gastown_mcp.runtime.docker_backend import DockerRuntime
+from gastown_mcp.standin import Conversation
+from gastown_mcp.standin.conversation import block_text
 
-from .harness import E2E, OPERATOR, running_town
+from .harness import E2E, OPERATOR, WAIT_FOR_RELEASE, Plan, bash, mcp, running_town, until
 
 pytestmark = pytest.mark.docker
 
@@ -56,3 +59,122 @@ def test_a_polecat_claims_its_bead_commits_on_its_branch_and_completes_it(e2e: E
     assert metered.requests == len(reported)
     assert metered.input_tokens == sum(u["input_tokens"] for u in reported)
     assert metered.output_tokens == sum(u["output_tokens"] for u in reported)
+
+
+def test_a_polecat_killed_mid_bead_gives_it_back_and_a_second_polecat_completes_it(e2e: E2E) -> None:
+    bead = e2e.bead("Add a LICENSE file")
+    e2e.spawn("slit", bead, Plan([bash(WAIT_FOR_RELEASE, "Wait")]))
+    until(lambda: e2e.asked_after("slit", "claim"), 60, "slit to claim its bead and start waiting")
+    e2e.runtime.client.containers.get(e2e.town.store.agents.get("slit").metadata["container"]).kill()
+
+    requeued = until(
+        lambda: [a for a in e2e.tick() if a.verb == "bead.requeued" and a.target == bead], 30, "the witness to requeue"
+    )
+    assert "slit" in requeued[0].reason and "killed" in requeued[0].reason
+    back = e2e.town.store.beads.get(bead)
+    assert (back.status, back.assignee, back.attempts) == (BeadStatus.open, None, 1)
+    assert e2e.town.store.agents.get("slit").metadata["exit_reason"] == "killed"
+
+    e2e.spawn("rictus", bead)
+    assert e2e.wait_exit("rictus").reason == "ok"
+    done = e2e.town.store.beads.get(bead)
+    assert done.status is BeadStatus.done and done.attempts == 1, e2e.logs("rictus")
+    assert done.result is not None and done.result.branch == f"polecat/rictus/{bead}"
+    assert e2e.git("rev-parse", f"refs/heads/polecat/rictus/{bead}") == done.result.commit
+    e2e.git("rev-parse", "--verify", f"refs/heads/polecat/slit/{bead}")  # the first attempt's branch is kept
+
+
+def test_a_polecat_whose_budget_runs_out_is_stopped_its_bead_blocked_and_the_mayor_told(e2e: E2E) -> None:
+    bead = e2e.bead("Add a SECURITY file")
+    e2e.spawn("toast", bead, Plan([bash(WAIT_FOR_RELEASE, "Wait")]))
+    until(lambda: e2e.asked_after("toast", "claim"), 60, "toast to claim its bead and start waiting")
+    e2e.town.budget_set(OPERATOR, "agent", "toast", tokens=1000)  # already spent far more
+    e2e.release("toast")
+
+    stopped = until(
+        lambda: [a for a in e2e.tick() if a.verb == "agent.stopped" and a.target == "toast"], 60, "a budget stop"
+    )
+    assert "budget" in stopped[0].reason
+    toast = e2e.town.store.agents.get("toast")
+    assert (toast.state, toast.metadata["exit_reason"]) == (AgentState.exited, "budget")
+    assert e2e.runtime.status(e2e.name, "toast").state == "exited"
+    blocked = e2e.town.store.beads.get(bead)
+    assert blocked.status is BeadStatus.blocked
+    assert "budget" in blocked.notes.splitlines()[-1]
+    mail = [m for m in e2e.town.inbox(e2e.mayor) if "toast" in m.subject]
+    assert mail and "budget" in mail[0].subject and bead in mail[0].body
+    assert e2e.town.usage(OPERATOR, "toast")[0].refused >= 1
+
+
+def test_an_idle_polecat_is_nudged_and_the_nudge_reaches_the_model(e2e: E2E) -> None:
+    bead = e2e.bead("Add a CODE_OF_CONDUCT file")
+    e2e.spawn("capable", bead, Plan([bash(WAIT_FOR_RELEASE, "Wait"), mcp("town_heartbeat")]))
+    until(lambda: e2e.asked_after("capable", "claim"), 60, "capable to claim its bead and start waiting")
+
+    nudged = until(
+        lambda: [a for a in e2e.tick() if a.verb == "agent.nudged" and a.target == "capable"],
+        IDLE_SECONDS + 30,
+        "the witness to nudge the idle polecat",
+    )
+    assert e2e.town.store.agents.get("capable").state is AgentState.nudged
+    [nudge] = e2e.town.store.messages.nudges("capable")
+    assert nudge.state is MessageState.sent
+    e2e.release("capable")  # its next tool call is town_heartbeat
+
+    assert e2e.wait_exit("capable").reason == "ok", e2e.logs("capable")
+    assert e2e.town.store.messages.get(nudge.id).state is MessageState.delivered
+    results = [
+        block_text(b.get("content", ""))
+        for r in e2e.requests_of("capable")
+        for m in Conversation(r.body).messages
+        if isinstance(m.get("content"), list)
+        for b in m["content"]
+        if isinstance(b, dict) and b.get("type") == "tool_result"
+    ]
+    assert any(nudge.body in text and "NUDGE from witness" in text for text in results), nudged
+    assert e2e.town.store.beads.get(bead).status is BeadStatus.done
+
+
+def test_a_nudge_to_an_ended_session_resumes_it_with_the_nudge_as_the_prompt(e2e: E2E) -> None:
+    bead = e2e.bead("Add a CHANGELOG file")
+    agent = e2e.spawn("dag", bead)
+    assert e2e.wait_exit("dag").reason == "ok"
+    until(lambda: [a for a in e2e.tick() if a.verb == "agent.exited" and a.target == "dag"], 30, "the exit noticed")
+    session = agent.metadata["session_id"]
+    assert e2e.town.store.beads.get(bead).status is BeadStatus.done
+
+    text = "Also mention the release date in the CHANGELOG (resume check 7f3a)."
+    nudge = e2e.town.nudge(OPERATOR, "dag", text)
+    actions = e2e.tick()
+    assert [a.verb for a in actions if a.target == "dag"] == ["agent.resumed"]
+    assert e2e.town.store.messages.get(nudge.id).state is MessageState.delivered
+    resumed = e2e.town.store.agents.get("dag")
+    assert resumed.state is AgentState.running and resumed.metadata["resumes"] == 1
+
+    assert e2e.wait_exit("dag").reason == "ok", e2e.logs("dag")
+    result = e2e.result_of("dag")
+    assert result["session_id"] == session and "resume check 7f3a" in result["result"]
+    last = Conversation(e2e.requests_of("dag")[-1].body)
+    assert text in last.last_user_text
+    # The same conversation went on: the earlier turns, up to bead_complete, came with the new prompt.
+    earlier = [b.get("name") for m in last.messages if isinstance(m.get("content"), list) for b in m["content"]]
+    assert "mcp__gastown__bead_complete" in earlier
+
+
+def test_a_working_polecat_is_never_stopped_by_the_witness(e2e: E2E) -> None:
+    bead = e2e.bead("Write a long design note")
+    work = [bash("sleep 1; date >> progress.log", "Work"), mcp("town_heartbeat")] * 7
+    e2e.spawn("cheedo", bead, Plan(work))
+    until(lambda: e2e.asked_after("cheedo", "claim"), 60, "cheedo to start")
+    started = time.monotonic()
+    seen = []
+    while e2e.runtime.status(e2e.name, "cheedo").state == "running":
+        assert time.monotonic() - started < 120, "cheedo did not finish"
+        seen += [a for a in e2e.tick() if a.target in ("cheedo", bead)]
+        time.sleep(0.5)
+    worked = time.monotonic() - started
+    seen += [a for a in e2e.tick() if a.target in ("cheedo", bead)]
+    assert worked > 2 * IDLE_SECONDS, f"the work took {worked:.1f}s: too short to prove anything"
+    assert [a.verb for a in seen] == ["agent.exited"], seen
+    assert e2e.town.store.beads.get(bead).status is BeadStatus.done
+    assert not e2e.town.store.messages.nudges("cheedo")
