@@ -17,7 +17,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gastown_mcp.errors import BudgetExceeded, InvalidInput
+from gastown_mcp.errors import BudgetBusy, BudgetExceeded, InvalidInput
 from gastown_mcp.store.db import Database, Tx, now_iso
 from gastown_mcp.store.usage import TOWN, BudgetKey, UsageRepo, UsageRow
 
@@ -29,10 +29,6 @@ class HasDatabase(Protocol):
 
     @property
     def db(self) -> Database: ...
-
-
-class BudgetBusy(BudgetExceeded):
-    """A budget is not spent yet, but in-flight requests have reserved the rest; retry in a moment."""
 
 
 class Scope(StrEnum):

@@ -45,6 +45,10 @@ class BudgetExceeded(GastownError):
     exit_code = 6
 
 
+class BudgetBusy(BudgetExceeded):
+    """A budget is not spent yet, but in-flight requests have reserved the rest; retry in a moment."""
+
+
 class Unauthorized(GastownError):
     exit_code = 5
 
