@@ -13,8 +13,9 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.table import Table
 
-from gastown_mcp import console
+from gastown_mcp import console, roles
 from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, emit, note, open_town, print_json
 from gastown_mcp.config import TOWN_FILE, TownSection, default_town_toml, load_settings
 from gastown_mcp.errors import Conflict, InvalidInput
@@ -91,10 +92,38 @@ def serve(
 
 
 def status(as_: AsAgent = None, town_dir: TownDir = None, as_json: Json = False) -> None:
-    """Beads by status, ready work, and agents by role."""
+    """Beads by status, ready work, agents by role, and spend against budgets."""
     with open_town(town_dir) as town:
-        found = town.status(actor(town, as_))
-    emit(as_json, found, lambda c: c.print(console.status_tables(found)))
+        who = actor(town, as_)
+        found = town.status(who)
+        budgets = town.budget(who) if roles.can(who.role, "town.budget") else []
+        usage = town.usage(who) if roles.can(who.role, "town.usage") else []
+
+    def render(c: Console) -> None:
+        c.print(console.status_tables(found))
+        if budgets:
+            table = Table("budget", "tokens spent / limit", "USD spent / limit", "exhausted", title="budgets")
+            for b in budgets:
+                table.add_row(
+                    f"{b.scope.value} {b.name}",
+                    f"{b.tokens_spent:,} / {_num(b.token_limit)}",
+                    f"${b.usd_spent:.4f} / {_num(b.usd_limit, '$')}",
+                    "yes" if b.exhausted else "",
+                )
+            c.print(table)
+        if usage:
+            spent = sum(u.cost_usd for u in usage)
+            tokens = sum(
+                u.input_tokens + u.output_tokens + u.cache_creation_tokens + u.cache_read_tokens for u in usage
+            )
+            c.print(f"model spend: {tokens:,} tokens, ${spent:.4f} over {len(usage)} agents (`gastown usage`)")
+
+    data = {**found.model_dump(mode="json"), "budgets": budgets, "usage": usage}
+    emit(as_json, data, render)
+
+
+def _num(value: float | int | None, unit: str = "") -> str:
+    return "no limit" if value is None else f"{unit}{value:,}"
 
 
 def _history(events: EventRepo, since: int | None, bead: str | None, agent: str | None, limit: int) -> list[Event]:
