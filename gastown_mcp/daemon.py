@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -213,7 +214,8 @@ class TownProcess:
                     if ready is not None:
                         ready(self.state)
                     outer.start_soon(self._witness_loop, witness)
-                    outer.start_soon(self._signals)
+                    if threading.current_thread() is threading.main_thread():
+                        outer.start_soon(self._signals)  # elsewhere (tests, embedding) the owner calls stop()
                     await self._stopping.wait()
                     self.on_status("shutting down: stopping agents, returning their beads to the queue")
                     await anyio.to_thread.run_sync(self._stop_agents)

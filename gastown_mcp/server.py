@@ -172,10 +172,15 @@ def _only_tools(result: HandlerResult, allowed: set[str]) -> dict[str, Any]:
     return data
 
 
-def _with_text(result: HandlerResult, text: str) -> dict[str, Any]:
-    """Append a text block the model reads; structured content is left as the schema says."""
+def _with_nudges(result: HandlerResult, lines: list[str], open_schema: bool) -> dict[str, Any]:
+    """Put the nudges where every client's model reads them: a text block, and - since Claude Code gives
+    the model only the structured content when there is one - a `nudges` key in it when the tool's output
+    schema allows extra keys (every polecat tool's does)."""
     data = _as_dict(result)
-    data["content"] = [*data.get("content", []), {"type": "text", "text": text}]
+    data["content"] = [*data.get("content", []), {"type": "text", "text": "\n".join(lines)}]
+    structured = data.get("structuredContent")
+    if open_schema and isinstance(structured, dict):
+        data["structuredContent"] = {**structured, "nudges": lines}
     return data
 
 
@@ -212,6 +217,8 @@ def build_server(town: Town, agent: Agent | None = None, *, http_url: str | None
             ),
         }
 
+    open_outputs: set[str] = set()  # tools whose output schema admits an extra `nudges` key
+
     async def scope_by_role(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method not in ("tools/list", "tools/call"):
             return await call_next(ctx)
@@ -233,8 +240,14 @@ def build_server(town: Town, agent: Agent | None = None, *, http_url: str | None
         result = await call_next(ctx)
         nudges = await anyio.to_thread.run_sync(town.take_nudges, caller)
         if nudges:
-            text = "\n".join(f"NUDGE from {n.sender} (#{n.id}): {n.body}" for n in nudges)
-            result = _with_text(result, text)
+            if not open_outputs:
+                open_outputs.update(
+                    t.name
+                    for t in await mcp.list_tools()
+                    if (t.output_schema or {}).get("additionalProperties", True) is not False
+                )
+            lines = [f"NUDGE from {n.sender} (#{n.id}): {n.body}" for n in nudges]
+            result = _with_nudges(result, lines, name in open_outputs)
         return result
 
     mcp = MCPServer(

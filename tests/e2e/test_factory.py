@@ -153,11 +153,6 @@ def test_an_idle_polecat_is_nudged_and_the_nudge_is_delivered_on_its_next_tool_c
     assert e2e.town.store.beads.get(idle_run.bead).status is BeadStatus.done
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Claude Code 2.1 gives the model a tool's structuredContent when there is one and drops the text "
-    "blocks, where the server puts the nudge (server.py _with_text); the model sees only pending_nudges",
-)
 def test_the_nudge_text_reaches_the_model_in_the_next_tool_result(idle_run: IdleRun) -> None:
     assert any(idle_run.nudge.body in text and "NUDGE from witness" in text for text in idle_run.tool_results)
 

@@ -32,7 +32,12 @@ async def test_a_nudge_rides_on_the_next_tool_result_once(
             first = await c.call_tool("bead_ready", {})
             second = await c.call_tool("bead_ready", {})
     assert nudges_in(first) == [f"NUDGE from mayor (#{pending.id}): check bead gt-1"]
-    assert first.structured_content == {"beads": [], "hint": "bead_show ID for details"}  # schema untouched
+    # Claude Code shows the model only the structured content, so the nudge is there too (the schema allows it).
+    assert first.structured_content == {
+        "beads": [],
+        "hint": "bead_show ID for details",
+        "nudges": [f"NUDGE from mayor (#{pending.id}): check bead gt-1"],
+    }
     assert nudges_in(second) == []
     [delivered] = store.messages.nudges("polecat-1")
     assert delivered.state is MessageState.delivered and delivered.delivered_at is not None
