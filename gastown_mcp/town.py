@@ -335,9 +335,7 @@ class Town:
         self.store.agents.touch(actor.name, self.settings.lease.seconds)
         held = self.store.beads.held_by(actor.name)
         lease = self.store.beads.get(held[0].id).lease_expires_at if held else None
-        pending = (
-            len(self.store.messages.nudges(actor.name)) if self.store.messages.has_pending_nudge(actor.name) else 0
-        )
+        pending = self.store.messages.pending_count(actor.name)
         return Heartbeat(agent=actor.name, holding=held, lease_expires_at=lease, pending_nudges=pending)
 
     def take_nudges(self, actor: Agent) -> list[Message]:
@@ -371,7 +369,7 @@ class Town:
 
     def escalate(self, actor: Agent, subject: str, body: str) -> Message:
         """Mail the mayor (or the operator when the town has no mayor)."""
-        mayors = [a for a in self.store.agents.all(role=Role.mayor)]
+        mayors = self.store.agents.all(role=Role.mayor)
         to = mayors[0].name if mayors else OPERATOR
         return self.store.messages.send(actor.name, to, MessageKind.mail, body, subject[:200])
 

@@ -107,6 +107,11 @@ class MessageRepo:
             params.append(recipient)
         return [rows.message(r) for r in self.db.query(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))]
 
-    def pending_count(self) -> int:
-        row = self.db.query_one("SELECT count(*) AS n FROM messages WHERE kind='nudge' AND state='sent'")
+    def pending_count(self, recipient: str | None = None) -> int:
+        """Nudges sent and not yet delivered, town-wide or for one recipient."""
+        sql, params = "SELECT count(*) AS n FROM messages WHERE kind='nudge' AND state='sent'", []
+        if recipient is not None:
+            sql += " AND recipient=?"
+            params.append(recipient)
+        row = self.db.query_one(sql, params)
         return int(row["n"]) if row else 0

@@ -71,8 +71,11 @@ def test_nudges_are_taken_once_through_the_town(town: Town, operator: Agent, add
     ]
     assert town.take_nudges(polecat) == []
     assert town.store.messages.pending_count() == 0
+    town.nudge(operator, "polecat-1", "one more")
+    assert town.heartbeat(polecat).pending_nudges == 1  # the two delivered ones are no longer pending
+    assert [m.body for m in town.take_nudges(polecat)] == ["one more"]
     assert town.take_nudges(witness) == [] and town.take_nudges(operator) == []
-    assert verbs(town.store).count("nudge.delivered") == 2
+    assert verbs(town.store).count("nudge.delivered") == 3
 
 
 def test_mail_through_the_town_reaches_the_inbox_and_is_acknowledged(
