@@ -95,7 +95,7 @@ class Witness:
     def _leases(self) -> list[Action]:
         out = []
         now = self.clock()
-        for bead in self.town.store.beads.expired(_iso(now)):
+        for bead in self.town.store.beads.expired(now_iso(now)):
             out += self._requeue(bead.id, f"lease expired: {bead.assignee} made no call in time")
         return out
 
@@ -255,7 +255,7 @@ class Witness:
         return [Action("bead.requeued", bead_id, reason)]
 
     def _recent_failures(self, bead_id: str) -> int:
-        since = _iso(self.clock() - self.cfg.crash_loop_window_seconds)
+        since = now_iso(self.clock() - self.cfg.crash_loop_window_seconds)
         return sum(
             1
             for e in self.town.store.events.since(bead_id=bead_id, limit=1000)
@@ -275,7 +275,3 @@ class Witness:
         code = status.exit_code if status is not None else None
         self.town.set_agent_state(self.me, agent.name, AgentState.exited, reason, exit_reason=reason, exit_code=code)
         return Action("agent.exited", agent.name, reason)
-
-
-def _iso(at: float) -> str:
-    return now_iso(at)
