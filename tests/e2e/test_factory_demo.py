@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from rich.console import Console
 
-from gastown_mcp.errors import GastownError
-from gastown_mcp.runtime.docker_backend import connect
+from gastown_mcp.runtime.docker_backend import DockerRuntime
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
-@pytest.fixture
-def docker_engine() -> None:
-    try:
-        connect(timeout_s=60).close()
-    except GastownError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"no Docker engine reachable: {exc} (CI is set, so docker tests must run)", pytrace=False)
-        pytest.skip(f"no Docker engine reachable: {exc}")
-    if os.geteuid() != 0:
-        pytest.skip("the town network's host firewall needs root (iptables)")
-
-
 def test_the_factory_demo_finishes_every_bead_with_a_commit_per_branch_and_metered_usage(
-    docker_engine: None, monkeypatch: pytest.MonkeyPatch
+    docker_runtime: DockerRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from gastown_mcp.factory_demo import PLAN, run_factory
 
