@@ -51,12 +51,12 @@ format: venv
 bench: venv
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-# Docker engine (root; Debian) and the agent image.
+# Docker engine (root; Debian), the agent image and the town server image (compose.yaml).
 docker:
 	bash scripts/install-docker.sh
 
 image: venv
-	$(BIN)/gastown image build
+	$(BIN)/gastown image build --town
 
 # Real Claude Code from npm, for the tests that drive it.
 claude:

@@ -45,6 +45,19 @@ class RunState(BaseModel):
     agent_mcp_url: str | None = None
     agent_gateway_url: str | None = None
     network: str | None = None
+    pid_namespace: str | None = None  # a town in a container (compose.yaml) has a pid only it can signal
+
+    @property
+    def foreign(self) -> bool:
+        """The town runs in another PID namespace, so `pid` means nothing here."""
+        return self.pid_namespace is not None and self.pid_namespace != pid_namespace()
+
+
+def pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
 
 
 def state_path(settings: Settings) -> Path:
@@ -60,6 +73,8 @@ def read_state(settings: Settings) -> RunState | None:
         state = RunState.model_validate_json(path.read_text())
     except ValueError:
         return None
+    if state.foreign:
+        return state if _answers(state.mcp_url) else None
     try:
         os.kill(state.pid, 0)
     except ProcessLookupError:
@@ -67,6 +82,16 @@ def read_state(settings: Settings) -> RunState | None:
     except PermissionError:
         pass
     return state
+
+
+def _answers(url: str) -> bool:
+    """Something listens on the host and port of `url` (how to tell a town in a container is alive)."""
+    host, _, port = url.split("/")[2].rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def role_limits(settings: Settings) -> dict[str, Limits]:
@@ -189,6 +214,7 @@ class TownProcess:
             agent_mcp_url=agent_mcp,
             agent_gateway_url=agent_gw,
             network=network,
+            pid_namespace=pid_namespace(),
         )
         self.town = town
         return town, [(mcp, mcp_socks), (gateway, gw_socks)]
@@ -277,6 +303,11 @@ def stop_running_town(settings: Settings, timeout_s: float = 30) -> RunState:
     state = read_state(settings)
     if state is None:
         raise NotFound(f"no running town in {settings.town_dir}")
+    if state.foreign:
+        raise Conflict(
+            f"the town in {settings.town_dir} runs in a container (another PID namespace): stop it there, "
+            "e.g. `docker compose stop town`"
+        )
     os.kill(state.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -292,4 +323,4 @@ def provider_env(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
     """The provider keys the gateway may use (the variables its upstreams name), read once at the edge."""
     upstreams = getattr(settings.gateway, "upstreams", None) or {}
     names = {"ANTHROPIC_API_KEY"} | {u.get("key_env") for u in upstreams.values() if isinstance(u, dict)}
-    return {k: v for k, v in env.items() if k in names}
+    return {k: v for k, v in env.items() if k in names and v}

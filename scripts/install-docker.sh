@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install and start the Docker engine (plus mmdebstrap and iptables) on Debian, idempotently.
+# Install and start the Docker engine (plus compose, mmdebstrap and iptables) on Debian, idempotently.
 # Run as root. Safe to run again: it skips what is installed and leaves a running daemon alone.
 # The daemon log goes to ${DOCKERD_LOG:-/var/log/dockerd.log}.
 set -euo pipefail
@@ -10,7 +10,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 log=${DOCKERD_LOG:-/var/log/dockerd.log}
-packages=(docker.io mmdebstrap iptables git ca-certificates)
+packages=(mmdebstrap iptables git ca-certificates)
+# An engine from Docker's own packages (docker-ce) stays; Debian's docker.io would conflict with it.
+command -v dockerd >/dev/null || packages+=(docker.io)
+docker compose version >/dev/null 2>&1 || packages+=(docker-compose)
 
 missing=()
 for p in "${packages[@]}"; do

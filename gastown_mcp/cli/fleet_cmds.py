@@ -25,7 +25,7 @@ from gastown_mcp.runtime import worktrees
 from gastown_mcp.town import Town
 
 rig_app = typer.Typer(help="Register projects (rigs) the town works on.", no_args_is_help=True)
-image_app = typer.Typer(help="Build the agent container image.", no_args_is_help=True)
+image_app = typer.Typer(help="Build the agent and town container images.", no_args_is_help=True)
 
 
 @contextmanager
@@ -194,13 +194,17 @@ def rig_remove(name: str, town_dir: TownDir = None) -> None:
 
 
 @image_app.command("build")
-def image_build(rebuild: Annotated[bool, typer.Option("--rebuild")] = False, as_json: Json = False) -> None:
+def image_build(
+    rebuild: Annotated[bool, typer.Option("--rebuild")] = False,
+    town: Annotated[bool, typer.Option("--town", help="Also build the town server image for compose.yaml.")] = False,
+    as_json: Json = False,
+) -> None:
     """Build the agent image (and, with no registry, a local Debian base first). Skips what is up to date."""
     from gastown_mcp.runtime.docker_backend import connect
     from gastown_mcp.runtime.image import build_images
 
     console = Console(stderr=True)
-    result = build_images(connect(), rebuild=rebuild, progress=lambda line: console.print(line))
+    result = build_images(connect(), rebuild=rebuild, progress=lambda line: console.print(line), town=town)
     if as_json:
         print_json(
             {"agent": result.agent_tag, "built": result.built, "skipped": result.skipped, "seconds": result.seconds}

@@ -1,8 +1,10 @@
-"""Build the agent image, and first a local base image when no registry is reachable.
+"""Build the agent image and the town server image, and first a local base image when no registry is reachable.
 
 The base comes from Debian packages (`mmdebstrap ... | docker import`), so nothing is pulled. The agent image
-is the top-level Dockerfile built on that base with the classic builder (no buildx). Both steps are
-idempotent: an image whose build inputs have not changed is skipped unless `rebuild=True`.
+is the top-level Dockerfile built on that base with the classic builder (no buildx); the town image (for
+compose.yaml) is Dockerfile.town, with wheels of this checkout and its dependencies made on the host so its
+build installs offline. Every step is idempotent: an image whose build inputs have not changed is skipped
+unless `rebuild=True`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import hashlib
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +32,8 @@ from gastown_mcp.runtime.protocol import DEFAULT_IMAGE
 Progress = Callable[[str], None]
 LABEL_INPUTS = "gastown.inputs"
 DEFAULT_CONTEXT = Path(__file__).resolve().parents[2]
+TOWN_IMAGE = "gastown-town:latest"
+TOWN_DOCKERFILE = "Dockerfile.town"
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class ImageConfig:
     """What to build. `base_image=None` builds the local Debian base `base_tag`; a name uses that instead."""
 
     agent_tag: str = DEFAULT_IMAGE
+    town_tag: str = TOWN_IMAGE
     base_tag: str = "gastown-base:bookworm"
     claude_stage_tag: str = "gastown-claude-stage:latest"
     base_image: str | None = None
@@ -57,22 +63,18 @@ class BuildResult:
 
 
 def build_images(
-    client: docker.DockerClient, config: ImageConfig | None = None, rebuild: bool = False, progress: Progress = print
+    client: docker.DockerClient,
+    config: ImageConfig | None = None,
+    rebuild: bool = False,
+    progress: Progress = print,
+    town: bool = False,
 ) -> BuildResult:
-    """Build (or skip) the base and agent images; report each step through `progress`."""
+    """Build (or skip) the base and agent images, and with `town` the town image; report through `progress`."""
     cfg = config or ImageConfig()
     started = time.monotonic()
     built: list[str] = []
     skipped: list[str] = []
-    base = cfg.base_image or cfg.base_tag
-    if cfg.base_image is None:
-        base_inputs = _digest([cfg.suite, cfg.mirror or "", *cfg.packages])
-        if not rebuild and _has_inputs(client, cfg.base_tag, base_inputs):
-            progress(f"base image {cfg.base_tag} is up to date")
-            skipped.append(cfg.base_tag)
-        else:
-            build_base(cfg, base_inputs, progress)
-            built.append(cfg.base_tag)
+    base = _ensure_base(client, cfg, rebuild, progress, built, skipped)
     with _context(cfg) as context:
         args = repr(sorted(cfg.build_args.items()))
         agent_inputs = _digest([base, _image_id(client, base), *_tree_digest(context), args])
@@ -82,9 +84,67 @@ def build_images(
         else:
             build_agent(client, cfg, base, context, agent_inputs, rebuild, progress)
             built.append(cfg.agent_tag)
+    if town:
+        _build_town(client, cfg, base, rebuild, progress, built, skipped)
     seconds = time.monotonic() - started
     progress(f"images ready in {seconds:.1f} s")
     return BuildResult(cfg.agent_tag, base, tuple(built), tuple(skipped), seconds)
+
+
+def _ensure_base(
+    client: docker.DockerClient,
+    cfg: ImageConfig,
+    rebuild: bool,
+    progress: Progress,
+    built: list[str],
+    skipped: list[str],
+) -> str:
+    if cfg.base_image is not None:
+        return cfg.base_image
+    base_inputs = _digest([cfg.suite, cfg.mirror or "", *cfg.packages])
+    if not rebuild and _has_inputs(client, cfg.base_tag, base_inputs):
+        progress(f"base image {cfg.base_tag} is up to date")
+        skipped.append(cfg.base_tag)
+    else:
+        build_base(cfg, base_inputs, progress)
+        built.append(cfg.base_tag)
+    return cfg.base_tag
+
+
+def _build_town(
+    client: docker.DockerClient,
+    cfg: ImageConfig,
+    base: str,
+    rebuild: bool,
+    progress: Progress,
+    built: list[str],
+    skipped: list[str],
+) -> None:
+    dockerfile = cfg.context_dir / TOWN_DOCKERFILE
+    package = cfg.context_dir / "gastown_mcp"
+    if not dockerfile.is_file() or not package.is_dir():
+        raise NotFound(f"no {TOWN_DOCKERFILE} and gastown_mcp/ under {cfg.context_dir}; run from a source checkout")
+    sources = [dockerfile, cfg.context_dir / "pyproject.toml"]
+    sources += sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    inputs = _digest(
+        [base, _image_id(client, base), *(f"{p.relative_to(cfg.context_dir)}:{_file_digest(p)}" for p in sources)]
+    )
+    if not rebuild and _has_inputs(client, cfg.town_tag, inputs):
+        progress(f"town image {cfg.town_tag} is up to date")
+        skipped.append(cfg.town_tag)
+        return
+    with tempfile.TemporaryDirectory(prefix="gastown-town-image-") as tmp:
+        root = Path(tmp)
+        shutil.copy2(dockerfile, root / "Dockerfile")
+        progress("making wheels of gastown_mcp and its dependencies for the town image")
+        wheel = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(root / "wheels")]
+        done = subprocess.run([*wheel, str(cfg.context_dir), "pip"], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise GastownError(f"`pip wheel` for the town image failed:\n{done.stderr[-2000:]}")
+        progress(f"building town image {cfg.town_tag} on {base}")
+        _docker_build(client, root, cfg.town_tag, None, {"BASE_IMAGE": base}, {LABEL_INPUTS: inputs}, rebuild, progress)
+    progress(f"town image {cfg.town_tag} built")
+    built.append(cfg.town_tag)
 
 
 def build_base(cfg: ImageConfig, inputs: str, progress: Progress) -> None:
@@ -134,25 +194,40 @@ def build_agent(
     progress(f"building agent image {cfg.agent_tag} on {base}")
     # The download stage gets its own tag so a prune of dangling images cannot throw away its ~400 MB cache.
     for target, tag, labels in (("claude", cfg.claude_stage_tag, {}), (None, cfg.agent_tag, {LABEL_INPUTS: inputs})):
-        with translate_errors(f"building {tag}"):
-            stream: Iterator[dict[str, Any]] = client.api.build(
-                path=str(context),
-                tag=tag,
-                target=target,
-                buildargs={"BASE_IMAGE": base, **cfg.build_args},
-                labels=labels,
-                nocache=rebuild and target is not None,
-                rm=True,
-                forcerm=True,
-                decode=True,
-            )
-            for chunk in stream:
-                if "error" in chunk:
-                    raise GastownError(f"building {tag} failed: {chunk['error'].strip()}")
-                line = str(chunk.get("stream", "")).strip()
-                if line.startswith("Step "):
-                    progress(line)
+        buildargs = {"BASE_IMAGE": base, **cfg.build_args}
+        _docker_build(client, context, tag, target, buildargs, labels, rebuild and target is not None, progress)
     progress(f"agent image {cfg.agent_tag} built")
+
+
+def _docker_build(
+    client: docker.DockerClient,
+    context: Path,
+    tag: str,
+    target: str | None,
+    buildargs: dict[str, str],
+    labels: dict[str, str],
+    nocache: bool,
+    progress: Progress,
+) -> None:
+    """`docker build` with the classic builder, streaming its steps to `progress`."""
+    with translate_errors(f"building {tag}"):
+        stream: Iterator[dict[str, Any]] = client.api.build(
+            path=str(context),
+            tag=tag,
+            target=target,
+            buildargs=buildargs,
+            labels=labels,
+            nocache=nocache,
+            rm=True,
+            forcerm=True,
+            decode=True,
+        )
+        for chunk in stream:
+            if "error" in chunk:
+                raise GastownError(f"building {tag} failed: {chunk['error'].strip()}")
+            line = str(chunk.get("stream", "")).strip()
+            if line.startswith("Step "):
+                progress(line)
 
 
 @contextlib.contextmanager
@@ -174,11 +249,11 @@ def _context(cfg: ImageConfig) -> Iterator[Path]:
 
 
 def _tree_digest(root: Path) -> list[str]:
-    return [
-        f"{path.relative_to(root)}:{hashlib.sha256(path.read_bytes()).hexdigest()}"
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    ]
+    return [f"{path.relative_to(root)}:{_file_digest(path)}" for path in sorted(root.rglob("*")) if path.is_file()]
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _digest(parts: list[str]) -> str:
@@ -207,10 +282,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build the gastown base and agent images.")
     parser.add_argument("--rebuild", action="store_true", help="rebuild even if up to date")
     parser.add_argument("--base", default=None, help="base image to build on instead of the local Debian base")
+    parser.add_argument("--town", action="store_true", help="also build the town server image (compose.yaml)")
     args = parser.parse_args(argv)
     from gastown_mcp.runtime.docker_backend import connect
 
-    build_images(connect(timeout_s=600), ImageConfig(base_image=args.base), rebuild=args.rebuild)
+    build_images(connect(timeout_s=600), ImageConfig(base_image=args.base), rebuild=args.rebuild, town=args.town)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ for IPv4 and IPv6. Setup and teardown are idempotent.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 import subprocess
@@ -142,7 +143,7 @@ def apply_host_firewall(bridge: str, ports: Sequence[int]) -> None:
     """Install (or replace) the town's rules: from `bridge`, only `ports` on the host; nothing routed."""
     in_chain, fwd_chain = chain_names(bridge)
     for tool in _tools():
-        ipv6 = tool == "ip6tables"
+        ipv6 = tool.startswith("ip6tables")
         _fill_chain(tool, in_chain, input_rules(ports, ipv6))
         _fill_chain(tool, fwd_chain, forward_rules(ipv6))
         _ensure_jump(tool, ["INPUT", "-i", bridge, "-j", in_chain])
@@ -181,13 +182,25 @@ def _ensure_jump(tool: str, jump: list[str]) -> None:
         _run(tool, "-I", jump[0], "1", *jump[1:])
 
 
-def _tools() -> list[str]:
+@functools.cache
+def _tools() -> tuple[str, ...]:
+    """iptables and ip6tables, in the variant (nft or legacy) that holds Docker's own rules: a town in a
+    container (compose.yaml) may default to another variant than the host's Docker uses."""
     if shutil.which("iptables") is None:
         raise RuntimeUnavailable(
             "iptables is not installed, so agent containers could reach every host port: "
             "run `sudo bash scripts/install-docker.sh`"
         )
-    return ["iptables"] + (["ip6tables"] if shutil.which("ip6tables") else [])
+    suffix = ""
+    if not _has_docker_chain("iptables"):
+        variants = ("-legacy", "-nft")
+        suffix = next((v for v in variants if shutil.which("iptables" + v) and _has_docker_chain("iptables" + v)), "")
+    ip6 = "ip6tables" + suffix
+    return ("iptables" + suffix,) + ((ip6,) if shutil.which(ip6) else ())
+
+
+def _has_docker_chain(tool: str) -> bool:
+    return _run(tool, "-n", "-L", "DOCKER-USER", check=False).returncode == 0
 
 
 def _run(tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
