@@ -64,6 +64,7 @@ class WitnessSection(_Section):
     idle_seconds: float = Field(default=300.0, gt=0, description="no tool call and no file change for this long")
     crash_loop_failures: int = Field(default=3, ge=1, description="failures of one bead within the window")
     crash_loop_window_seconds: float = Field(default=900.0, gt=0)
+    respawn: bool = Field(default=True, description="give a bead whose polecat died to a fresh polecat on its rig")
 
 
 class Settings(_Section):

@@ -53,7 +53,8 @@ ACTIONS: dict[Role, frozenset[str]] = {
     Role.mayor: frozenset(MAYOR),
     Role.refinery: frozenset(PLANNER | {"town.budget", "town.usage"}),
     Role.deacon: frozenset(PLANNER | {"town.budget", "town.usage"}),
-    Role.witness: frozenset(WITNESS | {"town.stop", "town.budget", "town.usage"}),
+    # town.sling: the witness respawns a polecat for a bead whose polecat died.
+    Role.witness: frozenset(WITNESS | {"town.stop", "town.sling", "town.budget", "town.usage"}),
     Role.polecat: frozenset(POLECAT),
     Role.dog: frozenset(DOG),
 }

@@ -4,6 +4,8 @@ Each `tick()` looks at leases, containers, activity and budgets, acts through `T
 It never stops an agent that is working: only expired leases, exited containers, spent budgets and idleness
 (no tool call and no file change) trigger action, and idleness only nudges and escalates. A nudge waiting
 for an agent whose session has ended (exit ok or failed) resumes that session with the nudge as its prompt.
+A bead given back because its polecat died goes to a fresh polecat on the same rig (`respawn`), until its
+attempts or a crash loop block it and the mayor is told.
 """
 
 from __future__ import annotations
@@ -96,7 +98,9 @@ class Witness:
         out = []
         now = self.clock()
         for bead in self.town.store.beads.expired(now_iso(now)):
-            out += self._requeue(bead.id, f"lease expired: {bead.assignee} made no call in time")
+            holder = self.town.store.agents.find(bead.assignee) if bead.assignee else None
+            reason = f"lease expired: {bead.assignee} made no call in time"
+            out += self._requeue(bead.id, reason, holder.rig if holder else None)
         return out
 
     def _containers(self) -> list[Action]:
@@ -116,7 +120,7 @@ class Witness:
             reason = self._exit_reason(agent, status)
             out.append(self._mark_exited(agent, reason, status))
             for bead in self.town.store.beads.held_by(agent.name):
-                out += self._requeue(bead.id, f"container of {agent.name} exited ({reason})")
+                out += self._requeue(bead.id, f"container of {agent.name} exited ({reason})", agent.rig)
         return out
 
     def _resumes(self) -> list[Action]:
@@ -232,7 +236,7 @@ class Witness:
     def _alive(self) -> list[Agent]:
         return [a for a in self.town.store.agents.all() if a.state in ALIVE and a.role is not Role.witness]
 
-    def _requeue(self, bead_id: str, reason: str) -> list[Action]:
+    def _requeue(self, bead_id: str, reason: str, rig: str | None = None) -> list[Action]:
         recent = self._recent_failures(bead_id)
         try:
             if recent + 1 >= self.cfg.crash_loop_failures:
@@ -252,7 +256,17 @@ class Witness:
                 "Rewrite or split the bead, then unblock it (`bead_update status=open`).",
             )
             return [Action("bead.blocked", bead_id, reason)]
-        return [Action("bead.requeued", bead_id, reason)]
+        return [Action("bead.requeued", bead_id, reason), *self._respawn(bead_id, rig)]
+
+    def _respawn(self, bead_id: str, rig: str | None) -> list[Action]:
+        """Sling a requeued bead to a fresh polecat on the rig it was worked in (its branch is kept)."""
+        if not self.cfg.respawn or rig is None or self.town.fleet is None:
+            return []
+        try:
+            polecat = self.town.sling(self.me, bead_id, rig)
+        except GastownError as exc:  # slung or claimed by someone else first, or the rig is gone: nothing lost
+            return [Action("skip", bead_id, f"respawn on {rig}: {exc}")]
+        return [Action("bead.respawned", bead_id, f"slung to {polecat.name} on {rig}")]
 
     def _recent_failures(self, bead_id: str) -> int:
         since = now_iso(self.clock() - self.cfg.crash_loop_window_seconds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from gastown_mcp.config import Settings, WitnessSection
+from gastown_mcp.fleet import Fleet, FleetConfig
 from gastown_mcp.models import Agent, AgentState, BeadStatus, Role
+from gastown_mcp.runtime import worktrees
 from gastown_mcp.runtime.protocol import ContainerStatus, LaunchSpec
 from gastown_mcp.store import Store
 from gastown_mcp.supervisor.witness import Witness
@@ -273,3 +276,57 @@ def test_the_witness_needs_no_runtime_for_leases(
     clock.advance(wtown.settings.lease.seconds + 1)
     assert [a.verb for a in witness.tick() if a.target == bead.id] == ["bead.requeued"]
     assert wtown.store.agents.get("polecat-9").role is Role.polecat
+
+
+@pytest.fixture
+def fleet_town(store: Store, wsettings: Settings, runtime: FakeRuntime, tmp_path: Path) -> Town:
+    """A town with a fleet on the fake runtime and a rig `web` (a real git clone), so slinging spawns."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "README.md").write_text("# web\n")
+    for args in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-q", "-m", "initial"]):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", *args], cwd=source, check=True)
+    worktrees.add_rig(wsettings.town_dir, "web", str(source))
+    fleet = Fleet(store, runtime, FleetConfig(town="town", town_dir=wsettings.town_dir, mcp_url="http://town/mcp"))
+    return Town(store, wsettings, fleet)
+
+
+def test_a_bead_whose_polecat_died_goes_to_a_fresh_polecat_on_the_same_rig_until_it_is_blocked(
+    fleet_town: Town, operator: Agent, runtime: FakeRuntime, clock: Clock
+) -> None:
+    town = fleet_town
+    town.agent_add(operator, "mayor", "mayor")
+    witness = Witness(town, runtime, clock=clock)
+    bead = town.bead_create(operator, "work")
+    first = town.sling(operator, bead.id, "web")
+    runtime.run(first.name, "exited", "oom", 137)
+
+    actions = witness.tick()
+    respawned = [a for a in actions if a.verb == "bead.respawned"]
+    assert [a.verb for a in actions if a.target == bead.id] == ["bead.requeued", "bead.respawned"]
+    second = town.store.beads.get(bead.id)
+    assert second.status is BeadStatus.in_progress and second.assignee not in (None, first.name)
+    assert second.attempts == 1 and second.assignee in respawned[0].reason
+    assert town.store.agents.get(str(second.assignee)).rig == "web"
+
+    runtime.run(str(second.assignee), "exited", "crash", 1)  # max_attempts is 2: now it is blocked, not respawned
+    actions = witness.tick()
+    assert [a.verb for a in actions if a.target == bead.id] == ["bead.blocked"]
+    assert town.store.beads.get(bead.id).status is BeadStatus.blocked
+    assert any(bead.id in subject for subject in _mail_to_mayor(town))
+
+
+def test_respawn_off_leaves_a_requeued_bead_in_the_queue(
+    fleet_town: Town, operator: Agent, runtime: FakeRuntime, clock: Clock
+) -> None:
+    town = Town(
+        fleet_town.store,
+        fleet_town.settings.model_copy(update={"witness": WitnessSection(respawn=False)}),
+        fleet_town.fleet,
+    )
+    bead = town.bead_create(operator, "work")
+    first = town.sling(operator, bead.id, "web")
+    runtime.run(first.name, "exited", "crash", 1)
+    actions = Witness(town, runtime, clock=clock).tick()
+    assert [a.verb for a in actions if a.target == bead.id] == ["bead.requeued"]
+    assert town.store.beads.get(bead.id).status is BeadStatus.open
