@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CLAUDE_DIR := .cache/npm-claude
 
-.PHONY: all venv test test-fast demo demo-local lint format bench docker image claude clean
+.PHONY: all venv test test-fast test-vm demo demo-local lint format bench docker image claude clean
 
 all: test
 
@@ -25,10 +25,14 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 test: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not vm"
 
 test-fast: venv
-	$(BIN)/python -m pytest -m "not docker and not claude"
+	$(BIN)/python -m pytest -m "not docker and not claude and not vm"
+
+# Boots a whole VM and runs the factory in it: minutes with KVM, far longer without.
+test-vm: venv
+	$(BIN)/python -m pytest -m vm
 
 # The factory: Claude Code polecats in hardened containers (needs Docker: installed and started as root).
 demo: venv
