@@ -43,7 +43,7 @@ HOST_PACKAGES=(qemu-system-x86 mmdebstrap e2fsprogs openssh-client)
 GUEST_PACKAGES=(
   linux-image-amd64 systemd-sysv udev dbus kmod iproute2 procps e2fsprogs sudo apparmor
   openssh-server ca-certificates
-  docker.io iptables mmdebstrap
+  docker.io docker-compose iptables mmdebstrap
   git make python3 python3-venv
 )
 
