@@ -30,7 +30,7 @@ from gastown_mcp.standin import build_standin
 from gastown_mcp.standin.scripts import script_named
 from gastown_mcp.standin.serving import bind, serve
 
-from .harness import until
+from .harness import git_repo, until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -75,13 +75,6 @@ def _free_ports(n: int) -> list[int]:
     for s in socks:
         s.close()
     return ports
-
-
-def _sample_repo(path: Path) -> None:
-    path.mkdir(parents=True)
-    (path / "README.md").write_text("# sample\n")
-    for args in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-q", "-m", "initial commit"]):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args], cwd=path, check=True)
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +142,7 @@ def test_the_town_container_runs_a_polecat_that_completes_its_bead(
     compose_town: ComposeTown, docker_runtime: DockerRuntime
 ) -> None:
     town = compose_town
-    _sample_repo(town.town_dir / "src" / "sample")
+    git_repo(town.town_dir / "src" / "sample")
     town.gastown("rig", "add", "sample", str(town.town_dir / "src" / "sample"))
     token = town.gastown("agent", "add", "mayor", "--role", "mayor")["token"]
 
