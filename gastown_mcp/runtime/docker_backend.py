@@ -132,7 +132,7 @@ def status_of(container: Container) -> ContainerStatus:
 
 
 def run_kwargs(spec: LaunchSpec, now: float) -> dict[str, Any]:
-    """The docker `containers.run` arguments that make a container hardened and limited."""
+    """The docker `containers.create` arguments that make a container hardened and limited."""
     limits = spec.limits
     env = {
         **spec.env,
@@ -178,7 +178,6 @@ def run_kwargs(spec: LaunchSpec, now: float) -> dict[str, Any]:
         "pids_limit": limits.pids,
         "ulimits": [Ulimit(name="nofile", soft=limits.nofile, hard=limits.nofile)],
         "log_config": LogConfig(type="json-file", config={"max-size": "10m", "max-file": "2"}),
-        "detach": True,
     }
     if spec.network:
         kwargs["network"] = spec.network
@@ -220,9 +219,23 @@ class DockerRuntime:
             try:
                 self.client.images.get(spec.image)
             except docker.errors.ImageNotFound:
-                # Without this, run() would try a registry pull and fail with a network error instead.
+                # Say how to build it; a registry pull would fail here anyway (no registry is reachable).
                 raise NotFound(f"image {spec.image} is not built: run `gastown image build`") from None
-            container = self.client.containers.run(spec.image, **run_kwargs(spec, time.time()))
+            kwargs = run_kwargs(spec, time.time())
+            container = self.client.containers.create(spec.image, **kwargs)
+            try:
+                container.start()
+            except BaseException as exc:
+                # A container that could not start (no AppArmor parser, a bad mount) must not stay behind in
+                # "created": nothing would ever remove it, and every retry would add another.
+                with contextlib.suppress(docker.errors.DockerException, requests.exceptions.RequestException):
+                    container.remove(force=True)
+                if isinstance(exc, docker.errors.APIError):
+                    raise RuntimeUnavailable(
+                        f"launching agent {spec.agent}: its container could not start: {exc.explanation}. "
+                        "`gastown doctor --sandbox` checks what this engine can run"
+                    ) from exc
+                raise
             container.reload()
             return status_of(container)
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from pathlib import Path
 
 import pytest
 
-from gastown_mcp.errors import Conflict, NotFound
+from gastown_mcp.errors import Conflict, NotFound, RuntimeUnavailable
 from gastown_mcp.runtime.docker_backend import DockerRuntime
-from gastown_mcp.runtime.protocol import LaunchSpec, Limits
+from gastown_mcp.runtime.protocol import LaunchSpec, Limits, Mount
 
 pytestmark = pytest.mark.docker
 
@@ -68,6 +70,24 @@ def test_containers_the_town_no_longer_knows_are_found_and_cleaned_up(
     assert [o.agent for o in orphans] == ["orphan"]
     assert runtime.cleanup(town_name, agents=[o.agent for o in orphans]) == ["orphan"]
     assert [s.agent for s in runtime.list(town_name)] == ["known"]
+
+
+def test_a_container_that_cannot_start_is_removed_and_the_error_says_where_to_look(
+    runtime: DockerRuntime, agent_image: str, town_name: str, tmp_path: Path
+) -> None:
+    # A file mounted over a directory fails in runc at start, after the container was created: the same point
+    # where an engine with AppArmor on but no apparmor_parser refuses every container.
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    bad = dataclasses.replace(
+        spec(town_name, "a1", agent_image, "true"), mounts=(Mount(afile, "/usr", read_only=True),)
+    )
+    for _ in range(2):  # a retry meets no leftover "created" container in its way
+        with pytest.raises(RuntimeUnavailable, match=r"could not start.*gastown doctor --sandbox"):
+            runtime.launch(bad)
+        assert runtime.list(town_name) == []
+    runtime.launch(spec(town_name, "a1", agent_image, "true"))
+    assert runtime.wait(town_name, "a1", timeout_s=30).reason == "ok"
 
 
 def test_the_image_carries_claude_code_on_the_path(runtime: DockerRuntime, agent_image: str, town_name: str) -> None:
