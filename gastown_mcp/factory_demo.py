@@ -24,6 +24,7 @@ import anyio
 import uvicorn
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from gastown_mcp.config import GatewaySection, LeaseSection, ServerSection, Settings, TownSection, WitnessSection
@@ -52,6 +53,7 @@ class FactoryResult:
     usage: list[dict[str, Any]] = field(default_factory=list)
     model: str = ""
     double_worked: int = 0  # beads claimed more than once or taken over (must be 0)
+    problems: list[str] = field(default_factory=list)  # sling errors and the mayor's mail, shown on failure
 
 
 def _free_port() -> int:
@@ -128,6 +130,7 @@ async def _factory(
             )
             assert res.structured_content is not None, res.content
             ids[key] = res.structured_content["id"]
+        sling_errors: list[str] = []
         with Live(console=console, refresh_per_second=4, transient=not live) as board:
             while True:
                 beads = {b: town.store.beads.get(b) for b in ids.values()}
@@ -142,7 +145,10 @@ async def _factory(
                 ready = await mayor.call_tool("bead_ready", {"limit": max(10, slots)})
                 for row in (ready.structured_content or {}).get("beads", [])[: max(0, slots - len(busy))]:
                     if row["id"] in ids.values() and row["status"] == "open":
-                        await mayor.call_tool("town_sling", {"bead": row["id"], "to": "sample"})
+                        slung = await mayor.call_tool("town_sling", {"bead": row["id"], "to": "sample"})
+                        text = " ".join(getattr(c, "text", "") for c in slung.content)
+                        if slung.is_error and text not in sling_errors:
+                            sling_errors.append(text)
                 await anyio.sleep(0.5)
         console.print()
         usage = await mayor.call_tool("town_usage", {})
@@ -157,6 +163,7 @@ async def _factory(
         e.bead_id for e in town.store.events.since(limit=100_000) if e.verb in ("bead.claimed", "bead.taken_over")
     ]
     double = sum(1 for b in ids.values() if claims.count(b) > 1)
+    mail = [f"mail to the mayor: {m.subject}" for m in reversed(town.store.messages.inbox("mayor", limit=20))]
     return FactoryResult(
         ok=all(s == "done" for s in statuses.values()) and double == 0,
         double_worked=double,
@@ -164,6 +171,7 @@ async def _factory(
         beads=statuses,
         commits=commits,
         usage=(usage.structured_content or {}).get("agents", []),
+        problems=mail + [f"the last sling failed: {e}" for e in sling_errors[-1:]],
     )
 
 
@@ -203,6 +211,9 @@ def _summary(console: Console, result: FactoryResult) -> None:
     done = sum(1 for s in result.beads.values() if s == "done")
     verdict = "[bold green]all beads done[/]" if result.ok else "[bold red]not every bead was done[/]"
     console.print(f"{verdict}: {done}/{len(result.beads)} in {result.seconds:.1f}s ({result.model})")
+    if not result.ok:
+        for problem in result.problems:
+            console.print(f"[red]-[/] {escape(problem)}", highlight=False)
 
 
 def run_factory(

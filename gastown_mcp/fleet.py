@@ -81,8 +81,13 @@ class Fleet:
         limits: Limits | None = None,
         lease_seconds: float = 600.0,
         name: str | None = None,
+        max_attempts: int | None = None,
     ) -> Agent:
-        """Create the agent, its worktree (with a rig) and its container; with `bead`, put it on the hook."""
+        """Create the agent, its worktree (with a rig) and its container; with `bead`, put it on the hook.
+
+        A spawn that fails gives the bead back as a failed attempt; once it has `max_attempts` of them it is
+        blocked, so a container that can never start does not get relaunched forever.
+        """
         rig_obj = worktrees.get_rig(self.config.town_dir, rig) if rig else None
         if bead is not None:
             self._check_slingable(bead)
@@ -106,7 +111,9 @@ class Fleet:
                 meta["hook"] = bead
             status = self._launch(name, role, creds.token, creds.gateway_key, meta, mounts, limits, {})
         except BaseException as exc:
-            self._undo_spawn(actor, name, bead, rig_obj, exc)
+            blocked = self._undo_spawn(actor, name, bead, rig_obj, exc, max_attempts)
+            if blocked is not None and isinstance(exc, GastownError):
+                raise type(exc)(f"{exc}; bead {bead} is now blocked after {blocked.attempts} failed attempts") from exc
             raise
         meta["container"] = status.container_id
         return self.store.agents.set_state(actor, name, AgentState.running, "spawned", **meta)
@@ -204,17 +211,30 @@ class Fleet:
         return Mount(path, f"{AGENT_HOME}/.claude", read_only=False)
 
     def _undo_spawn(
-        self, actor: str, name: str, bead: str | None, rig: worktrees.Rig | None, exc: BaseException
-    ) -> None:
-        """A spawn that failed half way leaves nothing behind but the audit trail (and any branch)."""
+        self,
+        actor: str,
+        name: str,
+        bead: str | None,
+        rig: worktrees.Rig | None,
+        exc: BaseException,
+        max_attempts: int | None,
+    ) -> Bead | None:
+        """A spawn that failed half way leaves nothing behind but the audit trail (and any branch).
+
+        Returns the bead if giving it back blocked it.
+        """
+        blocked = None
         with contextlib.suppress(GastownError):
             if bead is not None and self.store.beads.get(bead).assignee == name:
-                self.store.beads.release(actor, bead, f"spawn of {name} failed: {exc}", None)
+                why = f"spawn of {name} failed: {exc}"
+                back = self.store.beads.release(actor, bead, why[:2000], None, block_after=max_attempts)
+                blocked = back if back.status is BeadStatus.blocked else None
         if rig is not None:
             with contextlib.suppress(Exception):
                 worktrees.remove_worktree(rig, name)
         with contextlib.suppress(GastownError):
             self.store.agents.set_state(actor, name, AgentState.removed, f"spawn failed: {exc}")
+        return blocked
 
     def _check_slingable(self, bead_id: str) -> Bead:
         bead = self.store.beads.get(bead_id)
@@ -223,12 +243,21 @@ class Fleet:
             raise Conflict(f"bead {bead_id} {why}; only open, unblocked beads can go on a hook")
         return bead
 
-    def sling(self, actor: str, bead_id: str, target: str, lease_seconds: float = 600.0) -> Agent:
+    def sling(
+        self, actor: str, bead_id: str, target: str, lease_seconds: float = 600.0, max_attempts: int | None = None
+    ) -> Agent:
         """Put a bead on an agent's hook: a running agent's name, or a rig (spawns a polecat for it)."""
         agent = self.store.agents.find(target)
         if agent is None or agent.state is AgentState.removed:
             if target in {r.name for r in worktrees.list_rigs(self.config.town_dir)}:
-                return self.spawn(actor, Role.polecat, rig=target, bead=bead_id, lease_seconds=lease_seconds)
+                return self.spawn(
+                    actor,
+                    Role.polecat,
+                    rig=target,
+                    bead=bead_id,
+                    lease_seconds=lease_seconds,
+                    max_attempts=max_attempts,
+                )
             raise NotFound(f"no agent or rig named {target!r}; see `gastown agent ls` and `gastown rig list`")
         if agent.state not in (AgentState.running, AgentState.idle, AgentState.nudged):
             raise InvalidInput(f"{target} is {agent.state.value}; sling to a running agent or to a rig")

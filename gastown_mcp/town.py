@@ -6,10 +6,11 @@ store. Any call by an agent renews the leases it holds, so a working agent never
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -17,7 +18,7 @@ from pydantic import BaseModel
 from gastown_mcp import roles
 from gastown_mcp.budget import AgentUsage, Budgets, BudgetStatus
 from gastown_mcp.config import Settings
-from gastown_mcp.errors import Forbidden, InvalidInput, NotFound, RuntimeUnavailable, Unauthorized
+from gastown_mcp.errors import Forbidden, GastownError, InvalidInput, NotFound, RuntimeUnavailable, Unauthorized
 from gastown_mcp.models import (
     LABEL_MAX,
     TEXT_MAX,
@@ -393,15 +394,17 @@ class Town:
     ) -> Agent:
         self._require(actor, "town.spawn", "spawn agents")
         fleet = self._fleet()
-        return fleet.spawn(
-            actor.name,
-            self._enum(Role, role, "role"),
-            rig=rig,
-            bead=bead,
-            command=command,
-            limits=limits,
-            lease_seconds=self.settings.lease.seconds,
-        )
+        with self._mail_if_blocked(actor, bead):
+            return fleet.spawn(
+                actor.name,
+                self._enum(Role, role, "role"),
+                rig=rig,
+                bead=bead,
+                command=command,
+                limits=limits,
+                lease_seconds=self.settings.lease.seconds,
+                max_attempts=self.settings.witness.max_attempts,
+            )
 
     def stop(self, actor: Agent, name: str, reason: str = "") -> Agent:
         self._require(actor, "town.stop", "stop agents")
@@ -410,7 +413,33 @@ class Town:
 
     def sling(self, actor: Agent, bead_id: str, target: str) -> Agent:
         self._require(actor, "town.sling", "sling beads")
-        return self._fleet().sling(actor.name, bead_id, target, self.settings.lease.seconds)
+        fleet = self._fleet()
+        with self._mail_if_blocked(actor, bead_id):
+            return fleet.sling(
+                actor.name, bead_id, target, self.settings.lease.seconds, self.settings.witness.max_attempts
+            )
+
+    @contextlib.contextmanager
+    def _mail_if_blocked(self, actor: Agent, bead_id: str | None) -> Iterator[None]:
+        """A spawn whose failure blocked its bead (too many failed attempts) is news for the mayor."""
+        before = None
+        if bead_id:
+            with contextlib.suppress(GastownError):  # a bad id is the spawn's own error to report
+                before = self.store.beads.get(bead_id).status
+        try:
+            yield
+        except GastownError as exc:
+            if bead_id and before is not BeadStatus.blocked:
+                bead = self.store.beads.get(bead_id)
+                if bead.status is BeadStatus.blocked:
+                    cause = exc.__cause__ if isinstance(exc.__cause__, GastownError) else exc
+                    self.escalate(
+                        actor,
+                        f"{bead_id} blocked: its polecat could not be started",
+                        f"{bead_id} ({bead.title}) was blocked after {bead.attempts} failed attempts. The last "
+                        f"failure: {cause}. Fix the cause, then unblock the bead (`bead_update status=open`).",
+                    )
+            raise
 
     def logs(self, actor: Agent, name: str, tail: int = 200) -> str:
         self._require(actor, "town.agents", "read agent logs")

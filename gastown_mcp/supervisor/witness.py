@@ -265,6 +265,9 @@ class Witness:
         try:
             polecat = self.town.sling(self.me, bead_id, rig)
         except GastownError as exc:  # slung or claimed by someone else first, or the rig is gone: nothing lost
+            with contextlib.suppress(GastownError):
+                if self.town.store.beads.get(bead_id).status is BeadStatus.blocked:
+                    return [Action("bead.blocked", bead_id, f"respawn on {rig} failed: {exc}")]  # mayor mailed
             return [Action("skip", bead_id, f"respawn on {rig}: {exc}")]
         return [Action("bead.respawned", bead_id, f"slung to {polecat.name} on {rig}")]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gastown_mcp.config import Settings, WitnessSection
+from gastown_mcp.errors import Conflict, RuntimeUnavailable
 from gastown_mcp.fleet import Fleet, FleetConfig
 from gastown_mcp.models import Agent, AgentState, BeadStatus, Role
 from gastown_mcp.runtime import worktrees
@@ -330,3 +331,58 @@ def test_respawn_off_leaves_a_requeued_bead_in_the_queue(
     actions = Witness(town, runtime, clock=clock).tick()
     assert [a.verb for a in actions if a.target == bead.id] == ["bead.requeued"]
     assert town.store.beads.get(bead.id).status is BeadStatus.open
+
+
+class BrokenEngine(FakeRuntime):
+    """An engine that creates no container that can start (as Docker without AppArmor's parser does)."""
+
+    def launch(self, spec: LaunchSpec) -> ContainerStatus:
+        self.attempts = getattr(self, "attempts", 0) + 1
+        raise RuntimeUnavailable(f"launching agent {spec.agent}: its container could not start: apparmor_parser")
+
+
+def test_a_bead_whose_polecat_cannot_start_is_blocked_after_max_attempts_and_the_mayor_gets_mail(
+    fleet_town: Town, operator: Agent
+) -> None:
+    engine = BrokenEngine()
+    assert fleet_town.fleet is not None
+    fleet_town.fleet.runtime = engine
+    town = fleet_town
+    town.agent_add(operator, "mayor", "mayor")
+    bead = town.bead_create(operator, "work")
+
+    with pytest.raises(RuntimeUnavailable, match="could not start") as first:
+        town.sling(operator, bead.id, "web")
+    assert "blocked" not in str(first.value)
+    after = town.store.beads.get(bead.id)
+    assert (after.status, after.assignee, after.attempts) == (BeadStatus.open, None, 1)
+    assert _mail_to_mayor(town) == []
+
+    with pytest.raises(RuntimeUnavailable, match=f"{bead.id} is now blocked after 2 failed attempts"):
+        town.sling(operator, bead.id, "web")  # max_attempts is 2
+    assert town.store.beads.get(bead.id).status is BeadStatus.blocked
+    mail = town.store.messages.inbox("mayor", unread_only=False)
+    assert len(mail) == 1 and bead.id in mail[0].subject and "could not start" in mail[0].body
+
+    with pytest.raises(Conflict, match="is blocked"):  # a mayor that keeps slinging starts nothing more
+        town.sling(operator, bead.id, "web")
+    assert engine.attempts == 2
+    assert not [a for a in town.store.agents.all() if a.role is Role.polecat and a.state is not AgentState.removed]
+
+
+def test_a_respawn_that_cannot_start_counts_as_a_failure(
+    fleet_town: Town, operator: Agent, runtime: FakeRuntime, clock: Clock
+) -> None:
+    town = fleet_town
+    town.agent_add(operator, "mayor", "mayor")
+    bead = town.bead_create(operator, "work")
+    first = town.sling(operator, bead.id, "web")
+    runtime.run(first.name, "exited", "crash", 1)
+    assert town.fleet is not None
+    town.fleet.runtime = BrokenEngine()  # the engine broke while the first polecat ran
+
+    actions = Witness(town, runtime, clock=clock).tick()
+    assert [a.verb for a in actions if a.target == bead.id] == ["bead.requeued", "bead.blocked"]
+    after = town.store.beads.get(bead.id)
+    assert (after.status, after.attempts) == (BeadStatus.blocked, 2)
+    assert any(bead.id in subject for subject in _mail_to_mayor(town))
