@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install and start the Docker engine (plus compose, mmdebstrap and iptables) on Debian, idempotently.
+# Install and start the Docker engine (plus compose, mmdebstrap, iptables, AppArmor where on) on Debian.
 # Run as root. Safe to run again: it skips what is installed and leaves a running daemon alone.
 # The daemon log goes to ${DOCKERD_LOG:-/var/log/dockerd.log}.
 set -euo pipefail
@@ -14,6 +14,11 @@ packages=(mmdebstrap iptables git ca-certificates)
 # An engine from Docker's own packages (docker-ce) stays; Debian's docker.io would conflict with it.
 command -v dockerd >/dev/null || packages+=(docker.io)
 docker compose version >/dev/null 2>&1 || packages+=(docker-compose)
+# With AppArmor on in the kernel, Docker refuses to start any container unless it can load its profile,
+# which needs apparmor_parser. Minimal Debian (a fresh VM) enables AppArmor but lacks the package.
+if [ "$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" = "Y" ]; then
+  packages+=(apparmor)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
