@@ -9,6 +9,7 @@ Shutdown is graceful: agents are stopped, their beads go back to the queue, noth
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
 import socket
@@ -148,6 +149,24 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _listen(host: str, port: int, section: str) -> list[socket.socket]:
+    """Sockets for a `[server]` or `[gateway]` host: always loopback (the state file's URLs use it), plus the
+    configured address. `0.0.0.0` is one wildcard socket, which also covers the town network's bridge."""
+    if host in ("127.0.0.1", "localhost"):
+        return [_bind("127.0.0.1", port)]
+    try:
+        addr = ipaddress.IPv4Address(host)
+    except ValueError:
+        raise InvalidInput(
+            f"[{section}] host = {host!r} in town.toml is not an IPv4 address: use 127.0.0.1 (this machine only), "
+            "0.0.0.0 (every interface) or one of this machine's IPv4 addresses"
+        ) from None
+    if addr.is_unspecified:
+        return [_bind(host, port)]
+    local = _bind("127.0.0.1", port)
+    return [local, _bind(host, local.getsockname()[1])]
+
+
 @dataclass
 class TownProcess:
     """Everything `gastown up` runs. Build it, then `await run()`; `stop()` asks it to shut down."""
@@ -168,10 +187,9 @@ class TownProcess:
 
         s = self.settings
         store = Store(s)
-        mcp_local = _bind("127.0.0.1", s.server.port)
-        gw_local = _bind("127.0.0.1", s.gateway.port)
-        mcp_port, gw_port = mcp_local.getsockname()[1], gw_local.getsockname()[1]
-        mcp_socks, gw_socks = [mcp_local], [gw_local]
+        mcp_socks = _listen(s.server.host, s.server.port, "server")
+        gw_socks = _listen(s.gateway.host, s.gateway.port, "gateway")
+        mcp_port, gw_port = mcp_socks[0].getsockname()[1], gw_socks[0].getsockname()[1]
         fleet = None
         agent_mcp = agent_gw = network = None
         if self.runtime is not None:
@@ -182,8 +200,9 @@ class TownProcess:
             net = ensure_town_network(
                 self.runtime.client, s.town.name, NetworkPolicy((mcp_port, gw_port), s.runtime.subnet)
             )
-            mcp_socks.append(_bind(net.gateway, mcp_port))
-            gw_socks.append(_bind(net.gateway, gw_port))
+            for socks, port in ((mcp_socks, mcp_port), (gw_socks, gw_port)):
+                if not any(sock.getsockname()[0] in ("0.0.0.0", net.gateway) for sock in socks):
+                    socks.append(_bind(net.gateway, port))
             agent_mcp, agent_gw, network = net.url(mcp_port, "/mcp"), net.url(gw_port), net.name
             fleet = Fleet(
                 store,
@@ -203,6 +222,8 @@ class TownProcess:
                 self.on_status(f"removed {len(removed)} orphan containers: {', '.join(removed)}")
         town = Town(store, s, fleet)
         extra_hosts = [agent_mcp.split("/")[2]] if agent_mcp else []
+        if s.server.host not in ("127.0.0.1", "localhost", "0.0.0.0"):
+            extra_hosts.append(f"{s.server.host}:{mcp_port}")  # with 0.0.0.0, list client names in allowed_hosts
         mcp = http_app(town, "127.0.0.1", mcp_port, [*s.server.allowed_hosts, *extra_hosts])
         gw_cfg = GatewayConfig(**s.gateway.model_dump())
         gateway = build_gateway(store, gw_cfg, self.provider_env)

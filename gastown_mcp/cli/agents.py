@@ -26,7 +26,8 @@ def _credentials_json(creds: Credentials) -> dict[str, object]:
 
 def _print_credentials(c: Console, creds: Credentials, settings: Settings) -> None:
     name = creds.agent.name
-    url = f"http://{settings.server.host}:{settings.server.port}/mcp"
+    host = "127.0.0.1" if settings.server.host == "0.0.0.0" else settings.server.host
+    url = f"http://{host}:{settings.server.port}/mcp"
     c.print(f"agent [bold]{name}[/] ({creds.agent.role.value})")
     c.print(f"  MCP token    {creds.token}", soft_wrap=True)
     c.print(f"  gateway key  {creds.gateway_key}", soft_wrap=True)
