@@ -429,7 +429,7 @@ class Town:
         try:
             yield
         except GastownError as exc:
-            if bead_id and before is not BeadStatus.blocked:
+            if bead_id and before is not None and before is not BeadStatus.blocked:
                 bead = self.store.beads.get(bead_id)
                 if bead.status is BeadStatus.blocked:
                     cause = exc.__cause__ if isinstance(exc.__cause__, GastownError) else exc
