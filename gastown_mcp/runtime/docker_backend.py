@@ -30,6 +30,7 @@ from gastown_mcp.runtime.protocol import (
     LABEL_DEADLINE,
     LABEL_ROLE,
     LABEL_TOWN,
+    OOM_EXIT_CODE,
     WALLCLOCK_EXIT_CODE,
     ContainerStatus,
     ExitReason,
@@ -81,8 +82,11 @@ def _parse_time(value: str | None) -> float | None:
 
 
 def exit_reason(exit_code: int, oom_killed: bool, finished_at: float | None, deadline: float | None) -> ExitReason:
-    """Why a container ended: OOM beats everything, then success, then the wall clock, then a kill."""
-    if oom_killed:
+    """Why a container ended: OOM beats everything, then success, then the wall clock, then a kill.
+
+    OOM is Docker's flag or the entrypoint's own exit code: on cgroup v2, Docker misses some OOM kills.
+    """
+    if oom_killed or exit_code == OOM_EXIT_CODE:
         return "oom"
     if exit_code == 0:
         return "ok"

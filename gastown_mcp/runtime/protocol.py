@@ -31,6 +31,8 @@ LABEL_DEADLINE = "gastown.deadline"
 
 # Exit code of coreutils `timeout` when the wall-clock limit fires inside the container.
 WALLCLOCK_EXIT_CODE = 124
+# Exit code of the agent entrypoint when its memory cgroup counted an OOM kill (sandbox/entrypoint.sh).
+OOM_EXIT_CODE = 251
 
 State = Literal["created", "running", "exited", "missing"]
 ExitReason = Literal["ok", "failed", "oom", "wallclock", "killed"]

@@ -10,7 +10,7 @@ import pytest
 
 from gastown_mcp.errors import Conflict, NotFound, RuntimeUnavailable
 from gastown_mcp.runtime.docker_backend import DockerRuntime
-from gastown_mcp.runtime.protocol import LaunchSpec, Limits, Mount
+from gastown_mcp.runtime.protocol import OOM_EXIT_CODE, LaunchSpec, Limits, Mount
 
 pytestmark = pytest.mark.docker
 
@@ -45,6 +45,33 @@ def test_stopping_a_running_agent_reports_killed(runtime: DockerRuntime, agent_i
     assert runtime.status(town_name, "a1").state == "running"
     status = runtime.stop(town_name, "a1", timeout_s=5)
     assert (status.state, status.reason) == ("exited", "killed")
+
+
+def test_stop_reaches_the_command_through_the_entrypoint_so_it_can_exit_cleanly(
+    runtime: DockerRuntime, agent_image: str, town_name: str
+) -> None:
+    trap = 'trap "echo got TERM; exit 0" TERM; echo ready; while :; do sleep 0.1; done'
+    runtime.launch(spec(town_name, "a1", agent_image, "sh", "-c", trap))
+    deadline = time.monotonic() + 30
+    while "ready" not in runtime.logs(town_name, "a1") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    status = runtime.stop(town_name, "a1", timeout_s=20)
+    assert (status.exit_code, status.reason) == (0, "ok")  # not 137: SIGKILL after the timeout never came
+    assert "got TERM" in runtime.logs(town_name, "a1")
+
+
+def test_an_oom_kill_is_reported_by_the_entrypoint_and_any_other_sigkill_is_not(
+    runtime: DockerRuntime, agent_image: str, town_name: str
+) -> None:
+    hog = "chunks = [bytearray(32 * 1024 * 1024) for _ in range(64)]"
+    runtime.launch(spec(town_name, "hog", agent_image, "python3", "-c", hog, limits=Limits(memory_mb=64)))
+    status = runtime.wait(town_name, "hog", timeout_s=60)
+    assert (status.exit_code, status.reason) == (OOM_EXIT_CODE, "oom")
+    assert "memory limit" in runtime.logs(town_name, "hog")
+
+    runtime.launch(spec(town_name, "self-kill", agent_image, "sh", "-c", "kill -9 $$"))
+    status = runtime.wait(town_name, "self-kill", timeout_s=30)
+    assert (status.exit_code, status.reason) == (137, "killed")
 
 
 def test_the_host_stops_a_container_past_its_deadline(runtime: DockerRuntime, agent_image: str, town_name: str) -> None:

@@ -56,6 +56,8 @@ def test_every_container_gets_the_hardening_options() -> None:
     [
         (0, False, 1.0, "ok"),
         (137, True, 1.0, "oom"),
+        (251, False, 1.0, "oom"),  # the entrypoint saw the OOM kill that Docker's flag missed
+        (137, False, 1.0, "killed"),
         (124, False, 1.0, "wallclock"),
         (143, False, 1.0, "killed"),
         (143, False, 99.0, "wallclock"),
