@@ -2,8 +2,10 @@
 
 `scripts/vm.sh build`, `up` and `push`, then inside the guest `make demo` (the factory: Claude Code polecats in
 hardened containers) and `gastown doctor --sandbox` (containment proven from inside real containers, on the
-VM's kernel), then `down`. When this machine has the agent images, they are built or found up to date here
-and loaded into the guest first, so the guest's `make demo` finds them up to date instead of rebuilding.
+VM's kernel), then `down`. Before `down` it removes the guest's apparmor package, sees Docker refuse every
+container, and checks that `scripts/install-docker.sh` puts the package back. When this machine has the agent
+images, they are built or found up to date here and loaded into the guest first, so the guest's `make demo`
+finds them up to date instead of rebuilding.
 
 The VM disk is cached in .cache/vm and persists between runs like an operator's VM: the guest keeps its venv
 and images, so a second run skips those. Phase times are printed and written to .cache/vm/test-times.json.
@@ -186,6 +188,22 @@ def test_the_readme_vm_recipe_runs_the_factory_and_proves_containment_inside_the
     assert doctor.returncode == 0 and not failed, json.dumps(failed or checks, indent=2)
     names = {c["name"] for c in checks}
     assert {"rootfs_read_only", "capabilities_empty", "no_route_to_internet", "other_agent_unreachable"} <= names
+
+    # Minimal Debian turns AppArmor on but may lack the apparmor package; then Docker refuses every container
+    # (the profile cannot be loaded without apparmor_parser) until scripts/install-docker.sh installs it.
+    def without_apparmor() -> None:
+        guest(
+            "DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq apparmor >/dev/null"
+            " && printf docker-default > /sys/kernel/security/apparmor/.remove",
+            300,
+        )
+        refused = guest("docker run --rm gastown-base:bookworm true 2>&1", 120, check=False)
+        assert refused.returncode != 0 and "apparmor" in refused.stdout.lower(), refused.stdout
+        fixed = guest("cd /root/gastown_mcp && bash scripts/install-docker.sh 2>&1", 1200)
+        assert "installing: apparmor" in fixed.stdout, fixed.stdout
+        guest("docker run --rm gastown-base:bookworm true", 120)
+
+    phases.run("apparmor", without_apparmor)
 
     # The guest's engine confines containers with AppArmor and seccomp too, and its kernel is not this machine's.
     security = guest("docker info --format '{{json .SecurityOptions}}'", 120).stdout
