@@ -336,8 +336,12 @@ def test_respawn_off_leaves_a_requeued_bead_in_the_queue(
 class BrokenEngine(FakeRuntime):
     """An engine that creates no container that can start (as Docker without AppArmor's parser does)."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
     def launch(self, spec: LaunchSpec) -> ContainerStatus:
-        self.attempts = getattr(self, "attempts", 0) + 1
+        self.attempts += 1
         raise RuntimeUnavailable(f"launching agent {spec.agent}: its container could not start: apparmor_parser")
 
 
