@@ -9,9 +9,6 @@ Writes benchmarks/results/bench_claims_http.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -19,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from _report import write_report
 from mcp import Client
 
 from gastown_mcp.demo import connect_http, make_town, result_text, serve_http
 from gastown_mcp.town import operator
-
-RESULTS = Path(__file__).parent / "results"
 
 
 async def one_run(clients: int, beads: int) -> dict[str, Any]:
@@ -113,16 +109,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"bead_claim() over MCP HTTP until nothing is ready, {args.beads} beads per run")
     figures = anyio.run(run, args.clients, args.beads)
-    RESULTS.mkdir(exist_ok=True)
-    report = {
-        "benchmark": "bench_claims_http",
-        "command": " ".join(["python benchmarks/bench_claims_http.py", *sys.argv[1:]]),
-        "machine": {"python": platform.python_version(), "platform": platform.platform()},
-        "params": vars(args),
-        "results": figures,
-    }
-    (RESULTS / "bench_claims_http.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {RESULTS / 'bench_claims_http.json'}")
+    write_report("bench_claims_http", figures, params=vars(args))
 
 
 if __name__ == "__main__":

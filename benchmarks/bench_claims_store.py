@@ -9,24 +9,20 @@ benchmarks/results/claims_store.json.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
-import os
-import platform
-import sqlite3
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from _report import write_report
+
 from gastown_mcp.config import Settings
 from gastown_mcp.errors import NotFound
 from gastown_mcp.store import Store
 from gastown_mcp.store.db import now_iso
 
-RESULTS = Path(__file__).parent / "results" / "claims_store.json"
 PROCESSES = (1, 8, 32)
 
 
@@ -97,23 +93,7 @@ def main() -> None:
             f"{r['processes']:>6} {r['claims']:>7} {r['seconds']:>8} {r['claims_per_s']:>9}"
             f" {r['double_claims']:>7} {r['unclaimed']:>9}"
         )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "benchmark": "claims_store",
-                "command": ".venv/bin/python benchmarks/bench_claims_store.py",
-                "python": sys.version.split()[0],
-                "sqlite": sqlite3.sqlite_version,
-                "platform": platform.platform(),
-                "cpus": os.cpu_count(),
-                "results": rows,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"wrote {RESULTS}")
+    write_report("claims_store", rows)
 
 
 if __name__ == "__main__":

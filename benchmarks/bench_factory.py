@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import threading
 import time
 from pathlib import Path
 
+from _report import write_report
 from rich.console import Console
 
 from gastown_mcp.factory_demo import run_factory
@@ -74,19 +74,7 @@ def main() -> None:
             f"{r['slots']:>8} {r['beads']:>6} {r['done']:>5} {r['seconds']:>7} {r['beads_per_minute']:>10} "
             f"{r['peak_memory_above_baseline_mib']:>9} {r['double_worked']:>7} {r['lost']:>5}"
         )
-    out = Path(__file__).parent / "results" / "bench_factory.json"
-    out.write_text(
-        json.dumps(
-            {
-                "benchmark": "factory",
-                "command": "benchmarks/bench_factory.py",
-                "cpus": 2,
-                "platform": platform.platform(),
-                "results": rows,
-            },
-            indent=2,
-        )
-    )
+    write_report("factory", rows, file="bench_factory")
 
 
 if __name__ == "__main__":

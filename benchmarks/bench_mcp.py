@@ -8,8 +8,6 @@ Writes benchmarks/results/bench_mcp.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -19,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from _report import write_report
 from mcp import Client, StdioServerParameters
 
 from gastown_mcp.config import TOWN_FILE, default_town_toml
 from gastown_mcp.demo import connect_http, make_town, serve_http
 from gastown_mcp.server import build_server
 from gastown_mcp.town import Town, operator
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -112,17 +109,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"bead_show round trip, {args.calls} calls after {args.warmup} warm-up, {args.beads} beads in the town")
     figures = anyio.run(run, args.calls, args.beads, args.warmup)
-    RESULTS.mkdir(exist_ok=True)
-    report = {
-        "benchmark": "bench_mcp",
-        "tool": "bead_show",
-        "command": " ".join(["python benchmarks/bench_mcp.py", *sys.argv[1:]]),
-        "machine": {"python": platform.python_version(), "platform": platform.platform()},
-        "params": vars(args),
-        "results": figures,
-    }
-    (RESULTS / "bench_mcp.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {RESULTS / 'bench_mcp.json'}")
+    write_report("bench_mcp", figures, tool="bead_show", params=vars(args))
 
 
 if __name__ == "__main__":

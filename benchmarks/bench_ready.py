@@ -9,16 +9,13 @@ Figures go to stdout and to benchmarks/results/ready.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import random
-import sqlite3
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _report import write_report
 
 from gastown_mcp.config import Settings
 from gastown_mcp.store import Store
@@ -26,7 +23,6 @@ from gastown_mcp.store.db import now_iso
 from gastown_mcp.store.ids import ALPHABET
 from gastown_mcp.town import Town, operator
 
-RESULTS = Path(__file__).parent / "results" / "ready.json"
 SIZES = (1_000, 10_000, 100_000)
 
 
@@ -154,23 +150,7 @@ def main() -> None:
         assert isinstance(mix, dict)
         figures = f"{r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['mean_ms']:>8.3f}"
         print(f"{r['beads']:>8} {figures} {mix['ready']:>7} {r['build_s']:>8}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "benchmark": "bead_ready",
-                "command": ".venv/bin/python benchmarks/bench_ready.py",
-                "python": sys.version.split()[0],
-                "sqlite": sqlite3.sqlite_version,
-                "platform": platform.platform(),
-                "cpus": os.cpu_count(),
-                "results": rows,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"wrote {RESULTS}")
+    write_report("bead_ready", rows, file="ready")
 
 
 if __name__ == "__main__":

@@ -8,20 +8,18 @@ Run: .venv/bin/python benchmarks/bench_tools_size.py — writes benchmarks/resul
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import anyio
+from _report import write_report
 from mcp import Client
 
 from gastown_mcp.demo import make_town
 from gastown_mcp.models import Role
 from gastown_mcp.server import build_server
 from gastown_mcp.town import operator
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def size(obj: Any) -> int:
@@ -60,15 +58,8 @@ def main() -> None:
     print(f"\npolecat total: {polecat['bytes']} bytes (~{polecat['bytes'] // 4} tokens at ~4 bytes/token); per tool:")
     for name, n in polecat["per_tool"].items():
         print(f"  {name:<16} {n:>6}")
-    RESULTS.mkdir(exist_ok=True)
-    report = {
-        "benchmark": "bench_tools_size",
-        "command": " ".join(["python benchmarks/bench_tools_size.py", *sys.argv[1:]]),
-        "note": "compact JSON of the tools array as listed to a client of each role (name, description, schemas)",
-        "results": figures,
-    }
-    (RESULTS / "bench_tools_size.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {RESULTS / 'bench_tools_size.json'}")
+    note = "compact JSON of the tools array as listed to a client of each role (name, description, schemas)"
+    write_report("bench_tools_size", figures, note=note)
 
 
 if __name__ == "__main__":
