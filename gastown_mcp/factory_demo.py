@@ -29,7 +29,7 @@ from rich.table import Table
 
 from gastown_mcp.config import GatewaySection, LeaseSection, ServerSection, Settings, TownSection, WitnessSection
 from gastown_mcp.daemon import TownProcess
-from gastown_mcp.demo import connect_http
+from gastown_mcp.demo import connect_http, result_text
 from gastown_mcp.models import AgentState, BeadStatus
 from gastown_mcp.runtime import worktrees
 
@@ -146,8 +146,7 @@ async def _factory(
                 for row in (ready.structured_content or {}).get("beads", [])[: max(0, slots - len(busy))]:
                     if row["id"] in ids.values() and row["status"] == "open":
                         slung = await mayor.call_tool("town_sling", {"bead": row["id"], "to": "sample"})
-                        text = " ".join(getattr(c, "text", "") for c in slung.content)
-                        if slung.is_error and text not in sling_errors:
+                        if slung.is_error and (text := result_text(slung)) not in sling_errors:
                             sling_errors.append(text)
                 await anyio.sleep(0.5)
         console.print()
