@@ -1,4 +1,5 @@
-# The gastown agent image: a non-root user, git, Python, Claude Code (native binary, no node) and sandbox/.
+# The gastown agent image: a non-root user, git, Python, Claude Code (native binary, no node), sandbox/ and the
+# role prompts from gastown_mcp/prompts/ (the same files the MCP server serves).
 # Build with `gastown image build` (it makes a local base from Debian packages when no registry is reachable):
 #   DOCKER_BUILDKIT=0 docker build --build-arg BASE_IMAGE=gastown-base:bookworm -t gastown-agent:latest .
 ARG BASE_IMAGE=python:3.12-slim
@@ -22,6 +23,7 @@ RUN command -v git >/dev/null || { apt-get update && apt-get install -y --no-ins
        > /etc/gitconfig
 COPY --from=claude /opt/claude/claude /usr/local/bin/claude
 COPY sandbox/ /opt/gastown/
+COPY gastown_mcp/prompts/ /opt/gastown/prompts/
 RUN rm -rf /opt/gastown/ca /opt/gastown/fetch_claude.py && chmod 0755 /opt/gastown/entrypoint.sh /opt/gastown/run-claude.sh
 ENV HOME=/home/agent \
     IS_SANDBOX=1 \

@@ -19,7 +19,9 @@ import anyio
 from _report import write_report
 from mcp import Client
 
-from gastown_mcp.demo import connect_http, make_town, result_text, serve_http
+from gastown_mcp.assemble import scratch_town as make_town
+from gastown_mcp.models import Verb
+from gastown_mcp.server.client import connect_http, result_text, serve_http
 from gastown_mcp.town import operator
 
 
@@ -69,11 +71,11 @@ async def one_run(clients: int, beads: int) -> dict[str, Any]:
                 go.set()
             elapsed = time.perf_counter() - start
 
-        db = town.store.db
-        per_bead = Counter(r["bead_id"] for r in db.query("SELECT bead_id FROM events WHERE verb='bead.claimed'"))
+        op = operator()
+        per_bead = Counter(e.bead_id for e in town.events(op, limit=10_000_000) if e.verb == Verb.bead_claimed)
         double = sum(1 for n in per_bead.values() if n > 1)
-        held = db.query_one("SELECT count(*) AS n FROM beads WHERE status='in_progress' AND assignee IS NOT NULL")
-        town.store.close()
+        held = town.status(op).beads_by_status.get("in_progress", 0)
+        town.close()
         total = sum(claimed.values())
         return {
             "clients": clients,
@@ -83,7 +85,7 @@ async def one_run(clients: int, beads: int) -> dict[str, Any]:
             "claims_per_second": round(total / elapsed, 1),
             "double_claims": double,
             "beads_claimed_in_events": len(per_bead),
-            "beads_held_at_end": int(held["n"]) if held else 0,
+            "beads_held_at_end": held,
             "lost": beads - len(per_bead),
             "conflicts": dict(refused),
             "claims_by_client_min_max": [min(claimed.values(), default=0), max(claimed.values(), default=0)],

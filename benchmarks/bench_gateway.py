@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import statistics
@@ -34,13 +35,13 @@ def serve_gateway(town_dir: str, port: int, upstream: str) -> None:
     """Child process: one town store, one gateway app, uvicorn."""
     import uvicorn
 
+    from gastown_mcp import assemble
     from gastown_mcp.config import load_settings
-    from gastown_mcp.gateway import GatewayConfig, Upstream, build_gateway
-    from gastown_mcp.store import Store
+    from gastown_mcp.gateway import build_gateway
 
-    store = Store(load_settings(town_dir, env={}))
-    cfg = GatewayConfig(upstreams={"standin": Upstream(base_url=upstream)}, default_upstream="standin")
-    app = build_gateway(store, cfg, {"ANTHROPIC_API_KEY": "sk-bench-provider-key"})
+    env = {"GASTOWN_GATEWAY__UPSTREAMS": json.dumps({"standin": {"base_url": upstream}})}
+    settings = load_settings(town_dir, env={**env, "GASTOWN_GATEWAY__DEFAULT_UPSTREAM": "standin"})
+    app = build_gateway(assemble.open_town(settings), {"ANTHROPIC_API_KEY": "sk-bench-provider-key"})
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -118,16 +119,16 @@ async def concurrent_streams(url: str, headers: dict[str, str], streams: int, ro
 
 
 async def run(args: argparse.Namespace) -> None:
-    from gastown_mcp.budget import Budgets
+    from gastown_mcp import assemble
     from gastown_mcp.config import load_settings
-    from gastown_mcp.models import Role
-    from gastown_mcp.store import Store
+    from gastown_mcp.town import operator
 
     town = tempfile.mkdtemp(prefix="bench-town-")
-    store = Store(load_settings(town, env={}))
-    key = store.agents.create("bench", "polecat-1", Role.polecat, rig="web").gateway_key
+    bench = assemble.open_town(load_settings(town, env={}))
+    key = bench.agent_add(operator(), "polecat-1", "polecat", rig="web").gateway_key
     if args.budget:
-        Budgets(store).set("bench", "town", tokens=10**12, usd=10**6)
+        bench.budget_set(operator(), "town", tokens=10**12, usd=10**6)
+    bench.close()
     sp, gp = free_port(), free_port()
     py = sys.executable
     standin = subprocess.Popen([py, "-m", "gastown_mcp.standin", "--port", str(sp), "--script", "hello"], cwd=ROOT)
@@ -161,13 +162,15 @@ async def run(args: argparse.Namespace) -> None:
             f"{secs:.2f} s ({total / secs:.0f} streams/s); gateway CPU {cpu1 - cpu0:.2f} s "
             f"({(cpu1 - cpu0) / secs * 100:.0f}% of one core), RSS {rss / 1024:.0f} MiB (peak {peak / 1024:.0f} MiB)"
         )
-        rows = store.db.query_one("SELECT COUNT(*) AS n, SUM(output_tokens) AS o FROM usage")
-        print(f"  metered rows {rows['n']}, output tokens {rows['o']}; median JSON {statistics.median(jg):.2f} ms")
+        bench = assemble.open_town(load_settings(town, env={}))
+        metered = bench.usage(operator())
+        bench.close()
+        rows, out = sum(u.requests for u in metered), sum(u.output_tokens for u in metered)
+        print(f"  metered rows {rows}, output tokens {out}; median JSON {statistics.median(jg):.2f} ms")
     finally:
         for p in (gateway, standin):
             p.terminate()
             p.wait(timeout=10)
-        store.close()
 
 
 def main() -> None:

@@ -20,9 +20,10 @@ import anyio
 from _report import write_report
 from mcp import Client, StdioServerParameters
 
+from gastown_mcp.assemble import scratch_town as make_town
 from gastown_mcp.config import TOWN_FILE, default_town_toml
-from gastown_mcp.demo import connect_http, make_town, serve_http
 from gastown_mcp.server import build_server
+from gastown_mcp.server.client import connect_http, serve_http
 from gastown_mcp.town import Town, operator
 
 
@@ -97,7 +98,7 @@ async def run(calls: int, beads: int, warmup: int) -> dict[str, Any]:
             out[name] = await case()
             r = out[name]
             print(f"{name:<18} p50 {r['p50_ms']:7.2f} ms   p90 {r['p90_ms']:7.2f} ms   p99 {r['p99_ms']:7.2f} ms")
-        town.store.close()
+        town.close()
         return out
 
 

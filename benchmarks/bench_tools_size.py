@@ -16,7 +16,7 @@ import anyio
 from _report import write_report
 from mcp import Client
 
-from gastown_mcp.demo import make_town
+from gastown_mcp.assemble import scratch_town as make_town
 from gastown_mcp.models import Role
 from gastown_mcp.server import build_server
 from gastown_mcp.town import operator
@@ -45,7 +45,7 @@ async def run() -> dict[str, Any]:
                 "output_schema_bytes": sum(size(t.get("outputSchema", {})) for t in dumped),
                 "per_tool": dict(sorted(per_tool.items(), key=lambda kv: -kv[1])),
             }
-        town.store.close()
+        town.close()
     return out
 
 

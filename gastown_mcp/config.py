@@ -11,9 +11,9 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gastown_mcp.errors import InvalidInput
 
@@ -41,18 +41,80 @@ class ServerSection(_Section):
     allowed_hosts: list[str] = Field(default_factory=list, description="extra Host headers to accept")
 
 
-class GatewaySection(_Section):
-    """`[gateway]`: host and port here; upstreams, routes, prices etc. pass through to the gateway's own
-    `GatewayConfig`, which validates them when the town starts."""
+class Price(_Section):
+    """USD per million tokens."""
 
-    model_config = ConfigDict(extra="allow")
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_write: float | None = Field(default=None, ge=0, description="default 1.25 × input (5-minute cache)")
+    cache_read: float | None = Field(default=None, ge=0, description="default 0.1 × input")
+
+    @property
+    def write(self) -> float:
+        return self.input * 1.25 if self.cache_write is None else self.cache_write
+
+    @property
+    def read(self) -> float:
+        return self.input * 0.1 if self.cache_read is None else self.cache_read
+
+
+class Upstream(_Section):
+    """Somewhere that serves the Messages API: Anthropic, Ollama, llama.cpp, or the stand-in."""
+
+    base_url: str = Field(description="e.g. https://api.anthropic.com or http://127.0.0.1:11434")
+    key_env: str | None = Field(
+        default="ANTHROPIC_API_KEY", description="environment variable holding this upstream's key; None = no key"
+    )
+    auth: Literal["x-api-key", "bearer"] = "x-api-key"
+
+
+class RouteRule(_Section):
+    """Send requests from agents matching `agent` for models matching `model` (globs) to `upstream`."""
+
+    agent: str = Field(default="*", description="agent name or glob")
+    model: str = Field(default="*", description="model id or glob")
+    upstream: str = Field(description="name of an upstream in the gateway settings")
+
+
+class GatewaySection(_Section):
+    """`[gateway]`: where the gateway listens, its upstreams (base URL + which provider-key variable), routes,
+    prices and limits. Provider keys are never in here, only the names of the variables the edge reads."""
+
     host: str = "127.0.0.1"
     port: int = Field(default=8766, ge=0, le=65535)
+    upstreams: dict[str, Upstream] = Field(
+        default_factory=lambda: {"anthropic": Upstream(base_url="https://api.anthropic.com")}
+    )
+    default_upstream: str = "anthropic"
+    routes: list[RouteRule] = Field(default_factory=list, description="tried after routes set at runtime")
+    prices: dict[str, Price] = Field(default_factory=dict, description="model glob → USD per Mtok overrides")
+    exhausted_status: int = Field(
+        default=402,
+        description="HTTP status for a spent budget; Claude Code 2.1 stops on 400/402 without retrying "
+        "(it retries 401, 429 and 5xx, and words 403 as an auth failure)",
+    )
+    busy_retry_after_seconds: int = Field(default=2, ge=1)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    read_timeout_seconds: float = Field(default=600.0, gt=0)
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    stale_reservation_seconds: float = Field(default=3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _known_upstreams(self) -> GatewaySection:
+        named = [self.default_upstream, *(r.upstream for r in self.routes)]
+        unknown = sorted({n for n in named if n not in self.upstreams})
+        if unknown:
+            raise ValueError(f"routes name unknown upstreams {unknown}; define them under [gateway.upstreams.NAME]")
+        return self
+
+
+GatewayConfig = GatewaySection  # the gateway's name for its section
 
 
 class RuntimeSection(_Section):
     """`[runtime]`: the agent image and per-role container limits (`[runtime.limits.polecat]` memory_mb = ...)."""
 
+    backend: Literal["docker"] = Field(default="docker", description="the container engine agents run on")
     image: str = "gastown-agent:latest"
     limits: dict[str, dict[str, float]] = Field(default_factory=dict)
     subnet: str | None = Field(default=None, description="the town network's subnet; None lets Docker pick")

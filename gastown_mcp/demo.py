@@ -10,96 +10,29 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import socket
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx2
-import uvicorn
 from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gastown_mcp.config import Settings
-from gastown_mcp.server import http_app
-from gastown_mcp.store import Store
+from gastown_mcp import assemble
+from gastown_mcp.models import NUDGE_MARK, Verb
+from gastown_mcp.server.client import connect_http, nudges_in, result_text, serve_http
 from gastown_mcp.town import Town, operator
-
-NUDGE_MARK = "NUDGE from "
-
-
-# -- an in-process HTTP server and clients (shared with tests and benchmarks) -----------------------
-class _Server(uvicorn.Server):
-    """A uvicorn server that says when it is listening, so callers wait on an event instead of polling."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-
-@contextlib.contextmanager
-def serve_http(town: Town, host: str = "127.0.0.1", *, timeout: float = 15.0) -> Iterator[str]:
-    """Serve `town` over streamable HTTP on an ephemeral port in a thread; yields the `/mcp` URL."""
-    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say so, and without it a
-    # kept-alive connection waits ~40 ms per response on Nagle + delayed ACK.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        http_app(town, host, port), log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=2
-    )
-    server = _Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="gastown-http", daemon=True)
-    thread.start()
-    try:
-        if not server.ready.wait(timeout) or not server.started:
-            raise RuntimeError(f"the MCP HTTP server did not start on {host}:{port} within {timeout}s")
-        yield f"http://{host}:{port}/mcp"
-    finally:
-        server.should_exit = True
-        thread.join(timeout)
-        sock.close()
-
-
-@contextlib.asynccontextmanager
-async def connect_http(url: str, token: str | None, *, mode: str = "auto") -> AsyncIterator[Client]:
-    """A real MCP client over streamable HTTP, sending `token` as the bearer token."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with (
-        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0)) as http,
-        Client(streamable_http_client(url, http_client=http), mode=mode) as client,
-    ):
-        yield client
-
-
-def result_text(result: CallToolResult) -> str:
-    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
-
-
-def nudges_in(result: CallToolResult) -> list[str]:
-    """The nudge lines the server appended to a tool result."""
-    return [c.text for c in result.content if isinstance(c, TextContent) and c.text.startswith(NUDGE_MARK)]
 
 
 def make_town(town_dir: Path, name: str = "demo") -> Town:
-    settings = Settings.model_validate({"town_dir": town_dir, "town": {"name": name, "prefix": "gt"}})
-    return Town(Store(settings), settings)
+    return assemble.scratch_town(town_dir, name)
 
 
 # -- the demo --------------------------------------------------------------------------------------
@@ -222,14 +155,12 @@ async def _mayor_nudge(mayor: Client, result: DemoResult, target: str) -> None:
 
 
 def _verify(town: Town, result: DemoResult) -> None:
-    db = town.store.db
-    claims = Counter(
-        r["bead_id"] for r in db.query("SELECT bead_id FROM events WHERE verb IN ('bead.claimed', 'bead.taken_over')")
-    )
+    op = operator()
+    events = town.events(op, limit=1_000_000)
+    claims = Counter(e.bead_id for e in events if e.verb in (Verb.bead_claimed, Verb.bead_taken_over))
     result.double_claims = sum(1 for n in claims.values() if n > 1)
-    row = db.query_one("SELECT count(*) AS n FROM events WHERE verb='bead.taken_over'")
-    result.takeovers = int(row["n"]) if row else 0
-    status = dict((r["status"], r["n"]) for r in db.query("SELECT status, count(*) AS n FROM beads GROUP BY status"))
+    result.takeovers = sum(1 for e in events if e.verb == Verb.bead_taken_over)
+    status = town.status(op).beads_by_status
     result.total = sum(status.values())
     result.done = int(status.get("done", 0))
 
@@ -267,7 +198,7 @@ async def run_demo(
             town_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gastown-demo-"))) / "town"
         town_dir.mkdir(parents=True, exist_ok=True)
         town = make_town(town_dir)
-        stack.callback(town.store.close)
+        stack.callback(town.close)
         op = operator()
         mayor_token = town.agent_add(op, "mayor", "mayor").token
         names = [f"polecat-{i + 1}" for i in range(polecats)]

@@ -29,9 +29,10 @@ from rich.table import Table
 
 from gastown_mcp.config import GatewaySection, LeaseSection, ServerSection, Settings, TownSection, WitnessSection
 from gastown_mcp.daemon import TownProcess
-from gastown_mcp.demo import connect_http, result_text
-from gastown_mcp.models import AgentState, BeadStatus
+from gastown_mcp.models import BeadStatus, Verb
 from gastown_mcp.runtime import worktrees
+from gastown_mcp.server.client import connect_http, result_text
+from gastown_mcp.town import operator
 
 PLAN = [
     ("a", "Add a CONTRIBUTING guide", []),
@@ -100,7 +101,7 @@ def _settings(town_dir: Path, name: str, upstream: dict[str, Any], default: str)
         town=TownSection(name=name, prefix="gt"),
         lease=LeaseSection(seconds=300),
         server=ServerSection(port=0),
-        gateway=GatewaySection(port=0, upstreams=upstream, default_upstream=default),  # type: ignore[call-arg]
+        gateway=GatewaySection(port=0, upstreams=upstream, default_upstream=default),
         witness=WitnessSection(interval_seconds=1.0, idle_seconds=120),
     )
 
@@ -115,7 +116,8 @@ async def _factory(
 ) -> FactoryResult:
     town = process.town
     assert town is not None and process.state is not None
-    creds = town.agent_add(town.agent("operator"), "mayor", "mayor")
+    op = operator()
+    creds = town.agent_add(op, "mayor", "mayor")
     ids: dict[str, str] = {}
     async with connect_http(process.state.mcp_url, creds.token) as mayor:
         for key, title, deps in plan:
@@ -133,9 +135,9 @@ async def _factory(
         sling_errors: list[str] = []
         with Live(console=console, refresh_per_second=4, transient=not live) as board:
             while True:
-                beads = {b: town.store.beads.get(b) for b in ids.values()}
-                agents = [a for a in town.store.agents.all() if a.role.value == "polecat"]
-                busy = [a for a in agents if a.state in (AgentState.starting, AgentState.running, AgentState.nudged)]
+                beads = {b: town.bead_show(op, b) for b in ids.values()}
+                agents = town.agents(op, "polecat")
+                busy = [a for a in agents if a.state.alive]
                 if live:
                     board.update(_board(beads, agents, time.monotonic() - started))
                 if all(b.status is BeadStatus.done for b in beads.values()):
@@ -153,16 +155,15 @@ async def _factory(
         usage = await mayor.call_tool("town_usage", {})
     rig = worktrees.get_rig(town.settings.town_dir, "sample")
     commits: dict[str, list[str]] = {}
-    for agent in town.store.agents.all():
+    for agent in town.agents(op):
         branch = agent.metadata.get("branch")
         if branch:
             commits[str(branch)] = worktrees.branch_log(rig, str(branch), 5)[:-1]  # minus the initial commit
-    statuses = {b: town.store.beads.get(b).status.value for b in ids.values()}
-    claims = [
-        e.bead_id for e in town.store.events.since(limit=100_000) if e.verb in ("bead.claimed", "bead.taken_over")
-    ]
+    statuses = {b: town.bead_show(op, b).status.value for b in ids.values()}
+    claims = [e.bead_id for e in town.events(op, limit=100_000) if e.verb in (Verb.bead_claimed, Verb.bead_taken_over)]
     double = sum(1 for b in ids.values() if claims.count(b) > 1)
-    mail = [f"mail to the mayor: {m.subject}" for m in reversed(town.store.messages.inbox("mayor", limit=20))]
+    inbox = town.inbox(town.agent("mayor"), unread_only=False, limit=20)
+    mail = [f"mail to the mayor: {m.subject}" for m in reversed(inbox)]
     return FactoryResult(
         ok=all(s == "done" for s in statuses.values()) and double == 0,
         double_worked=double,
@@ -224,13 +225,12 @@ def run_factory(
     live: bool = True,
 ) -> FactoryResult:
     console = console or Console()
-    from gastown_mcp.runtime.docker_backend import DockerRuntime
-    from gastown_mcp.runtime.image import build_images
+    from gastown_mcp.runtime import build_images, connect_runtime
 
     started = time.monotonic()
-    runtime = DockerRuntime.connect()
+    runtime = connect_runtime()
     if build:
-        build_images(runtime.client, progress=lambda line: console.print(f"[dim]{line}[/]"))
+        build_images(progress=lambda line: console.print(f"[dim]{line}[/]"))
     key = os.environ.get("ANTHROPIC_API_KEY")
     standin = None
     if key:

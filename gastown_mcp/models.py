@@ -6,6 +6,8 @@ serialise them. Nothing here talks to a database or the network.
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -53,6 +55,8 @@ class Role(StrEnum):
 
 
 class AgentState(StrEnum):
+    """An agent's lifecycle: requested -> starting -> running (idle -> nudged -> stalled) -> exited -> removed."""
+
     requested = "requested"
     starting = "starting"
     running = "running"
@@ -61,6 +65,81 @@ class AgentState(StrEnum):
     stalled = "stalled"
     exited = "exited"
     removed = "removed"
+
+    @property
+    def alive(self) -> bool:
+        """Its process runs (or is starting): the witness watches it and shutdown stops it."""
+        return self in ALIVE_STATES
+
+    @property
+    def takes_work(self) -> bool:
+        """A bead can be slung onto its hook."""
+        return self in WORKING_STATES
+
+
+# The one lifecycle table: which states count as alive, and which of those can take a bead.
+ALIVE_STATES = frozenset(
+    {AgentState.starting, AgentState.running, AgentState.idle, AgentState.nudged, AgentState.stalled}
+)
+WORKING_STATES = frozenset({AgentState.running, AgentState.idle, AgentState.nudged})
+
+
+class Verb(StrEnum):
+    """The event vocabulary (`noun.verb`): every event the store writes to the audit trail and journal."""
+
+    bead_created = "bead.created"
+    bead_claimed = "bead.claimed"
+    bead_taken_over = "bead.taken_over"
+    bead_updated = "bead.updated"
+    bead_released = "bead.released"
+    bead_blocked = "bead.blocked"
+    bead_reopened = "bead.reopened"
+    bead_completed = "bead.completed"
+    bead_cancelled = "bead.cancelled"
+    bead_linked = "bead.linked"
+    bead_unlinked = "bead.unlinked"
+    bead_commented = "bead.commented"
+    bead_in_progress = "bead.in_progress"
+    bead_done = "bead.done"
+    agent_created = "agent.created"
+    agent_token_rotated = "agent.token_rotated"
+    agent_requested = "agent.requested"
+    agent_starting = "agent.starting"
+    agent_running = "agent.running"
+    agent_idle = "agent.idle"
+    agent_nudged = "agent.nudged"
+    agent_stalled = "agent.stalled"
+    agent_exited = "agent.exited"
+    agent_removed = "agent.removed"
+    mail_sent = "mail.sent"
+    message_delivered = "message.delivered"
+    message_acknowledged = "message.acknowledged"
+    nudge_sent = "nudge.sent"
+    nudge_delivered = "nudge.delivered"
+    budget_set = "budget.set"
+    budget_cleared = "budget.cleared"
+    budget_exhausted = "budget.exhausted"
+    route_set = "route.set"
+    route_cleared = "route.cleared"
+
+    @classmethod
+    def of_agent_state(cls, state: AgentState) -> Verb:
+        return cls(f"agent.{state.value}")
+
+    @classmethod
+    def of_bead_status(cls, status: BeadStatus) -> Verb:
+        """A status change's event (back to open reads as `bead.reopened`)."""
+        return cls.bead_reopened if status is BeadStatus.open else cls(f"bead.{status.value}")
+
+    @classmethod
+    def of_message(cls, kind: MessageKind) -> Verb:
+        return cls(f"{kind.value}.sent")
+
+
+def now_iso(at: float | None = None) -> str:
+    """UTC timestamps as fixed-width ISO strings, so text order is time order."""
+    dt = datetime.fromtimestamp(time.time() if at is None else at, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class MessageKind(StrEnum):
@@ -74,8 +153,13 @@ class MessageState(StrEnum):
     acknowledged = "acknowledged"
 
 
-class _Model(BaseModel):
+class StrictModel(BaseModel):
+    """The one strict base: unknown fields are an error, not silently dropped."""
+
     model_config = ConfigDict(extra="forbid")
+
+
+_Model = StrictModel
 
 
 class BeadResult(_Model):
@@ -159,6 +243,13 @@ class Message(_Model):
     created_at: str
     delivered_at: str | None = None
     acknowledged_at: str | None = None
+
+    def nudge_line(self) -> str:
+        """How a nudge reads wherever it reaches an agent: a tool result, or a resumed session's prompt."""
+        return f"{NUDGE_MARK}{self.sender} (#{self.id}): {self.body}"
+
+
+NUDGE_MARK = "NUDGE from "
 
 
 class Event(_Model):

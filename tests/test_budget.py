@@ -10,7 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gastown_mcp.budget import (
+from gastown_mcp.config import load_settings
+from gastown_mcp.errors import BudgetExceeded, InvalidInput
+from gastown_mcp.models import Verb
+from gastown_mcp.store import Store
+from gastown_mcp.town.budgets import (
     BudgetBusy,
     Budgets,
     Estimate,
@@ -20,9 +24,6 @@ from gastown_mcp.budget import (
     Routes,
     Usage,
 )
-from gastown_mcp.config import load_settings
-from gastown_mcp.errors import BudgetExceeded, InvalidInput
-from gastown_mcp.store import Store
 
 
 @pytest.fixture
@@ -92,7 +93,7 @@ def test_a_spent_budget_refuses_and_fires_one_exhaustion_event(store: Store) -> 
     for _ in range(3):
         with pytest.raises(BudgetExceeded, match=r"the town budget is spent .*gastown budget set"):
             budgets.reserve("polecat-2", None, "scripted-standin", Estimate(tokens=1, usd=0))
-    events = store.db.query("SELECT * FROM events WHERE verb='budget_exhausted'")
+    events = store.db.query("SELECT * FROM events WHERE verb=?", (Verb.budget_exhausted,))
     assert len(events) == 1 and json.loads(events[0]["after"])["tokens_spent"] == 110
     assert budgets.show("town")[0].exhausted
 

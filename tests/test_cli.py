@@ -14,7 +14,7 @@ from typer.testing import CliRunner, Result
 from gastown_mcp.cli import build_app
 from gastown_mcp.cli.town_cmds import follow_events
 from gastown_mcp.config import load_settings
-from gastown_mcp.models import Event
+from gastown_mcp.models import Event, Verb
 from gastown_mcp.store import Store
 from gastown_mcp.town import Town
 
@@ -237,12 +237,12 @@ def test_feed_without_follow_prints_past_events(gt: Any) -> None:
     first = as_json(gt("bead", "create", "first", "--json"))["id"]
     gt("bead", "create", "second")
     human = gt("feed", "--no-follow").stdout
-    assert "bead.created" in human and first in human
+    assert Verb.bead_created in human and first in human
 
     lines = [json.loads(line) for line in gt("feed", "--json", "--bead", first).stdout.splitlines()]
     assert lines and all(e["bead_id"] == first for e in lines)
     after_first = gt("feed", "--json", "--since", str(lines[-1]["id"])).stdout.splitlines()
-    assert [json.loads(line)["verb"] for line in after_first] == ["bead.created"]
+    assert [json.loads(line)["verb"] for line in after_first] == [Verb.bead_created]
 
 
 def test_following_the_feed_prints_new_events_until_interrupted(town_dir: Path) -> None:
@@ -262,10 +262,10 @@ def test_following_the_feed_prints_new_events_until_interrupted(town_dir: Path) 
             raise KeyboardInterrupt
 
     try:
-        follow_events(store.events, store.events.last_id(), None, None, seen.append, wait)
+        follow_events(store.events.since, store.events.last_id(), None, None, seen.append, wait)
     finally:
         store.close()
-    assert [e.verb for e in seen] == ["bead.created"]
+    assert [e.verb for e in seen] == [Verb.bead_created]
 
 
 def test_export_writes_a_jsonl_line_for_each_table(gt: Any, tmp_path: Path) -> None:

@@ -20,14 +20,14 @@ from gastown_mcp.config import GatewaySection, ServerSection, Settings
 from gastown_mcp.daemon import (
     RunState,
     TownProcess,
-    pid_namespace,
     provider_env,
     read_state,
     state_path,
     stop_running_town,
 )
-from gastown_mcp.demo import connect_http
 from gastown_mcp.errors import Conflict, InvalidInput, NotFound
+from gastown_mcp.runstate import pid_namespace
+from gastown_mcp.server.client import connect_http
 from gastown_mcp.standin.serving import bind
 from gastown_mcp.store import Store
 from gastown_mcp.town import Town, operator

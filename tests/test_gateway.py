@@ -19,15 +19,16 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from gastown_mcp.budget import Budgets, PriceTable, Routes
-from gastown_mcp.budget import Route as RouteRow
 from gastown_mcp.config import load_settings
 from gastown_mcp.gateway import GatewayConfig, Upstream, build_gateway
-from gastown_mcp.models import AgentState, Role
+from gastown_mcp.models import AgentState, Role, Verb
 from gastown_mcp.standin import Echo, Fails, Hello, Script, Sequenced, Standin, Text, ToolCall, Turn, build_standin
 from gastown_mcp.standin.serving import serve
 from gastown_mcp.store import Store
 from gastown_mcp.store.usage import UsageRow
+from gastown_mcp.town import Town as DomainTown
+from gastown_mcp.town.budgets import Budgets, PriceTable, Routes
+from gastown_mcp.town.budgets import Route as RouteRow
 
 SENTINEL = "sk-ant-PROVIDER-SENTINEL-0123456789abcdef"
 
@@ -81,7 +82,8 @@ async def town(
             t.settled.append(row)
             send.send_nowait(row)
 
-        app = build_gateway(store, cfg, {"ANTHROPIC_API_KEY": SENTINEL}, on_settled=settled)
+        domain = DomainTown(store, store.settings.model_copy(update={"gateway": cfg}))
+        app = build_gateway(domain, {"ANTHROPIC_API_KEY": SENTINEL}, on_settled=settled)
         async with serve(app) as url:
             t.url = url
             yield t
@@ -180,7 +182,7 @@ async def test_an_exhausted_budget_refuses_the_next_request_with_a_clear_error(s
     assert "budget is spent" in err.value.message and "gastown budget set" in err.value.message
     assert len(t.standin.requests) == 1
     assert [r["outcome"] for r in t.rows()] == ["ok", "refused"]
-    events = store.db.query("SELECT * FROM events WHERE verb='budget_exhausted'")
+    events = store.db.query("SELECT * FROM events WHERE verb=?", (Verb.budget_exhausted,))
     assert len(events) == 1 and json.loads(events[0]["after"])["scope"] == "agent"
 
 
@@ -231,7 +233,7 @@ async def test_a_busy_budget_answers_429_with_retry_after(store: Store, key: str
 
 
 def budgets_usage_zero() -> Any:
-    from gastown_mcp.budget import Usage
+    from gastown_mcp.town.budgets import Usage
 
     return Usage()
 
@@ -316,7 +318,8 @@ async def test_a_route_sends_one_agent_to_another_upstream(store: Store, key: st
                 "local": Upstream(base_url=local_url, key_env=None),
             },
         )
-        async with serve(build_gateway(store, cfg, {"ANTHROPIC_API_KEY": SENTINEL})) as url:
+        domain = DomainTown(store, store.settings.model_copy(update={"gateway": cfg}))
+        async with serve(build_gateway(domain, {"ANTHROPIC_API_KEY": SENTINEL})) as url:
             client = anthropic.AsyncAnthropic(base_url=url, api_key=key)
             routed = await client.messages.create(
                 model="scripted-standin", max_tokens=10, messages=[{"role": "user", "content": "ping"}]

@@ -10,6 +10,7 @@ from typing import Any
 import anthropic
 import httpx2
 import pytest
+from anthropic.types import MessageParam
 
 from gastown_mcp.standin import (
     MODEL_ID,
@@ -31,7 +32,7 @@ from gastown_mcp.standin.__main__ import main
 from gastown_mcp.standin.polecat import fill_arguments, find_bead_id
 from gastown_mcp.standin.serving import serve
 
-HI = [{"role": "user", "content": "hi there"}]
+HI: list[MessageParam] = [{"role": "user", "content": "hi there"}]
 
 
 async def test_a_json_reply_names_itself_and_reports_usage() -> None:
@@ -137,6 +138,20 @@ def test_scripts_are_found_by_name_and_unknown_names_are_refused() -> None:
 def test_the_cli_prints_its_help() -> None:
     done = subprocess.run([sys.executable, "-m", "gastown_mcp.standin", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--script" in done.stdout
+
+
+def test_the_cli_answers_at_once_on_the_url_it_prints() -> None:
+    command = [sys.executable, "-m", "gastown_mcp.standin", "--port", "0", "--script", "echo"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as standin:
+        try:
+            assert standin.stdout is not None
+            url = standin.stdout.readline().split(" on ")[-1].strip()  # listening before this line is printed
+            client = anthropic.Anthropic(base_url=url, api_key="k", max_retries=0, timeout=30)
+            reply = client.messages.create(model="m", max_tokens=5, messages=HI)
+        finally:
+            standin.terminate()
+    assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
+    assert reply.content[0].type == "text" and reply.content[0].text == "echo: hi there"
 
 
 # -- the polecat script, turn by turn --------------------------------------------------------------

@@ -22,12 +22,12 @@ def work(town: Town, operator: Agent) -> list[Bead]:
 
 def refused(town: Town, call: Callable[[], Any], match: str) -> None:
     """The call raises Forbidden with `match` in its message and writes nothing."""
-    before = town.store.events.last_id()
-    beads = town.store.db.query("SELECT * FROM beads ORDER BY id")
+    before = town._store.events.last_id()
+    beads = town._store.db.query("SELECT * FROM beads ORDER BY id")
     with pytest.raises(Forbidden, match=match):
         call()
-    assert town.store.events.last_id() == before
-    assert [tuple(r) for r in town.store.db.query("SELECT * FROM beads ORDER BY id")] == [tuple(r) for r in beads]
+    assert town._store.events.last_id() == before
+    assert [tuple(r) for r in town._store.db.query("SELECT * FROM beads ORDER BY id")] == [tuple(r) for r in beads]
 
 
 # -- polecat ---------------------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def test_the_operator_adds_agents_whose_tokens_authenticate(
     assert creds.token.startswith("gt_") and creds.gateway_key.startswith("gtk_")
     assert town.authenticate(creds.token) == polecat
     assert (polecat.role, polecat.rig, polecat.state) == (Role.polecat, "web", AgentState.requested)
-    stored = town.store.db.query_one("SELECT token_hash FROM agents WHERE name='polecat-3'")["token_hash"]
+    stored = town._store.db.query_one("SELECT token_hash FROM agents WHERE name='polecat-3'")["token_hash"]
     assert creds.token not in stored
 
 
@@ -265,7 +265,7 @@ def test_a_removed_agents_token_stops_working_and_its_beads_are_released(
     with pytest.raises(Unauthorized):
         town.authenticate(credentials["polecat-3"].token)
     for bead in held:
-        after = town.store.beads.get(bead.id)
+        after = town._store.beads.get(bead.id)
         assert (after.status, after.assignee) == ("open", None)
     assert {s.id for s in town.bead_ready(operator)} == {b.id for b in work}
     with pytest.raises(NotFound, match="was removed"):

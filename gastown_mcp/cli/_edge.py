@@ -1,7 +1,8 @@
 """The CLI's edge: shared options, finding the town directory, building `Town`, and printing results.
 
 Every command takes the same `--town`, `--as` and `--json` options from here, opens the town with
-`open_town()`, and prints with `emit()`; nothing else in the CLI reads the environment or builds a store.
+`open_town()` (the composition root builds it), and prints with `emit()`; nothing else in the CLI reads the
+environment or builds a town.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 
+from gastown_mcp import assemble
 from gastown_mcp.config import TOWN_FILE, load_settings
 from gastown_mcp.errors import NotFound
 from gastown_mcp.models import Agent
-from gastown_mcp.store import Store
 from gastown_mcp.town import Town, operator
 
 TownDir = Annotated[
@@ -49,13 +50,22 @@ def find_town_dir(town_dir: Path | None) -> Path:
 
 @contextmanager
 def open_town(town_dir: Path | None) -> Iterator[Town]:
-    """Build settings, store and town for one command, and close the store afterwards."""
-    settings = load_settings(find_town_dir(town_dir))
-    store = Store(settings)
+    """Build settings and town for one command, and close the town afterwards."""
+    town = assemble.open_town(load_settings(find_town_dir(town_dir)))
     try:
-        yield Town(store, settings)
+        yield town
     finally:
-        store.close()
+        town.close()
+
+
+@contextmanager
+def attached_town(town_dir: Path | None) -> Iterator[Town]:
+    """The town of a running `gastown up` in this directory, able to start and stop containers."""
+    town = assemble.attach_town(load_settings(find_town_dir(town_dir)))
+    try:
+        yield town
+    finally:
+        town.close()
 
 
 def actor(town: Town, name: str | None) -> Agent:

@@ -13,7 +13,7 @@ from rich.console import Console
 from gastown_mcp import console
 from gastown_mcp.cli._edge import Json, TownDir, actor, emit, open_town
 from gastown_mcp.config import Settings
-from gastown_mcp.store import Credentials
+from gastown_mcp.town import Credentials
 
 app = typer.Typer(help="Register agents and manage their credentials.", no_args_is_help=True)
 

@@ -7,9 +7,6 @@ the state file it writes, so they use the same network and URLs.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated
 
 import anyio
@@ -18,21 +15,13 @@ from rich.console import Console
 from rich.table import Table
 
 from gastown_mcp.cli import agents
-from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, emit, note, open_town, print_json
-from gastown_mcp.daemon import TownProcess, attach_fleet, provider_env, read_state, stop_running_town
+from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, attached_town, emit, note, open_town, print_json
+from gastown_mcp.daemon import TownProcess, provider_env, read_state, stop_running_town
 from gastown_mcp.errors import RuntimeUnavailable
-from gastown_mcp.runtime import worktrees
-from gastown_mcp.town import Town
+from gastown_mcp.runtime import build_images, connect_runtime, worktrees
 
 rig_app = typer.Typer(help="Register projects (rigs) the town works on.", no_args_is_help=True)
 image_app = typer.Typer(help="Build the agent and town container images.", no_args_is_help=True)
-
-
-@contextmanager
-def fleet_town(town_dir: Path | None) -> Iterator[Town]:
-    with open_town(town_dir) as town:
-        town.fleet = attach_fleet(town.store, town.settings)
-        yield town
 
 
 def register(app: typer.Typer) -> None:
@@ -60,11 +49,7 @@ def up(
     if read_state(settings) is not None:
         note("[yellow]a town is already running here[/]; `gastown down` stops it")
         raise typer.Exit(4)
-    rt = None
-    if runtime:
-        from gastown_mcp.runtime.docker_backend import DockerRuntime
-
-        rt = DockerRuntime.connect()
+    rt = connect_runtime(settings.runtime.backend) if runtime else None
     console = Console(stderr=True)
     process = TownProcess(settings, provider_env(settings, os.environ), rt, on_status=lambda line: console.print(line))
 
@@ -99,7 +84,7 @@ def spawn(
     as_json: Json = False,
 ) -> None:
     """Spawn an agent in its own hardened container."""
-    with fleet_town(town_dir) as town:
+    with attached_town(town_dir) as town:
         agent = town.spawn(actor(town, as_agent), role, rig=rig, bead=bead, command=command or ())
     emit(as_json, agent, lambda c: c.print(f"spawned [bold]{agent.name}[/] ({agent.role.value}) {agent.metadata}"))
 
@@ -112,14 +97,14 @@ def stop(
     as_json: Json = False,
 ) -> None:
     """Stop an agent's container; its beads go back to the queue and its branch is kept."""
-    with fleet_town(town_dir) as town:
+    with attached_town(town_dir) as town:
         agent = town.stop(actor(town, as_agent), name, reason)
     emit(as_json, agent, lambda c: c.print(f"stopped {agent.name}"))
 
 
 def logs(name: str, tail: Annotated[int, typer.Option("--tail", "-n")] = 200, town_dir: TownDir = None) -> None:
     """Print the last lines of an agent container's output."""
-    with fleet_town(town_dir) as town:
+    with attached_town(town_dir) as town:
         typer.echo(town.logs(actor(town, None), name, tail))
 
 
@@ -154,7 +139,7 @@ def sling(
     as_json: Json = False,
 ) -> None:
     """Put a bead on an agent's hook; slinging to a rig spawns a polecat for it."""
-    with fleet_town(town_dir) as town:
+    with attached_town(town_dir) as town:
         agent = town.sling(actor(town, as_agent), bead, target)
     emit(as_json, agent, lambda c: c.print(f"{bead} is on the hook of [bold]{agent.name}[/]"))
 
@@ -200,11 +185,8 @@ def image_build(
     as_json: Json = False,
 ) -> None:
     """Build the agent image (and, with no registry, a local Debian base first). Skips what is up to date."""
-    from gastown_mcp.runtime.docker_backend import connect
-    from gastown_mcp.runtime.image import build_images
-
     console = Console(stderr=True)
-    result = build_images(connect(), rebuild=rebuild, progress=lambda line: console.print(line), town=town)
+    result = build_images(rebuild=rebuild, progress=lambda line: console.print(line), town=town)
     if as_json:
         print_json(
             {"agent": result.agent_tag, "built": result.built, "skipped": result.skipped, "seconds": result.seconds}
@@ -218,14 +200,10 @@ def doctor(
     as_json: Json = False,
 ) -> None:
     """Health checks; with --sandbox, prove containment from inside a container (pass/fail table)."""
-    from gastown_mcp.runtime.docker_backend import DockerRuntime
-
-    rt = DockerRuntime.connect()
+    rt = connect_runtime()
     if not sandbox:
-        info = rt.client.info()
-        emit(
-            as_json, {"docker": info.get("ServerVersion")}, lambda c: c.print(f"docker {info.get('ServerVersion')} ok")
-        )
+        engine = rt.describe()
+        emit(as_json, {"engine": engine}, lambda c: c.print(f"{engine} ok"))
         return
     from gastown_mcp.runtime.selftest import run_selftest
 

@@ -29,8 +29,7 @@ def nudge(
         if as_:
             raise typer.BadParameter("listing nudges is for the operator; drop --as", param_hint="--as")
         with open_town(town_dir) as town:
-            # Town has no nudge listing yet; this repository read is the CLI's one exception to "only town".
-            found = town.store.messages.nudges(to, limit)
+            found = town.nudges(actor(town, None), to, limit)
         emit(as_json, found, lambda c: c.print(console.message_table(found, nudges=True)))
         return
     if not agent or not text:

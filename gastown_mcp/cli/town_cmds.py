@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -15,13 +16,13 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from gastown_mcp import console, roles
+from gastown_mcp import assemble, console
 from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, emit, note, open_town, print_json
 from gastown_mcp.config import TOWN_FILE, TownSection, default_town_toml, load_settings
 from gastown_mcp.errors import Conflict, InvalidInput
 from gastown_mcp.models import Event
-from gastown_mcp.store import Store
-from gastown_mcp.store.events import EventRepo
+from gastown_mcp.town import Town, roles
+from gastown_mcp.town.feed import EventSource
 
 FEED_POLL_SECONDS = 0.5
 FEED_PAGE = 500
@@ -49,7 +50,7 @@ def init(
     town_dir.mkdir(parents=True, exist_ok=True)
     (town_dir / TOWN_FILE).write_text(default_town_toml(name, prefix))
     settings = load_settings(town_dir)
-    Store(settings).close()  # opening the store creates and migrates the database
+    assemble.open_town(settings).close()  # opening the town creates and migrates the database
     info = {"town_dir": str(town_dir), "name": name, "prefix": prefix, "db": str(settings.db_path)}
 
     def render(c: Console) -> None:
@@ -126,20 +127,22 @@ def _num(value: float | int | None, unit: str = "") -> str:
     return "no limit" if value is None else f"{unit}{value:,}"
 
 
-def _history(events: EventRepo, since: int | None, bead: str | None, agent: str | None, limit: int) -> list[Event]:
+def _history(
+    town: Town, events: EventSource, since: int | None, bead: str | None, agent: str | None, limit: int
+) -> list[Event]:
     """The events to show before following: all after `since`, else the last `limit` that match."""
     if since is None and not bead and not agent:
-        return events.tail(limit)
+        return town.recent_events(actor(town, None), limit)
     kept: deque[Event] | list[Event] = [] if since is not None else deque(maxlen=limit)
     cursor = since or 0
-    while page := events.since(after_id=cursor, bead_id=bead, agent=agent, limit=FEED_PAGE):
+    while page := events(after_id=cursor, bead_id=bead, agent=agent, limit=FEED_PAGE):
         kept.extend(page)
         cursor = page[-1].id
     return list(kept)
 
 
 def follow_events(
-    events: EventRepo,
+    events: EventSource,
     cursor: int,
     bead: str | None,
     agent: str | None,
@@ -149,7 +152,7 @@ def follow_events(
     """Print new events as they land until interrupted (Ctrl-C). `wait` is injectable for tests."""
     try:
         while True:
-            page = events.since(after_id=cursor, bead_id=bead, agent=agent, limit=FEED_PAGE)
+            page = events(after_id=cursor, bead_id=bead, agent=agent, limit=FEED_PAGE)
             for event in page:
                 show(event)
             if page:
@@ -180,8 +183,8 @@ def feed(
             out.print(console.event_line(event))
 
     with open_town(town_dir) as town:
-        events = town.store.events
-        past = _history(events, since, bead, agent, max(1, limit))
+        events = functools.partial(town.events, actor(town, None))
+        past = _history(town, events, since, bead, agent, max(1, limit))
         for event in past:
             show(event)
         if follow:
@@ -196,10 +199,10 @@ def export(
     """Beads, labels, dependencies, comments and events as JSONL (one object a line, with its table)."""
     with open_town(town_dir) as town:
         if out is None:
-            counts = town.store.events.export(sys.stdout)
+            counts = town.export(actor(town, None), sys.stdout)
         else:
             with out.open("w") as f:
-                counts = town.store.events.export(f)
+                counts = town.export(actor(town, None), f)
     if as_json:
         print_json(counts, err=True)
     else:

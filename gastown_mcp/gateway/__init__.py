@@ -1,7 +1,9 @@
 """The LLM gateway: an Anthropic-Messages-compatible proxy with per-agent keys, metering and budgets.
 
-`build_gateway(store, config, provider_env)` returns the Starlette app the town serves on its own port.
-Provider keys arrive once, from the edge, in `provider_env`; agents only ever hold their virtual key.
+`build_gateway(town, provider_env)` returns the Starlette app the town serves on its own port. It meters and
+enforces budgets through the town's one `Budgets` and picks upstreams through its one `Routes`, configured by
+`[gateway]` (`config.GatewaySection`). Provider keys arrive once, from the edge, in `provider_env`; agents
+only ever hold their virtual key.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Protocol
 
 import httpx2
 from starlette.applications import Starlette
@@ -17,28 +18,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from gastown_mcp.budget import Budgets, PriceTable, Routes
-from gastown_mcp.gateway.app import AgentLookup, MessagesProxy
-from gastown_mcp.gateway.config import GatewayConfig, RouteRule, Upstream
-from gastown_mcp.store.db import Database
-from gastown_mcp.store.usage import UsageRow
+from gastown_mcp.config import GatewayConfig, RouteRule, Upstream
+from gastown_mcp.gateway.app import MessagesProxy
+from gastown_mcp.town import Town
+from gastown_mcp.town.budgets import UsageRow
 
 __all__ = ["GatewayConfig", "RouteRule", "Upstream", "build_gateway"]
 
 
-class GatewayStore(Protocol):
-    """What the gateway needs of the town's `Store`."""
-
-    @property
-    def db(self) -> Database: ...
-
-    @property
-    def agents(self) -> AgentLookup: ...
-
-
 def build_gateway(
-    store: GatewayStore,
-    config: GatewayConfig,
+    town: Town,
     provider_env: Mapping[str, str],
     *,
     transport: httpx2.AsyncBaseTransport | None = None,
@@ -47,7 +36,7 @@ def build_gateway(
     """The gateway app. `provider_env` maps variable names (an upstream's `key_env`) to provider keys;
     `on_settled` is called (in the event loop) with each usage row once written."""
     log = logging.getLogger("gastown_mcp.gateway")
-    budgets = Budgets(store, PriceTable(config.prices))
+    config, budgets = town.settings.gateway, town.budgets
     keys = {
         name: provider_env[u.key_env]
         for name, u in config.upstreams.items()
@@ -65,7 +54,7 @@ def build_gateway(
         transport=transport,
         trust_env=False,
     )
-    proxy = MessagesProxy(store.agents, budgets, Routes(store), config, keys, client, log, on_settled)
+    proxy = MessagesProxy(town, config, keys, client, log, on_settled)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -11,23 +11,19 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import httpx2
 from starlette.types import Message, Receive, Scope, Send
 
-from gastown_mcp.budget import BudgetBusy, Budgets, Reservation, Routes, Usage
-from gastown_mcp.errors import BudgetExceeded
-from gastown_mcp.gateway.config import GatewayConfig, Upstream
+from gastown_mcp.config import GatewayConfig, Upstream
+from gastown_mcp.errors import BudgetBusy, BudgetExceeded, Unauthorized
 from gastown_mcp.gateway.meter import Meter
 from gastown_mcp.gateway.wire import error_body, forward_headers, response_headers
 from gastown_mcp.models import Agent
-from gastown_mcp.store.usage import UsageRow
-
-
-class AgentLookup(Protocol):
-    def by_gateway_key(self, key: str) -> Agent | None: ...
+from gastown_mcp.town import Town
+from gastown_mcp.town.budgets import Reservation, Usage, UsageRow
 
 
 @dataclass(frozen=True)
@@ -49,16 +45,15 @@ class MessagesProxy:
 
     def __init__(
         self,
-        agents: AgentLookup,
-        budgets: Budgets,
-        routes: Routes,
+        town: Town,
         config: GatewayConfig,
         keys: Mapping[str, str],
         client: httpx2.AsyncClient,
         log: logging.Logger,
         on_settled: Callable[[UsageRow], None] | None = None,
     ) -> None:
-        self.agents, self.budgets, self.routes, self.config = agents, budgets, routes, config
+        self.town, self.config = town, config
+        self.budgets, self.routes = town.budgets, town.routes
         self.keys = dict(keys)  # upstream name → provider key; never logged, never sent to a client
         self.client = client
         self.log = log
@@ -95,11 +90,12 @@ class MessagesProxy:
         """In a worker thread: authenticate, route, and reserve (the DB work before forwarding)."""
         if not key:
             raise Refusal(401, "authentication_error", "no gateway key: send it as x-api-key or Bearer")
-        agent = self.agents.by_gateway_key(key)
-        if agent is None:
-            raise Refusal(401, "authentication_error", "unknown or revoked gateway key")
-        name = self.routes.pick(agent.name, model) or _config_route(self.config, agent.name, model)
-        if name not in self.config.upstreams:
+        try:
+            agent = self.town.gateway_agent(key)
+        except Unauthorized:
+            raise Refusal(401, "authentication_error", "unknown or revoked gateway key") from None
+        name = self.routes.pick(agent.name, model)
+        if name is None or name not in self.config.upstreams:
             raise Refusal(500, "api_error", f"gateway route for {agent.name}/{model} names unknown upstream {name!r}")
         if not metered:
             return Admitted(agent, name, None)
@@ -211,15 +207,6 @@ async def _pump(response: httpx2.Response, receive: Receive, send: Send, meter: 
 
 def _error_type(status: int) -> str:
     return {402: "billing_error", 403: "permission_error"}.get(status, "invalid_request_error")
-
-
-def _config_route(config: GatewayConfig, agent: str, model: str) -> str:
-    import fnmatch
-
-    for rule in config.routes:
-        if fnmatch.fnmatchcase(agent, rule.agent) and fnmatch.fnmatchcase(model, rule.model):
-            return rule.upstream
-    return config.default_upstream
 
 
 def _url(upstream: Upstream, scope: Scope) -> str:

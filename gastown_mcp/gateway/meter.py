@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from gastown_mcp.budget import Usage
+from gastown_mcp.town.budgets import Usage
 
 _FIELDS = {
     "input_tokens": "input_tokens",

@@ -1,15 +1,56 @@
-"""Agent containers: the `Runtime` protocol, its Docker backend, the agent image, town networks, worktrees.
+"""Agent containers: the `Runtime` protocol and its backends, the agent image, town networks, worktrees.
 
-Only this package imports docker. The town composes it: `DockerRuntime.connect()`, `ensure_town_network()`,
-`add_rig()`/`create_worktree()`, then `runtime.launch(LaunchSpec(...))`.
+Only this package imports docker. `connect_runtime(backend)` picks the backend `[runtime] backend` names; the
+town's composition root calls it and hands the result to `Town`, and nothing else holds it.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from gastown_mcp.errors import InvalidInput
 from gastown_mcp.runtime.protocol import (
     ContainerStatus,
     LaunchSpec,
     Limits,
     Mount,
+    NetworkPolicy,
     Runtime,
+    TownNetwork,
 )
 
-__all__ = ["ContainerStatus", "LaunchSpec", "Limits", "Mount", "Runtime"]
+if TYPE_CHECKING:
+    from gastown_mcp.runtime.image import BuildResult
+
+BACKENDS = ("docker",)
+
+__all__ = [
+    "BACKENDS",
+    "ContainerStatus",
+    "LaunchSpec",
+    "Limits",
+    "Mount",
+    "NetworkPolicy",
+    "Runtime",
+    "TownNetwork",
+    "build_images",
+    "connect_runtime",
+]
+
+
+def build_images(*, rebuild: bool = False, progress: Callable[[str], None] = print, town: bool = False) -> BuildResult:
+    """Build the agent image (and the town image with `town`) on the local engine; skips what is up to date."""
+    from gastown_mcp.runtime.docker_errors import connect
+    from gastown_mcp.runtime.image import build_images as build
+
+    return build(connect(), rebuild=rebuild, progress=progress, town=town)
+
+
+def connect_runtime(backend: str = "docker") -> Runtime:
+    """Connect to the named container engine (`RuntimeUnavailable` says how to start it)."""
+    if backend == "docker":
+        from gastown_mcp.runtime.docker_backend import DockerRuntime
+
+        return DockerRuntime.connect()
+    raise InvalidInput(f"[runtime] backend = {backend!r} is not one of: {', '.join(BACKENDS)}")

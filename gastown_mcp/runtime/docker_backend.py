@@ -10,9 +10,9 @@ from __future__ import annotations
 import builtins
 import contextlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import docker
 import docker.errors
@@ -21,7 +21,9 @@ from docker.models.containers import Container
 from docker.types import LogConfig, Ulimit
 from docker.types import Mount as DockerMount
 
-from gastown_mcp.errors import Conflict, InvalidInput, NotFound, RuntimeUnavailable
+from gastown_mcp.errors import Conflict, NotFound, RuntimeUnavailable
+from gastown_mcp.runtime import network
+from gastown_mcp.runtime.docker_errors import START_HINT, connect, translate_errors
 from gastown_mcp.runtime.protocol import (
     AGENT_GID,
     AGENT_HOME,
@@ -35,40 +37,12 @@ from gastown_mcp.runtime.protocol import (
     ContainerStatus,
     ExitReason,
     LaunchSpec,
+    NetworkPolicy,
     State,
+    TownNetwork,
 )
 
-if TYPE_CHECKING:
-    from gastown_mcp.runtime.network import NetworkPolicy, TownNetwork
-
-START_HINT = "start it with `sudo bash scripts/install-docker.sh`"
-
-
-@contextlib.contextmanager
-def translate_errors(action: str) -> Iterator[None]:
-    """Turn docker and connection errors raised while doing `action` into project errors, once."""
-    try:
-        yield
-    except docker.errors.ImageNotFound as exc:
-        raise NotFound(f"{action}: image not found ({exc.explanation}); build it with `gastown image build`") from exc
-    except docker.errors.NotFound as exc:
-        raise NotFound(f"{action}: {exc.explanation}") from exc
-    except docker.errors.APIError as exc:
-        if exc.status_code == 409:
-            raise Conflict(f"{action}: {exc.explanation}") from exc
-        if exc.status_code is not None and 400 <= exc.status_code < 500:
-            raise InvalidInput(f"{action}: {exc.explanation}") from exc
-        raise RuntimeUnavailable(f"{action}: the Docker engine failed: {exc.explanation}") from exc
-    except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
-        raise RuntimeUnavailable(f"Docker is not running: {START_HINT} ({action}: {exc})") from exc
-
-
-def connect(timeout_s: float = 30) -> docker.DockerClient:
-    """A client for the local engine, or `RuntimeUnavailable` saying how to start it."""
-    with translate_errors("connecting to Docker"):
-        client = docker.from_env(timeout=int(timeout_s))
-        client.ping()
-        return client
+__all__ = ["START_HINT", "DockerRuntime", "connect", "exit_reason", "run_kwargs", "status_of", "translate_errors"]
 
 
 def _parse_time(value: str | None) -> float | None:
@@ -207,6 +181,10 @@ class DockerRuntime:
     def close(self) -> None:
         self.client.close()
 
+    def describe(self) -> str:
+        with translate_errors("asking Docker for its version"):
+            return f"docker {self.client.version().get('Version', '?')}"
+
     # -- the Runtime protocol -------------------------------------------------------------------------
 
     def launch(self, spec: LaunchSpec) -> ContainerStatus:
@@ -287,14 +265,10 @@ class DockerRuntime:
 
     def ensure_network(self, town: str, policy: NetworkPolicy) -> TownNetwork:
         """The town's internal network with its host firewall (idempotent; see `network.py`)."""
-        from gastown_mcp.runtime.network import ensure_town_network
-
-        return ensure_town_network(self.client, town, policy)
+        return network.ensure_town_network(self.client, town, policy)
 
     def remove_network(self, town: str) -> None:
-        from gastown_mcp.runtime.network import remove_town_network
-
-        remove_town_network(self.client, town)
+        network.remove_town_network(self.client, town)
 
     # -- beyond the protocol: housekeeping ------------------------------------------------------------
 

@@ -1,10 +1,10 @@
 """Build the agent image and the town server image, and first a local base image when no registry is reachable.
 
 The base comes from Debian packages (`mmdebstrap ... | docker import`), so nothing is pulled. The agent image
-is the top-level Dockerfile built on that base with the classic builder (no buildx); the town image (for
-compose.yaml) is Dockerfile.town, with wheels of this checkout and its dependencies made on the host so its
-build installs offline. Every step is idempotent: an image whose build inputs have not changed is skipped
-unless `rebuild=True`.
+is the top-level Dockerfile built on that base with the classic builder (no buildx), from sandbox/ and the role
+prompts in gastown_mcp/prompts/; the town image (for compose.yaml) is Dockerfile.town, with wheels of this
+checkout and its dependencies made on the host so its build installs offline. Every step is idempotent: an
+image whose build inputs have not changed is skipped unless `rebuild=True`.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ LABEL_INPUTS = "gastown.inputs"
 DEFAULT_CONTEXT = Path(__file__).resolve().parents[2]
 TOWN_IMAGE = "gastown-town:latest"
 TOWN_DOCKERFILE = "Dockerfile.town"
+PROMPTS_DIR = "gastown_mcp/prompts"
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,9 @@ def build_images(
     built: list[str] = []
     skipped: list[str] = []
     base = _ensure_base(client, cfg, rebuild, progress, built, skipped)
-    with _context(cfg) as context:
+    with build_context(cfg) as context:
         args = repr(sorted(cfg.build_args.items()))
-        agent_inputs = _digest([base, _image_id(client, base), *_tree_digest(context), args])
+        agent_inputs = _digest([base, _image_id(client, base), *tree_digest(context), args])
         if not rebuild and _has_inputs(client, cfg.agent_tag, agent_inputs):
             progress(f"agent image {cfg.agent_tag} is up to date")
             skipped.append(cfg.agent_tag)
@@ -231,12 +232,20 @@ def _docker_build(
 
 
 @contextlib.contextmanager
-def _context(cfg: ImageConfig) -> Iterator[Path]:
-    """A minimal build context: the Dockerfile, sandbox/, and the host's extra CA files in sandbox/ca/."""
+def build_context(cfg: ImageConfig) -> Iterator[Path]:
+    """The agent image's minimal build context, laid out as in the checkout so the Dockerfile reads the same.
+
+    It holds the Dockerfile, sandbox/ with the host's extra CA files in sandbox/ca/, and gastown_mcp/prompts/
+    (the one copy of the role prompts, which the MCP server serves too). The agent image's input digest is
+    taken over every file here, so a changed prompt rebuilds the image.
+    """
     dockerfile = cfg.context_dir / "Dockerfile"
     sandbox = cfg.context_dir / "sandbox"
-    if not dockerfile.is_file() or not sandbox.is_dir():
-        raise NotFound(f"no Dockerfile and sandbox/ under {cfg.context_dir}; run from a source checkout")
+    prompts = cfg.context_dir / PROMPTS_DIR
+    if not dockerfile.is_file() or not sandbox.is_dir() or not prompts.is_dir():
+        raise NotFound(
+            f"no Dockerfile, sandbox/ and {PROMPTS_DIR}/ under {cfg.context_dir}; run from a source checkout"
+        )
     with tempfile.TemporaryDirectory(prefix="gastown-image-") as tmp:
         root = Path(tmp)
         shutil.copy2(dockerfile, root / "Dockerfile")
@@ -245,10 +254,12 @@ def _context(cfg: ImageConfig) -> Iterator[Path]:
         if cfg.extra_ca_dir.is_dir():
             for crt in sorted(cfg.extra_ca_dir.glob("*.crt")):
                 shutil.copy2(crt, root / "sandbox" / "ca" / crt.name)
+        shutil.copytree(prompts, root / PROMPTS_DIR, symlinks=False, ignore=shutil.ignore_patterns("__pycache__"))
         yield root
 
 
-def _tree_digest(root: Path) -> list[str]:
+def tree_digest(root: Path) -> list[str]:
+    """`path:sha256` of every file under `root`, sorted: what an image's input digest covers."""
     return [f"{path.relative_to(root)}:{_file_digest(path)}" for path in sorted(root.rglob("*")) if path.is_file()]
 
 

@@ -14,43 +14,16 @@ import hashlib
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import docker
 import docker.errors
 from docker.types import IPAMConfig, IPAMPool
 
-from gastown_mcp.errors import InvalidInput, RuntimeUnavailable
-from gastown_mcp.runtime.docker_backend import translate_errors
-from gastown_mcp.runtime.protocol import LABEL_TOWN
+from gastown_mcp.errors import RuntimeUnavailable
+from gastown_mcp.runtime.docker_errors import translate_errors
+from gastown_mcp.runtime.protocol import LABEL_TOWN, NetworkPolicy, TownNetwork
 
-
-@dataclass(frozen=True)
-class NetworkPolicy:
-    """Which host ports a town's containers may reach (on the bridge gateway IP); `subnet` None lets Docker pick."""
-
-    allowed_host_ports: tuple[int, ...] = ()
-    subnet: str | None = None
-
-    def __post_init__(self) -> None:
-        for port in self.allowed_host_ports:
-            if not 0 < port < 65536:
-                raise InvalidInput(f"host port {port} is out of range")
-
-
-@dataclass(frozen=True)
-class TownNetwork:
-    """A town's network as created. Serve the MCP endpoint on `gateway` so containers can reach it."""
-
-    town: str
-    name: str
-    bridge: str
-    subnet: str
-    gateway: str
-    allowed_host_ports: tuple[int, ...]
-
-    def url(self, port: int, path: str = "") -> str:
-        return f"http://{self.gateway}:{port}{path}"
+__all__ = ["NetworkPolicy", "TownNetwork", "ensure_town_network", "remove_town_network"]
 
 
 def network_name(town: str) -> str:

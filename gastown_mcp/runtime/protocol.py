@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import builtins
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from gastown_mcp.errors import Forbidden, InvalidInput
-
-if TYPE_CHECKING:
-    from gastown_mcp.runtime.network import NetworkPolicy, TownNetwork
 
 AGENT_UID = 1000
 AGENT_GID = 1000
@@ -149,6 +146,34 @@ class ContainerStatus:
     address: str | None = None
 
 
+@dataclass(frozen=True)
+class NetworkPolicy:
+    """Which host ports a town's containers may reach (on the bridge gateway IP); `subnet` None lets Docker pick."""
+
+    allowed_host_ports: tuple[int, ...] = ()
+    subnet: str | None = None
+
+    def __post_init__(self) -> None:
+        for port in self.allowed_host_ports:
+            if not 0 < port < 65536:
+                raise InvalidInput(f"host port {port} is out of range")
+
+
+@dataclass(frozen=True)
+class TownNetwork:
+    """A town's network as created. Serve the MCP endpoint on `gateway` so containers can reach it."""
+
+    town: str
+    name: str
+    bridge: str
+    subnet: str
+    gateway: str
+    allowed_host_ports: tuple[int, ...]
+
+    def url(self, port: int, path: str = "") -> str:
+        return f"http://{self.gateway}:{port}{path}"
+
+
 @runtime_checkable
 class Runtime(Protocol):
     """A place to run agent containers. Every method raises `RuntimeUnavailable` when the engine is down."""
@@ -170,3 +195,15 @@ class Runtime(Protocol):
     def ensure_network(self, town: str, policy: NetworkPolicy) -> TownNetwork: ...
 
     def remove_network(self, town: str) -> None: ...
+
+    def cleanup(self, town: str, agents: Iterable[str] | None = None) -> builtins.list[str]:
+        """Remove the town's containers (all, or those of `agents`); returns the agents removed."""
+        ...
+
+    def reap_expired(self, town: str | None = None, now: float | None = None) -> builtins.list[ContainerStatus]:
+        """Stop containers past their wall-clock deadline (the host-side backstop); returns what it stopped."""
+        ...
+
+    def describe(self) -> str:
+        """One line naming the engine and its version, for `gastown doctor`."""
+        ...

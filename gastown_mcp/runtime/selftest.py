@@ -19,9 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gastown_mcp.errors import GastownError
-from gastown_mcp.runtime.docker_backend import DockerRuntime
-from gastown_mcp.runtime.network import NetworkPolicy, TownNetwork, ensure_town_network, remove_town_network
-from gastown_mcp.runtime.protocol import DEFAULT_IMAGE, LaunchSpec, Limits
+from gastown_mcp.runtime.protocol import DEFAULT_IMAGE, LaunchSpec, Limits, NetworkPolicy, Runtime, TownNetwork
 
 PROBE_SOURCE = Path(__file__).with_name("probe.py")
 
@@ -103,26 +101,26 @@ def host_addresses() -> list[str]:
     return sorted(a for a in found if not a.startswith("127."))
 
 
-def run_selftest(runtime: DockerRuntime, image: str = DEFAULT_IMAGE, timeout_s: float = 60) -> list[CheckResult]:
+def run_selftest(runtime: Runtime, image: str = DEFAULT_IMAGE, timeout_s: float = 60) -> list[CheckResult]:
     """Run every containment check; return one result per check (never raises for a failed check)."""
     town = f"selftest-{secrets.token_hex(3)}"
     results: list[CheckResult] = []
     try:
-        network = ensure_town_network(runtime.client, town, NetworkPolicy())
+        network = runtime.ensure_network(town, NetworkPolicy())
         with http_listener(network.gateway) as town_port, http_listener("0.0.0.0") as blocked_port:
-            network = ensure_town_network(runtime.client, town, NetworkPolicy(allowed_host_ports=(town_port,)))
+            network = runtime.ensure_network(town, NetworkPolicy(allowed_host_ports=(town_port,)))
             results += _run_checks(runtime, image, town, network, town_port, blocked_port, timeout_s)
     except GastownError as exc:
         results.append(CheckResult("selftest_setup", False, str(exc)))
     finally:
         runtime.cleanup(town)
         with contextlib.suppress(GastownError):
-            remove_town_network(runtime.client, town)
+            runtime.remove_network(town)
     return results
 
 
 def _run_checks(
-    runtime: DockerRuntime,
+    runtime: Runtime,
     image: str,
     town: str,
     network: TownNetwork,
@@ -187,7 +185,9 @@ def _run_checks(
 
 def main() -> None:
     """`python -m gastown_mcp.runtime.selftest`: print the checks as a table; exit 1 if any failed."""
-    results = run_selftest(DockerRuntime.connect())
+    from gastown_mcp.runtime import connect_runtime
+
+    results = run_selftest(connect_runtime())
     width = max(len(r.name) for r in results)
     for r in results:
         print(f"{'PASS' if r.passed else 'FAIL'}  {r.name:<{width}}  {r.detail}")

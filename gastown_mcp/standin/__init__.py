@@ -5,20 +5,9 @@ reports usage from request and reply sizes, and records every request it was sen
 """
 
 from gastown_mcp.standin.app import MODEL_ID, SERVER_HEADER, RecordedRequest, Standin, build_standin
-from gastown_mcp.standin.conversation import Conversation, count_tokens
+from gastown_mcp.standin.conversation import Conversation, Text, ToolCall, Turn, count_tokens
 from gastown_mcp.standin.polecat import Polecat
-from gastown_mcp.standin.scripts import (
-    Echo,
-    Fails,
-    Hello,
-    Script,
-    ScriptedError,
-    Sequenced,
-    Text,
-    ToolCall,
-    Turn,
-    script_named,
-)
+from gastown_mcp.standin.scripts import Echo, Fails, Hello, Script, ScriptedError, Sequenced, script_named
 
 __all__ = [
     "MODEL_ID",

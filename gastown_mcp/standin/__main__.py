@@ -1,6 +1,7 @@
 """`python -m gastown_mcp.standin --port P --script polecat`: serve the scripted stand-in with uvicorn.
 
-Prints one line with its URL once listening; GET /_standin/requests shows what it was sent.
+Prints one line with its URL once listening (the socket is bound first, so `--port 0` prints the port it got);
+GET /_standin/requests shows what it was sent.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import uvicorn
 
 from gastown_mcp.standin.app import build_standin
 from gastown_mcp.standin.scripts import script_named
+from gastown_mcp.standin.serving import bind
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gastown_mcp.standin", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8799)
+    parser.add_argument("--port", type=int, default=8799, help="0 picks a free port")
     parser.add_argument("--script", default="hello", help="hello, echo, polecat or error:<status>")
     parser.add_argument("--expect-key", default=None, help="refuse requests whose API key differs (401)")
     parser.add_argument("--log-level", default="warning")
@@ -28,8 +30,14 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     standin = build_standin(script, expected_key=args.expect_key)
-    print(f"scripted stand-in ({args.script}) on http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(standin.app, host=args.host, port=args.port, log_level=args.log_level, server_header=False)
+    sock = bind(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    print(f"scripted stand-in ({args.script}) on http://{host}:{port}", flush=True)
+    config = uvicorn.Config(standin.app, log_level=args.log_level, server_header=False)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
 
 

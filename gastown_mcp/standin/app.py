@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gastown_mcp.standin.conversation import Conversation, Tokens, count_tokens
-from gastown_mcp.standin.scripts import Script, ScriptedError, Text, ToolCall, Turn
+from gastown_mcp.standin.conversation import Conversation, Text, Tokens, ToolCall, Turn, count_tokens
+from gastown_mcp.standin.scripts import Script, ScriptedError
 
 MODEL_ID = "scripted-standin"
 SERVER_HEADER = "gastown-scripted-standin"

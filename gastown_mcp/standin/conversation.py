@@ -1,7 +1,8 @@
-"""A read-only view of one Messages API request, plus the stand-in's token arithmetic.
+"""Both sides of one Messages API exchange, plus the stand-in's token arithmetic.
 
-Scripts look at the conversation through `Conversation`; `Tokens` turns request and reply sizes into usage
-numbers (about four bytes a token) and plays prompt caching for requests that carry `cache_control`.
+Scripts look at the request through `Conversation` and answer with a `Turn` of `Text` and `ToolCall` blocks;
+`Tokens` turns request and reply sizes into usage numbers (about four bytes a token) and plays prompt caching
+for requests that carry `cache_control`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import hashlib
 import json
 import math
 import re
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +53,34 @@ class ToolUse:
     id: str
     name: str
     input: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A tool call the stand-in makes (the reply-side twin of `ToolUse`)."""
+
+    name: str
+    input: dict[str, Any]
+    id: str = field(default_factory=lambda: "toolu_standin_" + secrets.token_hex(8))
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One assistant turn: what a script answers a request with."""
+
+    blocks: Sequence[Text | ToolCall]
+    stop_reason: str | None = None
+
+    @property
+    def resolved_stop_reason(self) -> str:
+        if self.stop_reason:
+            return self.stop_reason
+        return "tool_use" if any(isinstance(b, ToolCall) for b in self.blocks) else "end_turn"
 
 
 @dataclass

@@ -13,8 +13,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from gastown_mcp.standin.conversation import Conversation, ToolResult
-from gastown_mcp.standin.scripts import Text, ToolCall, Turn
+from gastown_mcp.standin.conversation import Conversation, Text, ToolCall, ToolResult, Turn
 
 TOOL_PREFIX = "mcp__gastown__"
 STEP_ID = re.compile(r"^toolu_standin_([a-z]+)_")

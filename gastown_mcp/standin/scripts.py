@@ -1,41 +1,16 @@
 """Scripts decide the stand-in's next assistant turn from the conversation; nothing here is a model.
 
-A script is any object with `name` and `next_turn(conversation) -> Turn`. `script_named()` builds the
-ones the CLI knows: hello, echo, error:<status> and polecat.
+A script is any object with `name` and `next_turn(conversation) -> Turn` (the turn types live beside
+`Conversation`). `script_named()` builds the ones the CLI knows: hello, echo, error:<status> and polecat.
 """
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
-from gastown_mcp.standin.conversation import Conversation
-
-
-@dataclass(frozen=True)
-class Text:
-    text: str
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    name: str
-    input: dict[str, Any]
-    id: str = field(default_factory=lambda: "toolu_standin_" + secrets.token_hex(8))
-
-
-@dataclass(frozen=True)
-class Turn:
-    blocks: Sequence[Text | ToolCall]
-    stop_reason: str | None = None
-
-    @property
-    def resolved_stop_reason(self) -> str:
-        if self.stop_reason:
-            return self.stop_reason
-        return "tool_use" if any(isinstance(b, ToolCall) for b in self.blocks) else "end_turn"
+from gastown_mcp.standin.conversation import Conversation, Text, Turn
+from gastown_mcp.standin.polecat import Polecat
 
 
 class ScriptedError(Exception):
@@ -116,8 +91,6 @@ class Fails:
 
 def script_named(name: str) -> Script:
     """The scripts the CLI can start by name."""
-    from gastown_mcp.standin.polecat import Polecat
-
     if name == "hello":
         return Hello()
     if name == "echo":

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gastown_mcp.errors import Conflict, NotFound
-from gastown_mcp.models import Agent, AgentState, Role
+from gastown_mcp.models import Agent, AgentState, Role, Verb
 from gastown_mcp.store import rows
 from gastown_mcp.store.db import Database, now_iso
 
@@ -67,7 +67,7 @@ class AgentRepo:
                     json.dumps(metadata or {}),
                 ),
             )
-            tx.event(actor, "agent.created", agent=name, after={"role": role.value, "rig": rig})
+            tx.event(actor, Verb.agent_created, agent=name, after={"role": role.value, "rig": rig})
         return Credentials(self.get(name), token, key)
 
     def get(self, name: str) -> Agent:
@@ -113,7 +113,7 @@ class AgentRepo:
             )
             if cur.rowcount == 0:
                 raise NotFound(f"no active agent {name!r}")
-            tx.event(actor, "agent.token_rotated", agent=name)
+            tx.event(actor, Verb.agent_token_rotated, agent=name)
         return Credentials(self.get(name), token, key)
 
     def set_state(self, actor: str, name: str, state: AgentState, reason: str = "", **meta: Any) -> Agent:
@@ -132,7 +132,7 @@ class AgentRepo:
             if row["state"] != state.value:
                 tx.event(
                     actor,
-                    f"agent.{state.value}",
+                    Verb.of_agent_state(state),
                     agent=name,
                     before={"state": row["state"]},
                     after={"state": state.value, "reason": reason, **meta},

@@ -21,6 +21,7 @@ from gastown_mcp.models import (
     BeadSummary,
     Dep,
     DepKind,
+    Verb,
 )
 from gastown_mcp.store import rows
 from gastown_mcp.store.db import Database, Tx, now_iso
@@ -226,7 +227,7 @@ class BeadRepo:
                 self._link(tx, actor, bead_id, other, DepKind(kind))
             tx.event(
                 actor,
-                "bead.created",
+                Verb.bead_created,
                 bead_id=bead_id,
                 after={"title": title, "type": type, "priority": priority, "status": "open"},
             )
@@ -277,7 +278,7 @@ class BeadRepo:
         )
         if kind is DepKind.blocks and found[other]["status"] not in CLOSED:
             tx.execute("UPDATE beads SET open_blockers = open_blockers + 1 WHERE id=?", (bead_id,))
-        tx.event(actor, "bead.linked", bead_id=bead_id, after={"depends_on": other, "kind": kind.value})
+        tx.event(actor, Verb.bead_linked, bead_id=bead_id, after={"depends_on": other, "kind": kind.value})
         return Dep(bead_id=bead_id, depends_on=other, kind=kind)
 
     def unlink(self, actor: str, bead_id: str, other: str, kind: DepKind) -> None:
@@ -291,7 +292,7 @@ class BeadRepo:
                 st = tx.execute("SELECT status FROM beads WHERE id=?", (other,)).fetchone()
                 if st and st["status"] not in CLOSED:
                     tx.execute("UPDATE beads SET open_blockers = open_blockers - 1 WHERE id=?", (bead_id,))
-            tx.event(actor, "bead.unlinked", bead_id=bead_id, before={"depends_on": other, "kind": kind.value})
+            tx.event(actor, Verb.bead_unlinked, bead_id=bead_id, before={"depends_on": other, "kind": kind.value})
 
     # -- claims and leases -------------------------------------------------------------------------
     def claim(self, agent: str, bead_id: str | None, lease_seconds: float) -> Bead:
@@ -332,7 +333,7 @@ class BeadRepo:
                     raise Conflict(f"bead {bead_id} changed while claiming; retry")
                 tx.event(
                     agent,
-                    "bead.taken_over" if takeover_from else "bead.claimed",
+                    Verb.bead_taken_over if takeover_from else Verb.bead_claimed,
                     bead_id=bead_id,
                     agent=agent,
                     before=_snapshot(row),
@@ -410,7 +411,7 @@ class BeadRepo:
             self._set_status(tx, row, BeadStatus.done, result=result.model_dump_json(), lease_expires_at=None)
             tx.event(
                 actor,
-                "bead.completed",
+                Verb.bead_completed,
                 bead_id=bead_id,
                 agent=row["assignee"],
                 before=_snapshot(row),
@@ -439,7 +440,7 @@ class BeadRepo:
             self._set_status(tx, row, target, assignee=None, lease_expires_at=None, attempts=attempts)
             tx.event(
                 actor,
-                "bead.released" if target is BeadStatus.open else "bead.blocked",
+                Verb.bead_released if target is BeadStatus.open else Verb.bead_blocked,
                 bead_id=bead_id,
                 agent=row["assignee"],
                 before=_snapshot(row),
@@ -476,7 +477,7 @@ class BeadRepo:
             self._set_status(tx, row, status, **extra)
             tx.event(
                 actor,
-                f"bead.{status.value}" if status is not BeadStatus.open else "bead.reopened",
+                Verb.of_bead_status(status),
                 bead_id=bead_id,
                 before=_snapshot(row),
                 after={"status": status.value, "reason": reason},
@@ -505,7 +506,7 @@ class BeadRepo:
             cols = ", ".join(f"{k}=?" for k in sets)
             tx.execute(f"UPDATE beads SET {cols} WHERE id=?", (*sets.values(), bead_id))
             after = {k: fields[k] for k in (*EDITABLE, "labels") if fields.get(k) is not None}
-            tx.event(actor, "bead.updated", bead_id=bead_id, before=before, after=after)
+            tx.event(actor, Verb.bead_updated, bead_id=bead_id, before=before, after=after)
         return self.get(bead_id)
 
     def comment(self, actor: str, bead_id: str, body: str) -> int:
@@ -517,5 +518,5 @@ class BeadRepo:
                 (bead_id, actor, body, tx.now),
             )
             tx.execute("UPDATE beads SET updated_at=? WHERE id=?", (tx.now, bead_id))
-            tx.event(actor, "bead.commented", bead_id=bead_id, after={"comment_id": cur.lastrowid})
+            tx.event(actor, Verb.bead_commented, bead_id=bead_id, after={"comment_id": cur.lastrowid})
             return int(cur.lastrowid or 0)

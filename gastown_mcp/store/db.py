@@ -15,19 +15,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from gastown_mcp.errors import StoreError
+from gastown_mcp.models import now_iso
 
 BUSY_TIMEOUT_MS = 10_000
-
-
-def now_iso(at: float | None = None) -> str:
-    """UTC timestamps as fixed-width ISO strings, so text order is time order."""
-    dt = datetime.fromtimestamp(time.time() if at is None else at, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass

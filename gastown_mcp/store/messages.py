@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gastown_mcp.errors import NotFound
-from gastown_mcp.models import Message, MessageKind
+from gastown_mcp.models import Message, MessageKind, Verb
 from gastown_mcp.store import rows
 from gastown_mcp.store.db import Database
 
@@ -30,7 +30,7 @@ class MessageRepo:
             mid = int(cur.lastrowid or 0)
             tx.event(
                 sender,
-                f"{kind.value}.sent",
+                Verb.of_message(kind),
                 agent=recipient,
                 after={"message_id": mid, "subject": subject} if kind is MessageKind.mail else {"message_id": mid},
             )
@@ -60,7 +60,7 @@ class MessageRepo:
                 (tx.now, recipient),
             ).fetchall()
             for row in taken:
-                tx.event(recipient, "nudge.delivered", agent=recipient, after={"message_id": row["id"]})
+                tx.event(recipient, Verb.nudge_delivered, agent=recipient, after={"message_id": row["id"]})
         return sorted((rows.message(r) for r in taken), key=lambda m: m.id)
 
     def inbox(self, recipient: str, *, unread_only: bool = False, limit: int = 50) -> list[Message]:
@@ -78,7 +78,7 @@ class MessageRepo:
                     (tx.now, *fresh),
                 )
                 for mid in fresh:
-                    tx.event(recipient, "message.delivered", agent=recipient, after={"message_id": mid})
+                    tx.event(recipient, Verb.message_delivered, agent=recipient, after={"message_id": mid})
             found = self.db.query(
                 f"SELECT * FROM messages WHERE id IN ({','.join(str(r['id']) for r in found)}) ORDER BY id DESC"
             )
@@ -97,7 +97,7 @@ class MessageRepo:
                 (tx.now, tx.now, recipient, *ids),
             ).fetchall()
             for mid in sorted(r["id"] for r in changed):
-                tx.event(recipient, "message.acknowledged", agent=recipient, after={"message_id": mid})
+                tx.event(recipient, Verb.message_acknowledged, agent=recipient, after={"message_id": mid})
             return len(changed)
 
     def nudges(self, recipient: str | None = None, limit: int = 50) -> list[Message]:

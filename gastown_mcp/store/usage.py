@@ -200,6 +200,11 @@ class UsageRepo:
     def routes(self) -> list[sqlite3.Row]:
         return self.db.query("SELECT * FROM routes ORDER BY id")
 
+    def routes_version(self) -> tuple[int, str]:
+        """Changes whenever a route is set or cleared, by any process: what a cache of the table checks."""
+        row = self.db.query_one("SELECT count(*) AS n, coalesce(max(created_at), '') AS latest FROM routes")
+        return (int(row["n"]), str(row["latest"])) if row else (0, "")
+
 
 def _scope_filter(scope: str, name: str) -> tuple[str, tuple[Any, ...]]:
     if scope == "agent":

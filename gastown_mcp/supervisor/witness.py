@@ -16,25 +16,40 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 
-from gastown_mcp.errors import GastownError, RuntimeUnavailable
-from gastown_mcp.models import Agent, AgentState, BeadStatus, Role
-from gastown_mcp.runtime.protocol import ContainerStatus, Runtime
-from gastown_mcp.store.db import now_iso
+from gastown_mcp.errors import GastownError
+from gastown_mcp.models import Agent, AgentState, BeadStatus, Role, Verb, now_iso
+from gastown_mcp.runtime import ContainerStatus
 from gastown_mcp.town import Town, system_agent
 
 # Exits after which a nudge resumes the session; not after a stop, a kill, the wall clock, OOM or a budget.
 RESUMABLE = ("ok", "failed")
-ALIVE = (AgentState.starting, AgentState.running, AgentState.idle, AgentState.nudged, AgentState.stalled)
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv"}
+
+
+class Did(StrEnum):
+    """What the witness can do, as its `Action.verb` (the events it causes are `models.Verb`s)."""
+
+    requeued = "bead.requeued"
+    respawned = "bead.respawned"
+    blocked = "bead.blocked"
+    skipped = "skip"
+    exited = "agent.exited"
+    stopped = "agent.stopped"
+    nudged = "agent.nudged"
+    stalled = "agent.stalled"
+    active = "agent.active"
+    resumed = "agent.resumed"
+    resume_failed = "agent.resume_failed"
 
 
 @dataclass(frozen=True)
 class Action:
     """One thing the witness did, for logs and tests."""
 
-    verb: str
+    verb: Did
     target: str
     reason: str
 
@@ -68,20 +83,12 @@ def latest_change(root: Path, budget: int = 20_000) -> float:
 
 
 class Witness:
-    def __init__(
-        self,
-        town: Town,
-        runtime: Runtime | None = None,
-        *,
-        clock: Callable[[], float] = time.time,
-        name: str = "witness",
-    ) -> None:
+    def __init__(self, town: Town, *, clock: Callable[[], float] = time.time, name: str = "witness") -> None:
         self.town = town
-        self.runtime = runtime
         self.clock = clock
         self.me = system_agent(name, Role.witness)
         self.cfg = town.settings.witness
-        self._last_event = town.store.events.last_id()
+        self._last_event = town.last_event_id(self.me)
 
     # -- the loop ----------------------------------------------------------------------------------
     def tick(self) -> list[Action]:
@@ -97,20 +104,18 @@ class Witness:
     def _leases(self) -> list[Action]:
         out = []
         now = self.clock()
-        for bead in self.town.store.beads.expired(now_iso(now)):
-            holder = self.town.store.agents.find(bead.assignee) if bead.assignee else None
+        for bead in self.town.expired_leases(self.me, now):
+            holder = self._find(bead.assignee) if bead.assignee else None
             reason = f"lease expired: {bead.assignee} made no call in time"
             out += self._requeue(bead.id, reason, holder.rig if holder else None)
         return out
 
     def _containers(self) -> list[Action]:
-        if self.runtime is None:
+        self.town.reap_expired(self.me)  # the host-side wall-clock backstop, for a container whose own timer failed
+        running = self.town.containers(self.me)
+        if running is None:
             return []
         out = []
-        try:
-            running = {s.agent: s for s in self.runtime.list(self.town.settings.town.name)}
-        except RuntimeUnavailable:
-            return []
         for agent in self._alive():
             if agent.metadata.get("container") is None:
                 continue  # not launched by the runtime (an external or operator-run agent)
@@ -119,45 +124,39 @@ class Witness:
                 continue
             reason = self._exit_reason(agent, status)
             out.append(self._mark_exited(agent, reason, status))
-            for bead in self.town.store.beads.held_by(agent.name):
+            for bead in self.town.held_by(self.me, agent.name):
                 out += self._requeue(bead.id, f"container of {agent.name} exited ({reason})", agent.rig)
         return out
 
     def _resumes(self) -> list[Action]:
-        fleet = self.town.fleet
-        if fleet is None:
-            return []
         out = []
-        for agent in self.town.store.agents.all():
+        for agent in self.town.agents(self.me):
             if agent.state is not AgentState.exited or agent.metadata.get("exit_reason") not in RESUMABLE:
                 continue
-            if not agent.metadata.get("session_id") or not self.town.store.messages.has_pending_nudge(agent.name):
+            if not agent.metadata.get("session_id"):
                 continue
-            nudges = self.town.store.messages.deliver_nudges(agent.name)
-            if not nudges:
-                continue  # someone else took them first
-            prompt = "\n".join(f"NUDGE from {n.sender} (#{n.id}): {n.body}" for n in nudges)
             try:
-                fleet.resume(self.me.name, agent.name, prompt)
+                resumed = self.town.resume_with_nudges(self.me, agent.name)
             except GastownError as exc:
                 self.town.escalate(
                     self.me,
                     f"cannot resume {agent.name}",
-                    f"{agent.name} has ended and was nudged, but resuming its session failed: {exc}. "
-                    f"The nudge was: {prompt[:1000]}",
+                    f"{agent.name} has ended and was nudged, but resuming its session failed: {exc}.",
                 )
-                out.append(Action("agent.resume_failed", agent.name, str(exc)))
+                out.append(Action(Did.resume_failed, agent.name, str(exc)))
                 continue
-            out.append(Action("agent.resumed", agent.name, f"nudge #{nudges[-1].id} while its session had ended"))
+            if resumed is not None:
+                nudges = resumed[1]
+                out.append(Action(Did.resumed, agent.name, f"nudge #{nudges[-1].id} while its session had ended"))
         return out
 
     def _budgets(self) -> list[Action]:
         out = []
-        events = self.town.store.events.since(after_id=self._last_event, limit=1000)
+        events = self.town.events(self.me, after_id=self._last_event, limit=1000)
         if events:
             self._last_event = events[-1].id
         for event in events:
-            if event.verb not in ("budget_exhausted", "budget.exhausted"):
+            if event.verb != Verb.budget_exhausted:
                 continue
             after = event.after or {}
             scope, name = after.get("scope"), after.get("name")
@@ -170,21 +169,18 @@ class Witness:
                 out += self._stop_for_budget(agent, f"{scope} budget {name} exhausted")
         # Events can be missed (a budget lowered below what was spent, a witness started later): check state too.
         for agent in self._alive():
-            spent = [b for b in self.town.budgets.applying_to(agent.name, agent.rig) if b.exhausted]
+            spent = self.town.spent_budgets(self.me, agent)
             if spent:
                 out += self._stop_for_budget(agent, f"{spent[0].scope.value} budget {spent[0].name} exhausted")
         return out
 
     def _stop_for_budget(self, agent: Agent, why: str) -> list[Action]:
         out = []
-        if self.runtime is not None and agent.metadata.get("container") is not None:
-            with contextlib.suppress(GastownError):
-                self.runtime.stop(self.town.settings.town.name, agent.name)
-        self.town.set_agent_state(self.me, agent.name, AgentState.exited, why, exit_reason="budget")
-        out.append(Action("agent.stopped", agent.name, why))
-        for bead in self.town.store.beads.held_by(agent.name):
+        self.town.halt(self.me, agent.name, why, exit_reason="budget")
+        out.append(Action(Did.stopped, agent.name, why))
+        for bead in self.town.held_by(self.me, agent.name):
             self.town.block(self.me, bead.id, f"{why}; raise the budget and unblock to continue")
-            out.append(Action("bead.blocked", bead.id, why))
+            out.append(Action(Did.blocked, bead.id, why))
             self.town.escalate(
                 self.me,
                 f"budget exhausted: {agent.name} stopped, {bead.id} blocked",
@@ -210,7 +206,7 @@ class Witness:
             if quiet < limit:
                 if agent.state in (AgentState.nudged, AgentState.stalled, AgentState.idle):
                     self.town.set_agent_state(self.me, agent.name, AgentState.running, "active again")
-                    out.append(Action("agent.active", agent.name, "activity seen"))
+                    out.append(Action(Did.active, agent.name, "activity seen"))
                 continue
             if agent.state is AgentState.running:
                 text = (
@@ -219,22 +215,28 @@ class Witness:
                 )
                 self.town.nudge(self.me, agent.name, text)
                 self.town.set_agent_state(self.me, agent.name, AgentState.nudged, "idle", nudged_at=now)
-                out.append(Action("agent.nudged", agent.name, f"idle {int(quiet)}s"))
+                out.append(Action(Did.nudged, agent.name, f"idle {int(quiet)}s"))
             elif agent.state is AgentState.nudged and now - float(agent.metadata.get("nudged_at", now)) >= limit:
                 self.town.set_agent_state(self.me, agent.name, AgentState.stalled, "idle after a nudge")
-                held = ", ".join(b.id for b in self.town.store.beads.held_by(agent.name)) or "no bead"
+                held = ", ".join(b.id for b in self.town.held_by(self.me, agent.name)) or "no bead"
                 self.town.escalate(
                     self.me,
                     f"{agent.name} is stalled",
                     f"{agent.name} made no tool call and changed no file for {int(quiet)}s, even after a nudge. "
                     f"It holds {held}. Stop it (`gastown agent stop`) or nudge it yourself.",
                 )
-                out.append(Action("agent.stalled", agent.name, f"idle {int(quiet)}s after a nudge"))
+                out.append(Action(Did.stalled, agent.name, f"idle {int(quiet)}s after a nudge"))
         return out
 
     # -- helpers -----------------------------------------------------------------------------------
     def _alive(self) -> list[Agent]:
-        return [a for a in self.town.store.agents.all() if a.state in ALIVE and a.role is not Role.witness]
+        return [a for a in self.town.alive_agents(self.me) if a.role is not Role.witness]
+
+    def _find(self, name: str) -> Agent | None:
+        try:
+            return self.town.agent(name)
+        except GastownError:
+            return None
 
     def _requeue(self, bead_id: str, reason: str, rig: str | None = None) -> list[Action]:
         recent = self._recent_failures(bead_id)
@@ -247,7 +249,7 @@ class Witness:
             else:
                 bead = self.town.requeue(self.me, bead_id, reason)
         except GastownError as exc:  # someone else moved it first: nothing is lost
-            return [Action("skip", bead_id, str(exc))]
+            return [Action(Did.skipped, bead_id, str(exc))]
         if bead.status is BeadStatus.blocked:
             self.town.escalate(
                 self.me,
@@ -255,28 +257,28 @@ class Witness:
                 f"{bead_id} ({bead.title}) failed {bead.attempts} times; last: {reason}. Its branches are kept. "
                 "Rewrite or split the bead, then unblock it (`bead_update status=open`).",
             )
-            return [Action("bead.blocked", bead_id, reason)]
-        return [Action("bead.requeued", bead_id, reason), *self._respawn(bead_id, rig)]
+            return [Action(Did.blocked, bead_id, reason)]
+        return [Action(Did.requeued, bead_id, reason), *self._respawn(bead_id, rig)]
 
     def _respawn(self, bead_id: str, rig: str | None) -> list[Action]:
         """Sling a requeued bead to a fresh polecat on the rig it was worked in (its branch is kept)."""
-        if not self.cfg.respawn or rig is None or self.town.fleet is None:
+        if not self.cfg.respawn or rig is None or not self.town.has_fleet:
             return []
         try:
             polecat = self.town.sling(self.me, bead_id, rig)
         except GastownError as exc:  # slung or claimed by someone else first, or the rig is gone: nothing lost
             with contextlib.suppress(GastownError):
-                if self.town.store.beads.get(bead_id).status is BeadStatus.blocked:
-                    return [Action("bead.blocked", bead_id, f"respawn on {rig} failed: {exc}")]  # mayor mailed
-            return [Action("skip", bead_id, f"respawn on {rig}: {exc}")]
-        return [Action("bead.respawned", bead_id, f"slung to {polecat.name} on {rig}")]
+                if self.town.bead_show(self.me, bead_id).status is BeadStatus.blocked:
+                    return [Action(Did.blocked, bead_id, f"respawn on {rig} failed: {exc}")]  # mayor mailed
+            return [Action(Did.skipped, bead_id, f"respawn on {rig}: {exc}")]
+        return [Action(Did.respawned, bead_id, f"slung to {polecat.name} on {rig}")]
 
     def _recent_failures(self, bead_id: str) -> int:
         since = now_iso(self.clock() - self.cfg.crash_loop_window_seconds)
         return sum(
             1
-            for e in self.town.store.events.since(bead_id=bead_id, limit=1000)
-            if e.actor == self.me.name and e.verb in ("bead.released", "bead.blocked") and e.at >= since
+            for e in self.town.events(self.me, bead_id=bead_id, limit=1000)
+            if e.actor == self.me.name and e.verb in (Verb.bead_released, Verb.bead_blocked) and e.at >= since
         )
 
     def _worktree_change(self, agent: Agent) -> float:
@@ -291,4 +293,4 @@ class Witness:
     def _mark_exited(self, agent: Agent, reason: str, status: ContainerStatus | None) -> Action:
         code = status.exit_code if status is not None else None
         self.town.set_agent_state(self.me, agent.name, AgentState.exited, reason, exit_reason=reason, exit_code=code)
-        return Action("agent.exited", agent.name, reason)
+        return Action(Did.exited, agent.name, reason)

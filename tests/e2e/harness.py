@@ -33,7 +33,6 @@ from gastown_mcp.config import (
     WitnessSection,
 )
 from gastown_mcp.daemon import RunState, TownProcess
-from gastown_mcp.fleet import Fleet
 from gastown_mcp.models import Agent, Role
 from gastown_mcp.runtime import worktrees
 from gastown_mcp.runtime.docker_backend import DockerRuntime
@@ -54,6 +53,7 @@ from gastown_mcp.standin.serving import serve
 from gastown_mcp.supervisor.witness import Action, Witness
 from gastown_mcp.town import Town
 from gastown_mcp.town import operator as make_operator
+from gastown_mcp.town.fleet import Fleet
 
 T = TypeVar("T")
 AGENT_IN_TASK = re.compile(r"\bYou are ([a-z][a-z0-9-]*)\.")
@@ -187,7 +187,7 @@ class E2E:
 
     def release(self, agent: str) -> None:
         """Let an agent waiting in `WAIT_FOR_RELEASE` go on."""
-        worktree = Path(self.town.store.agents.get(agent).metadata["worktree"])
+        worktree = Path(self.town._store.agents.get(agent).metadata["worktree"])
         git_dir = Path((worktree / ".git").read_text().strip().removeprefix("gitdir: "))
         (git_dir / SENTINEL).write_text("go\n")
 
@@ -301,14 +301,14 @@ def running_town(tmp: Path, runtime: DockerRuntime, image: str, *, idle_seconds:
             until(lambda: ready.is_set() or running.done(), 60, "the town process to start")
             if running.done():
                 running.result()  # raises what stopped it
-            assert process.town is not None and process.town.fleet is not None and process.state is not None
+            assert process.town is not None and process.town._fleet is not None and process.state is not None
             town = process.town
             mayor = town.agent_add(OPERATOR, "mayor", Role.mayor.value).agent
             yield E2E(
                 town=town,
-                fleet=town.fleet,
+                fleet=town._fleet,
                 runtime=runtime,
-                witness=Witness(town, runtime),
+                witness=Witness(town),
                 standin=standin,
                 script=script,
                 rig=rig,

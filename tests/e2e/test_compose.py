@@ -22,10 +22,10 @@ import anyio
 import pytest
 from anyio.from_thread import start_blocking_portal
 
-from gastown_mcp.demo import connect_http
 from gastown_mcp.runtime.docker_backend import DockerRuntime
 from gastown_mcp.runtime.network import remove_town_network
 from gastown_mcp.runtime.protocol import LABEL_AGENT, LABEL_TOWN
+from gastown_mcp.server.client import connect_http
 from gastown_mcp.standin import build_standin
 from gastown_mcp.standin.scripts import script_named
 from gastown_mcp.standin.serving import bind, serve

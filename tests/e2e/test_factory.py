@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from gastown_mcp.models import AgentState, BeadStatus, Message, MessageState
+from gastown_mcp.models import AgentState, BeadStatus, Message, MessageState, Verb
 from gastown_mcp.runtime.docker_backend import DockerRuntime
 from gastown_mcp.standin import Conversation
 from gastown_mcp.standin.conversation import block_text
-from gastown_mcp.supervisor.witness import Action
+from gastown_mcp.supervisor.witness import Action, Did
 
 from .harness import E2E, OPERATOR, WAIT_FOR_RELEASE, Plan, bash, mcp, running_town, until
 
@@ -37,7 +37,7 @@ def test_a_polecat_claims_its_bead_commits_on_its_branch_and_completes_it(e2e: E
     status = e2e.wait_exit("furiosa")
     assert status.reason == "ok", e2e.logs("furiosa")
 
-    done = e2e.town.store.beads.get(bead)
+    done = e2e.town._store.beads.get(bead)
     assert done.status is BeadStatus.done, e2e.logs("furiosa")
     assert done.result is not None and done.result.commit
     branch = f"polecat/furiosa/{bead}"
@@ -67,19 +67,19 @@ def test_a_polecat_killed_mid_bead_gives_it_back_and_the_witness_has_a_second_po
     bead = e2e.bead("Add a LICENSE file")
     e2e.spawn("slit", bead, Plan([bash(WAIT_FOR_RELEASE, "Wait")]))
     until(lambda: e2e.asked_after("slit", "claim"), 60, "slit to claim its bead and start waiting")
-    e2e.runtime.client.containers.get(e2e.town.store.agents.get("slit").metadata["container"]).kill()
+    e2e.runtime.client.containers.get(e2e.town._store.agents.get("slit").metadata["container"]).kill()
 
     acted = until(lambda: [a for a in e2e.tick() if a.target == bead], 30, "the witness to requeue")
-    assert [a.verb for a in acted] == ["bead.requeued", "bead.respawned"]
+    assert [a.verb for a in acted] == [Did.requeued, Did.respawned]
     assert "slit" in acted[0].reason and "killed" in acted[0].reason
-    assert e2e.town.store.agents.get("slit").metadata["exit_reason"] == "killed"
-    released = [e for e in e2e.town.store.events.since(bead_id=bead) if e.verb == "bead.released"]
+    assert e2e.town._store.agents.get("slit").metadata["exit_reason"] == "killed"
+    released = [e for e in e2e.town._store.events.since(bead_id=bead) if e.verb == Verb.bead_released]
     assert len(released) == 1 and "killed" in str(released[0].after)
 
-    second = str(e2e.town.store.beads.get(bead).assignee)
+    second = str(e2e.town._store.beads.get(bead).assignee)
     assert second != "slit" and second in acted[1].reason
     assert e2e.wait_exit(second).reason == "ok"
-    done = e2e.town.store.beads.get(bead)
+    done = e2e.town._store.beads.get(bead)
     assert done.status is BeadStatus.done and done.attempts == 1, e2e.logs(second)
     assert done.result is not None and done.result.branch == f"polecat/{second}/{bead}"
     assert e2e.git("rev-parse", f"refs/heads/polecat/{second}/{bead}") == done.result.commit
@@ -94,13 +94,13 @@ def test_a_polecat_whose_budget_runs_out_is_stopped_its_bead_blocked_and_the_may
     e2e.release("toast")
 
     stopped = until(
-        lambda: [a for a in e2e.tick() if a.verb == "agent.stopped" and a.target == "toast"], 60, "a budget stop"
+        lambda: [a for a in e2e.tick() if a.verb == Did.stopped and a.target == "toast"], 60, "a budget stop"
     )
     assert "budget" in stopped[0].reason
-    toast = e2e.town.store.agents.get("toast")
+    toast = e2e.town._store.agents.get("toast")
     assert (toast.state, toast.metadata["exit_reason"]) == (AgentState.exited, "budget")
     assert e2e.runtime.status(e2e.name, "toast").state == "exited"
-    blocked = e2e.town.store.beads.get(bead)
+    blocked = e2e.town._store.beads.get(bead)
     assert blocked.status is BeadStatus.blocked
     assert "budget" in blocked.notes.splitlines()[-1]
     mail = [m for m in e2e.town.inbox(e2e.mayor) if "toast" in m.subject]
@@ -124,12 +124,12 @@ def idle_run(e2e: E2E) -> IdleRun:
     e2e.spawn("capable", bead, Plan([bash(WAIT_FOR_RELEASE, "Wait"), mcp("town_heartbeat")]))
     until(lambda: e2e.asked_after("capable", "claim"), 60, "capable to claim its bead and start waiting")
     nudged = until(
-        lambda: [a for a in e2e.tick() if a.verb == "agent.nudged" and a.target == "capable"],
+        lambda: [a for a in e2e.tick() if a.verb == Did.nudged and a.target == "capable"],
         IDLE_SECONDS + 30,
         "the witness to nudge the idle polecat",
     )
-    assert e2e.town.store.agents.get("capable").state is AgentState.nudged
-    [nudge] = e2e.town.store.messages.nudges("capable")
+    assert e2e.town._store.agents.get("capable").state is AgentState.nudged
+    [nudge] = e2e.town._store.messages.nudges("capable")
     assert nudge.state is MessageState.sent
     e2e.release("capable")
     assert e2e.wait_exit("capable").reason == "ok", e2e.logs("capable")
@@ -149,8 +149,8 @@ def test_an_idle_polecat_is_nudged_and_the_nudge_is_delivered_on_its_next_tool_c
 ) -> None:
     assert "idle" in idle_run.nudged[0].reason
     assert "no tool call" in idle_run.nudge.body and idle_run.nudge.sender == "witness"
-    assert e2e.town.store.messages.get(idle_run.nudge.id).state is MessageState.delivered
-    assert e2e.town.store.beads.get(idle_run.bead).status is BeadStatus.done
+    assert e2e.town._store.messages.get(idle_run.nudge.id).state is MessageState.delivered
+    assert e2e.town._store.beads.get(idle_run.bead).status is BeadStatus.done
 
 
 def test_the_nudge_text_reaches_the_model_in_the_next_tool_result(idle_run: IdleRun) -> None:
@@ -161,16 +161,16 @@ def test_a_nudge_to_an_ended_session_resumes_it_with_the_nudge_as_the_prompt(e2e
     bead = e2e.bead("Add a CHANGELOG file")
     agent = e2e.spawn("dag", bead)
     assert e2e.wait_exit("dag").reason == "ok"
-    until(lambda: [a for a in e2e.tick() if a.verb == "agent.exited" and a.target == "dag"], 30, "the exit noticed")
+    until(lambda: [a for a in e2e.tick() if a.verb == Did.exited and a.target == "dag"], 30, "the exit noticed")
     session = agent.metadata["session_id"]
-    assert e2e.town.store.beads.get(bead).status is BeadStatus.done
+    assert e2e.town._store.beads.get(bead).status is BeadStatus.done
 
     text = "Also mention the release date in the CHANGELOG (resume check 7f3a)."
     nudge = e2e.town.nudge(OPERATOR, "dag", text)
     actions = e2e.tick()
-    assert [a.verb for a in actions if a.target == "dag"] == ["agent.resumed"]
-    assert e2e.town.store.messages.get(nudge.id).state is MessageState.delivered
-    resumed = e2e.town.store.agents.get("dag")
+    assert [a.verb for a in actions if a.target == "dag"] == [Did.resumed]
+    assert e2e.town._store.messages.get(nudge.id).state is MessageState.delivered
+    resumed = e2e.town._store.agents.get("dag")
     assert resumed.state is AgentState.running and resumed.metadata["resumes"] == 1
 
     assert e2e.wait_exit("dag").reason == "ok", e2e.logs("dag")
@@ -197,6 +197,6 @@ def test_a_working_polecat_is_never_stopped_by_the_witness(e2e: E2E) -> None:
     worked = time.monotonic() - started  # ticks every 0.5 s throughout
     seen += [a for a in e2e.tick() if a.target in ("cheedo", bead)]
     assert worked > 2 * IDLE_SECONDS, f"the work took {worked:.1f}s: too short to prove anything"
-    assert [a.verb for a in seen] == ["agent.exited"], seen
-    assert e2e.town.store.beads.get(bead).status is BeadStatus.done
-    assert not e2e.town.store.messages.nudges("cheedo")
+    assert [a.verb for a in seen] == [Did.exited], seen
+    assert e2e.town._store.beads.get(bead).status is BeadStatus.done
+    assert not e2e.town._store.messages.nudges("cheedo")

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from gastown_mcp.demo import connect_http, serve_http
 from gastown_mcp.models import Agent, Role
 from gastown_mcp.server import build_server
+from gastown_mcp.server.client import connect_http, serve_http
 from gastown_mcp.store import Credentials, Store
 from gastown_mcp.town import Town
 

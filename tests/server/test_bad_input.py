@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from mcp import Client
 from mcp_types import CallToolResult
 
-from gastown_mcp.demo import result_text
 from gastown_mcp.models import Agent
 from gastown_mcp.server import build_server
+from gastown_mcp.server.client import result_text
 from gastown_mcp.town import Town
 
 SETTINGS = settings(

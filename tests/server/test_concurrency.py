@@ -8,8 +8,8 @@ from collections.abc import Callable
 import anyio
 from mcp import Client
 
-from gastown_mcp.demo import connect_http, result_text
 from gastown_mcp.models import Agent
+from gastown_mcp.server.client import connect_http, result_text
 from gastown_mcp.store import Credentials, Store
 from gastown_mcp.town import Town, operator
 

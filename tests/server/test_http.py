@@ -11,12 +11,11 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from gastown_mcp import roles
-from gastown_mcp.demo import connect_http, nudges_in, result_text
 from gastown_mcp.models import Agent, Role
 from gastown_mcp.server import build_server
+from gastown_mcp.server.client import connect_http, nudges_in, result_text
 from gastown_mcp.store import Credentials, Store
-from gastown_mcp.town import Town, operator
+from gastown_mcp.town import Town, operator, roles
 
 HttpConnect = Callable[..., AbstractAsyncContextManager[Client]]
 INIT = {

@@ -11,10 +11,10 @@ import pytest
 from mcp import Client
 from mcp_types import TextResourceContents
 
-from gastown_mcp import roles
-from gastown_mcp.demo import nudges_in, result_text
 from gastown_mcp.models import Agent, MessageState, Role
+from gastown_mcp.server.client import nudges_in, result_text
 from gastown_mcp.store import Store
+from gastown_mcp.town import roles
 
 Connect = Callable[[Agent], AbstractAsyncContextManager[Client]]
 

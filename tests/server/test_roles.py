@@ -9,11 +9,10 @@ import anyio
 import pytest
 from mcp import Client
 
-from gastown_mcp import roles
-from gastown_mcp.demo import result_text
 from gastown_mcp.models import Agent, Role
 from gastown_mcp.server import build_server
-from gastown_mcp.town import Town
+from gastown_mcp.server.client import result_text
+from gastown_mcp.town import Town, roles
 
 Connect = Callable[[Agent], AbstractAsyncContextManager[Client]]
 BASE = {

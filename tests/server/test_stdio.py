@@ -9,12 +9,11 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
-from gastown_mcp import roles
 from gastown_mcp.config import TOWN_FILE, Settings, default_town_toml
-from gastown_mcp.demo import nudges_in, result_text
 from gastown_mcp.models import Agent, Role
+from gastown_mcp.server.client import nudges_in, result_text
 from gastown_mcp.store import Store
-from gastown_mcp.town import Town
+from gastown_mcp.town import Town, roles
 
 GASTOWN = str(Path(sys.executable).with_name("gastown"))
 

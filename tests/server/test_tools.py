@@ -10,8 +10,8 @@ import anyio
 from mcp import Client
 from mcp_types import CallToolResult
 
-from gastown_mcp.demo import result_text
 from gastown_mcp.models import Agent
+from gastown_mcp.server.client import result_text
 from gastown_mcp.store import Store
 
 Connect = Callable[[Agent], AbstractAsyncContextManager[Client]]

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from gastown_mcp.errors import Conflict, NotFound
-from gastown_mcp.models import AgentState, Role
+from gastown_mcp.models import AgentState, Role, Verb
 from gastown_mcp.store import Store
 from gastown_mcp.store.agents import secret_hash
 from gastown_mcp.store.db import now_iso
@@ -57,9 +57,9 @@ def test_state_changes_are_recorded_once(store: Store) -> None:
     assert agent.state is AgentState.stalled and agent.metadata == {"container": "abc"}
     events = [(e.verb, e.before, e.after) for e in store.events.since(agent="polecat-1")]
     assert events == [
-        ("agent.created", None, {"role": "polecat", "rig": None}),
-        ("agent.running", {"state": "requested"}, {"state": "running", "reason": "", "container": "abc"}),
-        ("agent.stalled", {"state": "running"}, {"state": "stalled", "reason": "no calls for 5 min"}),
+        (Verb.agent_created, None, {"role": "polecat", "rig": None}),
+        (Verb.agent_running, {"state": "requested"}, {"state": "running", "reason": "", "container": "abc"}),
+        (Verb.agent_stalled, {"state": "running"}, {"state": "stalled", "reason": "no calls for 5 min"}),
     ]
 
 
@@ -80,7 +80,7 @@ def test_rotating_credentials_revokes_the_old_ones(store: Store) -> None:
     new = store.agents.rotate("operator", "polecat-1")
     assert store.agents.by_token(old.token) is None and store.agents.by_gateway_key(old.gateway_key) is None
     assert store.agents.by_token(new.token) == new.agent
-    assert store.events.since(agent="polecat-1")[-1].verb == "agent.token_rotated"
+    assert store.events.since(agent="polecat-1")[-1].verb == Verb.agent_token_rotated
 
 
 def test_touch_records_last_seen_and_renews_only_the_agents_in_progress_beads(store: Store) -> None:

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from gastown_mcp.errors import InvalidInput, InvalidTransition, NotFound, StoreError
-from gastown_mcp.models import Agent, BeadStatus, DepKind
+from gastown_mcp.models import Agent, BeadStatus, DepKind, Verb
 from gastown_mcp.store import Store
 from gastown_mcp.store.ids import ALPHABET, MIN_LENGTH, hash_length
 from gastown_mcp.town import Town
@@ -104,21 +104,21 @@ def test_a_title_is_required(town: Town, operator: Agent) -> None:
     for empty in ("", "   "):
         with pytest.raises(InvalidInput, match="needs a title"):
             town.bead_create(operator, empty)
-    assert town.store.beads.counts() == {}
+    assert town._store.beads.counts() == {}
 
 
 def test_a_title_may_be_500_characters_but_not_501(town: Town, operator: Agent) -> None:
     assert len(town.bead_create(operator, "x" * 500).title) == 500
     with pytest.raises(InvalidInput, match="title is 501 characters; the limit is 500"):
         town.bead_create(operator, "x" * 501)
-    assert town.store.beads.counts() == {"open": 1}
+    assert town._store.beads.counts() == {"open": 1}
 
 
 @pytest.mark.parametrize("priority", [-1, 5, 100, True, "1"])
 def test_priority_outside_0_to_4_is_refused_by_the_town(town: Town, operator: Agent, priority: object) -> None:
     with pytest.raises(InvalidInput, match="priority must be an integer from 0"):
         town.bead_create(operator, "t", priority=priority)  # type: ignore[arg-type]
-    assert town.store.beads.counts() == {}
+    assert town._store.beads.counts() == {}
 
 
 def test_priority_outside_0_to_4_is_refused_by_the_database_too(store: Store) -> None:
@@ -164,7 +164,7 @@ def test_editing_changes_the_fields_and_records_what_they_were(store: Store) -> 
     )
     assert edited.updated_at >= bead.updated_at
     event = store.events.since(bead_id=bead.id)[-1]
-    assert event.verb == "bead.updated"
+    assert event.verb == Verb.bead_updated
     assert event.before == {
         "title": "old",
         "description": "",
@@ -225,7 +225,11 @@ def test_blocking_then_unblocking_keeps_the_reason_in_the_notes(store: Store) ->
     assert "blocked: waits on the API key" in blocked.notes
     reopened = store.beads.transition("mayor", bead.id, BeadStatus.open, "key arrived", None)
     assert reopened.status is BeadStatus.open
-    assert [e.verb for e in store.events.since(bead_id=bead.id)] == ["bead.created", "bead.blocked", "bead.reopened"]
+    assert [e.verb for e in store.events.since(bead_id=bead.id)] == [
+        Verb.bead_created,
+        Verb.bead_blocked,
+        Verb.bead_reopened,
+    ]
 
 
 def test_blocking_a_claimed_bead_drops_the_claim(store: Store) -> None:
@@ -318,4 +322,4 @@ def test_release_blocks_the_bead_once_attempts_reach_the_limit(store: Store) -> 
     store.beads.claim("polecat-2", bead.id, 600)
     blocked = store.beads.release("witness", bead.id, "stalled again", None, block_after=2)
     assert (blocked.status, blocked.attempts) == ("blocked", 2)
-    assert store.events.since(bead_id=bead.id)[-1].verb == "bead.blocked"
+    assert store.events.since(bead_id=bead.id)[-1].verb == Verb.bead_blocked

@@ -13,7 +13,7 @@ import pytest
 
 from gastown_mcp.config import Settings
 from gastown_mcp.errors import Conflict, InvalidTransition, NotFound
-from gastown_mcp.models import Agent, BeadResult, BeadStatus
+from gastown_mcp.models import Agent, BeadResult, BeadStatus, Verb
 from gastown_mcp.store import Store
 from gastown_mcp.store.db import now_iso
 from gastown_mcp.town import Town
@@ -75,7 +75,7 @@ def test_claiming_a_bead_by_id_sets_the_holder_and_a_lease(store: Store) -> None
     claimed = store.beads.claim("polecat-1", bead.id, 90)
     assert (claimed.status, claimed.assignee, claimed.attempts) == ("in_progress", "polecat-1", 0)
     assert now_iso(start + 89) < lease_of(store, bead.id) <= now_iso(time.time() + 90)
-    (event,) = [e for e in store.events.since(bead_id=bead.id) if e.verb == "bead.claimed"]
+    (event,) = [e for e in store.events.since(bead_id=bead.id) if e.verb == Verb.bead_claimed]
     assert event.actor == event.agent == "polecat-1"
     assert event.before == {"status": "open", "assignee": None, "lease_expires_at": None}
     assert event.after == {
@@ -129,7 +129,7 @@ def test_the_holder_claiming_again_renews_the_lease_without_a_new_event(store: S
     renewed = store.beads.claim("polecat-1", bead.id, 600)
     assert renewed.assignee == "polecat-1" and renewed.attempts == 0
     assert lease_of(store, bead.id) > now_iso(time.time() + 500) > short
-    assert [e.verb for e in store.events.since(bead_id=bead.id)] == ["bead.created", "bead.claimed"]
+    assert [e.verb for e in store.events.since(bead_id=bead.id)] == [Verb.bead_created, Verb.bead_claimed]
 
 
 def test_an_expired_lease_lets_another_agent_take_the_bead_over(store: Store) -> None:
@@ -138,7 +138,7 @@ def test_an_expired_lease_lets_another_agent_take_the_bead_over(store: Store) ->
     taken = store.beads.claim("polecat-2", bead.id, 600)
     assert (taken.status, taken.assignee, taken.attempts) == ("in_progress", "polecat-2", 1)
     event = store.events.since(bead_id=bead.id)[-1]
-    assert event.verb == "bead.taken_over" and event.actor == "polecat-2"
+    assert event.verb == Verb.bead_taken_over and event.actor == "polecat-2"
     assert event.before is not None and event.before["assignee"] == "polecat-1"
     assert event.after is not None and event.after["assignee"] == "polecat-2"
 
@@ -222,7 +222,7 @@ def test_a_claim_through_the_town_uses_the_configured_lease(
     bead = town.bead_create(operator, "t")
     start = time.time()
     claimed = town.bead_claim(polecat, bead.id)
-    assert now_iso(start + 41) < lease_of(town.store, claimed.id) <= now_iso(time.time() + 42)
+    assert now_iso(start + 41) < lease_of(town._store, claimed.id) <= now_iso(time.time() + 42)
 
 
 def test_ready_ranks_expired_leases_by_priority_even_past_the_limit(store: Store) -> None:

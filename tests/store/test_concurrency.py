@@ -17,6 +17,7 @@ import pytest
 
 from gastown_mcp.config import Settings
 from gastown_mcp.errors import Conflict, NotFound
+from gastown_mcp.models import Verb
 from gastown_mcp.store import Store
 
 pytestmark = pytest.mark.slow
@@ -121,4 +122,4 @@ def test_sixteen_processes_racing_for_one_bead_have_exactly_one_winner(store: St
     assert len(losers) == PROCESSES - 1
     assert all(o.startswith(f"conflict: bead {bead.id} is claimed by {winners[0]} until") for o in losers), losers
     assert store.beads.get(bead.id).assignee == winners[0]
-    assert [e.verb for e in store.events.since(bead_id=bead.id)] == ["bead.created", "bead.claimed"]
+    assert [e.verb for e in store.events.since(bead_id=bead.id)] == [Verb.bead_created, Verb.bead_claimed]

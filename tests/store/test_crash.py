@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from gastown_mcp.config import Settings
+from gastown_mcp.models import Verb
 from gastown_mcp.store import Store
 
 pytestmark = pytest.mark.slow
@@ -33,7 +34,7 @@ def write_and_hang(town_dir: str, bead_id: str, labels: int, pipe: Any) -> None:
         )
         for i in range(labels):
             tx.execute("INSERT INTO labels (bead_id, label) VALUES (?,?)", (bead_id, f"label-{i:06d}-" + "x" * 80))
-        tx.event("crasher", "bead.created", bead_id=bead_id)
+        tx.event("crasher", Verb.bead_created, bead_id=bead_id)
         pipe.send("inside")
         pipe.recv()  # blocks until SIGKILL
 

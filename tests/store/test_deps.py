@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from gastown_mcp.errors import InvalidInput, NotFound
-from gastown_mcp.models import Agent, BeadResult, BeadStatus, DepKind
+from gastown_mcp.models import Agent, BeadResult, BeadStatus, DepKind, Verb
 from gastown_mcp.store import Store
 from gastown_mcp.town import Town
 
@@ -135,7 +135,7 @@ def test_unlinking_an_open_blocker_makes_the_dependent_ready(store: Store) -> No
     b = store.beads.create("mayor", title="b", deps=[("blocks", a.id)])
     store.beads.unlink("mayor", b.id, a.id, DepKind.blocks)
     assert ready_ids(store) == {a.id, b.id}
-    assert store.events.since(bead_id=b.id)[-1].verb == "bead.unlinked"
+    assert store.events.since(bead_id=b.id)[-1].verb == Verb.bead_unlinked
 
 
 def test_unlinking_a_finished_blocker_leaves_the_count_at_zero(store: Store) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from gastown_mcp.errors import GastownError
-from gastown_mcp.models import AgentState, BeadResult, BeadStatus, DepKind, MessageKind, Role
+from gastown_mcp.models import AgentState, BeadResult, BeadStatus, DepKind, MessageKind, Role, Verb
 from gastown_mcp.store import Store
 from gastown_mcp.store.events import EXPORT_TABLES
 
@@ -27,33 +27,33 @@ def test_every_state_change_writes_exactly_its_events(store: Store) -> None:
     a = b.create("mayor", title="a")
     c = b.create("mayor", title="c")
     cases: list[tuple[Callable[[], Any], list[str]]] = [
-        (lambda: b.create("mayor", title="x"), ["bead.created"]),
+        (lambda: b.create("mayor", title="x"), [Verb.bead_created]),
         (
             lambda: b.create("mayor", title="y", parent=a.id, deps=[("blocks", c.id), ("related", a.id)]),
-            ["bead.linked", "bead.linked", "bead.linked", "bead.created"],
+            [Verb.bead_linked, Verb.bead_linked, Verb.bead_linked, Verb.bead_created],
         ),
-        (lambda: b.link("mayor", c.id, a.id, DepKind.blocks), ["bead.linked"]),
-        (lambda: b.unlink("mayor", c.id, a.id, DepKind.blocks), ["bead.unlinked"]),
-        (lambda: b.edit("mayor", a.id, {"notes": "n", "labels": ["l"]}, None), ["bead.updated"]),
-        (lambda: b.comment("mayor", a.id, "hi"), ["bead.commented"]),
-        (lambda: b.claim("polecat-1", a.id, 600), ["bead.claimed"]),
+        (lambda: b.link("mayor", c.id, a.id, DepKind.blocks), [Verb.bead_linked]),
+        (lambda: b.unlink("mayor", c.id, a.id, DepKind.blocks), [Verb.bead_unlinked]),
+        (lambda: b.edit("mayor", a.id, {"notes": "n", "labels": ["l"]}, None), [Verb.bead_updated]),
+        (lambda: b.comment("mayor", a.id, "hi"), [Verb.bead_commented]),
+        (lambda: b.claim("polecat-1", a.id, 600), [Verb.bead_claimed]),
         (lambda: b.claim("polecat-1", a.id, 600), []),  # a renewal is not a state change
-        (lambda: b.release("polecat-1", a.id, "r", "polecat-1"), ["bead.released"]),
-        (lambda: b.claim("polecat-1", a.id, -1), ["bead.claimed"]),
-        (lambda: b.claim("polecat-2", a.id, 600), ["bead.taken_over"]),
-        (lambda: b.complete("polecat-2", a.id, BeadResult(summary="s"), None), ["bead.completed"]),
-        (lambda: b.transition("mayor", a.id, BeadStatus.open, "again", None), ["bead.reopened"]),
-        (lambda: b.transition("mayor", a.id, BeadStatus.blocked, "why", None), ["bead.blocked"]),
-        (lambda: b.transition("mayor", a.id, BeadStatus.cancelled, "", None), ["bead.cancelled"]),
-        (lambda: store.agents.create("operator", "p", Role.polecat), ["agent.created"]),
-        (lambda: store.agents.set_state("operator", "p", AgentState.running), ["agent.running"]),
-        (lambda: store.agents.rotate("operator", "p"), ["agent.token_rotated"]),
+        (lambda: b.release("polecat-1", a.id, "r", "polecat-1"), [Verb.bead_released]),
+        (lambda: b.claim("polecat-1", a.id, -1), [Verb.bead_claimed]),
+        (lambda: b.claim("polecat-2", a.id, 600), [Verb.bead_taken_over]),
+        (lambda: b.complete("polecat-2", a.id, BeadResult(summary="s"), None), [Verb.bead_completed]),
+        (lambda: b.transition("mayor", a.id, BeadStatus.open, "again", None), [Verb.bead_reopened]),
+        (lambda: b.transition("mayor", a.id, BeadStatus.blocked, "why", None), [Verb.bead_blocked]),
+        (lambda: b.transition("mayor", a.id, BeadStatus.cancelled, "", None), [Verb.bead_cancelled]),
+        (lambda: store.agents.create("operator", "p", Role.polecat), [Verb.agent_created]),
+        (lambda: store.agents.set_state("operator", "p", AgentState.running), [Verb.agent_running]),
+        (lambda: store.agents.rotate("operator", "p"), [Verb.agent_token_rotated]),
         (lambda: store.agents.touch("p", 600), []),
-        (lambda: store.messages.send("mayor", "p", MessageKind.mail, "m"), ["mail.sent"]),
-        (lambda: store.messages.send("mayor", "p", MessageKind.nudge, "n"), ["nudge.sent"]),
-        (lambda: store.messages.deliver_nudges("p"), ["nudge.delivered"]),
-        (lambda: store.messages.inbox("p"), ["message.delivered"]),
-        (lambda: store.messages.acknowledge("p", [1, 2]), ["message.acknowledged", "message.acknowledged"]),
+        (lambda: store.messages.send("mayor", "p", MessageKind.mail, "m"), [Verb.mail_sent]),
+        (lambda: store.messages.send("mayor", "p", MessageKind.nudge, "n"), [Verb.nudge_sent]),
+        (lambda: store.messages.deliver_nudges("p"), [Verb.nudge_delivered]),
+        (lambda: store.messages.inbox("p"), [Verb.message_delivered]),
+        (lambda: store.messages.acknowledge("p", [1, 2]), [Verb.message_acknowledged, Verb.message_acknowledged]),
     ]
     for op, expected in cases:
         assert new_events(store, op) == expected
@@ -80,7 +80,7 @@ def test_a_failed_change_writes_no_event(store: Store) -> None:
 
 def test_an_event_belongs_to_its_transaction(store: Store, settings: Any) -> None:
     with pytest.raises(RuntimeError), store.db.write() as tx:
-        tx.event("mayor", "bead.created", bead_id="gt-ghost")
+        tx.event("mayor", Verb.bead_created, bead_id="gt-ghost")
         raise RuntimeError("the change failed after recording its event")
     assert store.events.last_id() == 0
     assert not settings.journal_path.exists() or settings.journal_path.read_text() == ""
@@ -126,5 +126,5 @@ def test_export_writes_every_bead_label_dependency_comment_and_event(store: Stor
         "created_at": None,
         "created_by": "mayor",
     }
-    assert [e["verb"] for e in by_table["events"]][-1] == "bead.completed"
+    assert [e["verb"] for e in by_table["events"]][-1] == Verb.bead_completed
     assert isinstance(by_table["events"][-1]["after"], dict)

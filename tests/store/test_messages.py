@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from gastown_mcp.errors import InvalidInput, NotFound
-from gastown_mcp.models import Agent, MessageKind, MessageState
+from gastown_mcp.models import Agent, MessageKind, MessageState, Verb
 from gastown_mcp.store import Store
 from gastown_mcp.town import Town
 
@@ -22,7 +22,7 @@ def test_sent_mail_waits_in_the_inbox_until_read(store: Store) -> None:
     mark = store.events.last_id()
     (read,) = store.messages.inbox("polecat-1")
     assert read.id == sent.id and read.state is MessageState.delivered and read.delivered_at is not None
-    assert verbs(store, mark) == ["message.delivered"]
+    assert verbs(store, mark) == [Verb.message_delivered]
     mark = store.events.last_id()
     assert store.messages.inbox("polecat-1")[0].state is MessageState.delivered
     assert verbs(store, mark) == [], "reading delivered mail again is not a new delivery"
@@ -62,7 +62,7 @@ def test_nudges_are_taken_once_through_the_town(town: Town, operator: Agent, add
     polecat, witness = add_agent("polecat-1"), add_agent("witness-1", "witness")
     town.nudge(witness, "polecat-1", "are you stuck?")
     town.nudge(operator, "polecat-1", "wrap up")
-    assert town.store.messages.pending_count() == 2
+    assert town._store.messages.pending_count() == 2
     assert town.heartbeat(polecat).pending_nudges == 2
     taken = town.take_nudges(polecat)
     assert [(m.sender, m.body, m.state) for m in taken] == [
@@ -70,12 +70,12 @@ def test_nudges_are_taken_once_through_the_town(town: Town, operator: Agent, add
         ("operator", "wrap up", "delivered"),
     ]
     assert town.take_nudges(polecat) == []
-    assert town.store.messages.pending_count() == 0
+    assert town._store.messages.pending_count() == 0
     town.nudge(operator, "polecat-1", "one more")
     assert town.heartbeat(polecat).pending_nudges == 1  # the two delivered ones are no longer pending
     assert [m.body for m in town.take_nudges(polecat)] == ["one more"]
     assert town.take_nudges(witness) == [] and town.take_nudges(operator) == []
-    assert verbs(town.store).count("nudge.delivered") == 3
+    assert verbs(town._store).count(Verb.nudge_delivered) == 3
 
 
 def test_mail_through_the_town_reaches_the_inbox_and_is_acknowledged(
@@ -100,7 +100,7 @@ def test_mail_to_an_unknown_agent_or_without_a_body_is_refused(
         town.mail_send(operator, "polecat-1", "s", "  ")
     with pytest.raises(InvalidInput, match="a nudge needs text"):
         town.nudge(operator, "polecat-1", "")
-    assert town.store.db.query_one("SELECT count(*) AS n FROM messages")["n"] == 0
+    assert town._store.db.query_one("SELECT count(*) AS n FROM messages")["n"] == 0
 
 
 def test_an_unknown_message_is_not_found(store: Store) -> None:

@@ -6,20 +6,20 @@ import builtins
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 
 from gastown_mcp.config import Settings, WitnessSection
 from gastown_mcp.errors import Conflict, RuntimeUnavailable
-from gastown_mcp.fleet import Fleet, FleetConfig
-from gastown_mcp.models import Agent, AgentState, BeadStatus, Role
+from gastown_mcp.models import Agent, AgentState, BeadStatus, Role, Verb
 from gastown_mcp.runtime import worktrees
 from gastown_mcp.runtime.protocol import ContainerStatus, LaunchSpec
 from gastown_mcp.store import Store
-from gastown_mcp.supervisor.witness import Witness
+from gastown_mcp.supervisor.witness import Did, Witness
 from gastown_mcp.town import Town
+from gastown_mcp.town.fleet import Fleet, FleetConfig
 
 
 class FakeRuntime:
@@ -64,6 +64,15 @@ class FakeRuntime:
     def remove(self, town: str, agent: str) -> None:
         self.containers.pop(agent, None)
 
+    def cleanup(self, town: str, agents: Iterable[str] | None = None) -> builtins.list[str]:
+        gone = builtins.list(self.containers) if agents is None else builtins.list(agents)
+        for agent in gone:
+            self.containers.pop(agent, None)
+        return gone
+
+    def reap_expired(self, town: str | None = None, now: float | None = None) -> builtins.list[ContainerStatus]:
+        return []
+
 
 class Clock:
     def __init__(self) -> None:
@@ -87,9 +96,15 @@ def wsettings(settings: Settings) -> Settings:
     )
 
 
+def with_fleet(store: Store, settings: Settings, runtime: FakeRuntime) -> Town:
+    """A town whose containers run on `runtime` (the witness sees them through the town)."""
+    config = FleetConfig(town="town", town_dir=settings.town_dir, mcp_url="http://town/mcp")
+    return Town(store, settings, Fleet(store, runtime, config))
+
+
 @pytest.fixture
-def wtown(store: Store, wsettings: Settings) -> Town:
-    return Town(store, wsettings)
+def wtown(store: Store, wsettings: Settings, runtime: FakeRuntime) -> Town:
+    return with_fleet(store, wsettings, runtime)
 
 
 @pytest.fixture
@@ -104,7 +119,7 @@ def runtime() -> FakeRuntime:
 
 @pytest.fixture
 def witness(wtown: Town, runtime: FakeRuntime, clock: Clock) -> Witness:
-    return Witness(wtown, runtime, clock=clock)
+    return Witness(wtown, clock=clock)
 
 
 def _launched(town: Town, operator: Agent, runtime: FakeRuntime, name: str, worktree: Path | None = None) -> Agent:
@@ -118,7 +133,7 @@ def _launched(town: Town, operator: Agent, runtime: FakeRuntime, name: str, work
 
 
 def _mail_to_mayor(town: Town) -> list[str]:
-    return [m.subject for m in town.store.messages.inbox("mayor", unread_only=False)]
+    return [m.subject for m in town._store.messages.inbox("mayor", unread_only=False)]
 
 
 def test_an_expired_lease_sends_the_bead_back_to_the_queue_with_one_more_attempt(
@@ -130,11 +145,11 @@ def test_an_expired_lease_sends_the_bead_back_to_the_queue_with_one_more_attempt
     assert witness.tick() == []
     clock.advance(wtown.settings.lease.seconds + 1)
     actions = witness.tick()
-    assert [a.verb for a in actions if a.target == bead.id] == ["bead.requeued"]
-    after = wtown.store.beads.get(bead.id)
+    assert [a.verb for a in actions if a.target == bead.id] == [Did.requeued]
+    after = wtown._store.beads.get(bead.id)
     assert (after.status, after.assignee, after.attempts) == (BeadStatus.open, None, 1)
-    verbs = [e.verb for e in wtown.store.events.since(bead_id=bead.id)]
-    assert verbs[-1] == "bead.released"
+    verbs = [e.verb for e in wtown._store.events.since(bead_id=bead.id)]
+    assert verbs[-1] == Verb.bead_released
 
 
 def test_a_bead_that_keeps_failing_is_blocked_and_the_mayor_gets_mail(
@@ -147,7 +162,7 @@ def test_a_bead_that_keeps_failing_is_blocked_and_the_mayor_gets_mail(
         wtown.bead_claim(worker, bead.id)
         clock.advance(wtown.settings.lease.seconds + 1)
         witness.tick()
-    after = wtown.store.beads.get(bead.id)
+    after = wtown._store.beads.get(bead.id)
     assert after.status is BeadStatus.blocked
     assert after.attempts == 2
     assert any("blocked after 2 failed attempts" in s for s in _mail_to_mayor(wtown))
@@ -161,12 +176,12 @@ def test_an_oom_killed_container_releases_its_bead_and_records_why(
     wtown.bead_claim(worker, bead.id)
     runtime.run("polecat-1", "exited", "oom", 137)
     actions = witness.tick()
-    assert ("agent.exited", "polecat-1", "oom") in [(a.verb, a.target, a.reason) for a in actions]
-    agent = wtown.store.agents.get("polecat-1")
+    assert (Did.exited, "polecat-1", "oom") in [(a.verb, a.target, a.reason) for a in actions]
+    agent = wtown._store.agents.get("polecat-1")
     assert agent.state is AgentState.exited and agent.metadata["exit_reason"] == "oom"
-    after = wtown.store.beads.get(bead.id)
+    after = wtown._store.beads.get(bead.id)
     assert after.status is BeadStatus.open and after.attempts == 1
-    released = [e for e in wtown.store.events.since(bead_id=bead.id) if e.verb == "bead.released"]
+    released = [e for e in wtown._store.events.since(bead_id=bead.id) if e.verb == Verb.bead_released]
     assert released and "oom" in released[-1].after["reason"]
 
 
@@ -178,8 +193,8 @@ def test_a_vanished_container_is_treated_as_an_exit(
     wtown.bead_claim(worker, bead.id)
     runtime.remove("town", "polecat-1")
     witness.tick()
-    assert wtown.store.beads.get(bead.id).status is BeadStatus.open
-    assert wtown.store.agents.get("polecat-1").metadata["exit_reason"] == "container gone"
+    assert wtown._store.beads.get(bead.id).status is BeadStatus.open
+    assert wtown._store.agents.get("polecat-1").metadata["exit_reason"] == "container gone"
 
 
 def test_a_spent_budget_stops_the_agent_blocks_its_bead_and_mails_the_mayor(
@@ -189,14 +204,14 @@ def test_a_spent_budget_stops_the_agent_blocks_its_bead_and_mails_the_mayor(
     bead = wtown.bead_create(operator, "expensive")
     worker = _launched(wtown, operator, runtime, "polecat-1")
     wtown.bead_claim(worker, bead.id)
-    with wtown.store.db.write() as tx:  # what the gateway records when a budget runs out
-        tx.event("gateway", "budget_exhausted", agent="polecat-1", after={"scope": "agent", "name": "polecat-1"})
+    with wtown._store.db.write() as tx:  # what the gateway records when a budget runs out
+        tx.event("gateway", Verb.budget_exhausted, agent="polecat-1", after={"scope": "agent", "name": "polecat-1"})
     actions = witness.tick()
-    assert "agent.stopped" in [a.verb for a in actions]
+    assert Did.stopped in [a.verb for a in actions]
     assert runtime.stopped == ["polecat-1"]
-    after = wtown.store.beads.get(bead.id)
+    after = wtown._store.beads.get(bead.id)
     assert after.status is BeadStatus.blocked and "budget" in after.notes
-    assert wtown.store.agents.get("polecat-1").metadata["exit_reason"] == "budget"
+    assert wtown._store.agents.get("polecat-1").metadata["exit_reason"] == "budget"
     assert any("budget exhausted" in s for s in _mail_to_mayor(wtown))
 
 
@@ -210,12 +225,12 @@ def test_an_idle_polecat_is_nudged_then_escalated_as_stalled(
     wtown.bead_claim(worker, wtown.bead_create(operator, "job").id)
     clock.advance(61)
     actions = witness.tick()
-    assert [a.verb for a in actions] == ["agent.nudged"]
-    assert wtown.store.messages.has_pending_nudge("polecat-1")
+    assert [a.verb for a in actions] == [Did.nudged]
+    assert wtown._store.messages.has_pending_nudge("polecat-1")
     assert witness.tick() == []  # not nudged twice within T
     clock.advance(61)
     actions = witness.tick()
-    assert [a.verb for a in actions] == ["agent.stalled"]
+    assert [a.verb for a in actions] == [Did.stalled]
     assert any("stalled" in s for s in _mail_to_mayor(wtown))
     assert runtime.stopped == []  # idleness never stops an agent
 
@@ -235,8 +250,8 @@ def test_a_working_polecat_is_never_nudged_or_stopped(
         os.utime(f, (clock(), clock()))
         assert witness.tick() == []
     assert runtime.stopped == []
-    assert not wtown.store.messages.has_pending_nudge("polecat-1")
-    assert wtown.store.agents.get("polecat-1").state is AgentState.running
+    assert not wtown._store.messages.has_pending_nudge("polecat-1")
+    assert wtown._store.agents.get("polecat-1").state is AgentState.running
 
 
 def test_tool_calls_keep_a_polecat_from_being_idle(
@@ -251,32 +266,33 @@ def test_tool_calls_keep_a_polecat_from_being_idle(
 def test_a_crash_loop_blocks_the_bead_before_max_attempts(
     store: Store, settings: Settings, operator: Agent, runtime: FakeRuntime, clock: Clock
 ) -> None:
-    town = Town(
+    town = with_fleet(
         store,
         settings.model_copy(
             update={"witness": WitnessSection(max_attempts=10, crash_loop_failures=2, crash_loop_window_seconds=600)}
         ),
+        runtime,
     )
-    witness = Witness(town, runtime, clock=clock)
+    witness = Witness(town, clock=clock)
     bead = town.bead_create(operator, "crashes")
     for i in range(2):
         worker = _launched(town, operator, runtime, f"polecat-{i}")
         town.bead_claim(worker, bead.id)
         runtime.run(worker.name, "exited", "failed", 1)
         witness.tick()
-    assert town.store.beads.get(bead.id).status is BeadStatus.blocked
+    assert town._store.beads.get(bead.id).status is BeadStatus.blocked
 
 
 def test_the_witness_needs_no_runtime_for_leases(
     wtown: Town, operator: Agent, clock: Clock, add_agent: Callable[..., Agent]
 ) -> None:
-    witness = Witness(wtown, None, clock=clock)
+    witness = Witness(Town(wtown._store, wtown.settings), clock=clock)  # no fleet: no runtime at all
     worker = add_agent("polecat-9")
     bead = wtown.bead_create(operator, "job")
     wtown.bead_claim(worker, bead.id)
     clock.advance(wtown.settings.lease.seconds + 1)
-    assert [a.verb for a in witness.tick() if a.target == bead.id] == ["bead.requeued"]
-    assert wtown.store.agents.get("polecat-9").role is Role.polecat
+    assert [a.verb for a in witness.tick() if a.target == bead.id] == [Did.requeued]
+    assert wtown._store.agents.get("polecat-9").role is Role.polecat
 
 
 @pytest.fixture
@@ -288,8 +304,7 @@ def fleet_town(store: Store, wsettings: Settings, runtime: FakeRuntime, tmp_path
     for args in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-q", "-m", "initial"]):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", *args], cwd=source, check=True)
     worktrees.add_rig(wsettings.town_dir, "web", str(source))
-    fleet = Fleet(store, runtime, FleetConfig(town="town", town_dir=wsettings.town_dir, mcp_url="http://town/mcp"))
-    return Town(store, wsettings, fleet)
+    return with_fleet(store, wsettings, runtime)
 
 
 def test_a_bead_whose_polecat_died_goes_to_a_fresh_polecat_on_the_same_rig_until_it_is_blocked(
@@ -297,23 +312,23 @@ def test_a_bead_whose_polecat_died_goes_to_a_fresh_polecat_on_the_same_rig_until
 ) -> None:
     town = fleet_town
     town.agent_add(operator, "mayor", "mayor")
-    witness = Witness(town, runtime, clock=clock)
+    witness = Witness(town, clock=clock)
     bead = town.bead_create(operator, "work")
     first = town.sling(operator, bead.id, "web")
     runtime.run(first.name, "exited", "oom", 137)
 
     actions = witness.tick()
-    respawned = [a for a in actions if a.verb == "bead.respawned"]
-    assert [a.verb for a in actions if a.target == bead.id] == ["bead.requeued", "bead.respawned"]
-    second = town.store.beads.get(bead.id)
+    respawned = [a for a in actions if a.verb == Did.respawned]
+    assert [a.verb for a in actions if a.target == bead.id] == [Did.requeued, Did.respawned]
+    second = town._store.beads.get(bead.id)
     assert second.status is BeadStatus.in_progress and second.assignee not in (None, first.name)
     assert second.attempts == 1 and second.assignee in respawned[0].reason
-    assert town.store.agents.get(str(second.assignee)).rig == "web"
+    assert town._store.agents.get(str(second.assignee)).rig == "web"
 
     runtime.run(str(second.assignee), "exited", "crash", 1)  # max_attempts is 2: now it is blocked, not respawned
     actions = witness.tick()
-    assert [a.verb for a in actions if a.target == bead.id] == ["bead.blocked"]
-    assert town.store.beads.get(bead.id).status is BeadStatus.blocked
+    assert [a.verb for a in actions if a.target == bead.id] == [Did.blocked]
+    assert town._store.beads.get(bead.id).status is BeadStatus.blocked
     assert any(bead.id in subject for subject in _mail_to_mayor(town))
 
 
@@ -321,16 +336,16 @@ def test_respawn_off_leaves_a_requeued_bead_in_the_queue(
     fleet_town: Town, operator: Agent, runtime: FakeRuntime, clock: Clock
 ) -> None:
     town = Town(
-        fleet_town.store,
+        fleet_town._store,
         fleet_town.settings.model_copy(update={"witness": WitnessSection(respawn=False)}),
-        fleet_town.fleet,
+        fleet_town._fleet,
     )
     bead = town.bead_create(operator, "work")
     first = town.sling(operator, bead.id, "web")
     runtime.run(first.name, "exited", "crash", 1)
-    actions = Witness(town, runtime, clock=clock).tick()
-    assert [a.verb for a in actions if a.target == bead.id] == ["bead.requeued"]
-    assert town.store.beads.get(bead.id).status is BeadStatus.open
+    actions = Witness(town, clock=clock).tick()
+    assert [a.verb for a in actions if a.target == bead.id] == [Did.requeued]
+    assert town._store.beads.get(bead.id).status is BeadStatus.open
 
 
 class BrokenEngine(FakeRuntime):
@@ -349,8 +364,8 @@ def test_a_bead_whose_polecat_cannot_start_is_blocked_after_max_attempts_and_the
     fleet_town: Town, operator: Agent
 ) -> None:
     engine = BrokenEngine()
-    assert fleet_town.fleet is not None
-    fleet_town.fleet.runtime = engine
+    assert fleet_town._fleet is not None
+    fleet_town._fleet.runtime = engine
     town = fleet_town
     town.agent_add(operator, "mayor", "mayor")
     bead = town.bead_create(operator, "work")
@@ -358,20 +373,20 @@ def test_a_bead_whose_polecat_cannot_start_is_blocked_after_max_attempts_and_the
     with pytest.raises(RuntimeUnavailable, match="could not start") as first:
         town.sling(operator, bead.id, "web")
     assert "blocked" not in str(first.value)
-    after = town.store.beads.get(bead.id)
+    after = town._store.beads.get(bead.id)
     assert (after.status, after.assignee, after.attempts) == (BeadStatus.open, None, 1)
     assert _mail_to_mayor(town) == []
 
     with pytest.raises(RuntimeUnavailable, match=f"{bead.id} is now blocked after 2 failed attempts"):
         town.sling(operator, bead.id, "web")  # max_attempts is 2
-    assert town.store.beads.get(bead.id).status is BeadStatus.blocked
-    mail = town.store.messages.inbox("mayor", unread_only=False)
+    assert town._store.beads.get(bead.id).status is BeadStatus.blocked
+    mail = town._store.messages.inbox("mayor", unread_only=False)
     assert len(mail) == 1 and bead.id in mail[0].subject and "could not start" in mail[0].body
 
     with pytest.raises(Conflict, match="is blocked"):  # a mayor that keeps slinging starts nothing more
         town.sling(operator, bead.id, "web")
     assert engine.attempts == 2
-    assert not [a for a in town.store.agents.all() if a.role is Role.polecat and a.state is not AgentState.removed]
+    assert not [a for a in town._store.agents.all() if a.role is Role.polecat and a.state is not AgentState.removed]
 
 
 def test_a_respawn_that_cannot_start_counts_as_a_failure(
@@ -382,11 +397,11 @@ def test_a_respawn_that_cannot_start_counts_as_a_failure(
     bead = town.bead_create(operator, "work")
     first = town.sling(operator, bead.id, "web")
     runtime.run(first.name, "exited", "crash", 1)
-    assert town.fleet is not None
-    town.fleet.runtime = BrokenEngine()  # the engine broke while the first polecat ran
+    assert town._fleet is not None
+    town._fleet.runtime = BrokenEngine()  # the engine broke while the first polecat ran
 
-    actions = Witness(town, runtime, clock=clock).tick()
-    assert [a.verb for a in actions if a.target == bead.id] == ["bead.requeued", "bead.blocked"]
-    after = town.store.beads.get(bead.id)
+    actions = Witness(town, clock=clock).tick()
+    assert [a.verb for a in actions if a.target == bead.id] == [Did.requeued, Did.blocked]
+    after = town._store.beads.get(bead.id)
     assert (after.status, after.attempts) == (BeadStatus.blocked, 2)
     assert any(bead.id in subject for subject in _mail_to_mayor(town))

@@ -1,6 +1,7 @@
-"""The fleet: spawning, stopping and slinging work to agents that run in containers (part of the town API).
+"""The fleet: spawning, stopping, slinging work to and resuming agents that run in containers.
 
-`Fleet` composes the store, the rigs' git worktrees and a `Runtime`. `Town` checks permissions and calls it.
+`Fleet` composes the store, the rigs' git worktrees and a `Runtime`; `FleetAPI` is its face on `Town`, which
+checks permissions first. Nothing outside `town/` holds the runtime.
 A spawned agent gets a name from the pool, an MCP token and a gateway key, a worktree on its own branch, and a
 hardened container that reaches only the town's MCP endpoint and the gateway. Its Claude Code state lives in
 `<town>/agents/<name>/claude` (mounted at ~/.claude) under a session id the fleet picks, so a session that
@@ -15,12 +16,14 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from gastown_mcp.config import Settings
 from gastown_mcp.errors import Conflict, Forbidden, GastownError, InvalidInput, NotFound, RuntimeUnavailable
-from gastown_mcp.models import Agent, AgentState, Bead, BeadStatus, MessageKind, Role
+from gastown_mcp.models import Agent, AgentState, Bead, BeadStatus, Message, MessageKind, Role
 from gastown_mcp.runtime import worktrees
 from gastown_mcp.runtime.protocol import (
     AGENT_GID,
@@ -33,6 +36,9 @@ from gastown_mcp.runtime.protocol import (
     Runtime,
 )
 from gastown_mcp.store import Store
+from gastown_mcp.town import guard
+from gastown_mcp.town.agents import AgentsAPI
+from gastown_mcp.town.mail import MailAPI
 
 NAME_POOL = (
     "nux", "slit", "rictus", "toast", "capable", "dag", "cheedo", "angharad", "furiosa", "ace", "morsov",
@@ -259,7 +265,7 @@ class Fleet:
                     max_attempts=max_attempts,
                 )
             raise NotFound(f"no agent or rig named {target!r}; see `gastown agent ls` and `gastown rig list`")
-        if agent.state not in (AgentState.running, AgentState.idle, AgentState.nudged):
+        if not agent.state.takes_work:
             raise InvalidInput(f"{target} is {agent.state.value}; sling to a running agent or to a rig")
         self._check_slingable(bead_id)
         self.store.beads.claim(target, bead_id, lease_seconds)
@@ -311,3 +317,176 @@ def _existing_worktree_mounts(rig: worktrees.Rig, name: str, meta: Mapping[str, 
     git_dir = Path(pointer.removeprefix("gitdir: "))
     branch = str(meta.get("branch") or worktrees.branch_name(name, None))
     return worktrees.Worktree(rig, name, branch, path, git_dir).mounts()
+
+
+def role_limits(settings: Settings) -> dict[str, Limits]:
+    """`[runtime.limits.<role>]` from town.toml as container `Limits`."""
+    out = {}
+    for role, fields in settings.runtime.limits.items():
+        try:
+            values: dict[str, Any] = {k: (float(v) if k == "cpus" else int(v)) for k, v in fields.items()}
+            out[role] = Limits(**values)
+        except TypeError as exc:
+            raise InvalidInput(f"bad [runtime.limits.{role}] in town.toml: {exc}") from exc
+    return out
+
+
+class FleetAPI(AgentsAPI, MailAPI):
+    """Spawning, stopping, slinging and supervising agents in containers (mayor, overseer, witness)."""
+
+    _fleet: Fleet | None = None  # None: this town has no container runtime (a CLI command, a test)
+
+    def _the_fleet(self) -> Fleet:
+        if self._fleet is None:
+            raise RuntimeUnavailable(
+                "this town has no container runtime attached: start it with `gastown up` to spawn agents"
+            )
+        return self._fleet
+
+    def spawn(
+        self,
+        actor: Agent,
+        role: str,
+        *,
+        rig: str | None = None,
+        bead: str | None = None,
+        command: Sequence[str] = (),
+        limits: Limits | None = None,
+    ) -> Agent:
+        self._require(actor, "town.spawn", "spawn agents")
+        fleet = self._the_fleet()
+        with self._mail_if_blocked(actor, bead):
+            return fleet.spawn(
+                actor.name,
+                guard.choice(Role, role, "role"),
+                rig=rig,
+                bead=bead,
+                command=command,
+                limits=limits,
+                lease_seconds=self.settings.lease.seconds,
+                max_attempts=self.settings.witness.max_attempts,
+            )
+
+    def spawn_limits(self, role: str, **overrides: Any) -> Limits:
+        """The container limits a spawn of `role` gets: the role's configured ones with `overrides` applied."""
+        base = self._fleet.config.limits.get(role) if self._fleet is not None else None
+        return dataclasses.replace(base or Limits(), **overrides)
+
+    def stop(self, actor: Agent, name: str, reason: str = "") -> Agent:
+        self._require(actor, "town.stop", "stop agents")
+        self.agent(name)
+        return self._the_fleet().stop(actor.name, name, guard.text("reason", reason, 2000))
+
+    def sling(self, actor: Agent, bead_id: str, target: str) -> Agent:
+        self._require(actor, "town.sling", "sling beads")
+        fleet = self._the_fleet()
+        with self._mail_if_blocked(actor, bead_id):
+            return fleet.sling(
+                actor.name, bead_id, target, self.settings.lease.seconds, self.settings.witness.max_attempts
+            )
+
+    def logs(self, actor: Agent, name: str, tail: int = 200) -> str:
+        self._require(actor, "town.agents", "read agent logs")
+        return self._the_fleet().logs(name, tail)
+
+    # -- supervision (witness, town shutdown) ------------------------------------------------------
+    @property
+    def has_fleet(self) -> bool:
+        """This town can start containers (it runs inside `gastown up` or attached to it)."""
+        return self._fleet is not None
+
+    def reap_expired(self, actor: Agent) -> list[str]:
+        """The host-side wall-clock backstop: stop containers past their deadline whose own timer failed."""
+        self._require(actor, "town.stop", "stop agents")
+        if self._fleet is None:
+            return []
+        try:
+            return [s.agent for s in self._fleet.runtime.reap_expired(self._fleet.config.town)]
+        except RuntimeUnavailable:
+            return []
+
+    def containers(self, actor: Agent) -> dict[str, ContainerStatus] | None:
+        """Every container of this town by agent name; None when there is no runtime or it is down."""
+        self._require(actor, "town.agents", "list containers")
+        if self._fleet is None:
+            return None
+        try:
+            return {s.agent: s for s in self._fleet.runtime.list(self._fleet.config.town)}
+        except RuntimeUnavailable:
+            return None
+
+    def halt(self, actor: Agent, name: str, reason: str, exit_reason: str) -> Agent:
+        """Stop an agent's container and mark it exited, leaving its beads where they are (the caller decides)."""
+        self._require(actor, "town.stop", "stop agents")
+        agent = self._store.agents.get(name)
+        if self._fleet is not None and agent.metadata.get("container") is not None:
+            with contextlib.suppress(GastownError):
+                self._fleet.runtime.stop(self._fleet.config.town, name)
+        return self._store.agents.set_state(actor.name, name, AgentState.exited, reason, exit_reason=exit_reason)
+
+    def resume_with_nudges(self, actor: Agent, name: str) -> tuple[Agent, list[Message]] | None:
+        """Resume an ended session with its pending nudges as the prompt; None when it has none (or no runtime).
+
+        The nudges are marked delivered in the same step, so two supervisors never resume the same agent.
+        A failed resume raises, with the nudges delivered: the caller reports them to the mayor.
+        """
+        self._require(actor, "town.stop", "resume agents")
+        if self._fleet is None or not self._store.messages.has_pending_nudge(name):
+            return None
+        nudges = self._store.messages.deliver_nudges(name)
+        if not nudges:
+            return None  # someone else took them first
+        prompt = "\n".join(n.nudge_line() for n in nudges)
+        try:
+            return self._fleet.resume(actor.name, name, prompt), nudges
+        except GastownError as exc:
+            raise type(exc)(f"{exc} (the nudge was: {prompt[:1000]})") from exc
+
+    def stop_all(self, actor: Agent, reason: str) -> list[str]:
+        """Stop every running agent container of this town; their beads go back to the queue."""
+        self._require(actor, "town.stop", "stop agents")
+        if self._fleet is None:
+            return []
+        stopped = []
+        for agent in self._store.agents.all():
+            if agent.state.alive and agent.metadata.get("container"):
+                with contextlib.suppress(GastownError):
+                    self._fleet.stop(actor.name, agent.name, reason)
+                    stopped.append(agent.name)
+        return stopped
+
+    def remove_orphans(self, actor: Agent) -> list[str]:
+        """Remove containers of this town whose agent row is gone or removed (after a crash of the town)."""
+        self._require(actor, "town.stop", "remove containers")
+        return self._fleet.cleanup_orphans() if self._fleet is not None else []
+
+    def teardown(self, actor: Agent) -> None:
+        """Remove every container and the network of this town (demos and tests clean up after themselves)."""
+        self._require(actor, "town.admin", "tear the town down")
+        if self._fleet is None:
+            return
+        with contextlib.suppress(GastownError):
+            self._fleet.runtime.cleanup(self._fleet.config.town)
+            self._fleet.runtime.remove_network(self._fleet.config.town)
+
+    @contextlib.contextmanager
+    def _mail_if_blocked(self, actor: Agent, bead_id: str | None) -> Iterator[None]:
+        """A spawn whose failure blocked its bead (too many failed attempts) is news for the mayor."""
+        before = None
+        if bead_id:
+            with contextlib.suppress(GastownError):  # a bad id is the spawn's own error to report
+                before = self._store.beads.get(bead_id).status
+        try:
+            yield
+        except GastownError as exc:
+            if bead_id and before is not None and before is not BeadStatus.blocked:
+                bead = self._store.beads.get(bead_id)
+                if bead.status is BeadStatus.blocked:
+                    cause = exc.__cause__ if isinstance(exc.__cause__, GastownError) else exc
+                    self.escalate(
+                        actor,
+                        f"{bead_id} blocked: its polecat could not be started",
+                        f"{bead_id} ({bead.title}) was blocked after {bead.attempts} failed attempts. The last "
+                        f"failure: {cause}. Fix the cause, then unblock the bead (`bead_update status=open`).",
+                    )
+            raise

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import replace
 from importlib import resources
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -24,12 +23,10 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult, ListToolsResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from gastown_mcp import roles
-from gastown_mcp.budget import AgentUsage, BudgetStatus
 from gastown_mcp.errors import GastownError, Unauthorized
 from gastown_mcp.models import Agent, Bead, BeadSummary, Dep, Message, Role, TownStatus
-from gastown_mcp.runtime.protocol import Limits
-from gastown_mcp.town import Heartbeat, Town
+from gastown_mcp.town import Heartbeat, Town, roles
+from gastown_mcp.town.budgets import AgentUsage, BudgetStatus
 
 T = TypeVar("T")
 
@@ -154,8 +151,9 @@ class TownTokenVerifier:
         self.town = town
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        agent = await anyio.to_thread.run_sync(self.town.store.agents.by_token, token)
-        if agent is None:
+        try:
+            agent = await anyio.to_thread.run_sync(self.town.authenticate, token)
+        except Unauthorized:
             return None
         return AccessToken(token=token, client_id=agent.name, scopes=[agent.role.value])
 
@@ -246,7 +244,7 @@ def build_server(town: Town, agent: Agent | None = None, *, http_url: str | None
                     for t in await mcp.list_tools()
                     if (t.output_schema or {}).get("additionalProperties", True) is not False
                 )
-            lines = [f"NUDGE from {n.sender} (#{n.id}): {n.body}" for n in nudges]
+            lines = [n.nudge_line() for n in nudges]
             result = _with_nudges(result, lines, name in open_outputs)
         return result
 
@@ -459,10 +457,7 @@ def _register_fleet_tools(mcp: MCPServer, town: Town, run: Callable[..., Any]) -
         limits: LimitsIn | None = None,
     ) -> Agent:
         def go(a: Agent) -> Agent:
-            lim = None
-            if limits is not None:
-                base = town.fleet.config.limits.get(role) if town.fleet else None
-                lim = replace(base or Limits(), **limits.model_dump(exclude_none=True))
+            lim = town.spawn_limits(role, **limits.model_dump(exclude_none=True)) if limits is not None else None
             return town.spawn(a, role, rig=rig, bead=bead, command=command, limits=lim)
 
         return await run(go)

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import fnmatch
 import sqlite3
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from gastown_mcp.config import Price, RouteRule
 from gastown_mcp.errors import BudgetBusy, BudgetExceeded, InvalidInput
-from gastown_mcp.store.db import Database, Tx, now_iso
+from gastown_mcp.models import Agent, StrictModel, Verb, now_iso
+from gastown_mcp.store.db import Database, Tx
 from gastown_mcp.store.usage import TOWN, BudgetKey, UsageRepo, UsageRow
+from gastown_mcp.town.agents import AgentsAPI
+
+__all__ = ["Price", "Route", "UsageRow"]
 
 GATEWAY_ACTOR = "gateway"
 
@@ -37,25 +43,7 @@ class Scope(StrEnum):
     town = "town"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Price(_Model):
-    """USD per million tokens."""
-
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
-    cache_write: float | None = Field(default=None, ge=0, description="default 1.25 × input (5-minute cache)")
-    cache_read: float | None = Field(default=None, ge=0, description="default 0.1 × input")
-
-    @property
-    def write(self) -> float:
-        return self.input * 1.25 if self.cache_write is None else self.cache_write
-
-    @property
-    def read(self) -> float:
-        return self.input * 0.1 if self.cache_read is None else self.cache_read
+_Model = StrictModel
 
 
 def default_prices() -> dict[str, Price]:
@@ -214,7 +202,7 @@ class Budgets:
             after = {"scope": scope, "name": name, "token_limit": tokens, "usd_limit": usd}
             tx.event(
                 actor,
-                "budget_set",
+                Verb.budget_set,
                 agent=name if scope == "agent" else None,
                 before=dict(before) if before is not None else None,
                 after=after,
@@ -226,7 +214,7 @@ class Budgets:
         with self.db.write() as tx:
             before = self.repo.delete_budget(tx, scope, name)
             if before is not None:
-                tx.event(actor, "budget_cleared", agent=name if scope == "agent" else None, before=dict(before))
+                tx.event(actor, Verb.budget_cleared, agent=name if scope == "agent" else None, before=dict(before))
 
     def show(self, scope: Scope | str | None = None, name: str | None = None) -> list[BudgetStatus]:
         if scope is not None:
@@ -354,7 +342,7 @@ class Budgets:
         if self.repo.mark_exhausted(tx, row["scope"], row["name"]):
             tx.event(
                 GATEWAY_ACTOR,
-                "budget_exhausted",
+                Verb.budget_exhausted,
                 agent=agent,
                 after={
                     "scope": row["scope"],
@@ -392,45 +380,66 @@ def _spent_text(row: sqlite3.Row) -> str:
     return ", ".join(parts)
 
 
-class Route(_Model):
-    agent: str = Field(default="*", description="agent name or glob")
-    model: str = Field(default="*", description="model id or glob")
-    upstream: str = Field(description="name of an upstream in the gateway settings")
+Route = RouteRule  # one route model: a runtime route and a town.toml route are the same thing
 
 
 class Routes:
-    """Runtime routing rules (per agent or model pattern → upstream name), tried before configured ones."""
+    """Which upstream serves an agent's request for a model: the one matcher.
 
-    def __init__(self, store: HasDatabase) -> None:
+    Runtime routes (set with `set`, kept in the store) are tried first, most specific first, then the
+    `[gateway] routes` of town.toml in their order, then the default upstream. The runtime table is cached and
+    re-read only when it changed (by this process or another), so a request costs one tiny query, not a sort.
+    """
+
+    def __init__(self, store: HasDatabase, configured: Sequence[RouteRule] = (), default: str | None = None) -> None:
         self.db = store.db
         self.repo = UsageRepo(store.db)
+        self.configured = list(configured)
+        self.default = default
+        self._lock = threading.Lock()
+        self._cached: tuple[tuple[int, str], list[Route]] | None = None
 
     def set(self, actor: str, route: Route) -> Route:
         with self.db.write() as tx:
             self.repo.set_route(tx, route.agent, route.model, route.upstream, actor)
             tx.event(
-                actor, "route_set", agent=route.agent if "*" not in route.agent else None, after=route.model_dump()
+                actor, Verb.route_set, agent=route.agent if "*" not in route.agent else None, after=route.model_dump()
             )
+        self._forget()
         return route
 
     def clear(self, actor: str, agent: str = "*", model: str = "*") -> bool:
         with self.db.write() as tx:
             gone = self.repo.delete_route(tx, agent, model)
             if gone:
-                tx.event(actor, "route_cleared", before={"agent": agent, "model": model})
+                tx.event(actor, Verb.route_cleared, before={"agent": agent, "model": model})
+        self._forget()
         return gone
 
     def list(self) -> list[Route]:
-        """Most specific first: exact agent before agent globs, then the longer pattern, then by model."""
+        """Runtime routes, most specific first: exact agent before agent globs, then the longer pattern."""
+        version = self.repo.routes_version()
+        with self._lock:
+            if self._cached is not None and self._cached[0] == version:
+                return self._cached[1]
         rows = self.repo.routes()
-        routes = [Route(agent=r["agent"], model=r["model"], upstream=r["upstream"]) for r in rows]
-        return sorted(routes, key=_specificity)
+        routes = sorted(
+            (Route(agent=r["agent"], model=r["model"], upstream=r["upstream"]) for r in rows), key=_specificity
+        )
+        with self._lock:
+            self._cached = (version, routes)
+        return routes
 
     def pick(self, agent: str, model: str) -> str | None:
-        for r in self.list():
+        """The upstream for this agent and model; None only when nothing matches and there is no default."""
+        for r in (*self.list(), *self.configured):
             if fnmatch.fnmatchcase(agent, r.agent) and fnmatch.fnmatchcase(model, r.model):
                 return r.upstream
-        return None
+        return self.default
+
+    def _forget(self) -> None:
+        with self._lock:
+            self._cached = None
 
 
 def _is_glob(pattern: str) -> bool:
@@ -440,3 +449,41 @@ def _is_glob(pattern: str) -> bool:
 def _specificity(r: Route) -> tuple[bool, int, bool, int]:
     # Exact beats glob; among globs, the one with more literal characters wins.
     return (_is_glob(r.agent), -len(r.agent.strip("*")), _is_glob(r.model), -len(r.model.strip("*")))
+
+
+class BudgetsAPI(AgentsAPI):
+    """Budgets and usage on `Town`: the operator and mayor read and set them; the gateway spends through
+    `town.budgets` (reserve, settle) and picks upstreams through `town.routes`, one instance of each."""
+
+    budgets: Budgets
+    routes: Routes
+
+    def _init_budgets(self) -> None:
+        gateway = self.settings.gateway
+        self.budgets = Budgets(self._store, PriceTable(gateway.prices))
+        self.routes = Routes(self._store, gateway.routes, gateway.default_upstream)
+
+    def budget_set(
+        self, actor: Agent, scope: str, name: str | None = None, *, tokens: int | None = None, usd: float | None = None
+    ) -> BudgetStatus:
+        self._require(actor, "town.budget.set", "set budgets")
+        if scope == "agent" and name:
+            self.agent(name)
+        return self.budgets.set(actor.name, scope, name, tokens=tokens, usd=usd)
+
+    def budget_clear(self, actor: Agent, scope: str, name: str | None = None) -> None:
+        self._require(actor, "town.budget.set", "clear budgets")
+        self.budgets.clear(actor.name, scope, name)
+
+    def budget(self, actor: Agent, scope: str | None = None, name: str | None = None) -> list[BudgetStatus]:
+        self._require(actor, "town.budget", "read budgets")
+        return self.budgets.show(scope, name)
+
+    def usage(self, actor: Agent, agent: str | None = None) -> list[AgentUsage]:
+        self._require(actor, "town.usage", "read usage")
+        return self.budgets.usage(agent)
+
+    def spent_budgets(self, actor: Agent, agent: Agent) -> list[BudgetStatus]:
+        """The exhausted budgets among those an agent spends from (its own, its rig's, the town's)."""
+        self._require(actor, "town.budget", "read budgets")
+        return [b for b in self.budgets.applying_to(agent.name, agent.rig) if b.exhausted]

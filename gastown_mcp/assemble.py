@@ -1,0 +1,153 @@
+"""The one composition root: settings -> store -> runtime -> Town -> apps.
+
+Everything that builds a `Town` comes through here: the CLI (`open_town`, `attach_town`), `gastown up`
+(`assemble_process`), demos, tests and benchmarks. Nothing else creates a store or holds a runtime.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gastown_mcp.config import Settings
+from gastown_mcp.errors import Conflict, InvalidInput, NotFound
+from gastown_mcp.models import Role
+from gastown_mcp.runstate import RunState, pid_namespace, read_state
+from gastown_mcp.runtime import NetworkPolicy, Runtime, connect_runtime
+from gastown_mcp.store import Store
+from gastown_mcp.town import Fleet, FleetConfig, Town, role_limits, system_agent
+
+
+def open_town(settings: Settings, fleet: FleetConfig | None = None, runtime: Runtime | None = None) -> Town:
+    """A town over the database in `settings.town_dir` (created and migrated if new); `town.close()` ends it.
+
+    With `fleet` and `runtime`, the town can spawn agents: they reach it where `fleet` says.
+    """
+    store = Store(settings)
+    if fleet is None or runtime is None:
+        return Town(store, settings)
+    return Town(store, settings, Fleet(store, runtime, fleet))
+
+
+def scratch_town(town_dir: Path, name: str = "demo", prefix: str = "gt") -> Town:
+    """A town with default settings in `town_dir` (demos, benchmarks): no town.toml is read or written."""
+    settings = Settings.model_validate({"town_dir": town_dir, "town": {"name": name, "prefix": prefix}})
+    return open_town(settings)
+
+
+def fleet_config(settings: Settings, mcp_url: str, gateway_url: str | None, network: str | None) -> FleetConfig:
+    return FleetConfig(
+        town=settings.town.name,
+        town_dir=settings.town_dir,
+        mcp_url=mcp_url,
+        gateway_url=gateway_url,
+        network=network,
+        image=settings.runtime.image,
+        limits=role_limits(settings),
+    )
+
+
+def attach_town(settings: Settings) -> Town:
+    """A town for a command run beside a running `gastown up`: same runtime, network and URLs."""
+    state = read_state(settings)
+    if state is None or state.agent_mcp_url is None:
+        raise NotFound("no running town with a container runtime here: start one with `gastown up`")
+    config = fleet_config(settings, state.agent_mcp_url, state.agent_gateway_url, state.network)
+    return open_town(settings, config, connect_runtime(settings.runtime.backend))
+
+
+@dataclass
+class Assembly:
+    """What `gastown up` serves: the town, its apps with their listening sockets, and where it listens."""
+
+    town: Town
+    apps: list[tuple[Any, list[socket.socket]]]
+    state: RunState
+
+
+def assemble_process(
+    settings: Settings,
+    provider_env: Mapping[str, str],
+    runtime: Runtime | None,
+    on_status: Callable[[str], None] = lambda line: None,
+) -> Assembly:
+    """Bind the MCP and gateway ports, make the town network (with a runtime), and build town and apps."""
+    from gastown_mcp.gateway import build_gateway
+    from gastown_mcp.server import http_app
+
+    s = settings
+    mcp_socks = listen(s.server.host, s.server.port, "server")
+    gw_socks = listen(s.gateway.host, s.gateway.port, "gateway")
+    mcp_port, gw_port = mcp_socks[0].getsockname()[1], gw_socks[0].getsockname()[1]
+    agent_mcp = agent_gw = network = None
+    config = None
+    if runtime is not None:
+        net = runtime.ensure_network(s.town.name, NetworkPolicy((mcp_port, gw_port), s.runtime.subnet))
+        for socks, port in ((mcp_socks, mcp_port), (gw_socks, gw_port)):
+            if not any(sock.getsockname()[0] in ("0.0.0.0", net.gateway) for sock in socks):
+                socks.append(bind(net.gateway, port))
+        agent_mcp, agent_gw, network = net.url(mcp_port, "/mcp"), net.url(gw_port), net.name
+        config = fleet_config(s, agent_mcp, agent_gw, network)
+    town = open_town(s, config, runtime)
+    removed = town.remove_orphans(system_agent("town", Role.overseer))
+    if removed:
+        on_status(f"removed {len(removed)} orphan containers: {', '.join(removed)}")
+    extra_hosts = [agent_mcp.split("/")[2]] if agent_mcp else []
+    if s.server.host not in ("127.0.0.1", "localhost", "0.0.0.0"):
+        extra_hosts.append(f"{s.server.host}:{mcp_port}")  # with 0.0.0.0, list client names in allowed_hosts
+    mcp = http_app(town, "127.0.0.1", mcp_port, [*s.server.allowed_hosts, *extra_hosts])
+    gateway = build_gateway(town, provider_env)
+    state = RunState(
+        pid=os.getpid(),
+        started_at=time.time(),
+        mcp_url=f"http://127.0.0.1:{mcp_port}/mcp",
+        gateway_url=f"http://127.0.0.1:{gw_port}",
+        agent_mcp_url=agent_mcp,
+        agent_gateway_url=agent_gw,
+        network=network,
+        pid_namespace=pid_namespace(),
+    )
+    return Assembly(town, [(mcp, mcp_socks), (gateway, gw_socks)], state)
+
+
+def provider_env(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
+    """The provider keys the gateway may use (the variables its upstreams name), read once at the edge."""
+    names = {"ANTHROPIC_API_KEY"} | {u.key_env for u in settings.gateway.upstreams.values() if u.key_env}
+    return {k: v for k, v in env.items() if k in names and v}
+
+
+def bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise Conflict(f"cannot listen on {host}:{port} ({exc.strerror}); pick another port in town.toml") from exc
+    sock.listen(512)
+    sock.set_inheritable(True)
+    return sock
+
+
+def listen(host: str, port: int, section: str) -> list[socket.socket]:
+    """Sockets for a `[server]` or `[gateway]` host: always loopback (the state file's URLs use it), plus the
+    configured address. `0.0.0.0` is one wildcard socket, which also covers the town network's bridge."""
+    if host in ("127.0.0.1", "localhost"):
+        return [bind("127.0.0.1", port)]
+    try:
+        addr = ipaddress.IPv4Address(host)
+    except ValueError:
+        raise InvalidInput(
+            f"[{section}] host = {host!r} in town.toml is not an IPv4 address: use 127.0.0.1 (this machine only), "
+            "0.0.0.0 (every interface) or one of this machine's IPv4 addresses"
+        ) from None
+    if addr.is_unspecified:
+        return [bind(host, port)]
+    local = bind("127.0.0.1", port)
+    return [local, bind(host, local.getsockname()[1])]

@@ -1,0 +1,61 @@
+"""What every noun of the town shares: the private store, the settings, and lease renewal.
+
+Each noun module (`beads`, `mail`, `agents`, `fleet`, `budgets`, `feed`) adds its methods to `Town` through a
+class built on `TownBase`; only these classes ever hold the store or (in `fleet`) the runtime.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from gastown_mcp.config import Settings
+from gastown_mcp.models import Agent, AgentState, Role, now_iso
+from gastown_mcp.store import Store
+from gastown_mcp.town import guard
+
+OPERATOR = guard.OPERATOR
+
+
+def operator() -> Agent:
+    """The human at the CLI: acts with overseer rights, is not an agent row."""
+    return Agent(name=OPERATOR, role=Role.overseer, state=AgentState.running, created_at=now_iso())
+
+
+def system_agent(name: str, role: Role) -> Agent:
+    """A deterministic supervisor (witness, dogs) acting in the town under its role; not an agent row."""
+    return Agent(name=name, role=role, state=AgentState.running, created_at=now_iso())
+
+
+class TownBase:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self._store = store
+        self.settings = settings
+        self._touched: dict[str, float] = {}
+        self._touch_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the town's database connections (the process is done with this town)."""
+        self._store.close()
+
+    def _require(self, actor: Agent, action: str, what: str) -> None:
+        guard.require(actor, action, what)
+        self._touch(actor)
+
+    def _own_only(self, actor: Agent, action: str, verb: str, bead_id: str) -> bool:
+        own = guard.own_only(actor, action, verb, bead_id)
+        self._touch(actor)
+        return own
+
+    def _touch(self, actor: Agent) -> None:
+        """Renew the caller's leases and last_seen, at most every few seconds per agent."""
+        if actor.name == OPERATOR:
+            return
+        lease = self.settings.lease.seconds
+        now = time.monotonic()
+        with self._touch_lock:
+            last = self._touched.get(actor.name)
+            if last is not None and now - last < min(5.0, lease / 20):
+                return
+            self._touched[actor.name] = now
+        self._store.agents.touch(actor.name, lease)

@@ -1,0 +1,202 @@
+"""Beads in the town API: create, read, claim, update, comment, complete, release, link; requeue and block.
+
+Each method checks the caller through the guard, renews its leases, and calls the store, which enforces
+ownership ("only the holder may complete") atomically inside the same transaction as the change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from gastown_mcp.errors import Forbidden, InvalidInput
+from gastown_mcp.models import Agent, Bead, BeadResult, BeadStatus, BeadSummary, BeadType, Dep, DepKind, now_iso
+from gastown_mcp.town import guard
+from gastown_mcp.town.base import TownBase
+
+
+class BeadsAPI(TownBase):
+    def bead_create(
+        self,
+        actor: Agent,
+        title: str,
+        *,
+        description: str = "",
+        acceptance: str = "",
+        type: str = "task",
+        priority: int = 2,
+        labels: Sequence[str] = (),
+        parent: str | None = None,
+        blocked_by: Sequence[str] = (),
+        metadata: dict[str, Any] | None = None,
+    ) -> Bead:
+        deps: list[tuple[str, str]] = [(DepKind.blocks.value, b) for b in blocked_by]
+        if guard.roles.can(actor.role, "bead.create"):
+            self._touch(actor)
+        elif guard.roles.can(actor.role, "bead.create.discovered"):
+            if parent is not None or blocked_by:
+                raise Forbidden(f"{actor.name} may create side-work beads but not set parent or blockers")
+            self._touch(actor)
+            held = self._store.beads.held_by(actor.name)
+            if held:
+                deps.append((DepKind.discovered_from.value, held[0].id))
+        else:
+            raise Forbidden(f"{actor.name} ({actor.role.value}) may not create beads")
+        return self._store.beads.create(
+            actor.name,
+            title=guard.title(title),
+            description=guard.text("description", description),
+            acceptance=guard.text("acceptance", acceptance),
+            type=guard.choice(BeadType, type, "type").value,
+            priority=guard.priority(priority),
+            labels=guard.labels(labels),
+            metadata=metadata,
+            parent=parent,
+            deps=deps,
+        )
+
+    def bead_show(self, actor: Agent, bead_id: str) -> Bead:
+        self._require(actor, "bead.read", "read beads")
+        return self._store.beads.get(bead_id)
+
+    def bead_list(
+        self,
+        actor: Agent,
+        *,
+        status: Sequence[str] = (),
+        assignee: str | None = None,
+        label: str | None = None,
+        type: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[BeadSummary]:
+        self._require(actor, "bead.read", "list beads")
+        statuses = [guard.choice(BeadStatus, s, "status").value for s in status]
+        return self._store.beads.search(
+            status=statuses,
+            assignee=assignee,
+            label=label,
+            type=guard.choice(BeadType, type, "type").value if type is not None else None,
+            limit=guard.limit(limit),
+            offset=max(0, offset),
+        )
+
+    def bead_ready(self, actor: Agent, limit: int = 20) -> list[BeadSummary]:
+        self._require(actor, "bead.read", "list ready beads")
+        return self._store.beads.ready(limit=guard.limit(limit))
+
+    def bead_claim(self, actor: Agent, bead_id: str | None = None) -> Bead:
+        self._require(actor, "bead.claim", "claim beads")
+        return self._store.beads.claim(actor.name, bead_id or None, self.settings.lease.seconds)
+
+    def bead_update(
+        self,
+        actor: Agent,
+        bead_id: str,
+        *,
+        status: str | None = None,
+        reason: str = "",
+        title: str | None = None,
+        description: str | None = None,
+        acceptance: str | None = None,
+        notes: str | None = None,
+        type: str | None = None,
+        priority: int | None = None,
+        labels: Sequence[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Bead:
+        own = self._own_only(actor, "bead.update", "update", bead_id)
+        if own:
+            others = {"title": title, "description": description, "acceptance": acceptance, "type": type}
+            extra = [
+                k
+                for k, v in {**others, "priority": priority, "labels": labels, "metadata": metadata}.items()
+                if v is not None
+            ]
+            if extra:
+                raise Forbidden(
+                    f"{actor.name} may change only notes and set status blocked on its bead, not {', '.join(extra)}"
+                )
+            if status is not None and status != BeadStatus.blocked.value:
+                raise Forbidden(
+                    f"{actor.name} may only set status 'blocked' (with a reason); use bead_complete "
+                    "or bead_release for the rest"
+                )
+        fields: dict[str, Any] = {
+            "title": guard.title(title) if title is not None else None,
+            "description": guard.text("description", description) if description is not None else None,
+            "acceptance": guard.text("acceptance", acceptance) if acceptance is not None else None,
+            "notes": guard.text("notes", notes) if notes is not None else None,
+            "type": guard.choice(BeadType, type, "type").value if type is not None else None,
+            "priority": guard.priority(priority) if priority is not None else None,
+            "labels": guard.labels(labels) if labels is not None else None,
+            "metadata": metadata,
+        }
+        require = actor.name if own else None
+        bead = None
+        if any(v is not None for v in fields.values()):
+            bead = self._store.beads.edit(actor.name, bead_id, fields, require)
+        if status is not None:
+            target = guard.choice(BeadStatus, status, "status")
+            bead = self._store.beads.transition(
+                actor.name, bead_id, target, guard.text("reason", reason, 2000), require
+            )
+        if bead is None:
+            raise InvalidInput("nothing to update: pass status or at least one field to change")
+        return bead
+
+    def bead_comment(self, actor: Agent, bead_id: str, body: str) -> int:
+        self._require(actor, "bead.comment", "comment on beads")
+        if not body.strip():
+            raise InvalidInput("a comment needs a body")
+        return self._store.beads.comment(actor.name, bead_id, guard.text("body", body))
+
+    def bead_complete(
+        self, actor: Agent, bead_id: str, summary: str, branch: str | None = None, commit: str | None = None
+    ) -> Bead:
+        own = self._own_only(actor, "bead.complete", "complete", bead_id)
+        if branch is None and actor.metadata.get("branch"):
+            branch = str(actor.metadata["branch"])  # the agent's own worktree branch
+        if not summary.strip():
+            raise InvalidInput("completing a bead needs a summary of what was done")
+        result = BeadResult(
+            summary=guard.text("summary", summary),
+            branch=guard.text("branch", branch, 300) or None,
+            commit=guard.text("commit", commit, 100) or None,
+        )
+        return self._store.beads.complete(actor.name, bead_id, result, actor.name if own else None)
+
+    def bead_release(self, actor: Agent, bead_id: str, reason: str = "") -> Bead:
+        own = self._own_only(actor, "bead.release", "release", bead_id)
+        why = guard.text("reason", reason, 2000)
+        return self._store.beads.release(actor.name, bead_id, why, actor.name if own else None)
+
+    def bead_link(self, actor: Agent, bead_id: str, other: str, kind: str = "blocks") -> Dep:
+        self._require(actor, "bead.link", "link beads")
+        return self._store.beads.link(actor.name, bead_id, other, guard.choice(DepKind, kind, "kind"))
+
+    # -- supervision (witness) ---------------------------------------------------------------------
+    def held_by(self, actor: Agent, name: str) -> list[BeadSummary]:
+        """The beads an agent holds (claimed, with a live or expired lease)."""
+        self._require(actor, "bead.read", "list beads")
+        return self._store.beads.held_by(name)
+
+    def expired_leases(self, actor: Agent, at: float | None = None) -> list[BeadSummary]:
+        """Claimed beads whose holder made no call before the lease ran out (at `at`, default now)."""
+        self._require(actor, "bead.release.any", "look for expired leases")
+        return self._store.beads.expired(now_iso(at))
+
+    def requeue(self, actor: Agent, bead_id: str, reason: str) -> Bead:
+        """Take a bead back from a dead or silent holder; after `max_attempts` failures it is blocked."""
+        self._require(actor, "bead.release.any", "requeue beads")
+        return self._store.beads.release(
+            actor.name,
+            bead_id,
+            guard.text("reason", reason, 2000),
+            None,
+            block_after=self.settings.witness.max_attempts,
+        )
+
+    def block(self, actor: Agent, bead_id: str, reason: str) -> Bead:
+        self._require(actor, "bead.release.any", "block beads")
+        return self._store.beads.transition(actor.name, bead_id, BeadStatus.blocked, reason, None)
