@@ -1,12 +1,13 @@
-"""Containment probe, run inside an agent container by `selftest.py` (as `python3 -c <this file>`).
+"""Containment probe, run inside an agent container by `selftest.py` (as `python3 -c <this file>`); stdlib only.
 
-Standard library only: it runs on the image's Python. Reads its targets as JSON from GASTOWN_PROBE and prints
-one JSON list of {name, passed, detail} as its last line. Every network attempt has a short timeout.
+Reads its targets as JSON from GASTOWN_PROBE (addresses on this machine; it looks up no names), tries each with a
+short timeout, and prints one JSON list of {name, passed, detail} as its last line.
 """
 
 import json
 import os
 import socket
+import struct
 import urllib.request
 from typing import Any
 
@@ -92,35 +93,61 @@ def check_environment(results: Results) -> None:
     results.append(("no_provider_key_in_env", not found, f"found: {found}" if found else "none found"))
 
 
-def check_network(results: Results, cfg: dict[str, Any]) -> None:
+def routes() -> list[str]:
+    """The container's IPv4 routing table from /proc/net/route, as "dest/len via gw dev"."""
+
+    def dotted(hex_le: str) -> str:
+        return socket.inet_ntoa(struct.pack("<I", int(hex_le, 16)))
+
     with open("/proc/net/route") as f:
-        routes = [line.split() for line in f.readlines()[1:]]
-    default = [r for r in routes if r[1] == "00000000"]
-    test_net = connect("192.0.2.1", 443)
+        rows = [line.split() for line in f.readlines()[1:]]
+    table = []
+    for row in rows:
+        prefix = bin(int(row[7], 16)).count("1")
+        via = f" via {dotted(row[2])}" if int(row[2], 16) else ""
+        table.append(f"{dotted(row[1])}/{prefix}{via} {row[0]}")
+    return table
+
+
+def nameservers() -> list[str]:
+    """The nameservers in /etc/resolv.conf, read only: the probe never sends a DNS query."""
     try:
-        addresses = sorted(
-            {str(info[4][0]) for info in socket.getaddrinfo("example.com", 443, type=socket.SOCK_STREAM)}
-        )
-        dns = f"example.com resolved to {addresses}"
-        reached = [a for a in addresses[:2] if connect(a, 443) is None]
+        with open("/etc/resolv.conf") as f:
+            return [line.split()[1] for line in f if line.startswith("nameserver") and len(line.split()) > 1]
     except OSError as exc:
-        dns, reached = f"example.com did not resolve ({exc})", []
-    # Docker 20.10 gives containers on an internal network a default route to the bridge; the host drops
-    # what arrives there, so what counts is that nothing gets through, not the routing table.
-    no_route = test_net is not None and not reached
-    detail = f"default routes={len(default)}; 192.0.2.1:443 -> {test_net}; {dns}; reached={reached}"
-    results.append(("no_route_to_internet", no_route, detail))
+        return [f"unreadable: {exc.strerror}"]
+
+
+def check_network(results: Results, cfg: dict[str, Any]) -> None:
+    # The outside is a listener the self-test made in a network namespace on this host and has already
+    # reached from the host; only a connection attempt to it is made, never a name lookup.
+    outside = cfg.get("outside")
+    context = f"routes={routes()}; nameservers={nameservers()} (read, not queried)"
+    if outside:
+        outcome = connect(outside[0], outside[1])
+        detail = f"outside listener {outside[0]}:{outside[1]} -> {outcome or 'connected'}; {context}"
+        # Docker 20.10 gives containers on an internal network a default route to the bridge; the host drops
+        # what arrives there, so what counts is that nothing gets through, not the routing table.
+        results.append(("no_route_to_internet", outcome is not None, detail))
+    else:
+        why = "the self-test could not set one up (see outside_listener_answers_host)"
+        detail = f"no outside listener to try: {why}; {context}"
+        results.append(("no_route_to_internet", False, detail))
 
     gateway, port = cfg["gateway"], cfg["town_port"]
     try:
-        with urllib.request.urlopen(f"http://{gateway}:{port}/", timeout=TIMEOUT_S * 2) as response:
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy elsewhere
+        with direct.open(f"http://{gateway}:{port}/", timeout=TIMEOUT_S * 2) as response:
             town = f"HTTP {response.status}"
     except OSError as exc:
         town = f"failed: {exc}"
     results.append(("town_port_reachable", town.startswith("HTTP 2"), f"{gateway}:{port} -> {town}"))
 
-    blocked = [(gateway, p) for p in cfg.get("blocked_ports", [])]
-    blocked += [(host, port) for host in cfg.get("other_host_addresses", [])]
+    blocked_ports = cfg.get("blocked_ports", [])
+    blocked = [(gateway, p) for p in blocked_ports]
+    # Other host addresses are closed on every port, the town's own port number included: the firewall must
+    # match the address, not only the port.
+    blocked += [(host, p) for host in cfg.get("other_host_addresses", []) for p in [*blocked_ports, port]]
     open_ones = [f"{h}:{p}" for h, p in blocked if connect(h, p) is None]
     results.append(("other_host_ports_blocked", not open_ones, f"tried {len(blocked)}, open: {open_ones}"))
 

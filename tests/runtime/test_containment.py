@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import os
+import subprocess
+
 import pytest
 
-from gastown_mcp.runtime.selftest import CheckResult
+from gastown_mcp.runtime.selftest import OUTSIDE_RANGE, CheckResult
 
 pytestmark = pytest.mark.docker
 
@@ -46,6 +51,40 @@ def test_there_is_no_docker_socket_and_no_provider_key(selftest: dict[str, Check
 
 def test_agent_has_no_route_to_the_internet(selftest: dict[str, CheckResult]) -> None:
     check(selftest, "no_route_to_internet")
+
+
+def test_probe_cannot_reach_an_outside_listener_the_selftest_created(selftest: dict[str, CheckResult]) -> None:
+    check(selftest, "outside_listener_answers_host")
+    check(selftest, "no_route_to_internet")
+    # The address the host reached is the one the agent tried, and the agent's attempt did not connect.
+    target = selftest["outside_listener_answers_host"].detail.split()[0]
+    assert f"outside listener {target} -> " in selftest["no_route_to_internet"].detail
+    assert f"{target} -> connected" not in selftest["no_route_to_internet"].detail
+
+
+def test_the_outside_the_probe_tries_is_a_real_listener_on_this_machine(selftest: dict[str, CheckResult]) -> None:
+    host = selftest["outside_listener_answers_host"]
+    assert host.passed, f"the outside listener did not answer the host, so the probe proved nothing: {host.detail}"
+    address = ipaddress.ip_address(host.detail.split()[0].rsplit(":", 1)[0])
+    assert address in OUTSIDE_RANGE
+    assert "answered with its token" in host.detail
+
+
+def test_the_probe_reads_its_routes_and_nameservers_without_querying_them(selftest: dict[str, CheckResult]) -> None:
+    detail = selftest["no_route_to_internet"].detail
+    assert "routes=[" in detail
+    assert "nameservers=[" in detail
+    assert "(read, not queried)" in detail
+
+
+def test_the_town_networks_host_firewall_rules_are_in_place(selftest: dict[str, CheckResult]) -> None:
+    check(selftest, "host_firewall_rules_installed")
+
+
+def test_the_selftest_leaves_no_outside_namespace_behind(selftest: dict[str, CheckResult]) -> None:
+    out = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True, check=True).stdout.strip()
+    mine = [n["name"] for n in json.loads(out or "[]") if n["name"].endswith(f"-{os.getpid()}")]
+    assert not mine
 
 
 def test_agent_reaches_the_town_port_and_no_other_host_port(selftest: dict[str, CheckResult]) -> None:

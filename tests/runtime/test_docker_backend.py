@@ -132,10 +132,12 @@ def test_launching_an_image_that_is_not_built_says_how_to_build_it(runtime: Dock
 def test_the_default_command_runs_claude_code_headless(
     runtime: DockerRuntime, agent_image: str, town_name: str
 ) -> None:
+    # Claude Code does try these: port 1 on the container's own loopback refuses at once, and nothing is sent
+    # anywhere else (the container has no network).
     env = {
-        "GASTOWN_MCP_URL": "http://192.0.2.1:1/mcp",
+        "GASTOWN_MCP_URL": "http://127.0.0.1:1/mcp",
         "GASTOWN_TOKEN": "t",
-        "ANTHROPIC_BASE_URL": "http://192.0.2.1:1",
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:1",
     }
     runtime.launch(LaunchSpec(town=town_name, agent="a1", role="polecat", image=agent_image, env=env))
     runtime.wait(town_name, "a1", timeout_s=60)
