@@ -33,16 +33,14 @@ def free_port() -> int:
 
 def serve_gateway(town_dir: str, port: int, upstream: str) -> None:
     """Child process: one town store, one gateway app, uvicorn."""
-    import uvicorn
-
-    from gastown_mcp import assemble
+    from gastown_mcp import assemble, serving
     from gastown_mcp.config import load_settings
     from gastown_mcp.gateway import build_gateway
 
     env = {"GASTOWN_GATEWAY__UPSTREAMS": json.dumps({"standin": {"base_url": upstream}})}
     settings = load_settings(town_dir, env={**env, "GASTOWN_GATEWAY__DEFAULT_UPSTREAM": "standin"})
     app = build_gateway(assemble.open_town(settings), {"ANTHROPIC_API_KEY": "sk-bench-provider-key"})
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    serving.run(app, "127.0.0.1", port)
 
 
 async def wait_up(url: str) -> None:

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from gastown_mcp.config import Settings
-from gastown_mcp.errors import Conflict, InvalidInput, NotFound
+from gastown_mcp.errors import InvalidInput, NotFound
 from gastown_mcp.models import Role
 from gastown_mcp.runstate import RunState, pid_namespace, read_state
 from gastown_mcp.runtime import NetworkPolicy, Runtime, connect_runtime
+from gastown_mcp.serving import bind
 from gastown_mcp.store import Store
 from gastown_mcp.town import Fleet, FleetConfig, Town, role_limits, system_agent
 
@@ -120,19 +121,6 @@ def provider_env(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
     """The provider keys the gateway may use (the variables its upstreams name), read once at the edge."""
     names = {"ANTHROPIC_API_KEY"} | {u.key_env for u in settings.gateway.upstreams.values() if u.key_env}
     return {k: v for k, v in env.items() if k in names and v}
-
-
-def bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise Conflict(f"cannot listen on {host}:{port} ({exc.strerror}); pick another port in town.toml") from exc
-    sock.listen(512)
-    sock.set_inheritable(True)
-    return sock
 
 
 def listen(host: str, port: int, section: str) -> list[socket.socket]:

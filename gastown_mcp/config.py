@@ -13,17 +13,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from gastown_mcp.errors import InvalidInput
+from gastown_mcp.models import StrictModel
 
 TOWN_FILE = "town.toml"
 DB_FILE = "town.db"
 JOURNAL_FILE = "events.jsonl"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_Section = StrictModel
 
 
 class TownSection(_Section):

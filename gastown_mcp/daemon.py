@@ -13,12 +13,12 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import anyio
-import uvicorn
 
+from gastown_mcp import serving
 from gastown_mcp.assemble import assemble_process, provider_env
 from gastown_mcp.config import Settings
 from gastown_mcp.errors import Conflict, GastownError, NotFound
@@ -33,14 +33,6 @@ SHUTDOWN = system_agent("town", Role.overseer)
 __all__ = ["RunState", "TownProcess", "provider_env", "read_state", "state_path", "stop_running_town"]
 
 
-class _QuietServer(uvicorn.Server):
-    """A uvicorn server that leaves signals to the town process."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @dataclass
 class TownProcess:
     """Everything `gastown up` runs. Build it, then `await run()`; `stop()` asks it to shut down."""
@@ -52,7 +44,7 @@ class TownProcess:
     teardown: bool = False  # on exit also remove the town's containers and network (demos, tests)
     state: RunState | None = None
     town: Town | None = None
-    _servers: list[uvicorn.Server] = field(default_factory=list)
+    _servers: list[serving.Server] = field(default_factory=list)
     _stopping: anyio.Event | None = None
 
     async def run(self, ready: Callable[[RunState], None] | None = None) -> None:
@@ -68,8 +60,7 @@ class TownProcess:
             async with anyio.create_task_group() as outer:
                 async with anyio.create_task_group() as servers:
                     for app, socks in apps:
-                        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
-                        server = _QuietServer(config)
+                        server = serving.make_server(app, lifespan="on", graceful_s=5)
                         self._servers.append(server)
                         servers.start_soon(server.serve, socks)
                     while not all(srv.started for srv in self._servers):

@@ -9,24 +9,23 @@ forwards to Anthropic; without it the scripted stand-in plays the model (and the
 
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
-import uvicorn
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from gastown_mcp import serving
 from gastown_mcp.config import GatewaySection, LeaseSection, ServerSection, Settings, TownSection, WitnessSection
 from gastown_mcp.daemon import TownProcess
 from gastown_mcp.models import BeadStatus, Verb
@@ -57,12 +56,6 @@ class FactoryResult:
     problems: list[str] = field(default_factory=list)  # sling errors and the mayor's mail, shown on failure
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _sample_rig(root: Path) -> Path:
     repo = root / "sample"
     repo.mkdir()
@@ -80,18 +73,11 @@ def _sample_rig(root: Path) -> Path:
     return repo
 
 
-def _start_standin(port: int) -> tuple[uvicorn.Server, threading.Thread]:
+def _standin_app() -> Any:
     from gastown_mcp.standin.app import build_standin
     from gastown_mcp.standin.scripts import script_named
 
-    app = build_standin(script_named("polecat")).app
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return server, thread
+    return build_standin(script_named("polecat")).app
 
 
 def _settings(town_dir: Path, name: str, upstream: dict[str, Any], default: str) -> Settings:
@@ -232,23 +218,21 @@ def run_factory(
     if build:
         build_images(progress=lambda line: console.print(f"[dim]{line}[/]"))
     key = os.environ.get("ANTHROPIC_API_KEY")
-    standin = None
-    if key:
-        upstream = {"anthropic": {"base_url": "https://api.anthropic.com", "key_env": "ANTHROPIC_API_KEY"}}
-        default, model, env = (
-            "anthropic",
-            "Claude through the gateway (ANTHROPIC_API_KEY is set)",
-            {"ANTHROPIC_API_KEY": key},
-        )
-    else:
-        port = _free_port()
-        standin = _start_standin(port)
-        upstream = {"standin": {"base_url": f"http://127.0.0.1:{port}", "key_env": "STANDIN_KEY"}}
-        default, env = "standin", {}
-        model = "the scripted stand-in plays the model: no ANTHROPIC_API_KEY set, no network, no cost"
-    console.print(f"[bold]model:[/] {model}")
-    with tempfile.TemporaryDirectory(prefix="gastown-demo-") as tmp:
-        root = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if key:
+            upstream = {"anthropic": {"base_url": "https://api.anthropic.com", "key_env": "ANTHROPIC_API_KEY"}}
+            default, model, env = (
+                "anthropic",
+                "Claude through the gateway (ANTHROPIC_API_KEY is set)",
+                {"ANTHROPIC_API_KEY": key},
+            )
+        else:
+            standin_url = stack.enter_context(serving.serve_in_thread(_standin_app()))
+            upstream = {"standin": {"base_url": standin_url, "key_env": "STANDIN_KEY"}}
+            default, env = "standin", {}
+            model = "the scripted stand-in plays the model: no ANTHROPIC_API_KEY set, no network, no cost"
+        console.print(f"[bold]model:[/] {model}")
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gastown-demo-")))
         name = f"demo{os.getpid() % 100000}"
         settings = _settings(root / "town", name, upstream, default)
         worktrees.add_rig(settings.town_dir, "sample", str(_sample_rig(root)))
@@ -269,8 +253,6 @@ def run_factory(
         anyio.run(main)
         result = holder["result"]
         result.model = model
-    if standin is not None:
-        standin[0].should_exit = True
     _summary(console, result)
     return result
 

@@ -28,7 +28,7 @@ from gastown_mcp.daemon import (
 from gastown_mcp.errors import Conflict, InvalidInput, NotFound
 from gastown_mcp.runstate import pid_namespace
 from gastown_mcp.server.client import connect_http
-from gastown_mcp.standin.serving import bind
+from gastown_mcp.serving import bind
 from gastown_mcp.store import Store
 from gastown_mcp.town import Town, operator
 

@@ -22,8 +22,8 @@ from starlette.routing import Route
 from gastown_mcp.config import load_settings
 from gastown_mcp.gateway import GatewayConfig, Upstream, build_gateway
 from gastown_mcp.models import AgentState, Role, Verb
+from gastown_mcp.serving import serve
 from gastown_mcp.standin import Echo, Fails, Hello, Script, Sequenced, Standin, Text, ToolCall, Turn, build_standin
-from gastown_mcp.standin.serving import serve
 from gastown_mcp.store import Store
 from gastown_mcp.store.usage import UsageRow
 from gastown_mcp.town import Town as DomainTown
@@ -448,8 +448,8 @@ async def test_claude_code_plays_a_polecat_against_the_standin_through_the_gatew
     store: Store, tmp_path: Path
 ) -> None:
     from gastown_mcp.server import http_app
+    from gastown_mcp.serving import bind
     from gastown_mcp.standin import Polecat
-    from gastown_mcp.standin.serving import bind
     from gastown_mcp.town import Town as TownApi
 
     settings = store.settings

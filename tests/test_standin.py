@@ -12,6 +12,7 @@ import httpx2
 import pytest
 from anthropic.types import MessageParam
 
+from gastown_mcp.serving import serve
 from gastown_mcp.standin import (
     MODEL_ID,
     SERVER_HEADER,
@@ -30,7 +31,6 @@ from gastown_mcp.standin import (
 )
 from gastown_mcp.standin.__main__ import main
 from gastown_mcp.standin.polecat import fill_arguments, find_bead_id
-from gastown_mcp.standin.serving import serve
 
 HI: list[MessageParam] = [{"role": "user", "content": "hi there"}]
 

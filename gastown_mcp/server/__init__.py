@@ -553,7 +553,6 @@ def http_app(town: Town, host: str, port: int, allowed_hosts: list[str] | None =
 
 def run_http(town: Town, host: str, port: int) -> None:
     """Serve MCP over streamable HTTP at http://host:port/mcp until interrupted."""
-    import uvicorn
+    from gastown_mcp import serving
 
-    app = http_app(town, host, port, town.settings.server.allowed_hosts)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    serving.run(http_app(town, host, port, town.settings.server.allowed_hosts), host, port)

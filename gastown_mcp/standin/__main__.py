@@ -9,11 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-import uvicorn
-
+from gastown_mcp import serving
 from gastown_mcp.standin.app import build_standin
 from gastown_mcp.standin.scripts import script_named
-from gastown_mcp.standin.serving import bind
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,12 +28,12 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     standin = build_standin(script, expected_key=args.expect_key)
-    sock = bind(args.host, args.port)
-    host, port = sock.getsockname()[:2]
-    print(f"scripted stand-in ({args.script}) on http://{host}:{port}", flush=True)
-    config = uvicorn.Config(standin.app, log_level=args.log_level, server_header=False)
+    sock = serving.bind(args.host, args.port)
+    print(f"scripted stand-in ({args.script}) on {serving.url_of(sock)}", flush=True)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        serving.make_server(standin.app, log_level=args.log_level).run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
     finally:
         sock.close()
     return 0

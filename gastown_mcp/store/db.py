@@ -138,7 +138,10 @@ class Database:
         try:
             return self.conn.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
-            raise StoreError(f"database read failed: {exc}; retry, or run `gastown doctor`") from exc
+            raise StoreError(
+                f"database read failed: {exc}; retry, and if it keeps failing stop the town and check the file with "
+                f"`sqlite3 {self.path} 'PRAGMA integrity_check'`"
+            ) from exc
 
     def query_one(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
         rows = self.query(sql, params)

@@ -38,6 +38,7 @@ from gastown_mcp.runtime import worktrees
 from gastown_mcp.runtime.docker_backend import DockerRuntime
 from gastown_mcp.runtime.protocol import ContainerStatus
 from gastown_mcp.runtime.worktrees import Rig
+from gastown_mcp.serving import serve
 from gastown_mcp.standin import (
     Conversation,
     Polecat,
@@ -49,7 +50,6 @@ from gastown_mcp.standin import (
     build_standin,
 )
 from gastown_mcp.standin.polecat import TOOL_PREFIX, find_bead_id
-from gastown_mcp.standin.serving import serve
 from gastown_mcp.supervisor.witness import Action, Witness
 from gastown_mcp.town import Town
 from gastown_mcp.town import operator as make_operator

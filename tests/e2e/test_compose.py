@@ -26,9 +26,9 @@ from gastown_mcp.runtime.docker_backend import DockerRuntime
 from gastown_mcp.runtime.network import remove_town_network
 from gastown_mcp.runtime.protocol import LABEL_AGENT, LABEL_TOWN
 from gastown_mcp.server.client import connect_http
+from gastown_mcp.serving import bind, serve
 from gastown_mcp.standin import build_standin
 from gastown_mcp.standin.scripts import script_named
-from gastown_mcp.standin.serving import bind, serve
 
 from .harness import git_repo, until
 

@@ -1,6 +1,6 @@
 """Fixtures for the MCP layer: one agent per role, in-process and HTTP clients, and store snapshots.
 
-The HTTP server is real uvicorn on an ephemeral 127.0.0.1 port (`gastown_mcp.demo.serve_http`); clients are
+The HTTP server is real uvicorn on an ephemeral 127.0.0.1 port (`gastown_mcp.server.client.serve_http`); clients are
 the SDK's own `mcp.Client`, so these tests see exactly what Claude Code would.
 """
 
