@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,21 +51,15 @@ def find_town_dir(town_dir: Path | None) -> Path:
 @contextmanager
 def open_town(town_dir: Path | None) -> Iterator[Town]:
     """Build settings and town for one command, and close the town afterwards."""
-    town = assemble.open_town(load_settings(find_town_dir(town_dir)))
-    try:
+    with closing(assemble.open_town(load_settings(find_town_dir(town_dir)))) as town:
         yield town
-    finally:
-        town.close()
 
 
 @contextmanager
 def attached_town(town_dir: Path | None) -> Iterator[Town]:
     """The town of a running `gastown up` in this directory, able to start and stop containers."""
-    town = assemble.attach_town(load_settings(find_town_dir(town_dir)))
-    try:
+    with closing(assemble.attach_town(load_settings(find_town_dir(town_dir)))) as town:
         yield town
-    finally:
-        town.close()
 
 
 def actor(town: Town, name: str | None) -> Agent:
