@@ -1,0 +1,127 @@
+"""`build_server`: a fresh MCP server over `Town`, and the one middleware that scopes it by the caller's role.
+
+The middleware hides tools a role may not call, refuses calls to them, and delivers pending nudges on the
+caller's next tool result. `run` is the one place where domain errors become tool errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import CallToolResult, ListToolsResult, TextContent
+from pydantic import BaseModel
+
+from gastown_mcp.errors import GastownError
+from gastown_mcp.models import Agent
+from gastown_mcp.server import beads, budgets, fleet, resources, town_tools
+from gastown_mcp.server.identity import Identity, TownTokenVerifier
+from gastown_mcp.town import Town, roles
+
+T = TypeVar("T")
+
+
+def _as_dict(result: HandlerResult) -> dict[str, Any]:
+    if isinstance(result, BaseModel):
+        return result.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return dict(result or {})
+
+
+def _only_tools(result: HandlerResult, allowed: set[str]) -> dict[str, Any]:
+    data = _as_dict(result)
+    data["tools"] = [t for t in data.get("tools", []) if t.get("name") in allowed]
+    return data
+
+
+def _with_nudges(result: HandlerResult, lines: list[str], open_schema: bool) -> dict[str, Any]:
+    """Put the nudges where every client's model reads them: a text block, and - since Claude Code gives
+    the model only the structured content when there is one - a `nudges` key in it when the tool's output
+    schema allows extra keys (every polecat tool's does)."""
+    data = _as_dict(result)
+    data["content"] = [*data.get("content", []), {"type": "text", "text": "\n".join(lines)}]
+    structured = data.get("structuredContent")
+    if open_schema and isinstance(structured, dict):
+        data["structuredContent"] = {**structured, "nudges": lines}
+    return data
+
+
+def build_server(town: Town, agent: Agent | None = None, *, http_url: str | None = None) -> MCPServer:
+    """A fresh MCP server over `town`: stdio/in-process as `agent`, or HTTP with bearer tokens (`http_url`)."""
+    identity = Identity(town, agent)
+    auth_kwargs: dict[str, Any] = {}
+    if agent is None:
+        base = (http_url or "http://127.0.0.1").rstrip("/")
+        auth_kwargs = {
+            "token_verifier": TownTokenVerifier(town),
+            "auth": AuthSettings(
+                issuer_url=base,  # type: ignore[arg-type]
+                resource_server_url=f"{base}/mcp",  # type: ignore[arg-type]
+                validate_token_resource=False,  # the verifier maps tokens to agents itself
+            ),
+        }
+
+    open_outputs: set[str] = set()  # tools whose output schema admits an extra `nudges` key
+
+    async def scope_by_role(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method not in ("tools/list", "tools/call"):
+            return await call_next(ctx)
+        try:
+            caller = await anyio.to_thread.run_sync(identity.current)
+        except GastownError as exc:
+            if ctx.method == "tools/list":
+                return ListToolsResult(tools=[])
+            return CallToolResult(content=[TextContent(type="text", text=str(exc))], is_error=True)
+        allowed = set(roles.tools_for(caller.role))
+        if ctx.method == "tools/list":
+            return _only_tools(await call_next(ctx), allowed)
+        name = (ctx.params or {}).get("name")
+        if name not in allowed:
+            return CallToolResult(
+                content=[TextContent(type="text", text=f"{caller.name} ({caller.role.value}) may not call {name}")],
+                is_error=True,
+            )
+        result = await call_next(ctx)
+        nudges = await anyio.to_thread.run_sync(town.take_nudges, caller)
+        if nudges:
+            if not open_outputs:
+                open_outputs.update(
+                    t.name
+                    for t in await mcp.list_tools()
+                    if (t.output_schema or {}).get("additionalProperties", True) is not False
+                )
+            lines = [n.nudge_line() for n in nudges]
+            result = _with_nudges(result, lines, name in open_outputs)
+        return result
+
+    mcp = MCPServer(
+        "gastown",
+        instructions=(
+            "Gas Town bead tracker. Beads are units of work: claim one before working it, complete it with a "
+            "summary, log side work as new beads. Nudges from the mayor or witness arrive in tool results."
+        ),
+        middleware=[scope_by_role],
+        log_level="WARNING",
+        **auth_kwargs,
+    )
+
+    async def run(fn: Callable[[Agent], T]) -> T:
+        def call() -> T:
+            return fn(identity.current())
+
+        try:
+            return await anyio.to_thread.run_sync(call)
+        except GastownError as exc:
+            raise ToolError(str(exc)) from exc
+
+    # Registration order is the order tools/list shows them; keep it stable (schemas are diffed by it).
+    beads.register(mcp, town, run)
+    town_tools.register(mcp, town, run)
+    fleet.register(mcp, town, run)
+    budgets.register(mcp, town, run)
+    resources.register(mcp, town, run)
+    return mcp

@@ -1,0 +1,43 @@
+"""Who is calling: the fixed agent of a stdio/in-process server, or the agent whose bearer token came with
+the HTTP request. Identity is re-read from the town on every call, so a removed agent stops working at once.
+"""
+
+from __future__ import annotations
+
+import anyio
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken
+
+from gastown_mcp.errors import Unauthorized
+from gastown_mcp.models import Agent
+from gastown_mcp.town import Town
+
+
+class TownTokenVerifier:
+    """Maps a bearer token to the agent it belongs to; unknown or revoked tokens get 401."""
+
+    def __init__(self, town: Town) -> None:
+        self.town = town
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        try:
+            agent = await anyio.to_thread.run_sync(self.town.authenticate, token)
+        except Unauthorized:
+            return None
+        return AccessToken(token=token, client_id=agent.name, scopes=[agent.role.value])
+
+
+class Identity:
+    """The agent behind the current call: `fixed` for stdio/in-process, else the bearer token's agent."""
+
+    def __init__(self, town: Town, fixed: Agent | None) -> None:
+        self.town = town
+        self.fixed = fixed
+
+    def current(self) -> Agent:
+        if self.fixed is not None:
+            return self.town.agent(self.fixed.name)  # re-read: a removed agent stops working at once
+        token = get_access_token()
+        if token is None:
+            raise Unauthorized("no agent identity on this connection: send `Authorization: Bearer <token>`")
+        return self.town.agent(token.client_id)

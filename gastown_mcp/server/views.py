@@ -1,0 +1,144 @@
+"""What tools take and return: tool annotations and the pydantic views models read.
+
+Views are flat and slim on purpose: every role's tool schemas are sent to the model on every turn.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from mcp_types import ToolAnnotations
+from pydantic import BaseModel, Field
+
+from gastown_mcp.models import Agent, Bead, BeadSummary, Message
+from gastown_mcp.town.budgets import AgentUsage, BudgetStatus
+
+READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
+IDEMPOTENT = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False)
+
+BeadId = Annotated[str, Field(max_length=200, description="bead id, e.g. gt-4f2a")]
+
+
+class Row(BaseModel):
+    """A slim bead row: what list tools return."""
+
+    id: str
+    title: str
+    status: str
+    priority: int
+    assignee: str | None = None
+
+
+class BeadList(BaseModel):
+    beads: list[Row]
+    hint: str = "bead_show ID for details"
+
+    @classmethod
+    def of(cls, beads: list[BeadSummary]) -> BeadList:
+        return cls(beads=[Row(**b.model_dump(mode="json")) for b in beads])
+
+
+class BeadView(BaseModel):
+    """A bead as the model reads it: flat strings instead of nested objects, to keep schemas small."""
+
+    id: str
+    title: str
+    status: str
+    priority: int
+    type: str
+    description: str = ""
+    acceptance: str = ""
+    notes: str = ""
+    labels: list[str] = []
+    assignee: str | None = None
+    lease_expires_at: str | None = None
+    attempts: int = 0
+    blocked_by: list[str] = []
+    links: list[str] = []
+    comments: list[str] = []
+    result: dict[str, str | None] | None = None
+    created_by: str
+
+    @classmethod
+    def of(cls, bead: Bead) -> BeadView:
+        return cls(
+            **bead.model_dump(
+                mode="json",
+                include={
+                    "id",
+                    "title",
+                    "status",
+                    "priority",
+                    "type",
+                    "description",
+                    "acceptance",
+                    "notes",
+                    "labels",
+                    "assignee",
+                    "lease_expires_at",
+                    "attempts",
+                    "blocked_by",
+                    "result",
+                    "created_by",
+                },
+            ),
+            links=[f"{d.bead_id} {d.kind.value} {d.depends_on}" for d in bead.deps],
+            comments=[f"{c.author}: {c.body}" for c in bead.comments],
+        )
+
+
+class BeadChange(BaseModel):
+    """What a write did: the bead's new state in brief (bead_show for the rest)."""
+
+    id: str
+    title: str
+    status: str
+    assignee: str | None = None
+    lease_expires_at: str | None = None
+    attempts: int = 0
+
+    @classmethod
+    def of(cls, bead: Bead) -> BeadChange:
+        return cls(
+            **bead.model_dump(
+                mode="json", include={"id", "title", "status", "assignee", "lease_expires_at", "attempts"}
+            )
+        )
+
+
+class Commented(BaseModel):
+    bead_id: str
+    comment_id: int
+
+
+class AgentList(BaseModel):
+    agents: list[Agent]
+
+
+class Inbox(BaseModel):
+    messages: list[Message]
+
+
+class Sent(BaseModel):
+    message_id: int
+    to: str
+    state: str
+
+
+class LimitsIn(BaseModel):
+    """Resource ceilings for a spawned container; omitted fields take the role's defaults."""
+
+    memory_mb: int | None = Field(default=None, ge=64, le=65536)
+    cpus: float | None = Field(default=None, gt=0, le=64)
+    pids: int | None = Field(default=None, ge=16, le=65536)
+    wallclock_s: int | None = Field(default=None, ge=10, le=7 * 86400)
+
+
+class Budgets(BaseModel):
+    budgets: list[BudgetStatus]
+
+
+class UsageReport(BaseModel):
+    agents: list[AgentUsage]
