@@ -120,6 +120,18 @@ class RuntimeSection(_Section):
     subnet: str | None = Field(default=None, description="the town network's subnet; None lets Docker pick")
 
 
+class RigSection(_Section):
+    """`[rigs.<name>]`: how the merge queue lands that rig's work on `main`."""
+
+    gates: list[str] = Field(
+        default_factory=list,
+        description="shell commands that must pass on the candidate tree (in a container, no network); none = land",
+    )
+    gate_timeout_seconds: int = Field(default=600, ge=10, le=86400)
+    batch_size: int = Field(default=4, ge=1, le=32, description="requests tested together; a red batch is bisected")
+    mode: Literal["rebase", "merge"] = Field(default="rebase", description="how a branch goes onto main")
+
+
 class WitnessSection(_Section):
     interval_seconds: float = Field(default=5.0, gt=0, description="time between ticks of `gastown up`")
     max_attempts: int = Field(default=3, ge=1, description="failed attempts before a bead is blocked")
@@ -139,6 +151,11 @@ class Settings(_Section):
     gateway: GatewaySection = Field(default_factory=GatewaySection)
     runtime: RuntimeSection = Field(default_factory=RuntimeSection)
     witness: WitnessSection = Field(default_factory=WitnessSection)
+    rigs: dict[str, RigSection] = Field(default_factory=dict)
+
+    def rig(self, name: str) -> RigSection:
+        """The settings of a rig (defaults when town.toml has no `[rigs.<name>]`)."""
+        return self.rigs.get(name) or RigSection()
 
     @property
     def db_path(self) -> Path:

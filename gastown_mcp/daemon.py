@@ -13,8 +13,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 
@@ -25,6 +26,7 @@ from gastown_mcp.errors import Conflict, GastownError, NotFound
 from gastown_mcp.models import Role
 from gastown_mcp.runstate import RunState, read_state, state_path
 from gastown_mcp.runtime import Runtime
+from gastown_mcp.supervisor.merge_queue import MergeQueue
 from gastown_mcp.supervisor.witness import Witness
 from gastown_mcp.town import Town, system_agent
 
@@ -68,7 +70,8 @@ class TownProcess:
                     path.write_text(self.state.model_dump_json(indent=2))
                     if ready is not None:
                         ready(self.state)
-                    outer.start_soon(self._witness_loop, witness)
+                    outer.start_soon(self._loop, "witness", witness.tick)
+                    outer.start_soon(self._loop, "merge queue", MergeQueue(town).tick)
                     if threading.current_thread() is threading.main_thread():
                         outer.start_soon(self._signals)  # elsewhere (tests, embedding) the owner calls stop()
                     await self._stopping.wait()
@@ -94,15 +97,15 @@ class TownProcess:
                 self.stop()
                 return
 
-    async def _witness_loop(self, witness: Witness) -> None:
+    async def _loop(self, name: str, tick: Callable[[], Sequence[Any]]) -> None:
+        """Step a deterministic supervisor (witness, merge queue) every interval, in a worker thread."""
         interval = self.settings.witness.interval_seconds
         while True:
             try:
-                actions = await anyio.to_thread.run_sync(witness.tick)
-                for action in actions:
-                    self.on_status(f"witness: {action.verb} {action.target} ({action.reason})")
+                for step in await anyio.to_thread.run_sync(tick):
+                    self.on_status(f"{name}: {step.verb} {step.target} ({step.reason})")
             except GastownError as exc:
-                self.on_status(f"witness: {exc}")
+                self.on_status(f"{name}: {exc}")
             await anyio.sleep(interval)
 
     def _stop_agents(self) -> None:

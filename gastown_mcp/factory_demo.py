@@ -25,11 +25,18 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from gastown_mcp import serving
-from gastown_mcp.config import GatewaySection, LeaseSection, ServerSection, Settings, TownSection, WitnessSection
+from gastown_mcp import assemble, serving
+from gastown_mcp.config import (
+    GatewaySection,
+    LeaseSection,
+    RuntimeSection,
+    ServerSection,
+    Settings,
+    TownSection,
+    WitnessSection,
+)
 from gastown_mcp.daemon import TownProcess
 from gastown_mcp.models import BeadStatus, Verb
-from gastown_mcp.runtime import worktrees
 from gastown_mcp.server.client import connect_http, result_text
 from gastown_mcp.town import operator
 
@@ -49,7 +56,8 @@ class FactoryResult:
     ok: bool
     seconds: float
     beads: dict[str, str] = field(default_factory=dict)
-    commits: dict[str, list[str]] = field(default_factory=dict)
+    main: list[str] = field(default_factory=list)  # subjects on the rig's main, newest first
+    merged: int = 0  # beads whose commit is on main
     usage: list[dict[str, Any]] = field(default_factory=list)
     model: str = ""
     double_worked: int = 0  # beads claimed more than once or taken over (must be 0)
@@ -80,7 +88,9 @@ def _standin_app() -> Any:
     return build_standin(script_named("polecat")).app
 
 
-def _settings(town_dir: Path, name: str, upstream: dict[str, Any], default: str) -> Settings:
+def _settings(
+    town_dir: Path, name: str, upstream: dict[str, Any], default: str, runtime: RuntimeSection | None = None
+) -> Settings:
     town_dir.mkdir(parents=True)
     return Settings(
         town_dir=town_dir,
@@ -89,6 +99,7 @@ def _settings(town_dir: Path, name: str, upstream: dict[str, Any], default: str)
         server=ServerSection(port=0),
         gateway=GatewaySection(port=0, upstreams=upstream, default_upstream=default),
         witness=WitnessSection(interval_seconds=1.0, idle_seconds=120),
+        runtime=runtime or RuntimeSection(),
     )
 
 
@@ -126,8 +137,8 @@ async def _factory(
                 busy = [a for a in agents if a.state.alive]
                 if live:
                     board.update(_board(beads, agents, time.monotonic() - started))
-                if all(b.status is BeadStatus.done for b in beads.values()):
-                    break
+                if all(b.status is BeadStatus.done and not b.awaiting_merge for b in beads.values()):
+                    break  # finished means on main, not "said done"
                 if any(b.status is BeadStatus.blocked for b in beads.values()):
                     break
                 ready = await mayor.call_tool("bead_ready", {"limit": max(10, slots)})
@@ -139,23 +150,21 @@ async def _factory(
                 await anyio.sleep(0.5)
         console.print()
         usage = await mayor.call_tool("town_usage", {})
-    rig = worktrees.get_rig(town.settings.town_dir, "sample")
-    commits: dict[str, list[str]] = {}
-    for agent in town.agents(op):
-        branch = agent.metadata.get("branch")
-        if branch:
-            commits[str(branch)] = worktrees.branch_log(rig, str(branch), 5)[:-1]  # minus the initial commit
-    statuses = {b: town.bead_show(op, b).status.value for b in ids.values()}
+    main = town.rig_log(op, "sample", limit=50)
+    final = {b: town.bead_show(op, b) for b in ids.values()}
+    statuses = {b: bead.status.value for b, bead in final.items()}
+    merged = sum(1 for bead in final.values() if bead.status is BeadStatus.done and not bead.awaiting_merge)
     claims = [e.bead_id for e in town.events(op, limit=100_000) if e.verb in (Verb.bead_claimed, Verb.bead_taken_over)]
     double = sum(1 for b in ids.values() if claims.count(b) > 1)
     inbox = town.inbox(town.agent("mayor"), unread_only=False, limit=20)
     mail = [f"mail to the mayor: {m.subject}" for m in reversed(inbox)]
     return FactoryResult(
-        ok=all(s == "done" for s in statuses.values()) and double == 0,
+        ok=merged == len(final) and double == 0,
+        merged=merged,
         double_worked=double,
         seconds=time.monotonic() - started,
         beads=statuses,
-        commits=commits,
+        main=main,
         usage=(usage.structured_content or {}).get("agents", []),
         problems=mail + [f"the last sling failed: {e}" for e in sling_errors[-1:]],
     )
@@ -190,13 +199,12 @@ def _summary(console: Console, result: FactoryResult) -> None:
             f"${u['cost_usd']:.4f}",
         )
     console.print(t)
-    c = Table("branch", "commits", title="commits per branch")
-    for branch, subjects in sorted(result.commits.items()):
-        c.add_row(branch, "\n".join(subjects) or "-")
+    c = Table("commits on main, newest first", title="main after the merge queue")
+    for subject in result.main:
+        c.add_row(subject)
     console.print(c)
-    done = sum(1 for s in result.beads.values() if s == "done")
-    verdict = "[bold green]all beads done[/]" if result.ok else "[bold red]not every bead was done[/]"
-    console.print(f"{verdict}: {done}/{len(result.beads)} in {result.seconds:.1f}s ({result.model})")
+    verdict = "[bold green]all beads merged on main[/]" if result.ok else "[bold red]not every bead reached main[/]"
+    console.print(f"{verdict}: {result.merged}/{len(result.beads)} in {result.seconds:.1f}s ({result.model})")
     if not result.ok:
         for problem in result.problems:
             console.print(f"[red]-[/] {escape(problem)}", highlight=False)
@@ -209,12 +217,14 @@ def run_factory(
     plan: list[tuple[str, str, list[str]]] | None = None,
     slots: int = SLOTS,
     live: bool = True,
+    runtime: RuntimeSection | None = None,
 ) -> FactoryResult:
+    """Run the factory once; `runtime` replaces the town's default `[runtime]` section (image, limits)."""
     console = console or Console()
     from gastown_mcp.runtime import build_images, connect_runtime
 
     started = time.monotonic()
-    runtime = connect_runtime()
+    engine = connect_runtime()
     if build:
         build_images(progress=lambda line: console.print(f"[dim]{line}[/]"))
     key = os.environ.get("ANTHROPIC_API_KEY")
@@ -234,9 +244,10 @@ def run_factory(
         console.print(f"[bold]model:[/] {model}")
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gastown-demo-")))
         name = f"demo{os.getpid() % 100000}"
-        settings = _settings(root / "town", name, upstream, default)
-        worktrees.add_rig(settings.town_dir, "sample", str(_sample_rig(root)))
-        process = TownProcess(settings, env, runtime, on_status=lambda s: None, teardown=True)
+        settings = _settings(root / "town", name, upstream, default, runtime)
+        with contextlib.closing(assemble.open_town(settings)) as setup:
+            setup.rig_add(operator(), "sample", str(_sample_rig(root)))
+        process = TownProcess(settings, env, engine, on_status=lambda s: None, teardown=True)
         holder: dict[str, FactoryResult] = {}
 
         async def main() -> None:

@@ -121,6 +121,13 @@ class Verb(StrEnum):
     budget_exhausted = "budget.exhausted"
     route_set = "route.set"
     route_cleared = "route.cleared"
+    bead_merged = "bead.merged"
+    merge_queued = "merge.queued"
+    merge_testing = "merge.testing"
+    merge_merged = "merge.merged"
+    merge_conflicted = "merge.conflicted"
+    merge_failed = "merge.failed"
+    merge_rejected = "merge.rejected"
 
     @classmethod
     def of_agent_state(cls, state: AgentState) -> Verb:
@@ -132,6 +139,10 @@ class Verb(StrEnum):
         return cls.bead_reopened if status is BeadStatus.open else cls(f"bead.{status.value}")
 
     @classmethod
+    def of_merge(cls, state: MergeState) -> Verb:
+        return cls(f"merge.{state.value}")
+
+    @classmethod
     def of_message(cls, kind: MessageKind) -> Verb:
         return cls(f"{kind.value}.sent")
 
@@ -140,6 +151,20 @@ def now_iso(at: float | None = None) -> str:
     """UTC timestamps as fixed-width ISO strings, so text order is time order."""
     dt = datetime.fromtimestamp(time.time() if at is None else at, UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class MergeState(StrEnum):
+    """A merge request: queued -> testing -> merged | conflicted | failed | rejected."""
+
+    queued = "queued"
+    testing = "testing"
+    merged = "merged"
+    conflicted = "conflicted"
+    failed = "failed"
+    rejected = "rejected"
+
+
+OPEN_MERGE_STATES = frozenset({MergeState.queued, MergeState.testing})
 
 
 class MessageKind(StrEnum):
@@ -166,6 +191,7 @@ class BeadResult(_Model):
     summary: str = Field(max_length=TEXT_MAX)
     branch: str | None = Field(default=None, max_length=300)
     commit: str | None = Field(default=None, max_length=100)
+    base: str | None = Field(default=None, max_length=100, description="where a handed-in branch forked from main")
 
 
 class Dep(_Model):
@@ -211,6 +237,7 @@ class Bead(_Model):
     updated_at: str
     closed_at: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    awaiting_merge: bool = Field(default=False, description="done and handed in; its commit is not on main yet")
     blocked_by: list[str] = Field(default_factory=list, description="open beads that must finish first")
     deps: list[Dep] = Field(default_factory=list)
     comments: list[Comment] = Field(default_factory=list)
@@ -263,6 +290,28 @@ class Event(_Model):
     after: dict[str, Any] | None = None
 
 
+class MergeRequest(_Model):
+    """A handed-in branch on its way to `main`; `landed` is the commit on main that carries it."""
+
+    id: int
+    rig: str
+    bead_id: str
+    agent: str
+    ref: str
+    tip: str
+    base: str
+    state: MergeState
+    attempts: int = 0
+    landing: str | None = None
+    landed: str | None = None
+    detail: str = ""
+    log_tail: str = ""
+    gate_runs: int = 0
+    created_at: str
+    updated_at: str
+    merged_at: str | None = None
+
+
 class TownStatus(_Model):
     town: str
     prefix: str
@@ -271,3 +320,5 @@ class TownStatus(_Model):
     agents_by_role: dict[str, int]
     agents_active: int
     pending_nudges: int
+    awaiting_merge: int = Field(default=0, description="beads done and handed in, not yet on main")
+    merges_by_state: dict[str, int] = Field(default_factory=dict)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,13 +23,6 @@ from gastown_mcp.town.budgets import (
     Routes,
     Usage,
 )
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Any:
-    s = Store(load_settings(tmp_path, env={}))
-    yield s
-    s.close()
 
 
 def test_the_standin_is_priced_like_a_sonnet_class_model() -> None:

@@ -89,9 +89,8 @@ def _serving(settings: Settings) -> Iterator[RunState]:
     with start_blocking_portal() as portal:
         ready = threading.Event()
         running = portal.start_task_soon(process.run, lambda _state: ready.set())
-        deadline = time.monotonic() + 30
-        while not (ready.is_set() or running.done()) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        running.add_done_callback(lambda _future: ready.set())  # a town that fails to start wakes us too
+        assert ready.wait(30), "the town did not start within 30 s"
         if running.done():
             running.result()  # raises what stopped it
         assert process.state is not None

@@ -19,7 +19,6 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from gastown_mcp.config import load_settings
 from gastown_mcp.gateway import GatewayConfig, Upstream, build_gateway
 from gastown_mcp.models import AgentState, Role, Verb
 from gastown_mcp.serving import serve
@@ -31,13 +30,6 @@ from gastown_mcp.town.budgets import Budgets, PriceTable, Routes
 from gastown_mcp.town.budgets import Route as RouteRow
 
 SENTINEL = "sk-ant-PROVIDER-SENTINEL-0123456789abcdef"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Any:
-    s = Store(load_settings(tmp_path, env={}))
-    yield s
-    s.close()
 
 
 @pytest.fixture

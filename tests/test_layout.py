@@ -51,6 +51,11 @@ def test_nothing_outside_the_town_package_reads_the_store() -> None:
     assert _offenders(STORE_ACCESS, ("town/", "store/", "assemble.py")) == []
 
 
+def test_only_the_town_package_works_on_rigs_and_agent_repositories() -> None:
+    rigs = re.compile(r"gastown_mcp\.rigs\b|from gastown_mcp import (\w+, )*rigs\b")
+    assert _offenders(rigs, ("town/", "rigs.py")) == []
+
+
 def test_nothing_outside_the_town_package_drives_the_container_runtime() -> None:
     # The composition root makes the town network before the town exists: agents' URLs depend on it.
     assert _offenders(RUNTIME_CALL, ("town/", "runtime/", "assemble.py")) == []

@@ -12,7 +12,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from gastown_mcp.cli import agents, beads, budget_cmds, fleet_cmds, messages, town_cmds
+from gastown_mcp.cli import agents, beads, budget_cmds, fleet_cmds, merges, messages, town_cmds
 from gastown_mcp.errors import GastownError
 
 __all__ = ["build_app", "main"]
@@ -45,6 +45,7 @@ def build_app() -> typer.Typer:
     messages.register(app)
     fleet_cmds.register(app)
     budget_cmds.register(app)
+    app.add_typer(merges.app, name="mq")
     return app
 
 

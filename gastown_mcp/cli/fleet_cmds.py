@@ -18,7 +18,7 @@ from gastown_mcp.cli import agents
 from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, attached_town, emit, note, open_town, print_json
 from gastown_mcp.daemon import TownProcess, provider_env, read_state, stop_running_town
 from gastown_mcp.errors import RuntimeUnavailable
-from gastown_mcp.runtime import build_images, connect_runtime, worktrees
+from gastown_mcp.runtime import build_images, connect_runtime
 
 rig_app = typer.Typer(help="Register projects (rigs) the town works on.", no_args_is_help=True)
 image_app = typer.Typer(help="Build the agent and town container images.", no_args_is_help=True)
@@ -147,34 +147,34 @@ def sling(
 @rig_app.command("add")
 def rig_add(
     name: str,
-    source: Annotated[str, typer.Argument(help="A git path or URL.")],
+    source: Annotated[str, typer.Argument(help="A git path or URL (it needs a `main` branch).")],
     town_dir: TownDir = None,
     as_json: Json = False,
 ) -> None:
-    """Register a project: the town keeps its own clone."""
+    """Register a project: the town keeps its own clone, and only the merge queue moves its main."""
     with open_town(town_dir) as town:
-        rig = worktrees.add_rig(town.settings.town_dir, name, source)
-    emit(as_json, {"name": rig.name, "repo": str(rig.repo)}, lambda c: c.print(f"rig {rig.name} at {rig.repo}"))
+        rig = town.rig_add(actor(town, None), name, source)
+    emit(as_json, rig, lambda c: c.print(f"rig {rig.name} at {rig.repo} (main at {rig.main[:10]})"))
 
 
 @rig_app.command("list")
 def rig_list(town_dir: TownDir = None, as_json: Json = False) -> None:
+    """Rigs with their clone and where main is."""
     with open_town(town_dir) as town:
-        rigs = worktrees.list_rigs(town.settings.town_dir)
-    data = [{"name": r.name, "repo": str(r.repo)} for r in rigs]
+        found = town.rig_list(actor(town, None))
 
     def render(c: Console) -> None:
-        for r in data:
-            c.print(f"{r['name']}  {r['repo']}")
+        for r in found:
+            c.print(f"{r.name}  {r.repo}  main {r.main[:10]}")
 
-    emit(as_json, data, render)
+    emit(as_json, found, render)
 
 
 @rig_app.command("remove")
 def rig_remove(name: str, town_dir: TownDir = None) -> None:
     """Forget a rig and delete the town's clone of it."""
     with open_town(town_dir) as town:
-        worktrees.remove_rig(town.settings.town_dir, name)
+        town.rig_remove(actor(town, None), name)
     note(f"rig {name} removed")
 
 

@@ -1,4 +1,4 @@
-"""Agent containers: the `Runtime` protocol and its backends, the agent image, town networks, worktrees.
+"""Agent containers: the `Runtime` protocol and its backends, the agent image, town networks, the self-test.
 
 Only this package imports docker. `connect_runtime(backend)` picks the backend `[runtime] backend` names; the
 town's composition root calls it and hands the result to `Town`, and nothing else holds it.

@@ -89,7 +89,7 @@ class LaunchSpec:
     """Everything needed to start one agent's container.
 
     `command` empty means the image default (Claude Code headless). `mounts` usually come from
-    `worktrees.Worktree.mounts()`. `network` is the town network's name from `network.TownNetwork`.
+    `rigs.AgentRepo.mounts()`. `network` is the town network's name from `network.TownNetwork`.
     """
 
     town: str

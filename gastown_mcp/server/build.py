@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from gastown_mcp.errors import GastownError
 from gastown_mcp.models import Agent
-from gastown_mcp.server import beads, budgets, fleet, resources, town_tools
+from gastown_mcp.server import beads, budgets, fleet, merges, resources, town_tools
 from gastown_mcp.server.identity import Identity, TownTokenVerifier
 from gastown_mcp.town import Town, roles
 
@@ -123,5 +123,6 @@ def build_server(town: Town, agent: Agent | None = None, *, http_url: str | None
     town_tools.register(mcp, town, run)
     fleet.register(mcp, town, run)
     budgets.register(mcp, town, run)
+    merges.register(mcp, town, run)
     resources.register(mcp, town, run)
     return mcp

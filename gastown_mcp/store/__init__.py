@@ -10,6 +10,7 @@ from gastown_mcp.store.agents import AgentRepo, Credentials
 from gastown_mcp.store.beads import BeadRepo
 from gastown_mcp.store.db import Database
 from gastown_mcp.store.events import EventRepo
+from gastown_mcp.store.merges import MergeRepo
 from gastown_mcp.store.messages import MessageRepo
 
 __all__ = ["Credentials", "Store"]
@@ -23,6 +24,7 @@ class Store:
         self.agents = AgentRepo(self.db)
         self.messages = MessageRepo(self.db)
         self.events = EventRepo(self.db)
+        self.merges = MergeRepo(self.db, self.beads)
 
     def close(self) -> None:
         self.db.close()

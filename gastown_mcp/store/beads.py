@@ -29,7 +29,14 @@ from gastown_mcp.store.ids import hash_length, random_hash
 
 SUMMARY_COLS = "id, title, status, priority, assignee"
 CLOSED = tuple(s.value for s in CLOSED_STATUSES)
+# A blocker holds its dependents while it is open, or done with its commit not yet on main.
+BLOCKING = f"(b.status NOT IN {CLOSED} OR b.merge_pending = 1)"
 EDITABLE = ("title", "description", "acceptance", "notes", "type", "priority", "metadata")
+
+
+def _releases(status: str, merge_pending: int) -> bool:
+    """Whether a bead in this state lets its dependents go: closed, with nothing waiting to land."""
+    return status in CLOSED and not merge_pending
 
 
 def _snapshot(row: sqlite3.Row) -> dict[str, Any]:
@@ -64,7 +71,7 @@ class BeadRepo:
             r["id"]
             for r in self.db.query(
                 f"""SELECT b.id FROM deps d JOIN beads b ON b.id = d.depends_on
-                    WHERE d.bead_id=? AND d.kind='blocks' AND b.status NOT IN {CLOSED}""",
+                    WHERE d.bead_id=? AND d.kind='blocks' AND {BLOCKING}""",
                 (bead_id,),
             )
         ]
@@ -91,6 +98,7 @@ class BeadRepo:
             updated_at=row["updated_at"],
             closed_at=row["closed_at"],
             metadata=rows.loads(row["metadata"]) or {},
+            awaiting_merge=bool(row["merge_pending"]),
             blocked_by=blocked_by,
             deps=deps,
             comments=comments,
@@ -167,6 +175,10 @@ class BeadRepo:
 
     def counts(self) -> dict[str, int]:
         return {r["status"]: r["n"] for r in self.db.query("SELECT status, count(*) AS n FROM beads GROUP BY status")}
+
+    def awaiting_merge_count(self) -> int:
+        row = self.db.query_one("SELECT count(*) AS n FROM beads WHERE merge_pending=1")
+        return int(row["n"]) if row else 0
 
     def ready_count(self) -> int:
         row = self.db.query_one(
@@ -251,7 +263,10 @@ class BeadRepo:
     def _link(self, tx: Tx, actor: str, bead_id: str, other: str, kind: DepKind) -> Dep:
         if bead_id == other:
             raise InvalidInput(f"a bead cannot depend on itself ({bead_id})")
-        found = {r["id"]: r for r in tx.execute("SELECT id, status FROM beads WHERE id IN (?,?)", (bead_id, other))}
+        found = {
+            r["id"]: r
+            for r in tx.execute("SELECT id, status, merge_pending FROM beads WHERE id IN (?,?)", (bead_id, other))
+        }
         for needed in (bead_id, other):
             if needed not in found:
                 raise NotFound(f"no bead {needed!r}; check the id with bead_show")
@@ -276,7 +291,7 @@ class BeadRepo:
             "INSERT INTO deps (bead_id, depends_on, kind, created_at, created_by) VALUES (?,?,?,?,?)",
             (bead_id, other, kind.value, tx.now, actor),
         )
-        if kind is DepKind.blocks and found[other]["status"] not in CLOSED:
+        if kind is DepKind.blocks and not _releases(found[other]["status"], found[other]["merge_pending"]):
             tx.execute("UPDATE beads SET open_blockers = open_blockers + 1 WHERE id=?", (bead_id,))
         tx.event(actor, Verb.bead_linked, bead_id=bead_id, after={"depends_on": other, "kind": kind.value})
         return Dep(bead_id=bead_id, depends_on=other, kind=kind)
@@ -289,8 +304,8 @@ class BeadRepo:
             if cur.rowcount == 0:
                 raise NotFound(f"{bead_id} has no {kind.value} link to {other}")
             if kind is DepKind.blocks:
-                st = tx.execute("SELECT status FROM beads WHERE id=?", (other,)).fetchone()
-                if st and st["status"] not in CLOSED:
+                st = tx.execute("SELECT status, merge_pending FROM beads WHERE id=?", (other,)).fetchone()
+                if st and not _releases(st["status"], st["merge_pending"]):
                     tx.execute("UPDATE beads SET open_blockers = open_blockers - 1 WHERE id=?", (bead_id,))
             tx.event(actor, Verb.bead_unlinked, bead_id=bead_id, before={"depends_on": other, "kind": kind.value})
 
@@ -366,7 +381,7 @@ class BeadRepo:
             r["id"]
             for r in tx.execute(
                 f"""SELECT b.id FROM deps d JOIN beads b ON b.id=d.depends_on
-                    WHERE d.bead_id=? AND d.kind='blocks' AND b.status NOT IN {CLOSED}""",
+                    WHERE d.bead_id=? AND d.kind='blocks' AND {BLOCKING}""",
                 (bead_id,),
             )
         ]
@@ -382,17 +397,22 @@ class BeadRepo:
         return row
 
     def _set_status(self, tx: Tx, row: sqlite3.Row, status: BeadStatus, **extra: Any) -> None:
+        """Change status; dependents are released (or held again) only when "closed with nothing pending" flips."""
         old = row["status"]
         sets = {"status": status.value, "updated_at": tx.now, **extra}
         if status in CLOSED_STATUSES and old not in CLOSED:
             sets["closed_at"] = tx.now
+        elif status not in CLOSED_STATUSES and old in CLOSED:
+            sets["closed_at"] = None
+        was = _releases(old, row["merge_pending"])
+        now = _releases(status.value, sets.get("merge_pending", row["merge_pending"]))
+        if now and not was:
             tx.execute(
                 "UPDATE beads SET open_blockers = open_blockers - 1 WHERE id IN "
                 "(SELECT bead_id FROM deps WHERE depends_on=? AND kind='blocks')",
                 (row["id"],),
             )
-        elif status not in CLOSED_STATUSES and old in CLOSED:
-            sets["closed_at"] = None
+        elif was and not now:
             tx.execute(
                 "UPDATE beads SET open_blockers = open_blockers + 1 WHERE id IN "
                 "(SELECT bead_id FROM deps WHERE depends_on=? AND kind='blocks')",
@@ -401,23 +421,45 @@ class BeadRepo:
         cols = ", ".join(f"{k}=?" for k in sets)
         tx.execute(f"UPDATE beads SET {cols} WHERE id=?", (*sets.values(), row["id"]))
 
-    def complete(self, actor: str, bead_id: str, result: BeadResult, require_assignee: str | None) -> Bead:
+    def complete(
+        self,
+        actor: str,
+        bead_id: str,
+        result: BeadResult,
+        require_assignee: str | None,
+        *,
+        merge_pending: bool = False,
+    ) -> Bead:
+        """in_progress → done. With `merge_pending` (work handed in for the merge queue) its dependents keep
+        waiting until the merge queue says the commit is on main."""
         with self.db.write() as tx:
-            row = self._locked_row(tx, bead_id, require_assignee, "complete")
-            if row["status"] != "in_progress":
-                raise InvalidTransition(
-                    f"bead {bead_id} is {row['status']}; only an in_progress bead can be completed (claim it first)"
-                )
-            self._set_status(tx, row, BeadStatus.done, result=result.model_dump_json(), lease_expires_at=None)
-            tx.event(
-                actor,
-                Verb.bead_completed,
-                bead_id=bead_id,
-                agent=row["assignee"],
-                before=_snapshot(row),
-                after={"status": "done", "result": result.model_dump()},
-            )
+            self._complete(tx, actor, bead_id, result, require_assignee, merge_pending)
         return self.get(bead_id)
+
+    def _complete(
+        self, tx: Tx, actor: str, bead_id: str, result: BeadResult, require_assignee: str | None, merge_pending: bool
+    ) -> None:
+        row = self._locked_row(tx, bead_id, require_assignee, "complete")
+        if row["status"] != "in_progress":
+            raise InvalidTransition(
+                f"bead {bead_id} is {row['status']}; only an in_progress bead can be completed (claim it first)"
+            )
+        self._set_status(
+            tx,
+            row,
+            BeadStatus.done,
+            result=result.model_dump_json(),
+            lease_expires_at=None,
+            merge_pending=int(merge_pending),
+        )
+        tx.event(
+            actor,
+            Verb.bead_completed,
+            bead_id=bead_id,
+            agent=row["assignee"],
+            before=_snapshot(row),
+            after={"status": "done", "result": result.model_dump(), "merge_pending": merge_pending},
+        )
 
     def release(
         self,

@@ -1,7 +1,7 @@
 """Append-only schema migrations (sqlite-utils `Migrations`). Never edit one that has shipped: add another.
 
 Numbering is fixed by owner so parallel work never collides: m001 core tables, m002 gateway (usage,
-budgets, routes), m003 runtime (rigs, containers). A new migration goes at the end of its file section.
+budgets, routes), m003 merges (merge requests). A new migration goes at the end of its file section.
 """
 
 from __future__ import annotations
@@ -181,7 +181,42 @@ CREATE TABLE routes (
     )
 
 
-# m003_runtime (rigs, containers) goes here.
+@migrations(name="m003_merges")
+def m003_merges(db: UtilsDatabase) -> None:
+    # A bead handed in is done but its dependents wait until its commit is on main: merge_pending keeps it
+    # counted as an open blocker. One merge request per hand-in; `landing` is the commit a land is moving
+    # main to, written before the compare-and-swap so a crash in between can be told apart on restart.
+    _run(
+        db,
+        """
+ALTER TABLE beads ADD COLUMN merge_pending INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE merge_requests (
+    id INTEGER PRIMARY KEY,
+    rig TEXT NOT NULL,
+    bead_id TEXT NOT NULL REFERENCES beads(id),
+    agent TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    tip TEXT NOT NULL,
+    base TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'queued'
+        CHECK (state IN ('queued','testing','merged','conflicted','failed','rejected')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    landing TEXT,
+    landed TEXT,
+    detail TEXT NOT NULL DEFAULT '',
+    log_tail TEXT NOT NULL DEFAULT '',
+    gate_runs INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    merged_at TEXT
+);
+CREATE INDEX merge_requests_queue ON merge_requests (rig, state, id);
+CREATE INDEX merge_requests_bead ON merge_requests (bead_id)
+""",
+    )
+
+
+# m004 and later go here.
 
 
 def apply_migrations(conn: sqlite3.Connection) -> None:

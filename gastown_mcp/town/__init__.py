@@ -1,6 +1,7 @@
 """The one domain API: every surface (MCP server, CLI, gateway, supervisors, demos) calls `Town`.
 
-`Town` wires the nouns, one module each: beads, agents, mail, fleet, budgets, feed. Each method takes the
+`Town` wires the nouns, one module each: beads, agents, mail, fleet, merges (rigs and the hand-in),
+budgets, feed. Each method takes the
 acting `Agent` first, checks it in the guard (permissions and input, beside the roles table), and calls the
 store or the fleet, which nothing outside this package holds. Any call by an agent renews its leases.
 """
@@ -14,7 +15,7 @@ from gastown_mcp.town.base import OPERATOR, operator, system_agent
 from gastown_mcp.town.beads import BeadsAPI
 from gastown_mcp.town.budgets import BudgetsAPI
 from gastown_mcp.town.feed import FeedAPI
-from gastown_mcp.town.fleet import Fleet, FleetAPI, FleetConfig, role_limits
+from gastown_mcp.town.fleet import Fleet, FleetConfig, role_limits
 
 __all__ = [
     "OPERATOR",
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 
-class Town(BeadsAPI, FleetAPI, BudgetsAPI, FeedAPI):
+class Town(BeadsAPI, BudgetsAPI, FeedAPI):
     """A town over its store, optionally with a fleet (a container runtime and where agents find the town)."""
 
     def __init__(self, store: Store, settings: Settings, fleet: Fleet | None = None) -> None:

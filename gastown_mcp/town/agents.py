@@ -99,4 +99,6 @@ class AgentsAPI(TownBase):
             agents_by_role=by_role,
             agents_active=sum(1 for a in agents if a.state.alive),
             pending_nudges=self._store.messages.pending_count(),
+            awaiting_merge=self._store.beads.awaiting_merge_count(),
+            merges_by_state=self._store.merges.counts(),
         )

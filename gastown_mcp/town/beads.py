@@ -12,10 +12,10 @@ from typing import Any
 from gastown_mcp.errors import Forbidden, InvalidInput
 from gastown_mcp.models import Agent, Bead, BeadResult, BeadStatus, BeadSummary, BeadType, Dep, DepKind, now_iso
 from gastown_mcp.town import guard
-from gastown_mcp.town.base import TownBase
+from gastown_mcp.town.merges import MergesAPI
 
 
-class BeadsAPI(TownBase):
+class BeadsAPI(MergesAPI):
     def bead_create(
         self,
         actor: Agent,
@@ -155,10 +155,12 @@ class BeadsAPI(TownBase):
         self, actor: Agent, bead_id: str, summary: str, branch: str | None = None, commit: str | None = None
     ) -> Bead:
         own = self._own_only(actor, "bead.complete", "complete", bead_id)
-        if branch is None and actor.metadata.get("branch"):
-            branch = str(actor.metadata["branch"])  # the agent's own worktree branch
         if not summary.strip():
             raise InvalidInput("completing a bead needs a summary of what was done")
+        if own and self._hand_in(actor, bead_id, guard.text("summary", summary)) is not None:
+            return self._store.beads.get(bead_id)  # done, awaiting merge: the town checked and queued its commit
+        if branch is None and actor.metadata.get("branch"):
+            branch = str(actor.metadata["branch"])  # the agent's own branch
         result = BeadResult(
             summary=guard.text("summary", summary),
             branch=guard.text("branch", branch, 300) or None,

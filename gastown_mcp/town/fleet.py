@@ -1,8 +1,8 @@
 """The fleet: spawning, stopping, slinging work to and resuming agents that run in containers.
 
-`Fleet` composes the store, the rigs' git worktrees and a `Runtime`; `FleetAPI` is its face on `Town`, which
-checks permissions first. Nothing outside `town/` holds the runtime.
-A spawned agent gets a name from the pool, an MCP token and a gateway key, a worktree on its own branch, and a
+`Fleet` composes the store, the agents' own repositories (`rigs`) and a `Runtime`; `FleetAPI` is its face on
+`Town`, which checks permissions first. Nothing outside `town/` holds the runtime.
+A spawned agent gets a name from the pool, an MCP token and a gateway key, a repository of its own, and a
 hardened container that reaches only the town's MCP endpoint and the gateway. Its Claude Code state lives in
 `<town>/agents/<name>/claude` (mounted at ~/.claude) under a session id the fleet picks, so a session that
 has ended can be resumed in a fresh container with `resume()` (how a nudge reaches an exited agent).
@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gastown_mcp import rigs
 from gastown_mcp.config import Settings
 from gastown_mcp.errors import Conflict, Forbidden, GastownError, InvalidInput, NotFound, RuntimeUnavailable
 from gastown_mcp.models import Agent, AgentState, Bead, BeadStatus, Message, MessageKind, Role
-from gastown_mcp.runtime import worktrees
 from gastown_mcp.runtime.protocol import (
     AGENT_GID,
     AGENT_HOME,
@@ -89,14 +89,15 @@ class Fleet:
         name: str | None = None,
         max_attempts: int | None = None,
     ) -> Agent:
-        """Create the agent, its worktree (with a rig) and its container; with `bead`, put it on the hook.
+        """Create the agent, its own repository (with a rig) and its container; with `bead`, put it on the hook.
 
         A spawn that fails gives the bead back as a failed attempt; once it has `max_attempts` of them it is
         blocked, so a container that can never start does not get relaunched forever.
         """
-        rig_obj = worktrees.get_rig(self.config.town_dir, rig) if rig else None
+        rig_obj = rigs.get_rig(self.config.town_dir, rig) if rig else None
+        start = None
         if bead is not None:
-            self._check_slingable(bead)
+            start = self._check_slingable(bead).metadata.get("rework_from")
         name = name or self.pick_name(role)
         creds = self.store.agents.create(actor, name, role, rig)
         limits = limits or self.config.limits.get(role.value) or Limits()
@@ -108,9 +109,10 @@ class Fleet:
         try:
             mounts: list[Mount] = []
             if rig_obj is not None:
-                worktree = worktrees.create_worktree(rig_obj, name, bead)
-                meta.update(worktree=str(worktree.path), branch=worktree.branch)
-                mounts = worktree.mounts()
+                # A bead handed back by the merge queue continues from its last hand-in, not from scratch.
+                repo = rigs.create_agent_repo(rig_obj, name, bead, start=str(start) if start else None)
+                meta.update(worktree=str(repo.path), branch=repo.branch)
+                mounts = repo.mounts()
             mounts.append(self._claude_home(name, fresh=True))
             if bead is not None:
                 self.store.beads.claim(name, bead, lease_seconds)
@@ -127,7 +129,7 @@ class Fleet:
     def resume(self, actor: str, name: str, prompt: str) -> Agent:
         """Start an exited agent's Claude Code session again in a fresh container, with `prompt` as its next turn.
 
-        Same worktree, branch and session (its transcript survived in `<town>/agents/<name>/claude`); the old
+        Same repository, branch and session (its transcript survived in `<town>/agents/<name>/claude`); the old
         container is removed and the agent gets new credentials, since only their hashes are kept.
         """
         agent = self.store.agents.get(name)
@@ -144,7 +146,8 @@ class Fleet:
         limits = Limits(**meta["limits"]) if isinstance(meta.get("limits"), dict) else Limits()
         mounts: list[Mount] = []
         if agent.rig and meta.get("worktree"):
-            mounts = _existing_worktree_mounts(worktrees.get_rig(self.config.town_dir, agent.rig), name, meta)
+            rig = rigs.get_rig(self.config.town_dir, agent.rig)
+            mounts = rigs.open_agent_repo(rig, name, str(meta.get("branch") or rigs.branch_name(name, None))).mounts()
         mounts.append(self._claude_home(name, fresh=False))
         extra = {"GASTOWN_RESUME": str(session), "GASTOWN_PROMPT": prompt}
         status = self._launch(name, agent.role, creds.token, creds.gateway_key, meta, mounts, limits, extra)
@@ -221,7 +224,7 @@ class Fleet:
         actor: str,
         name: str,
         bead: str | None,
-        rig: worktrees.Rig | None,
+        rig: rigs.Rig | None,
         exc: BaseException,
         max_attempts: int | None,
     ) -> Bead | None:
@@ -237,7 +240,7 @@ class Fleet:
                 blocked = back if back.status is BeadStatus.blocked else None
         if rig is not None:
             with contextlib.suppress(Exception):
-                worktrees.remove_worktree(rig, name)
+                rigs.remove_agent_repo(rig, name)
         with contextlib.suppress(GastownError):
             self.store.agents.set_state(actor, name, AgentState.removed, f"spawn failed: {exc}")
         return blocked
@@ -255,7 +258,7 @@ class Fleet:
         """Put a bead on an agent's hook: a running agent's name, or a rig (spawns a polecat for it)."""
         agent = self.store.agents.find(target)
         if agent is None or agent.state is AgentState.removed:
-            if target in {r.name for r in worktrees.list_rigs(self.config.town_dir)}:
+            if target in {r.name for r in rigs.list_rigs(self.config.town_dir)}:
                 return self.spawn(
                     actor,
                     Role.polecat,
@@ -306,17 +309,6 @@ class Fleet:
         except RuntimeUnavailable:
             return []
         return removed
-
-
-def _existing_worktree_mounts(rig: worktrees.Rig, name: str, meta: Mapping[str, object]) -> list[Mount]:
-    """The mounts of a worktree `spawn` made earlier (it is still on disk with its branch)."""
-    path = Path(str(meta["worktree"]))
-    pointer = (path / ".git").read_text().strip()
-    if not pointer.startswith("gitdir: "):
-        raise GastownError(f"unexpected .git file in {path}: {pointer!r}; spawn a new agent instead")
-    git_dir = Path(pointer.removeprefix("gitdir: "))
-    branch = str(meta.get("branch") or worktrees.branch_name(name, None))
-    return worktrees.Worktree(rig, name, branch, path, git_dir).mounts()
 
 
 def role_limits(settings: Settings) -> dict[str, Limits]:

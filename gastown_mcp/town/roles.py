@@ -44,15 +44,17 @@ PLANNER = READ | {
     "town.agents",
     "town.heartbeat",
 }
-MAYOR = PLANNER | {"town.spawn", "town.stop", "town.sling", "town.budget.set", "town.budget", "town.usage"}
+MERGES = {"merge.read", "merge.admin"}
+MAYOR = PLANNER | MERGES | {"town.spawn", "town.stop", "town.sling", "town.budget.set", "town.budget", "town.usage"}
 OVERSEER = MAYOR | {"town.admin"}
 DOG = READ | {"town.status", "town.agents", "town.heartbeat", "town.inbox", "town.mail"}
 
 ACTIONS: dict[Role, frozenset[str]] = {
     Role.overseer: frozenset(OVERSEER),
     Role.mayor: frozenset(MAYOR),
-    Role.refinery: frozenset(PLANNER | {"town.budget", "town.usage"}),
-    Role.deacon: frozenset(PLANNER | {"town.budget", "town.usage"}),
+    # The refinery runs the merge queue; a bead it hands back goes to a fresh polecat (town.sling).
+    Role.refinery: frozenset(PLANNER | MERGES | {"town.budget", "town.usage", "town.sling"}),
+    Role.deacon: frozenset(PLANNER | {"merge.read", "town.budget", "town.usage"}),
     # town.sling: the witness respawns a polecat for a bead whose polecat died.
     Role.witness: frozenset(WITNESS | {"town.stop", "town.sling", "town.budget", "town.usage"}),
     Role.polecat: frozenset(POLECAT),
@@ -83,6 +85,10 @@ TOOL_ACTIONS: dict[str, tuple[str, ...]] = {
     "town_budget_set": ("town.budget.set",),
     "town_budget": ("town.budget",),
     "town_usage": ("town.usage",),
+    "merge_list": ("merge.read",),
+    "merge_show": ("merge.read",),
+    "merge_retry": ("merge.admin",),
+    "merge_reject": ("merge.admin",),
 }
 
 

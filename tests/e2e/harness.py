@@ -15,14 +15,14 @@ import secrets
 import shlex
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from anyio.from_thread import start_blocking_portal
 
+from gastown_mcp import rigs
 from gastown_mcp.config import (
     GatewaySection,
     LeaseSection,
@@ -34,10 +34,9 @@ from gastown_mcp.config import (
 )
 from gastown_mcp.daemon import RunState, TownProcess
 from gastown_mcp.models import Agent, Role
-from gastown_mcp.runtime import worktrees
+from gastown_mcp.rigs import Rig
 from gastown_mcp.runtime.docker_backend import DockerRuntime
 from gastown_mcp.runtime.protocol import ContainerStatus
-from gastown_mcp.runtime.worktrees import Rig
 from gastown_mcp.serving import serve
 from gastown_mcp.standin import (
     Conversation,
@@ -55,12 +54,11 @@ from gastown_mcp.town import Town
 from gastown_mcp.town import operator as make_operator
 from gastown_mcp.town.fleet import Fleet
 
-T = TypeVar("T")
 AGENT_IN_TASK = re.compile(r"\bYou are ([a-z][a-z0-9-]*)\.")
 STEP = re.compile(r"^toolu_standin_([a-z]+)_")
 SENTINEL = "gastown-go"
 # Waits (at most 90 s, inside Claude Code's 2-minute Bash limit) for the test to create the sentinel file in
-# the worktree's private git dir: outside the worktree, so waiting changes no file the witness watches.
+# the agent repository's git dir: outside its work tree, so waiting changes no file the witness watches.
 WAIT_FOR_RELEASE = (
     "d=$(git rev-parse --absolute-git-dir) && i=0 && "
     f'while [ ! -e "$d/{SENTINEL}" ] && [ "$i" -lt 900 ]; do sleep 0.1; i=$((i+1)); done; echo released'
@@ -187,9 +185,8 @@ class E2E:
 
     def release(self, agent: str) -> None:
         """Let an agent waiting in `WAIT_FOR_RELEASE` go on."""
-        worktree = Path(self.town._store.agents.get(agent).metadata["worktree"])
-        git_dir = Path((worktree / ".git").read_text().strip().removeprefix("gitdir: "))
-        (git_dir / SENTINEL).write_text("go\n")
+        repository = Path(self.town._store.agents.get(agent).metadata["worktree"])
+        (repository / ".git" / SENTINEL).write_text("go\n")
 
     def tick(self) -> list[Action]:
         done = self.witness.tick()
@@ -231,18 +228,6 @@ class E2E:
     def git(self, *args: str) -> str:
         done = subprocess.run(["git", *args], cwd=self.rig.repo, capture_output=True, text=True, check=True)
         return done.stdout.strip()
-
-
-def until(check: Callable[[], T | None], timeout_s: float, what: str, every_s: float = 0.2) -> T:
-    """Poll `check` until it returns something truthy, failing with `what` after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(every_s)
 
 
 class BackgroundTown(TownProcess):
@@ -293,12 +278,13 @@ def running_town(tmp: Path, runtime: DockerRuntime, image: str, *, idle_seconds:
             # The loop of the town process ticks once at start; the tests step their own witness.
             witness=WitnessSection(interval_seconds=3600, idle_seconds=idle_seconds),
         )
-        rig = worktrees.add_rig(town_dir, "sample", str(git_repo(tmp / "sample")))
+        rig = rigs.add_rig(town_dir, "sample", str(git_repo(tmp / "sample")))
         process = BackgroundTown(settings, {"STANDIN_KEY": "standin-key"}, runtime)
         ready = threading.Event()
         running = portal.start_task_soon(process.run, lambda _state: ready.set())
+        running.add_done_callback(lambda _future: ready.set())  # a town that fails to start wakes us too
         try:
-            until(lambda: ready.is_set() or running.done(), 60, "the town process to start")
+            assert ready.wait(60), "the town process did not start within 60 s"
             if running.done():
                 running.result()  # raises what stopped it
             assert process.town is not None and process.town._fleet is not None and process.state is not None

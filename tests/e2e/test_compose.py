@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.from_thread import start_blocking_portal
+from waits import until
 
 from gastown_mcp.runtime.docker_backend import DockerRuntime
 from gastown_mcp.runtime.network import remove_town_network
@@ -30,7 +31,7 @@ from gastown_mcp.serving import bind, serve
 from gastown_mcp.standin import build_standin
 from gastown_mcp.standin.scripts import script_named
 
-from .harness import git_repo, until
+from .harness import git_repo
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -153,7 +154,7 @@ def test_the_town_container_runs_a_polecat_that_completes_its_bead(
         f"the polecat to complete {bead}",
         every_s=1.0,
     )
-    assert done["result"]["commit"] and done["result"]["branch"].startswith("polecat/")
+    assert done["result"]["commit"] and done["result"]["branch"].startswith("refs/polecat/")  # handed in
 
     client = docker_runtime.client
     [town_container] = client.containers.list(filters={"label": f"com.docker.compose.project={town.project}"})

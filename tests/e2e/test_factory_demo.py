@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from rich.console import Console
 
-from gastown_mcp.config import Settings
 from gastown_mcp.runtime.docker_backend import DockerRuntime
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
-def test_the_factory_demo_finishes_every_bead_with_a_commit_per_branch_and_metered_usage(
+def test_the_factory_demo_lands_every_bead_on_main_with_metered_usage(
     docker_runtime: DockerRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from gastown_mcp.factory_demo import PLAN, run_factory
@@ -22,8 +19,9 @@ def test_the_factory_demo_finishes_every_bead_with_a_commit_per_branch_and_meter
     result = run_factory(Console(quiet=True), build=True)
     assert result.ok, result.beads
     assert len(result.beads) == len(PLAN)
-    assert len(result.commits) == len(PLAN)  # one polecat, one branch, one bead
-    assert all(len(subjects) == 1 for subjects in result.commits.values()), result.commits
+    assert result.merged == len(PLAN)
+    landed = [s for s in result.main if "work by the scripted stand-in" in s]
+    assert len(landed) == len(PLAN) and result.main[-1] == "initial", result.main  # one commit per bead on main
     assert len(result.usage) == len(PLAN)
     for row in result.usage:
         assert row["requests"] > 0 and row["output_tokens"] > 0 and row["cost_usd"] > 0
@@ -36,19 +34,12 @@ def test_when_no_polecat_container_can_start_the_demo_stops_with_blocked_beads_a
     """A real start failure (runc refuses an open-files limit above the kernel's) on every launch, as on an
     engine with AppArmor on and no apparmor_parser: each bead is blocked after max_attempts, not retried forever,
     the mayor is told why, and no container is left behind."""
-    from gastown_mcp import factory_demo
     from gastown_mcp.config import RuntimeSection
+    from gastown_mcp.factory_demo import run_factory
 
-    made = factory_demo._settings
-
-    def unstartable(*args: Any) -> Settings:
-        settings = made(*args)
-        limits = {"polecat": {"nofile": 2_000_000_000.0}}
-        return settings.model_copy(update={"runtime": RuntimeSection(limits=limits)})
-
-    monkeypatch.setattr(factory_demo, "_settings", unstartable)
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    result = factory_demo.run_factory(Console(quiet=True), build=False)
+    unstartable = RuntimeSection(limits={"polecat": {"nofile": 2_000_000_000.0}})
+    result = run_factory(Console(quiet=True), build=False, runtime=unstartable)
 
     assert not result.ok
     assert "blocked" in result.beads.values() and "done" not in result.beads.values(), result.beads

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from waits import until
 
 from gastown_mcp.errors import Conflict, NotFound, RuntimeUnavailable
 from gastown_mcp.runtime.docker_backend import DockerRuntime
@@ -52,9 +53,7 @@ def test_stop_reaches_the_command_through_the_entrypoint_so_it_can_exit_cleanly(
 ) -> None:
     trap = 'trap "echo got TERM; exit 0" TERM; echo ready; while :; do sleep 0.1; done'
     runtime.launch(spec(town_name, "a1", agent_image, "sh", "-c", trap))
-    deadline = time.monotonic() + 30
-    while "ready" not in runtime.logs(town_name, "a1") and time.monotonic() < deadline:
-        time.sleep(0.1)
+    until(lambda: "ready" in runtime.logs(town_name, "a1"), 30, "the command to set its TERM trap")
     status = runtime.stop(town_name, "a1", timeout_s=20)
     assert (status.exit_code, status.reason) == (0, "ok")  # not 137: SIGKILL after the timeout never came
     assert "got TERM" in runtime.logs(town_name, "a1")

@@ -6,14 +6,15 @@ queue; the test checks their reports against the final table and the audit trail
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import queue
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from waits import until
 
 from gastown_mcp.config import Settings
 from gastown_mcp.errors import Conflict, NotFound
@@ -66,16 +67,16 @@ def run_workers(target: Any, args_for: Any, n: int) -> list[Any]:
     procs = [ctx.Process(target=target, args=(*args_for(i), start, results)) for i in range(n)]
     for p in procs:
         p.start()
-    deadline = time.monotonic() + DEADLINE_S
-    out = []
+    out: list[Any] = []
+
+    def all_reported() -> bool:
+        with contextlib.suppress(queue.Empty):
+            while len(out) < n:
+                out.append(results.get_nowait())
+        return len(out) == n
+
     try:
-        while len(out) < n:
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"only {len(out)} of {n} workers reported in {DEADLINE_S}s"
-            try:
-                out.append(results.get(timeout=remaining))
-            except queue.Empty:
-                continue
+        until(all_reported, DEADLINE_S, f"all {n} workers to report", every_s=0.05)
     finally:
         for p in procs:
             p.join(timeout=10)

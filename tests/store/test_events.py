@@ -118,6 +118,7 @@ def test_export_writes_every_bead_label_dependency_comment_and_event(store: Stor
         "summary": "done",
         "branch": None,
         "commit": None,
+        "base": None,
     }
     assert by_table["deps"][0] | {"created_at": None} == {
         "bead_id": b.id,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from gastown_mcp import rigs
 from gastown_mcp.config import Settings, WitnessSection
 from gastown_mcp.errors import Conflict, RuntimeUnavailable
 from gastown_mcp.models import Agent, AgentState, BeadStatus, Role, Verb
-from gastown_mcp.runtime import worktrees
 from gastown_mcp.runtime.protocol import ContainerStatus, LaunchSpec
 from gastown_mcp.store import Store
 from gastown_mcp.supervisor.witness import Did, Witness
@@ -303,7 +303,7 @@ def fleet_town(store: Store, wsettings: Settings, runtime: FakeRuntime, tmp_path
     (source / "README.md").write_text("# web\n")
     for args in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-q", "-m", "initial"]):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", *args], cwd=source, check=True)
-    worktrees.add_rig(wsettings.town_dir, "web", str(source))
+    rigs.add_rig(wsettings.town_dir, "web", str(source))
     return with_fleet(store, wsettings, runtime)
 
 

@@ -1,0 +1,319 @@
+"""The merge queue, stepped with tick(): hand-in, rebase, gates, compare-and-swap on main, bisection, hand-back.
+
+Real git and a real SQLite town throughout. The gates run in real containers in the tests marked docker; the
+others give the town a gate runner that reads the candidate tree on the host (a hand-written fake of the
+container step only: what passes is decided by the files in the exact tree that would land).
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gastown_mcp import rigs
+from gastown_mcp.config import RigSection, Settings
+from gastown_mcp.errors import InvalidInput
+from gastown_mcp.models import Agent, AgentState, BeadStatus, MergeRequest, MergeState, Verb
+from gastown_mcp.rigs import Candidate
+from gastown_mcp.store import Store
+from gastown_mcp.supervisor.merge_queue import MergeQueue
+from gastown_mcp.town import Town
+from gastown_mcp.town.merges import GateResult
+
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "-c", "safe.directory=*"]
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run([*GIT, "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+class HostGates(Town):
+    """A town whose gate step reads the candidate tree on the host: red when it holds a file named `culprit`."""
+
+    runs: list[list[str]]
+    named_after: dict[int, int]  # request id -> gate runs so far when it was handed back
+
+    def merge_gates(self, actor: Agent, rig: str, candidate: Candidate) -> GateResult:
+        self.runs.append(sorted(p.name for p in candidate.path.iterdir() if not p.name.startswith(".")))
+        if (candidate.path / "culprit").exists():
+            return GateResult(False, "FAIL: test_culprit\n[gates failed (failed, exit 1)]")
+        return GateResult(True, "ok\n[gates passed]")
+
+    def merge_hand_back(self, actor: Agent, request: MergeRequest, *args: Any, **kwargs: Any) -> MergeRequest:
+        self.named_after[request.id] = len(self.runs)
+        return super().merge_hand_back(actor, request, *args, **kwargs)
+
+
+@pytest.fixture
+def msettings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"rigs": {"proj": RigSection(gates=["true"], batch_size=4)}})
+
+
+@pytest.fixture
+def mtown(store: Store, msettings: Settings) -> HostGates:
+    town = HostGates(store, msettings)
+    town.runs, town.named_after = [], {}
+    source = msettings.town_dir.parent / "source"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(source)], check=True)
+    (source / "README.md").write_text("project\n")
+    git(source, "add", ".")
+    git(source, "commit", "-qm", "initial")
+    rigs.add_rig(msettings.town_dir, "proj", str(source))
+    return town
+
+
+@pytest.fixture
+def polecat(mtown: HostGates, operator: Agent) -> Callable[..., tuple[Agent, Path]]:
+    """A polecat on rig `proj` with its own repository and `bead` claimed (what a spawn gives it)."""
+
+    def make(name: str, bead: str) -> tuple[Agent, Path]:
+        mtown.agent_add(operator, name, "polecat", "proj")
+        start = mtown.bead_show(operator, bead).metadata.get("rework_from")
+        repo = rigs.create_agent_repo(rigs.get_rig(mtown.settings.town_dir, "proj"), name, bead, start=start)
+        agent = mtown.set_agent_state(
+            operator, name, AgentState.running, "spawned", worktree=str(repo.path), branch=repo.branch
+        )
+        mtown.bead_claim(agent, bead)
+        return agent, repo.path
+
+    return make
+
+
+def work(path: Path, name: str, text: str, message: str) -> None:
+    (path / name).write_text(text)
+    git(path, "add", name)
+    git(path, "commit", "-qm", message)
+
+
+def main_log(town: Town, operator: Agent) -> list[str]:
+    return town.rig_log(operator, "proj")
+
+
+def test_completing_a_bead_hands_the_branch_in_and_it_waits_for_the_merge_queue(
+    mtown: HostGates, operator: Agent, polecat: Callable[..., tuple[Agent, Path]]
+) -> None:
+    first = mtown.bead_create(operator, "first")
+    later = mtown.bead_create(operator, "later", blocked_by=[first.id])
+    agent, path = polecat("nux", first.id)
+    work(path, "a.txt", "a\n", "add a")
+    done = mtown.bead_complete(agent, first.id, "added a")
+    assert (done.status, done.awaiting_merge) == (BeadStatus.done, True)
+    assert done.result is not None and done.result.commit == git(path, "rev-parse", "HEAD")
+    [request] = mtown.merge_list(operator)
+    assert (request.state, request.bead_id, request.agent) == (MergeState.queued, first.id, "nux")
+    assert mtown.status(operator).awaiting_merge == 1
+    assert mtown.bead_show(operator, later.id).blocked_by == [first.id]  # dependents wait for main, not for "done"
+    assert [b.id for b in mtown.bead_ready(operator)] == []
+
+    steps = MergeQueue(mtown).tick()
+    assert [(s.verb, s.target) for s in steps] == [(Verb.merge_merged, str(request.id))]
+    assert main_log(mtown, operator) == ["add a", "initial"]
+    merged = mtown.merge_show(operator, request.id)
+    assert merged.state is MergeState.merged and merged.landed == mtown.merge_main(operator, "proj")
+    assert mtown.bead_show(operator, first.id).awaiting_merge is False
+    assert [b.id for b in mtown.bead_ready(operator)] == [later.id]
+    assert mtown.status(operator).merges_by_state == {"merged": 1}
+
+
+def test_a_polecat_cannot_complete_a_rig_bead_without_a_commit(
+    mtown: HostGates, operator: Agent, polecat: Callable[..., tuple[Agent, Path]]
+) -> None:
+    bead = mtown.bead_create(operator, "nothing done")
+    agent, _ = polecat("nux", bead.id)
+    with pytest.raises(InvalidInput, match="no commit beyond main"):
+        mtown.bead_complete(agent, bead.id, "claims it is done")
+    assert mtown.bead_show(operator, bead.id).status is BeadStatus.in_progress
+    assert mtown.merge_list(operator) == []
+
+
+def test_two_branches_on_the_same_lines_one_lands_and_the_other_comes_back_then_lands_after_rework(
+    mtown: HostGates, operator: Agent, polecat: Callable[..., tuple[Agent, Path]]
+) -> None:
+    mtown.agent_add(operator, "mayor", "mayor")
+    one, two = mtown.bead_create(operator, "one"), mtown.bead_create(operator, "two")
+    for name, bead, text in (("nux", one, "one\n"), ("slit", two, "two\n")):
+        agent, path = polecat(name, bead.id)
+        work(path, "same.txt", text, f"{name} writes same.txt")
+        mtown.bead_complete(agent, bead.id, "done")
+
+    steps = MergeQueue(mtown).tick()
+    assert [s.verb for s in steps] == [Verb.merge_conflicted, Verb.merge_merged]
+    assert main_log(mtown, operator) == ["nux writes same.txt", "initial"]
+    back = mtown.bead_show(operator, two.id)
+    assert (back.status, back.attempts, back.awaiting_merge) == (BeadStatus.open, 1, False)
+    assert back.metadata["rework_from"] == back.result.commit if back.result else False
+    assert "same.txt" in back.comments[-1].body and "git rebase main" in back.comments[-1].body
+    [conflicted] = mtown.merge_list(operator, state=["conflicted"])
+    assert conflicted.bead_id == two.id and "same.txt" in conflicted.detail
+
+    agent, path = polecat("toast", two.id)  # a fresh polecat starts from the old branch, with the new main
+    assert (path / "same.txt").read_text() == "two\n"
+    subprocess.run([*GIT, "-C", str(path), "rebase", "main"], capture_output=True, check=False)
+    (path / "same.txt").write_text("one\ntwo\n")
+    git(path, "add", "same.txt")
+    subprocess.run([*GIT, "-C", str(path), "-c", "core.editor=true", "rebase", "--continue"], check=True)
+    mtown.bead_complete(agent, two.id, "rebased onto main")
+    MergeQueue(mtown).tick()
+    assert main_log(mtown, operator)[0] == "slit writes same.txt"
+    assert mtown.bead_show(operator, two.id).awaiting_merge is False
+
+
+def test_main_never_holds_a_commit_whose_gates_failed(
+    mtown: HostGates, operator: Agent, polecat: Callable[..., tuple[Agent, Path]]
+) -> None:
+    bead = mtown.bead_create(operator, "breaks the tests")
+    agent, path = polecat("nux", bead.id)
+    work(path, "culprit", "boom\n", "break it")
+    mtown.bead_complete(agent, bead.id, "done")
+    before = mtown.merge_main(operator, "proj")
+    steps = MergeQueue(mtown).tick()
+    assert [s.verb for s in steps] == [Verb.merge_failed]
+    assert mtown.merge_main(operator, "proj") == before
+    [failed] = mtown.merge_list(operator)
+    assert failed.state is MergeState.failed and "FAIL: test_culprit" in failed.log_tail
+    back = mtown.bead_show(operator, bead.id)
+    assert back.status is BeadStatus.open and "FAIL: test_culprit" in back.comments[-1].body
+
+
+@pytest.mark.parametrize("culprit_at", [0, 1, 2, 3])
+def test_a_red_batch_of_four_lands_the_good_three_and_names_the_culprit_in_few_gate_runs(
+    mtown: HostGates, operator: Agent, polecat: Callable[..., tuple[Agent, Path]], culprit_at: int
+) -> None:
+    beads = [mtown.bead_create(operator, f"bead {i}") for i in range(4)]
+    for i, bead in enumerate(beads):
+        agent, path = polecat(f"p{i}", bead.id)
+        work(path, "culprit" if i == culprit_at else f"f{i}.txt", f"{i}\n", f"change {i}")
+        mtown.bead_complete(agent, bead.id, "done")
+    queue = MergeQueue(mtown)
+    steps = queue.tick()
+    failed = [s.target for s in steps if s.verb is Verb.merge_failed]
+    merged = [s.target for s in steps if s.verb is Verb.merge_merged]
+    culprit = mtown.merge_list(operator, state=["failed"])
+    assert [r.bead_id for r in culprit] == [beads[culprit_at].id] and failed == [str(culprit[0].id)]
+    assert len(merged) == 3
+    assert sorted(main_log(mtown, operator)) == sorted(
+        [f"change {i}" for i in range(4) if i != culprit_at] + ["initial"]
+    )
+    # The culprit is named within 1 + log2(4) runs; the halves that were not yet tested take at most 2 more.
+    assert mtown.named_after[culprit[0].id] <= 1 + math.log2(4)
+    assert queue.gate_runs == len(mtown.runs) <= 5
+
+
+def test_a_batch_that_passes_lands_in_one_gate_run(
+    mtown: HostGates, operator: Agent, polecat: Callable[..., tuple[Agent, Path]]
+) -> None:
+    for i in range(4):
+        bead = mtown.bead_create(operator, f"bead {i}")
+        agent, path = polecat(f"p{i}", bead.id)
+        work(path, f"f{i}.txt", f"{i}\n", f"change {i}")
+        mtown.bead_complete(agent, bead.id, "done")
+    queue = MergeQueue(mtown)
+    queue.tick()
+    assert queue.gate_runs == 1
+    assert len(main_log(mtown, operator)) == 5
+
+
+def test_after_a_crash_mid_merge_the_queue_finishes_what_landed_and_requeues_the_rest(
+    mtown: HostGates, operator: Agent, polecat: Callable[..., tuple[Agent, Path]]
+) -> None:
+    one, two = mtown.bead_create(operator, "one"), mtown.bead_create(operator, "two")
+    for name, bead in (("nux", one), ("slit", two)):
+        agent, path = polecat(name, bead.id)
+        work(path, f"{name}.txt", "x\n", f"{name} work")
+        mtown.bead_complete(agent, bead.id, "done")
+    first, second = sorted(mtown.merge_list(operator), key=lambda r: r.id)
+    # Where a SIGKILL can leave the town: both testing; the first's landing written and main moved, the
+    # second's candidate built but main not moved yet.
+    mtown.merge_start(operator, [first.id, second.id])
+    base = mtown.merge_main(operator, "proj")
+    landed = mtown.merge_candidate(operator, "proj", base, [first])
+    mtown._store.merges.set_landing([first.id], landed.commit)
+    assert rigs.move_main(rigs.get_rig(mtown.settings.town_dir, "proj"), landed.commit, base)
+    mtown._store.merges.set_landing([second.id], "f" * 40)
+
+    steps = MergeQueue(mtown).tick()  # a fresh queue: what `gastown up` makes after a restart
+    assert (Verb.merge_merged, str(first.id)) in [(s.verb, s.target) for s in steps]
+    assert mtown.merge_show(operator, first.id).landed == landed.commit
+    assert mtown.merge_show(operator, second.id).state is MergeState.merged
+    log = main_log(mtown, operator)
+    assert log.count("nux work") == 1 and log.count("slit work") == 1  # nothing landed twice
+
+
+def test_retry_and_reject_steer_the_queue(
+    mtown: HostGates, operator: Agent, polecat: Callable[..., tuple[Agent, Path]]
+) -> None:
+    bead = mtown.bead_create(operator, "flaky")
+    agent, path = polecat("nux", bead.id)
+    work(path, "culprit", "boom\n", "flaky change")
+    mtown.bead_complete(agent, bead.id, "done")
+    MergeQueue(mtown).tick()
+    [failed] = mtown.merge_list(operator)
+    retried = mtown.merge_retry(operator, failed.id)
+    assert retried.state is MergeState.queued and mtown.bead_show(operator, bead.id).awaiting_merge
+    rejected = mtown.merge_reject(operator, failed.id, "split this into two beads")
+    assert rejected.state is MergeState.rejected
+    back = mtown.bead_show(operator, bead.id)
+    assert back.status is BeadStatus.open and "split this into two beads" in back.comments[-1].body
+    with pytest.raises(InvalidInput, match="needs a reason"):
+        mtown.merge_reject(operator, failed.id, " ")
+
+
+# -- gates in real containers ---------------------------------------------------------------------------
+SUITE = """import unittest
+
+from greet import greet
+
+
+class GreetTest(unittest.TestCase):
+    def test_greets(self):
+        self.assertEqual(greet("ann"), "hello, ann")
+"""
+
+
+@pytest.mark.docker
+def test_gates_run_in_a_container_on_the_exact_candidate_tree_and_decide_what_lands(
+    store: Store, msettings: Settings, operator: Agent, docker_runtime: Any, agent_image: str, tmp_path: Path
+) -> None:
+    from gastown_mcp.town import Fleet, FleetConfig
+
+    gates = ["python3 -m unittest -q", "! touch /work/written-by-a-gate 2>/dev/null"]
+    settings = msettings.model_copy(update={"rigs": {"web": RigSection(gates=gates, gate_timeout_seconds=60)}})
+    name = f"mq{tmp_path.name[-6:].replace('_', '')}".lower()
+    fleet = Fleet(store, docker_runtime, FleetConfig(town=name, town_dir=settings.town_dir, mcp_url="http://x/mcp"))
+    town = Town(store, settings, fleet)
+    source = tmp_path / "web"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(source)], check=True)
+    (source / "greet.py").write_text('def greet(name):\n    return f"hello, {name}"\n')
+    (source / "test_greet.py").write_text(SUITE)
+    git(source, "add", ".")
+    git(source, "commit", "-qm", "initial")
+    rig = rigs.add_rig(settings.town_dir, "web", str(source))
+    try:
+        for agent_name, path, text, message in (
+            ("nux", "greet.py", 'def greet(name):\n    return f"hi, {name}"\n', "breaks greet"),
+            ("slit", "version.py", "VERSION = 2\n", "adds a version"),
+        ):
+            bead = town.bead_create(operator, message)
+            town.agent_add(operator, agent_name, "polecat", "web")
+            repo = rigs.create_agent_repo(rig, agent_name, bead.id)
+            agent = town.set_agent_state(
+                operator, agent_name, AgentState.running, "spawned", worktree=str(repo.path), branch=repo.branch
+            )
+            town.bead_claim(agent, bead.id)
+            work(repo.path, path, text, message)
+            town.bead_complete(agent, bead.id, message)
+        queue = MergeQueue(town)
+        steps = queue.tick()
+        assert sorted(s.verb for s in steps) == sorted([Verb.merge_failed, Verb.merge_merged])
+        assert rigs.log(rig, "main") == ["adds a version", "initial"]
+        [failed] = town.merge_list(operator, state=["failed"])
+        assert "FAIL: test_greets" in failed.log_tail and "gates failed" in failed.log_tail
+        assert not (rigs.scratch_path(rig) / "written-by-a-gate").exists()
+        assert queue.gate_runs == 3  # the pair, then each half (the second half is known red)
+    finally:
+        docker_runtime.cleanup(name)
