@@ -317,3 +317,84 @@ def test_gates_run_in_a_container_on_the_exact_candidate_tree_and_decide_what_la
         assert queue.gate_runs == 3  # the pair, then each half (the second half is known red)
     finally:
         docker_runtime.cleanup(name)
+
+
+CHILD = """
+import sys
+from gastown_mcp import assemble
+from gastown_mcp.config import load_settings
+from gastown_mcp.runtime import connect_runtime
+from gastown_mcp.supervisor.merge_queue import MergeQueue
+from gastown_mcp.town import FleetConfig
+
+settings = load_settings(sys.argv[1])
+fleet = FleetConfig(town=sys.argv[2], town_dir=settings.town_dir, mcp_url="http://unused/mcp")
+town = assemble.open_town(settings, fleet, connect_runtime())
+MergeQueue(town).tick()
+"""
+
+
+@pytest.mark.docker
+def test_a_town_killed_mid_merge_leaves_main_whole_and_the_next_queue_lands_the_request_once(
+    operator: Agent, docker_runtime: Any, agent_image: str, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import sys
+
+    from waits import until
+
+    from gastown_mcp import assemble
+    from gastown_mcp.config import load_settings
+    from gastown_mcp.town import FleetConfig
+
+    town_dir, name = tmp_path / "town", f"kill{os.getpid() % 100000}"
+    town_dir.mkdir()
+    (town_dir / "town.toml").write_text('[rigs.proj]\ngates = ["sleep 60"]\ngate_timeout_seconds = 120\n')
+    settings = load_settings(town_dir, env={})
+    source = tmp_path / "source"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(source)], check=True)
+    (source / "README.md").write_text("project\n")
+    git(source, "add", ".")
+    git(source, "commit", "-qm", "initial")
+    town = assemble.open_town(settings)
+    try:
+        town.rig_add(operator, "proj", str(source))
+        bead = town.bead_create(operator, "one change")
+        town.agent_add(operator, "nux", "polecat", "proj")
+        repo = rigs.create_agent_repo(rigs.get_rig(town_dir, "proj"), "nux", bead.id)
+        agent = town.set_agent_state(
+            operator, "nux", AgentState.running, "spawned", worktree=str(repo.path), branch=repo.branch
+        )
+        town.bead_claim(agent, bead.id)
+        work(repo.path, "a.txt", "a\n", "the change")
+        town.bead_complete(town.agent("nux"), bead.id, "done")
+        before = town.merge_main(operator, "proj")
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(town_dir), name])
+        try:
+            until(lambda: town.merge_list(operator, state=["testing"]), 60, "the request under test")
+            until(lambda: docker_runtime.list(name), 60, "the gate container")
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=30)
+        assert town.merge_main(operator, "proj") == before  # killed in its gates: main untouched
+
+        (town_dir / "town.toml").write_text('[rigs.proj]\ngates = ["true"]\n')
+        restarted = assemble.open_town(
+            load_settings(town_dir, env={}), FleetConfig(town=name, town_dir=town_dir, mcp_url="http://x/mcp"),
+            docker_runtime,
+        )  # fmt: skip
+        try:
+            restarted.remove_orphans(operator)  # what `gastown up` does first: the dead run's gate container goes
+            assert docker_runtime.list(name) == []
+            MergeQueue(restarted).tick()
+        finally:
+            restarted.close()
+        [request] = town.merge_list(operator)
+        assert request.state.value == "merged" and request.attempts == 2
+        log = town.rig_log(operator, "proj")
+        assert log == ["the change", "initial"]  # landed once
+        assert town.bead_show(operator, bead.id).awaiting_merge is False
+    finally:
+        town.close()
+        docker_runtime.cleanup(name)
