@@ -1,10 +1,12 @@
 """The main job for `make demo`: the factory running for real.
 
-Builds the agent image if needed, starts a town (MCP server, gateway, witness, Docker runtime) and adds a
-small sample rig. The mayor, a real MCP client with its own token, plans 6 beads (some dependent) and slings
-ready ones to the rig, at most 3 polecats at a time; each polecat is Claude Code in its own hardened container,
-talking to the town over MCP and to the model through the gateway. With ANTHROPIC_API_KEY set the gateway
-forwards to Anthropic; without it the scripted stand-in plays the model (and the demo says so).
+Builds the agent image if needed, starts a town (MCP server, gateway, witness, merge queue, Docker runtime) and
+adds a small sample rig whose gate is its unittest suite. The mayor, a real MCP client with its own token, plans
+8 beads (some dependent, two that append to the same file) and slings ready ones to the rig, at most 3 polecats
+at a time; each polecat is Claude Code in its own hardened container, talking to the town over MCP and to the
+model through the gateway. The merge queue lands each hand-in on main after the gates pass; of the two beads
+that change the same file one lands and the other is handed back and lands after a second polecat rebases it.
+With ANTHROPIC_API_KEY set the gateway forwards to Anthropic; without it the scripted stand-in plays the model.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 from rich.console import Console, Group
@@ -29,6 +32,7 @@ from gastown_mcp import assemble, serving
 from gastown_mcp.config import (
     GatewaySection,
     LeaseSection,
+    RigSection,
     RuntimeSection,
     ServerSection,
     Settings,
@@ -36,17 +40,33 @@ from gastown_mcp.config import (
     WitnessSection,
 )
 from gastown_mcp.daemon import TownProcess
-from gastown_mcp.models import BeadStatus, Verb
+from gastown_mcp.models import OPEN_MERGE_STATES, BeadStatus, MergeRequest, MergeState, Verb
 from gastown_mcp.server.client import connect_http, result_text
-from gastown_mcp.town import operator
+from gastown_mcp.town import Town, operator
 
+
+class Planned(NamedTuple):
+    key: str
+    title: str
+    deps: list[str]
+    file: str = ""  # a file the bead changes, shared with other beads; "" = a file of its own
+
+
+RIG = "sample"
+SHARED = "NOTES.md"
+GATES = ["python3 -m unittest -q"]  # the sample rig's test suite, run by the merge queue before each landing
+DEMO_RIG = RigSection(gates=GATES)  # batches of up to 4; a request that clashes with a batch mate waits a round
+# The first two append to the same file and are slung together, so both start from the same main: one lands,
+# the other conflicts, is handed back, and lands after a second polecat rebases it.
 PLAN = [
-    ("a", "Add a CONTRIBUTING guide", []),
-    ("b", "Document the greet() function", []),
-    ("c", "Add a .editorconfig", []),
-    ("d", "Add a CHANGELOG entry for the guide", ["a"]),
-    ("e", "Add usage examples to the README", ["b"]),
-    ("f", "Write release notes", ["d", "e"]),
+    Planned("n1", "Note in NOTES.md what greet() returns", [], SHARED),
+    Planned("n2", "Note in NOTES.md how to run the tests", [], SHARED),
+    Planned("a", "Add a CONTRIBUTING guide", []),
+    Planned("b", "Document the greet() function", []),
+    Planned("c", "Add a .editorconfig", []),
+    Planned("d", "Add a CHANGELOG entry for the guide", ["a"]),
+    Planned("e", "Add usage examples to the README", ["b"]),
+    Planned("f", "Write release notes", ["d", "e"]),
 ]
 SLOTS = 3
 
@@ -60,8 +80,28 @@ class FactoryResult:
     merged: int = 0  # beads whose commit is on main
     usage: list[dict[str, Any]] = field(default_factory=list)
     model: str = ""
-    double_worked: int = 0  # beads claimed more than once or taken over (must be 0)
+    double_worked: int = 0  # beads claimed more often than they were handed back, or taken over (must be 0)
     problems: list[str] = field(default_factory=list)  # sling errors and the mayor's mail, shown on failure
+    requests: list[MergeRequest] = field(default_factory=list)  # the rig's merge requests, oldest first
+    gates: list[str] = field(default_factory=list)  # the rig's gate commands
+    main_gates: str = ""  # the gates run once more on main's tree at the end: "passed" or what failed
+    shared: str = ""  # the shared file (SHARED) as it is on main
+
+    @property
+    def handed_back(self) -> list[MergeRequest]:
+        """Requests the merge queue gave back because they conflicted with main."""
+        return [r for r in self.requests if r.state is MergeState.conflicted]
+
+    @property
+    def reworked(self) -> set[str]:
+        """Beads handed back on a conflict whose later request landed."""
+        landed = {r.bead_id for r in self.requests if r.state is MergeState.merged}
+        return {r.bead_id for r in self.handed_back} & landed
+
+    @property
+    def ungated(self) -> list[MergeRequest]:
+        """Landed requests that went through no gate run (must be none when the rig has gates)."""
+        return [r for r in self.requests if r.state is MergeState.merged and r.gate_runs < 1]
 
 
 def _sample_rig(root: Path) -> Path:
@@ -69,6 +109,8 @@ def _sample_rig(root: Path) -> Path:
     repo.mkdir()
     (repo / "README.md").write_text("# sample\n\nA tiny project the demo's polecats work on.\n")
     (repo / "greet.py").write_text('def greet(name: str) -> str:\n    return f"hello, {name}"\n')
+    (repo / "test_greet.py").write_text(TEST_GREET)
+    (repo / SHARED).write_text("# Notes\n\nOne line per bead that adds a note:\n\n")
     env = {
         **os.environ,
         "GIT_AUTHOR_NAME": "demo",
@@ -81,6 +123,34 @@ def _sample_rig(root: Path) -> Path:
     return repo
 
 
+TEST_GREET = """import unittest
+
+from greet import greet
+
+
+class GreetTest(unittest.TestCase):
+    def test_greet_says_hello_to_the_name(self):
+        self.assertEqual(greet("town"), "hello, town")
+
+    def test_greet_keeps_the_name_as_given(self):
+        self.assertEqual(greet("Gas Town"), "hello, Gas Town")
+
+
+if __name__ == "__main__":
+    unittest.main()
+"""
+
+
+def _description(item: Planned) -> str:
+    if not item.file:
+        return f"{item.title}. Keep it short; commit on your branch."
+    # `file:` is the line the scripted stand-in reads; a real model reads the sentence.
+    return (
+        f"{item.title}: append one line naming this bead to {item.file} (other beads add lines to it too). "
+        f"Keep it short; commit on your branch.\nfile: {item.file}"
+    )
+
+
 def _standin_app() -> Any:
     from gastown_mcp.standin.app import build_standin
     from gastown_mcp.standin.scripts import script_named
@@ -89,7 +159,12 @@ def _standin_app() -> Any:
 
 
 def _settings(
-    town_dir: Path, name: str, upstream: dict[str, Any], default: str, runtime: RuntimeSection | None = None
+    town_dir: Path,
+    name: str,
+    upstream: dict[str, Any],
+    default: str,
+    runtime: RuntimeSection | None = None,
+    rig: RigSection | None = None,
 ) -> Settings:
     town_dir.mkdir(parents=True)
     return Settings(
@@ -100,6 +175,7 @@ def _settings(
         gateway=GatewaySection(port=0, upstreams=upstream, default_upstream=default),
         witness=WitnessSection(interval_seconds=1.0, idle_seconds=120),
         runtime=runtime or RuntimeSection(),
+        rigs={RIG: rig or RigSection()},
     )
 
 
@@ -107,7 +183,7 @@ async def _factory(
     process: TownProcess,
     console: Console,
     started: float,
-    plan: list[tuple[str, str, list[str]]],
+    plan: list[Planned],
     slots: int,
     live: bool = True,
 ) -> FactoryResult:
@@ -117,18 +193,18 @@ async def _factory(
     creds = town.agent_add(op, "mayor", "mayor")
     ids: dict[str, str] = {}
     async with connect_http(process.state.mcp_url, creds.token) as mayor:
-        for key, title, deps in plan:
+        for item in plan:
             res = await mayor.call_tool(
                 "bead_create",
                 {
-                    "title": title,
-                    "description": f"{title}. Keep it short; commit on your branch.",
+                    "title": item.title,
+                    "description": _description(item),
                     "acceptance": "a file with the change is committed on the polecat's branch",
-                    "blocked_by": [ids[d] for d in deps],
+                    "blocked_by": [ids[d] for d in item.deps],
                 },
             )
             assert res.structured_content is not None, res.content
-            ids[key] = res.structured_content["id"]
+            ids[item.key] = res.structured_content["id"]
         sling_errors: list[str] = []
         with Live(console=console, refresh_per_second=4, transient=not live) as board:
             while True:
@@ -136,7 +212,8 @@ async def _factory(
                 agents = town.agents(op, "polecat")
                 busy = [a for a in agents if a.state.alive]
                 if live:
-                    board.update(_board(beads, agents, time.monotonic() - started))
+                    requests = town.merge_list(op, rig=RIG, limit=500)
+                    board.update(_board(beads, agents, requests, time.monotonic() - started))
                 if all(b.status is BeadStatus.done and not b.awaiting_merge for b in beads.values()):
                     break  # finished means on main, not "said done"
                 if any(b.status is BeadStatus.blocked for b in beads.values()):
@@ -144,22 +221,30 @@ async def _factory(
                 ready = await mayor.call_tool("bead_ready", {"limit": max(10, slots)})
                 for row in (ready.structured_content or {}).get("beads", [])[: max(0, slots - len(busy))]:
                     if row["id"] in ids.values() and row["status"] == "open":
-                        slung = await mayor.call_tool("town_sling", {"bead": row["id"], "to": "sample"})
+                        slung = await mayor.call_tool("town_sling", {"bead": row["id"], "to": RIG})
                         if slung.is_error and (text := result_text(slung)) not in sling_errors:
                             sling_errors.append(text)
                 await anyio.sleep(0.5)
         console.print()
         usage = await mayor.call_tool("town_usage", {})
-    main = town.rig_log(op, "sample", limit=50)
+    main = town.rig_log(op, RIG, limit=50)
     final = {b: town.bead_show(op, b) for b in ids.values()}
     statuses = {b: bead.status.value for b, bead in final.items()}
     merged = sum(1 for bead in final.values() if bead.status is BeadStatus.done and not bead.awaiting_merge)
-    claims = [e.bead_id for e in town.events(op, limit=100_000) if e.verb in (Verb.bead_claimed, Verb.bead_taken_over)]
-    double = sum(1 for b in ids.values() if claims.count(b) > 1)
+    events = town.events(op, limit=100_000)
+    claims = [e.bead_id for e in events if e.verb in (Verb.bead_claimed, Verb.bead_taken_over)]
+    handbacks = [e.bead_id for e in events if e.verb in (Verb.merge_conflicted, Verb.merge_failed, Verb.merge_rejected)]
+    # A bead handed back by the merge queue is rightly claimed again, once per hand-back.
+    double = sum(1 for b in ids.values() if claims.count(b) > 1 + handbacks.count(b))
+    requests = sorted(town.merge_list(op, rig=RIG, limit=500), key=lambda r: r.id)
+    gates = town.settings.rig(RIG).gates
+    main_gates = ""
+    if merged == len(final) and gates and not any(r.state in OPEN_MERGE_STATES for r in requests):
+        main_gates = await anyio.to_thread.run_sync(_gates_on_main, town)
     inbox = town.inbox(town.agent("mayor"), unread_only=False, limit=20)
     mail = [f"mail to the mayor: {m.subject}" for m in reversed(inbox)]
-    return FactoryResult(
-        ok=merged == len(final) and double == 0,
+    result = FactoryResult(
+        ok=False,
         merged=merged,
         double_worked=double,
         seconds=time.monotonic() - started,
@@ -167,14 +252,38 @@ async def _factory(
         main=main,
         usage=(usage.structured_content or {}).get("agents", []),
         problems=mail + [f"the last sling failed: {e}" for e in sling_errors[-1:]],
+        requests=requests,
+        gates=gates,
+        main_gates=main_gates,
+        shared=_show_on_main(town, SHARED),
     )
+    gated = not gates or (main_gates == "passed" and not result.ungated)
+    result.ok = merged == len(final) and double == 0 and gated
+    if merged == len(final) and not gated:
+        result.problems.append(f"main's gates: {main_gates or 'not run'}; landed without a gate run: {result.ungated}")
+    return result
 
 
-def _board(beads: dict[str, Any], agents: list[Any], elapsed: float) -> Group:
+def _gates_on_main(town: Town) -> str:
+    """Run the rig's gates once more, on main's tree as it is at the end, the way the merge queue runs them."""
+    op = operator()
+    candidate = town.merge_candidate(op, RIG, town.merge_main(op, RIG), [])
+    gate = town.merge_gates(op, RIG, candidate)
+    return "passed" if gate.passed else f"failed: {gate.log_tail[-500:]}"
+
+
+def _show_on_main(town: Town, path: str) -> str:
+    repo = next(r.repo for r in town.rig_list(operator()) if r.name == RIG)
+    done = subprocess.run(["git", "-C", repo, "show", f"main:{path}"], capture_output=True, text=True, check=False)
+    return done.stdout if done.returncode == 0 else ""
+
+
+def _board(beads: dict[str, Any], agents: list[Any], requests: list[MergeRequest], elapsed: float) -> Group:
     t = Table("bead", "title", "status", "polecat", title=f"beads ({elapsed:.0f}s)")
     for b in beads.values():
         color = {"done": "green", "in_progress": "yellow", "blocked": "red"}.get(b.status.value, "white")
-        t.add_row(b.id, b.title, f"[{color}]{b.status.value}[/]", b.assignee or "")
+        status = "awaiting merge" if b.awaiting_merge else b.status.value
+        t.add_row(b.id, b.title, f"[{color}]{status}[/]", b.assignee or "")
     a = Table("polecat", "state", "hook", "exit", title="polecats")
     for agent in agents:
         a.add_row(
@@ -183,7 +292,15 @@ def _board(beads: dict[str, Any], agents: list[Any], elapsed: float) -> Group:
             str(agent.metadata.get("hook", "")),
             str(agent.metadata.get("exit_reason", "")),
         )
-    return Group(t, a)
+    return Group(t, a, _requests_table(requests))
+
+
+def _requests_table(requests: list[MergeRequest]) -> Table:
+    m = Table("request", "bead", "polecat", "state", "gate runs", "detail", title="merge queue")
+    for r in sorted(requests, key=lambda r: r.id):
+        color = {"merged": "green", "conflicted": "yellow", "failed": "red", "rejected": "red"}.get(r.state, "white")
+        m.add_row(str(r.id), r.bead_id, r.agent, f"[{color}]{r.state.value}[/]", str(r.gate_runs), escape(r.detail))
+    return m
 
 
 def _summary(console: Console, result: FactoryResult) -> None:
@@ -203,6 +320,8 @@ def _summary(console: Console, result: FactoryResult) -> None:
     for subject in result.main:
         c.add_row(subject)
     console.print(c)
+    for line in _merge_lines(result):
+        console.print(escape(line), highlight=False)
     verdict = "[bold green]all beads merged on main[/]" if result.ok else "[bold red]not every bead reached main[/]"
     console.print(f"{verdict}: {result.merged}/{len(result.beads)} in {result.seconds:.1f}s ({result.model})")
     if not result.ok:
@@ -210,16 +329,40 @@ def _summary(console: Console, result: FactoryResult) -> None:
             console.print(f"[red]-[/] {escape(problem)}", highlight=False)
 
 
+def _merge_lines(result: FactoryResult) -> list[str]:
+    """What the merge queue did, stated only as far as the requests and the final gate run show it."""
+    landed = [r for r in result.requests if r.state is MergeState.merged]
+    gates = ", ".join(f"`{g}`" for g in result.gates) or "no gates configured"
+    gated = "every one" if not result.ungated else f"{len(landed) - len(result.ungated)} of them"
+    lines = [
+        f"merge queue: {len(landed)} requests landed on main, {gated} after a passing gate run ({gates}; "
+        f"{sum(r.gate_runs for r in landed)} gate runs)"
+    ]
+    for r in result.handed_back:
+        later = next((m for m in landed if m.bead_id == r.bead_id), None)
+        after = f"landed with request {later.id} by {later.agent}" if later else "has not landed"
+        lines.append(f"handed back: request {r.id} ({r.bead_id} by {r.agent}, {r.detail}); the bead {after}")
+    if result.main_gates:
+        lines.append(f"main's gates, run again on main's final tree: {result.main_gates}")
+    notes = [line[2:] for line in result.shared.splitlines() if line.startswith("- ")]
+    if notes:
+        lines.append(f"{SHARED} on main has {len(notes)} appended lines: {'; '.join(notes)}")
+    return lines
+
+
 def run_factory(
     console: Console | None = None,
     *,
     build: bool = True,
-    plan: list[tuple[str, str, list[str]]] | None = None,
+    plan: Sequence[tuple[str, str, list[str]] | Planned] | None = None,
     slots: int = SLOTS,
     live: bool = True,
     runtime: RuntimeSection | None = None,
+    rig: RigSection | None = None,
 ) -> FactoryResult:
-    """Run the factory once; `runtime` replaces the town's default `[runtime]` section (image, limits)."""
+    """Run the factory once; `runtime` replaces the town's default `[runtime]` section (image, limits) and `rig`
+    the sample rig's `[rigs.sample]` (default: DEMO_RIG, gated by its tests, for the demo's own PLAN; no gates
+    for a plan of your own)."""
     console = console or Console()
     from gastown_mcp.runtime import build_images, connect_runtime
 
@@ -244,9 +387,11 @@ def run_factory(
         console.print(f"[bold]model:[/] {model}")
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gastown-demo-")))
         name = f"demo{os.getpid() % 100000}"
-        settings = _settings(root / "town", name, upstream, default, runtime)
+        settings = _settings(
+            root / "town", name, upstream, default, runtime, rig or (DEMO_RIG if plan is None else None)
+        )
         with contextlib.closing(assemble.open_town(settings)) as setup:
-            setup.rig_add(operator(), "sample", str(_sample_rig(root)))
+            setup.rig_add(operator(), RIG, str(_sample_rig(root)))
         process = TownProcess(settings, env, engine, on_status=lambda s: None, teardown=True)
         holder: dict[str, FactoryResult] = {}
 
@@ -257,7 +402,8 @@ def run_factory(
                 await ready.wait()
                 console.print(f"town {name} up: MCP {process.state.mcp_url if process.state else ''}")
                 try:
-                    holder["result"] = await _factory(process, console, started, plan or PLAN, slots, live)
+                    planned = [Planned(*item) for item in plan or PLAN]
+                    holder["result"] = await _factory(process, console, started, planned, slots, live)
                 finally:
                     process.stop()
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -30,7 +32,7 @@ from gastown_mcp.standin import (
     script_named,
 )
 from gastown_mcp.standin.__main__ import main
-from gastown_mcp.standin.polecat import fill_arguments, find_bead_id
+from gastown_mcp.standin.polecat import fill_arguments, find_bead_id, handed_back, target_file
 
 HI: list[MessageParam] = [{"role": "user", "content": "hi there"}]
 
@@ -249,3 +251,101 @@ def test_arguments_follow_each_tools_schema() -> None:
     }
     args = fill_arguments(schema, {"id": "gt-1", "summary": "s", "commit": "c"})
     assert args == {"bead_id": "gt-1", "result": {"summary": "s", "commit": "c"}}
+
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+SHARED_BEAD = json.dumps(
+    {"id": "gt-4f2a", "title": "Note it", "description": "Note it: append one line.\nfile: NOTES.md", "comments": []}
+)
+HANDED_BACK = json.dumps(
+    {
+        "id": "gt-4f2a",
+        "title": "Note it",
+        "description": "Note it: append one line.\nfile: NOTES.md",
+        "attempts": 1,
+        "comments": [
+            "refinery: Merge request 2 could not go onto main (at 63e4b44fb3): conflicts with main at 63e4b44fb3 in "
+            "NOTES.md. The next polecat starts from this work (0a1b2c3d4e); rebase it onto main (`git rebase main`), "
+            "resolve the conflicts in NOTES.md, commit, and complete the bead again."
+        ],
+    }
+)
+
+
+def _calls(played: list[Turn]) -> list[ToolCall]:
+    return [b for t in played for b in t.blocks if isinstance(b, ToolCall)]
+
+
+def test_a_bead_that_names_a_file_gets_one_line_appended_to_it() -> None:
+    played = _play([(SHARED_BEAD, False), ("{}", False), ("", False), (f"{SHA}\n", False), ("done", False)])
+    calls = _calls(played)
+    assert [c.name for c in calls] == [
+        "mcp__gastown__bead_show",
+        "mcp__gastown__bead_claim",
+        "Bash",
+        "Bash",
+        "mcp__gastown__bead_complete",
+    ]
+    assert calls[2].input["command"] == "printf '%s\\n' '- gt-4f2a: Note it' >> NOTES.md"
+    assert "git add -- NOTES.md" in calls[3].input["command"] and "gt-4f2a.md" not in calls[3].input["command"]
+    assert calls[4].input["commit"] == SHA and "NOTES.md" in calls[4].input["summary"]
+
+
+def test_a_handed_back_bead_is_rebased_onto_main_and_completed_without_writing_again() -> None:
+    played = _play([(HANDED_BACK, False), ("{}", False), (f"Successfully rebased\n{SHA}\n", False), ("done", False)])
+    calls = _calls(played)
+    assert [c.name for c in calls] == [
+        "mcp__gastown__bead_show",
+        "mcp__gastown__bead_claim",
+        "Bash",
+        "mcp__gastown__bead_complete",
+    ]
+    assert "rebase main" in calls[2].input["command"] and "printf" not in calls[2].input["command"]  # no 2nd append
+    assert calls[3].input["commit"] == SHA and "Rebased" in calls[3].input["summary"]
+    final = played[-1].blocks[0]
+    assert isinstance(final, Text) and final.text.startswith("Bead gt-4f2a is complete")
+
+
+def test_a_rebase_that_prints_no_commit_stops_without_completing() -> None:
+    played = _play([(HANDED_BACK, False), ("{}", False), ("fatal: invalid upstream 'main'", False)])
+    assert [c.name for c in _calls(played)][-1] == "Bash"
+    final = played[-1].blocks[0]
+    assert isinstance(final, Text) and "git rebase for bead gt-4f2a printed no commit hash" in final.text
+
+
+def test_the_rebase_step_keeps_both_sides_of_an_append_only_conflict(tmp_path: Path) -> None:
+    """The command the script sends, run by a real git: the second of two appends to one file lands on top."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "GIT_CONFIG_NOSYSTEM": "1"}
+
+    def sh(command: str) -> str:
+        done = subprocess.run(["sh", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    git = "git -c user.name=t -c user.email=t@t"
+    sh(f"git init -q -b main && printf '# Notes\\n\\n' > NOTES.md && git add . && {git} commit -qm initial")
+    sh(f"git checkout -qb polecat/b && echo '- gt-b: B' >> NOTES.md && {git} commit -qam b")
+    sh(f"git checkout -q main && echo '- gt-a: A' >> NOTES.md && {git} commit -qam a && git checkout -q polecat/b")
+    played = _play([(HANDED_BACK, False), ("{}", False)])
+    out = sh(_calls(played)[2].input["command"])
+
+    head = sh("git rev-parse HEAD").strip()
+    assert head in out and sh("git log --format=%s main..HEAD").split() == ["b"]
+    assert (tmp_path / "NOTES.md").read_text() == "# Notes\n\n- gt-a: A\n- gt-b: B\n"
+    assert sh("git status --porcelain") == ""
+
+
+def test_the_file_a_bead_names_must_be_a_relative_path_inside_the_repository() -> None:
+    def named(description: str) -> str | None:
+        return target_file(json.dumps({"description": description}))
+
+    assert named("Append a line.\nfile: docs/NOTES.md\n") == "docs/NOTES.md"
+    assert named("Append a line.\n  file: NOTES.md  ") == "NOTES.md"
+    assert named("file: ../outside.md") is None and named("file: /etc/passwd") is None
+    assert named("Mention the file: NOTES.md in the README") is None
+    assert target_file('{"description": "x\\nfile: NOTES.md", truncated') == "NOTES.md"  # not JSON: the raw text
+
+
+def test_only_a_merge_queue_comment_asking_for_a_rebase_marks_a_bead_handed_back() -> None:
+    assert handed_back(HANDED_BACK) and not handed_back(SHARED_BEAD)
+    assert not handed_back(json.dumps({"description": "then run `git rebase main`", "comments": []}))

@@ -56,10 +56,20 @@ class MergeQueue:
         """Land what of `batch` is good; True when all of it landed."""
         base = self.town.merge_main(self.me, rig)
         candidate = self.town.merge_candidate(self.me, rig, base, batch)
+        clashing = []
         for request in batch:
-            if str(request.id) in candidate.conflicts:
-                self._conflicted(request, base, candidate.conflicts[str(request.id)])
+            if str(request.id) not in candidate.conflicts:
+                continue
+            alone = self.town.merge_candidate(self.me, rig, base, [request])
+            if str(request.id) in alone.conflicts:
+                self._conflicted(request, base, alone.conflicts[str(request.id)])
+            else:
+                clashing.append(request)  # it clashes only with a batch mate: try it again on the new main
+        if clashing:
+            self.town.merge_requeue(self.me, [r.id for r in clashing], "clashed with another request in its batch")
         applied = [r for r in batch if str(r.id) in candidate.applied]
+        if clashing and applied:
+            candidate = self.town.merge_candidate(self.me, rig, base, applied)  # the scratch tree was reused
         if not applied:
             return False
         all_applied = len(applied) == len(batch)

@@ -10,19 +10,39 @@ from gastown_mcp.runtime.docker_backend import DockerRuntime
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
-def test_the_factory_demo_lands_every_bead_on_main_with_metered_usage(
+def test_the_factory_demo_lands_every_bead_on_main_through_the_gates_and_reworks_a_conflict(
     docker_runtime: DockerRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gastown_mcp.factory_demo import PLAN, run_factory
+    from gastown_mcp.factory_demo import GATES, PLAN, SHARED, run_factory
+    from gastown_mcp.models import MergeState
 
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     result = run_factory(Console(quiet=True), build=True)
-    assert result.ok, result.beads
+    assert result.ok, (result.beads, result.problems)
     assert len(result.beads) == len(PLAN)
     assert result.merged == len(PLAN)
     landed = [s for s in result.main if "work by the scripted stand-in" in s]
     assert len(landed) == len(PLAN) and result.main[-1] == "initial", result.main  # one commit per bead on main
-    assert len(result.usage) == len(PLAN)
+
+    # The two beads that append to one file: one lands, the other conflicts, is handed back, and lands after a
+    # second polecat rebases it onto main.
+    assert len(result.handed_back) == 1, result.requests
+    back = result.handed_back[0]
+    assert SHARED in back.detail and result.reworked == {back.bead_id}, result.requests
+    merged = [r for r in result.requests if r.state is MergeState.merged]
+    assert sorted(r.bead_id for r in merged) == sorted(result.beads)  # each bead landed, once
+    rework = next(r for r in merged if r.bead_id == back.bead_id)
+    assert rework.agent != back.agent and rework.base != back.base  # a fresh polecat, on the newer main
+    notes = [line for line in result.shared.splitlines() if line.startswith("- ")]  # `git show main:NOTES.md`
+    assert len(notes) == 2, result.shared
+    for item in (p for p in PLAN if p.file == SHARED):
+        assert any(item.title in line for line in notes), result.shared
+
+    # Every landing went through the rig's test suite, and main's final tree passes it too.
+    assert result.gates == GATES and result.ungated == [] and all(r.gate_runs >= 1 for r in merged)
+    assert result.main_gates == "passed"
+
+    assert len(result.usage) == len(PLAN) + 1  # one polecat per bead, plus the one that reworked the conflict
     for row in result.usage:
         assert row["requests"] > 0 and row["output_tokens"] > 0 and row["cost_usd"] > 0
     assert "stand-in" in result.model

@@ -141,9 +141,14 @@ def test_two_branches_on_the_same_lines_one_lands_and_the_other_comes_back_then_
         work(path, "same.txt", text, f"{name} writes same.txt")
         mtown.bead_complete(agent, bead.id, "done")
 
-    steps = MergeQueue(mtown).tick()
-    assert [s.verb for s in steps] == [Verb.merge_conflicted, Verb.merge_merged]
+    queue = MergeQueue(mtown)
+    steps = queue.tick()  # slit clashes only with its batch mate: nux lands, slit is tried again on the new main
+    assert [s.verb for s in steps] == [Verb.merge_merged]
     assert main_log(mtown, operator) == ["nux writes same.txt", "initial"]
+    assert [r.state for r in mtown.merge_list(operator, state=["queued"])] == [MergeState.queued]
+    steps = queue.tick()  # now it conflicts with main itself, so its bead goes back, naming the new main
+    assert [s.verb for s in steps] == [Verb.merge_conflicted]
+    assert mtown.merge_main(operator, "proj")[:10] in steps[0].reason
     back = mtown.bead_show(operator, two.id)
     assert (back.status, back.attempts, back.awaiting_merge) == (BeadStatus.open, 1, False)
     assert back.metadata["rework_from"] == back.result.commit if back.result else False
