@@ -96,8 +96,56 @@ class GatewaySection(_Section):
     busy_retry_after_seconds: int = Field(default=2, ge=1)
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
     read_timeout_seconds: float = Field(default=600.0, gt=0)
-    max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
-    stale_reservation_seconds: float = Field(default=3600.0, gt=0)
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024, gt=0, description="largest /v1/messages body; checked before it is read"
+    )
+    max_count_tokens_body_bytes: int = Field(default=1024 * 1024, gt=0, description="largest count_tokens body")
+    stale_reservation_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="unused: a reservation now lives only as long as the gateway that made it (released at start)",
+    )
+    max_tokens_limit: int = Field(
+        default=128_000, gt=0, description="largest max_tokens one request may ask for (and so reserve)"
+    )
+    max_tokens_by_role: dict[str, int] = Field(
+        default_factory=dict, description="role → a max_tokens cap for that role instead of max_tokens_limit"
+    )
+    # Deny by default: each of these lets a request make the provider act or fetch on the agent's behalf.
+    # Keys are roles; "*" applies to every role. Values are globs.
+    allowed_server_tools: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='role → tool types beyond custom tools, e.g. {polecat = ["web_search_*"]}',
+    )
+    allowed_mcp_servers: dict[str, list[str]] = Field(
+        default_factory=dict, description="role → URLs the provider may connect to for `mcp_servers`"
+    )
+    allowed_betas: dict[str, list[str]] = Field(
+        # Exactly what Claude Code 2.1.197 sends in `anthropic-beta` on every /v1/messages request (captured
+        # from the stand-in's request log for scripted-standin, claude-sonnet-4-5, claude-opus-4-5 and
+        # claude-haiku-4-5). "*" is kept when town.toml lists other roles only; set "*" = [] to allow none.
+        default_factory=lambda: {
+            "*": [
+                "claude-code-20250219",
+                "interleaved-thinking-2025-05-14",
+                "thinking-token-count-2026-05-13",
+                "context-management-2025-06-27",
+                "prompt-caching-scope-2026-01-05",
+                "mid-conversation-system-2026-04-07",
+                "effort-2025-11-24",
+            ]
+        },
+        description="role → anthropic-beta values to pass upstream; any other beta is refused",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _claude_code_betas_stay(cls, data: Any) -> Any:
+        betas = data.get("allowed_betas") if isinstance(data, dict) else None
+        if isinstance(betas, dict) and "*" not in betas:
+            default = cls.model_fields["allowed_betas"].get_default(call_default_factory=True)
+            data = {**data, "allowed_betas": {**default, **betas}}
+        return data
 
     @model_validator(mode="after")
     def _known_upstreams(self) -> GatewaySection:
@@ -105,7 +153,27 @@ class GatewaySection(_Section):
         unknown = sorted({n for n in named if n not in self.upstreams})
         if unknown:
             raise ValueError(f"routes name unknown upstreams {unknown}; define them under [gateway.upstreams.NAME]")
+        from gastown_mcp.models import Role
+
+        roles = {r.value for r in Role}
+        for name in ("max_tokens_by_role", "allowed_server_tools", "allowed_mcp_servers", "allowed_betas"):
+            bad = sorted(set(getattr(self, name)) - roles - {"*"})
+            if bad:
+                raise ValueError(f'{name} names unknown roles {bad}; use one of {sorted(roles)} or "*"')
+        if any(v <= 0 for v in self.max_tokens_by_role.values()):
+            raise ValueError("max_tokens_by_role caps must be positive integers")
         return self
+
+    def max_tokens_cap(self, role: str) -> tuple[int, str]:
+        """The max_tokens cap for a role, and the setting that sets it."""
+        if role in self.max_tokens_by_role:
+            return self.max_tokens_by_role[role], f"max_tokens_by_role.{role}"
+        return self.max_tokens_limit, "max_tokens_limit"
+
+    @staticmethod
+    def allowed(table: dict[str, list[str]], role: str) -> list[str]:
+        """The globs an allow-list table grants a role: its own and those for every role ("*")."""
+        return [*table.get("*", []), *table.get(role, [])]
 
 
 GatewayConfig = GatewaySection  # the gateway's name for its section
@@ -130,6 +198,20 @@ class RigSection(_Section):
     gate_timeout_seconds: int = Field(default=600, ge=10, le=86400)
     batch_size: int = Field(default=4, ge=1, le=32, description="requests tested together; a red batch is bisected")
     mode: Literal["rebase", "merge"] = Field(default="rebase", description="how a branch goes onto main")
+    auto: bool | None = Field(default=None, description="the scheduler dispatches here; None follows [scheduler]")
+    max_polecats: int | None = Field(default=None, ge=0, le=1000, description="polecats alive on this rig at once")
+
+
+class SchedulerSection(_Section):
+    """`[scheduler]`: dispatching ready beads to fresh polecats on their rig, without a mayor slinging each."""
+
+    auto: bool = Field(default=False, description="sling ready beads to polecats on their rig by itself")
+    max_polecats: int = Field(default=10, ge=0, le=1000, description="polecats alive at once in the town")
+    spawn_per_tick: int = Field(default=4, ge=1, le=100, description="launches per reconciler tick at most")
+    interval_seconds: float = Field(default=2.0, gt=0, description="time between ticks when nothing wakes it")
+    breaker_failures: int = Field(default=3, ge=1, description="failed launches on a rig that pause its dispatch")
+    breaker_window_seconds: float = Field(default=600.0, gt=0)
+    breaker_cooldown_seconds: float = Field(default=300.0, gt=0, description="how long a tripped rig waits")
 
 
 class WitnessSection(_Section):
@@ -152,6 +234,7 @@ class Settings(_Section):
     runtime: RuntimeSection = Field(default_factory=RuntimeSection)
     witness: WitnessSection = Field(default_factory=WitnessSection)
     rigs: dict[str, RigSection] = Field(default_factory=dict)
+    scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
 
     def rig(self, name: str) -> RigSection:
         """The settings of a rig (defaults when town.toml has no `[rigs.<name>]`)."""

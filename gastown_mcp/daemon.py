@@ -9,11 +9,12 @@ stopped, their beads go back to the queue, nothing is lost.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from gastown_mcp.models import Role
 from gastown_mcp.runstate import RunState, read_state, state_path
 from gastown_mcp.runtime import Runtime
 from gastown_mcp.supervisor.merge_queue import MergeQueue
+from gastown_mcp.supervisor.reconciler import Reconciler
 from gastown_mcp.supervisor.witness import Witness
 from gastown_mcp.town import Town, system_agent
 
@@ -50,12 +52,18 @@ class TownProcess:
     _stopping: anyio.Event | None = None
 
     async def run(self, ready: Callable[[RunState], None] | None = None) -> None:
+        with hold_town_lock(self.settings):
+            await self._run(ready)
+
+    async def _run(self, ready: Callable[[RunState], None] | None) -> None:
         built = await anyio.to_thread.run_sync(
             lambda: assemble_process(self.settings, self.provider_env, self.runtime, self.on_status)
         )
         town, apps, self.state, self.town = built.town, built.apps, built.state, built.town
         self._stopping = anyio.Event()
         witness = Witness(town)
+        wake = threading.Event()
+        town.on_intent(wake.set)
         path = state_path(self.settings)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -70,6 +78,13 @@ class TownProcess:
                     path.write_text(self.state.model_dump_json(indent=2))
                     if ready is not None:
                         ready(self.state)
+                    if self.runtime is not None:
+                        # Intent first: a request made while the town was down is carried out before the
+                        # witness looks at leases (it never judges an agent that has not started).
+                        reconciler = Reconciler(town)
+                        await anyio.to_thread.run_sync(reconciler.tick)
+                        interval = self.settings.scheduler.interval_seconds
+                        outer.start_soon(self._loop, "reconciler", reconciler.tick, interval, wake)
                     outer.start_soon(self._loop, "witness", witness.tick)
                     outer.start_soon(self._loop, "merge queue", MergeQueue(town).tick)
                     if threading.current_thread() is threading.main_thread():
@@ -83,8 +98,8 @@ class TownProcess:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            if self.teardown:
-                await anyio.to_thread.run_sync(town.teardown, SHUTDOWN)
+            # Nothing is left running or exited: containers and (with no agent left) the network go.
+            await anyio.to_thread.run_sync(town.teardown, SHUTDOWN)
             town.close()
 
     def stop(self) -> None:
@@ -97,20 +112,55 @@ class TownProcess:
                 self.stop()
                 return
 
-    async def _loop(self, name: str, tick: Callable[[], Sequence[Any]]) -> None:
-        """Step a deterministic supervisor (witness, merge queue) every interval, in a worker thread."""
-        interval = self.settings.witness.interval_seconds
+    async def _loop(
+        self,
+        name: str,
+        tick: Callable[[], Sequence[Any]],
+        interval: float | None = None,
+        wake: threading.Event | None = None,
+    ) -> None:
+        """Step a deterministic supervisor every interval, in a worker thread; `wake` cuts the wait short."""
+        interval = self.settings.witness.interval_seconds if interval is None else interval
         while True:
             try:
                 for step in await anyio.to_thread.run_sync(tick):
                     self.on_status(f"{name}: {step.verb} {step.target} ({step.reason})")
             except GastownError as exc:
                 self.on_status(f"{name}: {exc}")
-            await anyio.sleep(interval)
+            if wake is None:
+                await anyio.sleep(interval)
+            else:
+                await anyio.to_thread.run_sync(wake.wait, interval, abandon_on_cancel=True)
+                wake.clear()
 
     def _stop_agents(self) -> None:
         if self.town is not None:
             self.town.stop_all(SHUTDOWN, "town shut down")
+
+
+LOCK_FILE = "run/town.lock"
+
+
+@contextlib.contextmanager
+def hold_town_lock(settings: Settings) -> Iterator[None]:
+    """One town process per directory: an exclusive lock held for the process's life (gone if it dies)."""
+    path = settings.town_dir / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            running = read_state(settings)
+            who = f" (pid {running.pid}, MCP at {running.mcp_url})" if running else ""
+            raise Conflict(
+                f"a town is already running in {settings.town_dir}{who}; stop it with `gastown down` first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)
 
 
 def stop_running_town(settings: Settings, timeout_s: float = 30) -> RunState:

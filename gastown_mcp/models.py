@@ -103,6 +103,8 @@ class Verb(StrEnum):
     bead_done = "bead.done"
     agent_created = "agent.created"
     agent_token_rotated = "agent.token_rotated"
+    agent_token_revoked = "agent.token_revoked"
+    agent_stop_requested = "agent.stop_requested"
     agent_requested = "agent.requested"
     agent_starting = "agent.starting"
     agent_running = "agent.running"
@@ -256,6 +258,11 @@ class Agent(_Model):
     created_at: str
     last_seen: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def launching(self) -> bool:
+        """The town was asked to start it and its container is not up yet (not judged dead until it is)."""
+        return self.state in (AgentState.requested, AgentState.starting) and self.metadata.get("desired") == "running"
 
 
 class Message(_Model):

@@ -61,7 +61,7 @@ def test_a_budget_shows_its_limits_spend_and_remaining(store: Store) -> None:
 def test_a_budget_set_late_counts_what_was_already_spent(store: Store) -> None:
     budgets = Budgets(store)
     res = budgets.reserve("polecat-1", "web", "scripted-standin", Estimate(tokens=10, usd=0))
-    assert res.id is None  # no budget applies: nothing reserved
+    assert res.id is not None  # no budget applies, but the admission write still happens
     budgets.settle(res, Usage(input_tokens=70, output_tokens=30))
     assert budgets.set("overseer", "rig", "web", tokens=500).tokens_spent == 100
     assert budgets.set("overseer", "town", tokens=500).tokens_spent == 100
@@ -125,6 +125,28 @@ def test_stale_reservations_are_released(store: Store) -> None:
     budgets.reserve("a", None, "m", Estimate(tokens=100, usd=0))
     assert budgets.release_stale(older_than_seconds=-1) == 1
     assert budgets.reserve("a", None, "m", Estimate(tokens=1, usd=0)).id is not None
+
+
+def test_a_budget_shows_what_requests_in_flight_have_reserved(store: Store) -> None:
+    budgets = Budgets(store)
+    budgets.set("overseer", "rig", "web", tokens=1000)
+    held = budgets.reserve("a", "web", "scripted-standin", Estimate(tokens=300, usd=0.25), owner="gw-1")
+    [shown] = budgets.show("rig", "web")
+    assert (shown.reserved_tokens, shown.reserved_usd, shown.tokens_spent) == (300, 0.25, 0)
+    budgets.settle(held, Usage(output_tokens=20))
+    [shown] = budgets.show("rig", "web")
+    assert (shown.reserved_tokens, shown.reserved_usd, shown.tokens_spent) == (0, 0, 20)
+
+
+def test_a_gateway_start_releases_every_reservation_another_instance_made(store: Store) -> None:
+    budgets = Budgets(store)
+    budgets.set("overseer", "agent", "a", tokens=100)
+    budgets.reserve("a", None, "m", Estimate(tokens=60, usd=0), owner="gw-dead")
+    budgets.reserve("a", None, "m", Estimate(tokens=30, usd=0))  # from before owners were recorded
+    mine = budgets.reserve("a", None, "m", Estimate(tokens=5, usd=0), owner="gw-live")
+    assert budgets.release_not_owned_by("gw-live") == 2
+    assert budgets.show("agent", "a")[0].reserved_tokens == 5
+    budgets.settle(mine, Usage())
 
 
 def test_usage_summarises_requests_tokens_dollars_and_remaining_per_agent(store: Store) -> None:

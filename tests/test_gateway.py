@@ -45,6 +45,7 @@ class Town:
     settled: list[UsageRow] = field(default_factory=list)
     send: Any = None
     receive: Any = None
+    instance: str = ""  # the gateway instance id: the owner of the reservations it makes
 
     def client(self, key: str, **kw: Any) -> anthropic.AsyncAnthropic:
         return anthropic.AsyncAnthropic(base_url=self.url, api_key=key, **kw)
@@ -60,8 +61,14 @@ class Town:
 
 @contextlib.asynccontextmanager
 async def town(
-    store: Store, script: Script, upstream_app: Any = None, chunk_chars: int = 24, **config: Any
+    store: Store,
+    script: Script,
+    upstream_app: Any = None,
+    chunk_chars: int = 24,
+    domain_store: Any = None,
+    **config: Any,
 ) -> AsyncIterator[Town]:
+    """Stand-in + gateway on loopback; `domain_store` replaces the store the domain `Town` sees (a fake)."""
     standin = build_standin(script, expected_key=SENTINEL, chunk_chars=chunk_chars)
     async with serve(upstream_app or standin.app) as upstream_url:
         cfg = GatewayConfig(
@@ -74,8 +81,9 @@ async def town(
             t.settled.append(row)
             send.send_nowait(row)
 
-        domain = DomainTown(store, store.settings.model_copy(update={"gateway": cfg}))
+        domain = DomainTown(domain_store or store, store.settings.model_copy(update={"gateway": cfg}))
         app = build_gateway(domain, {"ANTHROPIC_API_KEY": SENTINEL}, on_settled=settled)
+        t.instance = app.state.instance
         async with serve(app) as url:
             t.url = url
             yield t
@@ -150,13 +158,14 @@ async def test_tool_use_blocks_stream_through_intact(store: Store, key: str) -> 
 
 async def test_anthropic_version_and_beta_headers_reach_the_upstream(store: Store, key: str) -> None:
     async with town(store, Hello()) as t:
-        headers = {"anthropic-beta": "prompt-caching-2024-07-31", "anthropic-version": "2023-06-01"}
+        # A beta the default [gateway] allowed_betas admits (Claude Code sends it); others are refused.
+        headers = {"anthropic-beta": "claude-code-20250219", "anthropic-version": "2023-06-01"}
         await t.client(key, default_headers=headers).messages.create(
             model="scripted-standin", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
         )
     headers = t.standin.requests[-1].headers
     assert headers["anthropic-version"] == "2023-06-01"
-    assert headers["anthropic-beta"] == "prompt-caching-2024-07-31"
+    assert headers["anthropic-beta"] == "claude-code-20250219"
     assert headers["x-api-key"] == SENTINEL and key not in json.dumps(headers)
 
 
@@ -212,8 +221,12 @@ async def test_twenty_concurrent_requests_overspend_by_no_more_than_one_reservat
 async def test_a_busy_budget_answers_429_with_retry_after(store: Store, key: str) -> None:
     budgets = Budgets(store)
     budgets.set("overseer", "agent", "polecat-1", tokens=1000)
-    held = budgets.reserve("polecat-1", "web", "scripted-standin", PriceTable().estimate("scripted-standin", 900, 100))
     async with town(store, Hello()) as t, httpx2.AsyncClient() as http:
+        # count_tokens waits out the gateway's start, which releases reservations no live gateway owns.
+        counted = {"model": "scripted-standin", "messages": []}
+        await http.post(t.url + "/v1/messages/count_tokens", headers={"x-api-key": key}, json=counted)
+        estimate = PriceTable().estimate("scripted-standin", 900, 100)
+        held = budgets.reserve("polecat-1", "web", "scripted-standin", estimate, owner=t.instance)
         r = await http.post(
             t.url + "/v1/messages",
             headers={"x-api-key": key},

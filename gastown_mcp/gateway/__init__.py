@@ -3,13 +3,16 @@
 `build_gateway(town, provider_env)` returns the Starlette app the town serves on its own port. It meters and
 enforces budgets through the town's one `Budgets` and picks upstreams through its one `Routes`, configured by
 `[gateway]` (`config.GatewaySection`). Provider keys arrive once, from the edge, in `provider_env`; agents
-only ever hold their virtual key.
+only ever hold their virtual key. Each app is one gateway instance with an id of its own: it owns the budget
+reservations it makes, and on start releases every reservation a previous (dead) instance left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
 
 import httpx2
@@ -54,13 +57,16 @@ def build_gateway(
         transport=transport,
         trust_env=False,
     )
-    proxy = MessagesProxy(town, config, keys, client, log, on_settled)
+    instance = f"gw-{os.getpid()}-{secrets.token_hex(6)}"
+    proxy = MessagesProxy(town, config, keys, client, log, on_settled, instance)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        released = budgets.release_stale(config.stale_reservation_seconds)
+        # The town process is the only gateway: a reservation this instance did not make was made by one that
+        # died mid-request (SIGKILL, OOM, power loss) and would otherwise hold its budgets.
+        released = budgets.release_not_owned_by(instance)
         if released:
-            log.warning("gateway released %d stale budget reservations", released)
+            log.warning("gateway released %d budget reservations left by a previous gateway", released)
         try:
             yield
         finally:
@@ -78,4 +84,5 @@ def build_gateway(
         lifespan=lifespan,
     )
     app.state.budgets = budgets
+    app.state.instance = instance
     return app

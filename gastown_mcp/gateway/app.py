@@ -1,8 +1,10 @@
-"""The gateway's request path: virtual key → agent, route, reserve, forward, stream back, meter, settle.
+"""The gateway's request path: virtual key → agent, body (bounded, vetted), route, reserve, forward, stream
+back, meter, settle.
 
-Raw ASGI so bytes go out the moment they arrive and a client hang-up is seen (uvicorn's `send` is silent
-after a disconnect, so a watcher task reads `receive`). Every usage row is settled before the client sees
-the end of its response, so "the response finished" implies "it was metered".
+Raw ASGI so the key is checked before a byte of body is read, bytes go out the moment they arrive, and a client
+hang-up is seen (uvicorn's `send` is silent after a disconnect, so a watcher task reads `receive`). Usage is
+settled before the client sees the end of its response, and fails closed: a reply whose usage cannot be
+recorded becomes a 503 (or, once streaming, an SSE `error` event in place of `message_stop`).
 """
 
 from __future__ import annotations
@@ -11,19 +13,34 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 import httpx2
 from starlette.types import Message, Receive, Scope, Send
 
 from gastown_mcp.config import GatewayConfig, Upstream
-from gastown_mcp.errors import BudgetBusy, BudgetExceeded, Unauthorized
+from gastown_mcp.errors import BudgetBusy, BudgetExceeded, StoreError, Unauthorized
 from gastown_mcp.gateway.meter import Meter
-from gastown_mcp.gateway.wire import error_body, forward_headers, response_headers
+from gastown_mcp.gateway.policy import Checked, check
+from gastown_mcp.gateway.wire import (
+    Refusal,
+    StreamRedactor,
+    error_body,
+    forward_headers,
+    redact,
+    response_headers,
+    sse_error,
+)
 from gastown_mcp.models import Agent
 from gastown_mcp.town import Town
 from gastown_mcp.town.budgets import Reservation, Usage, UsageRow
+
+__all__ = ["MessagesProxy", "Refusal"]
+
+_UNRECORDED = (
+    "gastown: the gateway could not record this request's usage ({exc}), so it fails closed; the operator must "
+    "make the town's store writable again (disk full? read-only?)"
+)
 
 
 @dataclass(frozen=True)
@@ -31,13 +48,6 @@ class Admitted:
     agent: Agent
     upstream_name: str
     reservation: Reservation | None
-
-
-class Refusal(Exception):
-    def __init__(self, status: int, error_type: str, message: str, headers: Mapping[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.error_type, self.message = status, error_type, message
-        self.headers = dict(headers or {})
 
 
 class MessagesProxy:
@@ -51,22 +61,25 @@ class MessagesProxy:
         client: httpx2.AsyncClient,
         log: logging.Logger,
         on_settled: Callable[[UsageRow], None] | None = None,
+        instance: str | None = None,
     ) -> None:
         self.town, self.config = town, config
         self.budgets, self.routes = town.budgets, town.routes
         self.keys = dict(keys)  # upstream name → provider key; never logged, never sent to a client
+        self._secrets = [k.encode() for k in self.keys.values() if k]
         self.client = client
         self.log = log
         self.on_settled = on_settled
+        self.instance = instance  # this gateway's id: the owner of the reservations it makes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         metered = scope["path"].rstrip("/") == "/v1/messages"
         try:
-            body = await _read_body(receive, self.config.max_body_bytes)
-            key = _virtual_key(scope)
-            model, max_tokens, stream = _peek(body)
-            admitted = await anyio.to_thread.run_sync(self._admit, key, model, len(body), max_tokens, metered)
+            agent = await self._authenticate(scope)
+            body = await _read_body(scope, receive, *self._body_limit(metered))
+            checked = check(body, scope["headers"], agent.role.value, self.config, metered=metered)
+            admitted = await anyio.to_thread.run_sync(self._admit, agent, checked, len(body), metered)
         except Refusal as r:
             await _send_error(send, r.status, r.error_type, r.message, r.headers)
             return
@@ -77,40 +90,57 @@ class MessagesProxy:
             headers=self._upstream_headers(scope, upstream, admitted.upstream_name),
             content=body,
         )
-        meter = Meter(model=model)
-        status, outcome = 502, "error"
+        settlement = _Settlement(self, admitted, Meter(model=checked.model), checked, started)
         try:
-            status, outcome = await self._relay(request, receive, send, meter, stream)
+            await self._relay(request, receive, send, settlement)
         finally:
             with anyio.CancelScope(shield=True):
-                await self._settle(admitted, meter, model, status, outcome, stream, started)
+                await settlement.last_chance()
 
     # -- steps -------------------------------------------------------------------------------------
-    def _admit(self, key: str | None, model: str, body_len: int, max_tokens: int, metered: bool) -> Admitted:
-        """In a worker thread: authenticate, route, and reserve (the DB work before forwarding)."""
+    async def _authenticate(self, scope: Scope) -> Agent:
+        """The virtual key, from the headers alone: nothing of the body is read for an unknown caller."""
+        key = _virtual_key(scope)
         if not key:
             raise Refusal(401, "authentication_error", "no gateway key: send it as x-api-key or Bearer")
         try:
-            agent = self.town.gateway_agent(key)
+            return await anyio.to_thread.run_sync(self.town.gateway_agent, key)
         except Unauthorized:
             raise Refusal(401, "authentication_error", "unknown or revoked gateway key") from None
+        except StoreError as exc:
+            raise Refusal(503, "api_error", f"gastown: the gateway cannot read the town's store ({exc})") from None
+
+    def _body_limit(self, metered: bool) -> tuple[int, str]:
+        if metered:
+            return self.config.max_body_bytes, "max_body_bytes"
+        return self.config.max_count_tokens_body_bytes, "max_count_tokens_body_bytes"
+
+    def _admit(self, agent: Agent, checked: Checked, body_len: int, metered: bool) -> Admitted:
+        """In a worker thread: route and reserve (the DB work before forwarding)."""
+        model = checked.model
         name = self.routes.pick(agent.name, model)
         if name is None or name not in self.config.upstreams:
             raise Refusal(500, "api_error", f"gateway route for {agent.name}/{model} names unknown upstream {name!r}")
         if not metered:
             return Admitted(agent, name, None)
-        estimate = self.budgets.prices.estimate(model, body_len, max_tokens)
+        estimate = self.budgets.prices.estimate(model, body_len, checked.max_tokens)
         try:
-            res = self.budgets.reserve(agent.name, agent.rig, model, estimate)
+            res = self.budgets.reserve(agent.name, agent.rig, model, estimate, owner=self.instance)
         except BudgetBusy as exc:
             retry = str(self.config.busy_retry_after_seconds)
             raise Refusal(429, "rate_limit_error", str(exc), {"retry-after": retry}) from exc
         except BudgetExceeded as exc:
-            self.budgets.refused(agent.name, agent.rig, model, self.config.exhausted_status)
+            try:
+                self.budgets.refused(agent.name, agent.rig, model, self.config.exhausted_status)
+            except StoreError as store_exc:
+                self.log.error("gateway could not record a refusal for %s: %s", agent.name, store_exc)
             self.log.warning("gateway refused %s: budget exhausted", agent.name)
             raise Refusal(
                 self.config.exhausted_status, _error_type(self.config.exhausted_status), f"gastown: {exc}"
             ) from exc
+        except StoreError as exc:
+            self.log.error("gateway refused %s: cannot write its reservation: %s", agent.name, exc)
+            raise Refusal(503, "api_error", _UNRECORDED.format(exc=exc)) from exc
         return Admitted(agent, name, res)
 
     def _upstream_headers(self, scope: Scope, upstream: Upstream, name: str) -> list[tuple[bytes, bytes]]:
@@ -123,69 +153,105 @@ class MessagesProxy:
                 headers.append((b"x-api-key", key.encode()))
         return headers
 
-    async def _relay(
-        self, request: httpx2.Request, receive: Receive, send: Send, meter: Meter, stream: bool
-    ) -> tuple[int, str]:
-        """Forward and copy the answer back; returns (status, outcome) for the usage row."""
+    async def _relay(self, request: httpx2.Request, receive: Receive, send: Send, settlement: _Settlement) -> None:
+        """Forward and copy the answer back, settling before the client sees its end."""
+        meter = settlement.meter
         try:
             response = await self.client.send(request, stream=True)
         except httpx2.HTTPError as exc:
             msg = f"gateway could not reach the upstream model server ({type(exc).__name__})"
+            settlement.status, settlement.outcome = 502, "error"
             await _send_error(send, 502, "api_error", msg)
-            return 502, "error"
-        status = response.status_code
+            return
+        status = settlement.status = response.status_code
+        settlement.outcome = "abandoned"
         try:
             is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
             if not is_sse:
-                data = _redact(await response.aread(), self.keys.values())
+                data = redact(await response.aread(), self._secrets)
                 if 200 <= status < 300:
                     meter.read_json(data)
+                try:
+                    await settlement.settle(status, "ok" if 200 <= status < 300 else "error")
+                except StoreError as exc:
+                    await _send_error(send, 503, "api_error", _UNRECORDED.format(exc=exc))
+                    return
                 await send(_start(status, response_headers(response.headers.raw, len(data))))
                 await send({"type": "http.response.body", "body": data, "more_body": False})
-                return status, "ok" if 200 <= status < 300 else "error"
+                return
             await send(_start(status, response_headers(response.headers.raw, None)))
-            gone = await _pump(response, receive, send, meter)
+            redactor = StreamRedactor(self.keys.values())
+            gone, held = await _pump(response, receive, send, meter, redactor)
             if gone:
-                return status, "abandoned"
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return status, "ok" if meter.finished else "abandoned"
+                return
+            try:
+                await settlement.settle(status, "ok" if meter.finished else "abandoned")
+            except StoreError as exc:
+                held = sse_error("api_error", _UNRECORDED.format(exc=exc))
+            await send({"type": "http.response.body", "body": held, "more_body": False})
         except httpx2.HTTPError:
-            return status, "abandoned"  # upstream broke mid-stream: meter what passed
+            return  # upstream broke mid-stream: meter what passed
         finally:
             await response.aclose()
 
-    async def _settle(
-        self, admitted: Admitted, meter: Meter, model: str, status: int, outcome: str, stream: bool, started: float
+
+class _Settlement:
+    """Settles one request's reservation exactly once: on the success path before the client sees the end
+    (a `StoreError` then reaches the client), otherwise at the very end (client gone, upstream broke)."""
+
+    def __init__(
+        self, proxy: MessagesProxy, admitted: Admitted, meter: Meter, checked: Checked, started: float
     ) -> None:
-        reservation = admitted.reservation
-        if reservation is None:
+        self.proxy, self.admitted, self.meter, self.checked, self.started = proxy, admitted, meter, checked, started
+        self.status, self.outcome = 502, "error"
+        self.done = False
+
+    async def settle(self, status: int, outcome: str) -> None:
+        reservation = self.admitted.reservation
+        if self.done or reservation is None:
             return
+        self.done = True
+        proxy, meter = self.proxy, self.meter
         usage = meter.usage() if 200 <= status < 300 else Usage()
-        ms = (time.perf_counter() - started) * 1000
+        ms = (time.perf_counter() - self.started) * 1000
         row = await anyio.to_thread.run_sync(
-            lambda: self.budgets.settle(
+            lambda: proxy.budgets.settle(
                 reservation,
                 usage,
-                model=meter.model or model,
-                upstream=admitted.upstream_name,
+                model=meter.model or self.checked.model,
+                upstream=self.admitted.upstream_name,
                 status=status,
                 outcome=outcome,
                 duration_ms=ms,
-                stream=stream,
+                stream=self.checked.stream,
             )
         )
-        self.log.info(
+        proxy.log.info(
             "gateway %s %s %s %s in=%d out=%d cw=%d cr=%d $%.6f %.1fms",
-            admitted.agent.name, row.model, status, outcome, row.input_tokens, row.output_tokens,
+            self.admitted.agent.name, row.model, status, outcome, row.input_tokens, row.output_tokens,
             row.cache_creation_tokens, row.cache_read_tokens, row.cost_usd, ms,
         )  # fmt: skip
-        if self.on_settled is not None:
-            self.on_settled(row)
+        if proxy.on_settled is not None:
+            proxy.on_settled(row)
+
+    async def last_chance(self) -> None:
+        """Settle whatever was not settled on the way out; the client can no longer be told if this fails."""
+        try:
+            await self.settle(self.status, self.outcome)
+        except StoreError as exc:
+            self.proxy.log.error(
+                "gateway could not record usage for %s (%s %s): %s; its reservation stays until the gateway restarts",
+                self.admitted.agent.name, self.status, self.outcome, exc,
+            )  # fmt: skip
 
 
-async def _pump(response: httpx2.Response, receive: Receive, send: Send, meter: Meter) -> bool:
-    """Copy SSE bytes through as they come; True if the client hung up first."""
+async def _pump(
+    response: httpx2.Response, receive: Receive, send: Send, meter: Meter, redactor: StreamRedactor
+) -> tuple[bool, bytes]:
+    """Copy SSE bytes through as they come, redacted; from the chunk that ends the message (`message_stop`)
+    on, hold them back so usage is settled first. Returns (client hung up, bytes held back)."""
     gone = False
+    held = b""
     async with anyio.create_task_group() as tg:
 
         async def watch() -> None:
@@ -200,9 +266,13 @@ async def _pump(response: httpx2.Response, receive: Receive, send: Send, meter: 
         tg.start_soon(watch)
         async for chunk in response.aiter_raw():
             meter.feed(chunk)
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            out = redactor.feed(chunk)
+            if meter.finished or held:
+                held += out
+            elif out:
+                await send({"type": "http.response.body", "body": out, "more_body": True})
         tg.cancel_scope.cancel()
-    return gone
+    return gone, held + redactor.flush()
 
 
 def _error_type(status: int) -> str:
@@ -223,20 +293,20 @@ def _virtual_key(scope: Scope) -> str | None:
     return None
 
 
-def _peek(body: bytes) -> tuple[str, int, bool]:
-    import json
-
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise Refusal(400, "invalid_request_error", "request body is not valid JSON") from exc
-    if not isinstance(data, dict):
-        raise Refusal(400, "invalid_request_error", "request body must be a JSON object")
-    max_tokens = data.get("max_tokens")
-    return str(data.get("model", "")), max_tokens if isinstance(max_tokens, int) else 0, bool(data.get("stream"))
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes:
+async def _read_body(scope: Scope, receive: Receive, limit: int, setting: str) -> bytes:
+    """The body, refused as soon as it is known to be over `limit`: by its Content-Length before reading."""
+    too_big = (
+        f"request body over the gateway's {limit} byte limit for {scope['path']}; send less, or raise "
+        f"[gateway] {setting} in town.toml"
+    )
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                raise Refusal(400, "invalid_request_error", "Content-Length is not a number") from None
+            if declared > limit:
+                raise Refusal(413, "request_too_large", too_big)
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -245,17 +315,10 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise Refusal(413, "request_too_large", f"request body over the gateway's {limit} byte limit")
+            raise Refusal(413, "request_too_large", too_big)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-def _redact(data: bytes, keys: Any) -> bytes:
-    for key in keys:
-        if key and key.encode() in data:
-            data = data.replace(key.encode(), b"[redacted]")
-    return data
 
 
 def _start(status: int, headers: list[tuple[bytes, bytes]]) -> Message:

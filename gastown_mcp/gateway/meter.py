@@ -1,7 +1,9 @@
 """Reads token usage out of Messages API responses as they pass: SSE incrementally, JSON at the end.
 
 Streams report usage in `message_start` (input, cache write/read) and `message_delta` (cumulative output,
-and on newer APIs cumulative input too). A stream cut short is metered from the deltas that did pass.
+and on newer APIs cumulative input too). A stream cut short is metered from the deltas that did pass: their
+text's UTF-8 bytes / 4 (counting characters would charge a 4-byte emoji or a 3-byte CJK character as a quarter
+or a third of what it is).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gastown_mcp.town.budgets import Usage
+
+BYTES_PER_TOKEN = 4  # the usual rule of thumb, and the stand-in's own count
 
 _FIELDS = {
     "input_tokens": "input_tokens",
@@ -27,7 +31,7 @@ class Meter:
 
     model: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
-    produced_chars: int = 0
+    produced_bytes: int = 0
     finished: bool = False
     _buf: bytearray = field(default_factory=bytearray)
     _event: str = ""
@@ -75,7 +79,7 @@ class Meter:
             for key in ("text", "partial_json", "thinking"):
                 value = delta.get(key)
                 if isinstance(value, str):
-                    self.produced_chars += len(value)
+                    self.produced_bytes += len(value.encode())
         elif kind == "message_stop":
             self.finished = True
 
@@ -101,7 +105,7 @@ class Meter:
     def usage(self) -> Usage:
         """What was consumed; for an unfinished stream, output is at least what the deltas carried."""
         counts = dict(self.counts)
-        if not self.finished and self.produced_chars:
-            estimated = math.ceil(self.produced_chars / 4)
+        if not self.finished and self.produced_bytes:
+            estimated = math.ceil(self.produced_bytes / BYTES_PER_TOKEN)
             counts["output_tokens"] = max(counts.get("output_tokens", 0), estimated)
         return Usage(**counts)

@@ -30,6 +30,7 @@ from gastown_mcp.runtime.protocol import (
     AGENT_UID,
     LABEL_AGENT,
     LABEL_DEADLINE,
+    LABEL_GENERATION,
     LABEL_ROLE,
     LABEL_TOWN,
     OOM_EXIT_CODE,
@@ -106,6 +107,7 @@ def status_of(container: Container) -> ContainerStatus:
         finished_at=finished,
         deadline=deadline,
         address=addresses[0] if addresses else None,
+        generation=int(labels.get(LABEL_GENERATION) or 0),
     )
 
 
@@ -136,6 +138,7 @@ def run_kwargs(spec: LaunchSpec, now: float) -> dict[str, Any]:
             LABEL_AGENT: spec.agent,
             LABEL_ROLE: spec.role,
             LABEL_DEADLINE: f"{now + limits.wallclock_s:.3f}",
+            LABEL_GENERATION: str(spec.generation),
         },
         "user": f"{AGENT_UID}:{AGENT_GID}",
         "working_dir": spec.workdir,

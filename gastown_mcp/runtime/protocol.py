@@ -25,6 +25,7 @@ LABEL_TOWN = "gastown.town"
 LABEL_AGENT = "gastown.agent"
 LABEL_ROLE = "gastown.role"
 LABEL_DEADLINE = "gastown.deadline"
+LABEL_GENERATION = "gastown.generation"
 
 # Exit code of coreutils `timeout` when the wall-clock limit fires inside the container.
 WALLCLOCK_EXIT_CODE = 124
@@ -102,6 +103,7 @@ class LaunchSpec:
     network: str | None = None
     limits: Limits = field(default_factory=Limits)
     workdir: str = WORK_DIR
+    generation: int = 0  # which run of this agent: a late event from an older container is told apart
 
     def __post_init__(self) -> None:
         for label, value in (("town", self.town), ("agent", self.agent), ("role", self.role)):
@@ -144,6 +146,7 @@ class ContainerStatus:
     finished_at: float | None = None
     deadline: float | None = None
     address: str | None = None
+    generation: int = 0
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,16 @@ class AgentRepo:
             tx.event(actor, Verb.agent_token_rotated, agent=name)
         return Credentials(self.get(name), token, key)
 
+    def revoke(self, actor: str, name: str) -> None:
+        """The agent's token and gateway key stop working (its container is gone; a new launch issues new ones)."""
+        with self.db.write() as tx:
+            cur = tx.execute(
+                "UPDATE agents SET token_hash=NULL, gateway_key_hash=NULL WHERE name=? AND token_hash IS NOT NULL",
+                (name,),
+            )
+            if cur.rowcount:
+                tx.event(actor, Verb.agent_token_revoked, agent=name)
+
     def set_state(self, actor: str, name: str, state: AgentState, reason: str = "", **meta: Any) -> Agent:
         with self.db.write() as tx:
             row = tx.execute("SELECT * FROM agents WHERE name=?", (name,)).fetchone()

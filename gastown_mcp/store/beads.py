@@ -137,15 +137,29 @@ class BeadRepo:
         sql += " ORDER BY priority, created_at, id LIMIT ? OFFSET ?"
         return [rows.summary(r) for r in self.db.query(sql, (*params, limit, offset))]
 
-    def ready(self, *, limit: int = 20, now: str | None = None) -> list[BeadSummary]:
-        """Open, unblocked, unclaimed beads — plus in-progress ones whose lease ran out — by priority, then age."""
+    def ready(
+        self, *, limit: int = 20, now: str | None = None, label: str | None = None, unlabelled: str | None = None
+    ) -> list[BeadSummary]:
+        """Open, unblocked, unclaimed beads — plus in-progress ones whose lease ran out — by priority, then age.
+
+        `label` keeps only beads with that label; `unlabelled` (a prefix such as "rig:") only beads with no
+        label starting with it."""
         now = now or now_iso()
+        where, params = "", list[Any]()
+        if label is not None:
+            where += " AND id IN (SELECT bead_id FROM labels WHERE label=?)"
+            params.append(label)
+        if unlabelled is not None:
+            where += " AND id NOT IN (SELECT bead_id FROM labels WHERE substr(label, 1, ?)=?)"
+            params += [len(unlabelled), unlabelled]
         fresh = self.db.query(
             f"""SELECT {SUMMARY_COLS}, created_at FROM beads INDEXED BY beads_ready
-                WHERE status='open' AND open_blockers=0 AND assignee IS NULL
+                WHERE status='open' AND open_blockers=0 AND assignee IS NULL{where}
                 ORDER BY priority, created_at, id LIMIT ?""",
-            (limit,),
+            (*params, limit),
         )
+        if where:
+            return [rows.summary(r) for r in fresh]  # dispatch takes only never-claimed work
         stale = self.db.query(
             f"""SELECT {SUMMARY_COLS}, created_at FROM beads INDEXED BY beads_leases
                 WHERE status='in_progress' AND lease_expires_at < ?
@@ -313,48 +327,52 @@ class BeadRepo:
     def claim(self, agent: str, bead_id: str | None, lease_seconds: float) -> Bead:
         """Compare-and-swap: open+unblocked (or lease expired) → in_progress held by `agent`."""
         with self.db.write() as tx:
-            if bead_id is None:
-                bead_id = self._top_claimable(tx)
-            row = tx.execute("SELECT * FROM beads WHERE id=?", (bead_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"no bead {bead_id!r}; pick one with bead_ready")
-            lease = now_iso(tx.at + lease_seconds)
-            status, holder = row["status"], row["assignee"]
-            takeover_from = None
-            if status == "in_progress" and holder == agent:
-                # Claiming what you already hold is a renewal, not an error.
-                tx.execute("UPDATE beads SET lease_expires_at=? WHERE id=?", (lease, bead_id))
-            else:
-                if status == "in_progress":
-                    if row["lease_expires_at"] and row["lease_expires_at"] >= tx.now:
-                        raise Conflict(
-                            f"bead {bead_id} is claimed by {holder} until {row['lease_expires_at'][11:19]} UTC; "
-                            "pick another with bead_ready"
-                        )
-                    takeover_from = holder
-                elif status != "open":
-                    raise InvalidTransition(
-                        f"bead {bead_id} is {status}, not open; only open beads can be claimed (see bead_ready)"
-                    )
-                elif row["open_blockers"] > 0:
-                    blockers = self._open_blockers(tx, bead_id)
-                    raise Conflict(f"bead {bead_id} waits on {', '.join(blockers)}; pick another with bead_ready")
-                cur = tx.execute(
-                    """UPDATE beads SET status='in_progress', assignee=?, lease_expires_at=?, updated_at=?,
-                       attempts = attempts + ? WHERE id=? AND status=? AND assignee IS ?""",
-                    (agent, lease, tx.now, 1 if takeover_from else 0, bead_id, status, holder),
-                )
-                if cur.rowcount != 1:  # cannot happen under BEGIN IMMEDIATE; kept as the CAS guard
-                    raise Conflict(f"bead {bead_id} changed while claiming; retry")
-                tx.event(
-                    agent,
-                    Verb.bead_taken_over if takeover_from else Verb.bead_claimed,
-                    bead_id=bead_id,
-                    agent=agent,
-                    before=_snapshot(row),
-                    after={"status": "in_progress", "assignee": agent, "lease_expires_at": lease},
-                )
+            bead_id = self._claim(tx, agent, bead_id, lease_seconds)
         return self.get(bead_id)
+
+    def _claim(self, tx: Tx, agent: str, bead_id: str | None, lease_seconds: float) -> str:
+        if bead_id is None:
+            bead_id = self._top_claimable(tx)
+        row = tx.execute("SELECT * FROM beads WHERE id=?", (bead_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no bead {bead_id!r}; pick one with bead_ready")
+        lease = now_iso(tx.at + lease_seconds)
+        status, holder = row["status"], row["assignee"]
+        takeover_from = None
+        if status == "in_progress" and holder == agent:
+            # Claiming what you already hold is a renewal, not an error.
+            tx.execute("UPDATE beads SET lease_expires_at=? WHERE id=?", (lease, bead_id))
+        else:
+            if status == "in_progress":
+                if row["lease_expires_at"] and row["lease_expires_at"] >= tx.now:
+                    raise Conflict(
+                        f"bead {bead_id} is claimed by {holder} until {row['lease_expires_at'][11:19]} UTC; "
+                        "pick another with bead_ready"
+                    )
+                takeover_from = holder
+            elif status != "open":
+                raise InvalidTransition(
+                    f"bead {bead_id} is {status}, not open; only open beads can be claimed (see bead_ready)"
+                )
+            elif row["open_blockers"] > 0:
+                blockers = self._open_blockers(tx, bead_id)
+                raise Conflict(f"bead {bead_id} waits on {', '.join(blockers)}; pick another with bead_ready")
+            cur = tx.execute(
+                """UPDATE beads SET status='in_progress', assignee=?, lease_expires_at=?, updated_at=?,
+                   attempts = attempts + ? WHERE id=? AND status=? AND assignee IS ?""",
+                (agent, lease, tx.now, 1 if takeover_from else 0, bead_id, status, holder),
+            )
+            if cur.rowcount != 1:  # cannot happen under BEGIN IMMEDIATE; kept as the CAS guard
+                raise Conflict(f"bead {bead_id} changed while claiming; retry")
+            tx.event(
+                agent,
+                Verb.bead_taken_over if takeover_from else Verb.bead_claimed,
+                bead_id=bead_id,
+                agent=agent,
+                before=_snapshot(row),
+                after={"status": "in_progress", "assignee": agent, "lease_expires_at": lease},
+            )
+        return bead_id
 
     def _top_claimable(self, tx: Tx) -> str:
         fresh = tx.execute(
@@ -469,13 +487,15 @@ class BeadRepo:
         require_assignee: str | None,
         *,
         block_after: int | None = None,
+        count_attempt: bool = True,
     ) -> Bead:
-        """in_progress → open (attempts + 1); with `block_after`, → blocked once attempts reach it."""
+        """in_progress → open (attempts + 1 unless `count_attempt` is off: an operator's stop is not a failure);
+        with `block_after`, → blocked once attempts reach it."""
         with self.db.write() as tx:
             row = self._locked_row(tx, bead_id, require_assignee, "release")
             if row["status"] != "in_progress":
                 raise InvalidTransition(f"bead {bead_id} is {row['status']}, not in_progress; nothing to release")
-            attempts = row["attempts"] + 1
+            attempts = row["attempts"] + (1 if count_attempt else 0)
             target = BeadStatus.open
             if block_after is not None and attempts >= block_after:
                 target = BeadStatus.blocked

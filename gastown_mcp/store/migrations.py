@@ -216,7 +216,14 @@ CREATE INDEX merge_requests_bead ON merge_requests (bead_id)
     )
 
 
-# m004 and later go here.
+@migrations(name="m004_reservation_owner")
+def m004_reservation_owner(db: UtilsDatabase) -> None:
+    # Which gateway instance made a reservation: at start-up the gateway releases every reservation no live
+    # instance owns, so a crash mid-request cannot hold a budget (NULL = made before owners were recorded).
+    _run(db, "ALTER TABLE reservations ADD COLUMN owner TEXT")
+
+
+# m005 and later go here.
 
 
 def apply_migrations(conn: sqlite3.Connection) -> None:

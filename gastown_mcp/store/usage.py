@@ -75,7 +75,7 @@ class UsageRepo:
         ).fetchone()
         return int(row["tokens"]), float(row["usd"])
 
-    def reserved_so_far(self, tx: Tx, scope: str, name: str) -> tuple[int, float]:
+    def reserved_so_far(self, tx: Tx | sqlite3.Connection, scope: str, name: str) -> tuple[int, float]:
         where, params = _scope_filter(scope, name)
         row = tx.execute(
             f"SELECT COALESCE(SUM(tokens), 0) AS t, COALESCE(SUM(usd), 0) AS u FROM reservations WHERE {where}",
@@ -125,12 +125,18 @@ class UsageRepo:
         return cur.rowcount > 0
 
     # -- reservations ------------------------------------------------------------------------------
-    def add_reservation(self, tx: Tx, agent: str, rig: str | None, model: str, tokens: int, usd: float) -> int:
+    def add_reservation(
+        self, tx: Tx, agent: str, rig: str | None, model: str, tokens: int, usd: float, owner: str | None = None
+    ) -> int:
         cur = tx.execute(
-            "INSERT INTO reservations (agent, rig, model, tokens, usd, created_at) VALUES (?,?,?,?,?,?)",
-            (agent, rig, model, tokens, usd, tx.now),
+            "INSERT INTO reservations (agent, rig, model, tokens, usd, created_at, owner) VALUES (?,?,?,?,?,?,?)",
+            (agent, rig, model, tokens, usd, tx.now, owner),
         )
         return int(cur.lastrowid or 0)
+
+    def release_not_owned_by(self, tx: Tx, owner: str) -> int:
+        """Delete every reservation another (or no) gateway instance made; how many went."""
+        return tx.execute("DELETE FROM reservations WHERE owner IS NULL OR owner != ?", (owner,)).rowcount
 
     def take_reservation(self, tx: Tx, reservation_id: int) -> sqlite3.Row | None:
         row = tx.execute("SELECT * FROM reservations WHERE id=?", (reservation_id,)).fetchone()

@@ -106,6 +106,8 @@ class Witness:
         now = self.clock()
         for bead in self.town.expired_leases(self.me, now):
             holder = self._find(bead.assignee) if bead.assignee else None
+            if holder is not None and holder.launching:
+                continue  # nothing is judged dead before it has started; its launch renews the lease
             reason = f"lease expired: {bead.assignee} made no call in time"
             out += self._requeue(bead.id, reason, holder.rig if holder else None)
         return out
@@ -117,11 +119,13 @@ class Witness:
             return []
         out = []
         for agent in self._alive():
-            if agent.metadata.get("container") is None:
-                continue  # not launched by the runtime (an external or operator-run agent)
+            if agent.metadata.get("container") is None or agent.state is AgentState.starting:
+                continue  # not launched by the runtime (an external or operator-run agent), or not yet
             status = running.get(agent.name)
             if status is not None and status.state in ("running", "created"):
                 continue
+            if status is not None and status.generation < int(agent.metadata.get("generation") or 0):
+                continue  # what an older run of this agent left behind says nothing about the current one
             reason = self._exit_reason(agent, status)
             out.append(self._mark_exited(agent, reason, status))
             for bead in self.town.held_by(self.me, agent.name):

@@ -3,7 +3,9 @@
 An agent spends from its own budget, its rig's and the town's; a scope without a budget row is unlimited.
 Overspend bound: a request is admitted only while spent + live reservations < limit in every scope, and it
 reserves an upper bound of what it can consume (body bytes + max_tokens), so the final spend of any scope
-stays below its limit plus the largest single reservation, however many requests run at once.
+stays below its limit plus the largest single reservation, however many requests run at once. Every admitted
+request writes its reservation (tagged with the gateway instance that owns it), so a store that cannot be
+written refuses work before it is forwarded, and a gateway's start releases what a dead one left behind.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ class Estimate(_Model):
 
 
 class Reservation(_Model):
-    id: int | None = Field(description="None when no budget applied, so nothing was reserved")
+    id: int | None = Field(description="the reservation row; None for a refusal, which reserves nothing")
     agent: str
     rig: str | None
     model: str
@@ -128,6 +130,8 @@ class BudgetStatus(_Model):
     exhausted_at: str | None = None
     updated_at: str
     updated_by: str
+    reserved_tokens: int = Field(default=0, description="held by requests in flight, not yet settled")
+    reserved_usd: float = 0.0
 
 
 class AgentUsage(_Model):
@@ -153,7 +157,7 @@ def keys_for(agent: str, rig: str | None) -> list[BudgetKey]:
     return keys
 
 
-def _status(row: sqlite3.Row) -> BudgetStatus:
+def _status(row: sqlite3.Row, reserved: tuple[int, float] = (0, 0.0)) -> BudgetStatus:
     tl, ul = row["token_limit"], row["usd_limit"]
     trem = None if tl is None else max(tl - row["tokens_spent"], 0)
     urem = None if ul is None else max(ul - row["usd_spent"], 0.0)
@@ -170,6 +174,8 @@ def _status(row: sqlite3.Row) -> BudgetStatus:
         exhausted_at=row["exhausted_at"],
         updated_at=row["updated_at"],
         updated_by=row["updated_by"],
+        reserved_tokens=reserved[0],
+        reserved_usd=round(reserved[1], 9),
     )
 
 
@@ -219,11 +225,14 @@ class Budgets:
     def show(self, scope: Scope | str | None = None, name: str | None = None) -> list[BudgetStatus]:
         if scope is not None:
             scope, name = _scope_name(scope, name) if name is not None or scope == "town" else (scope, None)
-        return [_status(r) for r in self.repo.list_budgets(None if scope is None else str(scope), name)]
+        return [self._with_reserved(r) for r in self.repo.list_budgets(None if scope is None else str(scope), name)]
 
     def applying_to(self, agent: str, rig: str | None) -> list[BudgetStatus]:
         """The budgets an agent spends from (its own, its rig's, the town's) that exist."""
-        return [_status(r) for r in self.repo.budgets(self.db.conn, keys_for(agent, rig))]
+        return [self._with_reserved(r) for r in self.repo.budgets(self.db.conn, keys_for(agent, rig))]
+
+    def _with_reserved(self, row: sqlite3.Row) -> BudgetStatus:
+        return _status(row, self.repo.reserved_so_far(self.db.conn, row["scope"], row["name"]))
 
     def usage(self, agent: str | None = None) -> list[AgentUsage]:
         """Per agent: requests, tokens by kind, USD, and the least remaining over its budgets."""
@@ -251,16 +260,17 @@ class Budgets:
         return out
 
     # -- gateway surface ---------------------------------------------------------------------------
-    def reserve(self, agent: str, rig: str | None, model: str, estimate: Estimate) -> Reservation:
-        """Admit a request or raise: `BudgetExceeded` when a scope is spent, `BudgetBusy` when reserved."""
+    def reserve(
+        self, agent: str, rig: str | None, model: str, estimate: Estimate, owner: str | None = None
+    ) -> Reservation:
+        """Admit a request or raise: `BudgetExceeded` when a scope is spent, `BudgetBusy` when reserved,
+        `StoreError` when the reservation cannot be written. `owner` is the gateway instance making it.
+
+        The reservation is written even when no budget applies: it is the admission write that proves usage
+        can be recorded (a full disk refuses here, before anything is forwarded), and it shows in flight."""
         keys = keys_for(agent, rig)
-        if not self.repo.budgets(self.db.conn, keys):  # no budget applies: nothing to reserve, no write
-            return Reservation(id=None, agent=agent, rig=rig, model=model, tokens=0, usd=0.0)
         with self.db.write() as tx:
-            rows = self.repo.budgets(tx, keys)
-            if not rows:
-                return Reservation(id=None, agent=agent, rig=rig, model=model, tokens=0, usd=0.0)
-            for row in rows:
+            for row in self.repo.budgets(tx, keys):
                 tl, ul = row["token_limit"], row["usd_limit"]
                 label = _label(row)
                 if (tl is not None and row["tokens_spent"] >= tl) or (ul is not None and row["usd_spent"] >= ul):
@@ -277,7 +287,7 @@ class Budgets:
                         f"{label} budget is fully reserved by requests in flight ({_spent_text(row)}); "
                         "retry when they finish"
                     )
-            rid = self.repo.add_reservation(tx, agent, rig, model, estimate.tokens, estimate.usd)
+            rid = self.repo.add_reservation(tx, agent, rig, model, estimate.tokens, estimate.usd, owner)
         return Reservation(id=rid, agent=agent, rig=rig, model=model, tokens=estimate.tokens, usd=estimate.usd)
 
     def settle(
@@ -328,6 +338,12 @@ class Budgets:
         """Record a refused request (zero tokens) so usage reports show how often an agent hit its limit."""
         res = Reservation(id=None, agent=agent, rig=rig, model=model, tokens=0, usd=0.0)
         self.settle(res, Usage(), status=status, outcome="refused", stream=stream)
+
+    def release_not_owned_by(self, owner: str) -> int:
+        """Drop every reservation not made by gateway instance `owner` (run at gateway start: the town process
+        is the only gateway, so anything else was left by one that died mid-request)."""
+        with self.db.write() as tx:
+            return self.repo.release_not_owned_by(tx, owner)
 
     def release_stale(self, older_than_seconds: float) -> int:
         """Drop reservations left by a crashed process (run at gateway start)."""

@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 from gastown_mcp import rigs
 from gastown_mcp.config import Settings
 from gastown_mcp.errors import Conflict, Forbidden, GastownError, InvalidInput, NotFound, RuntimeUnavailable
-from gastown_mcp.models import Agent, AgentState, Bead, BeadStatus, Message, MessageKind, Role
+from gastown_mcp.models import Agent, AgentState, Bead, BeadStatus, BeadSummary, Message, MessageKind, Role
 from gastown_mcp.runtime.protocol import (
     AGENT_GID,
     AGENT_HOME,
@@ -40,10 +40,21 @@ from gastown_mcp.town import guard
 from gastown_mcp.town.agents import AgentsAPI
 from gastown_mcp.town.mail import MailAPI
 
+RIG_LABEL = "rig:"  # a bead labelled rig:<name> is dispatched to that rig
 NAME_POOL = (
     "nux", "slit", "rictus", "toast", "capable", "dag", "cheedo", "angharad", "furiosa", "ace", "morsov",
     "keeper", "valkyrie", "max", "immortan", "scrotus", "corpus", "miss-giddy", "organic", "bullet",
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Carried:
+    """One piece of intent the reconciler carried out (or failed to)."""
+
+    verb: str  # launched, stopped, failed
+    agent: str
+    rig: str | None
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -66,15 +77,40 @@ class Fleet:
         self.runtime = runtime
         self.config = config
 
-    def pick_name(self, role: Role) -> str:
-        taken = self.store.agents.names()
-        for name in NAME_POOL:
-            if name not in taken:
-                return name
-        n = 1
-        while f"{role.value}-{n}" in taken:
-            n += 1
-        return f"{role.value}-{n}"
+    def launch(self, actor: str, name: str, lease_seconds: float, max_attempts: int | None = None) -> Agent | None:
+        """Start a requested agent: its own repository (with a rig), credentials, and its container.
+
+        None when another reconciler began it first. A launch that fails gives the bead back as a failed
+        attempt; once it has `max_attempts` of them it is blocked, so a container that can never start is not
+        relaunched forever.
+        """
+        agent = self.store.launches.begin(actor, name)
+        if agent is None:
+            return None
+        meta = dict(agent.metadata)
+        bead = str(meta["hook"]) if meta.get("hook") else None
+        limits = Limits(**meta["limits"]) if isinstance(meta.get("limits"), dict) else Limits()
+        rig_obj = rigs.get_rig(self.config.town_dir, agent.rig) if agent.rig else None
+        try:
+            mounts: list[Mount] = []
+            if rig_obj is not None:
+                # A bead handed back by the merge queue continues from its last hand-in, not from scratch.
+                start = self.store.beads.get(bead).metadata.get("rework_from") if bead else None
+                repo = rigs.create_agent_repo(rig_obj, name, bead, start=str(start) if start else None)
+                meta.update(worktree=str(repo.path), branch=repo.branch)
+                mounts = repo.mounts()
+            mounts.append(self._claude_home(name, fresh=True))
+            if bead is not None:
+                self.store.beads.claim(name, bead, lease_seconds)  # a renewal: the lease starts now
+            creds = self.store.agents.rotate(actor, name)
+            status = self._launch(name, agent.role, creds.token, creds.gateway_key, meta, mounts, limits, {})
+        except BaseException as exc:
+            blocked = self._undo_spawn(actor, name, bead, rig_obj, exc, max_attempts)
+            if blocked is not None and isinstance(exc, GastownError):
+                raise type(exc)(f"{exc}; bead {bead} is now blocked after {blocked.attempts} failed attempts") from exc
+            raise
+        meta["container"] = status.container_id
+        return self.store.agents.set_state(actor, name, AgentState.running, "spawned", **meta)
 
     def spawn(
         self,
@@ -89,42 +125,21 @@ class Fleet:
         name: str | None = None,
         max_attempts: int | None = None,
     ) -> Agent:
-        """Create the agent, its own repository (with a rig) and its container; with `bead`, put it on the hook.
-
-        A spawn that fails gives the bead back as a failed attempt; once it has `max_attempts` of them it is
-        blocked, so a container that can never start does not get relaunched forever.
-        """
-        rig_obj = rigs.get_rig(self.config.town_dir, rig) if rig else None
-        start = None
-        if bead is not None:
-            start = self._check_slingable(bead).metadata.get("rework_from")
-        name = name or self.pick_name(role)
-        creds = self.store.agents.create(actor, name, role, rig)
-        limits = limits or self.config.limits.get(role.value) or Limits()
-        meta: dict[str, object] = {
-            "session_id": str(uuid.uuid4()),
-            "command": list(command),
-            "limits": dataclasses.asdict(limits),
-        }
-        try:
-            mounts: list[Mount] = []
-            if rig_obj is not None:
-                # A bead handed back by the merge queue continues from its last hand-in, not from scratch.
-                repo = rigs.create_agent_repo(rig_obj, name, bead, start=str(start) if start else None)
-                meta.update(worktree=str(repo.path), branch=repo.branch)
-                mounts = repo.mounts()
-            mounts.append(self._claude_home(name, fresh=True))
-            if bead is not None:
-                self.store.beads.claim(name, bead, lease_seconds)
-                meta["hook"] = bead
-            status = self._launch(name, role, creds.token, creds.gateway_key, meta, mounts, limits, {})
-        except BaseException as exc:
-            blocked = self._undo_spawn(actor, name, bead, rig_obj, exc, max_attempts)
-            if blocked is not None and isinstance(exc, GastownError):
-                raise type(exc)(f"{exc}; bead {bead} is now blocked after {blocked.attempts} failed attempts") from exc
-            raise
-        meta["container"] = status.container_id
-        return self.store.agents.set_state(actor, name, AgentState.running, "spawned", **meta)
+        """Request an agent and launch it at once (this process holds the runtime)."""
+        agent = request_agent(
+            self.store,
+            self.config.town_dir,
+            self.config.limits,
+            actor,
+            role,
+            rig=rig,
+            bead=bead,
+            command=command,
+            limits=limits,
+            lease_seconds=lease_seconds,
+            name=name,
+        )
+        return self.launch(actor, agent.name, lease_seconds, max_attempts) or self.store.agents.get(agent.name)
 
     def resume(self, actor: str, name: str, prompt: str) -> Agent:
         """Start an exited agent's Claude Code session again in a fresh container, with `prompt` as its next turn.
@@ -143,6 +158,7 @@ class Fleet:
         self.runtime.remove(self.config.town, name)
         creds = self.store.agents.rotate(actor, name)
         meta = dict(agent.metadata)
+        meta["generation"] = int(meta.get("generation") or 0) + 1
         limits = Limits(**meta["limits"]) if isinstance(meta.get("limits"), dict) else Limits()
         mounts: list[Mount] = []
         if agent.rig and meta.get("worktree"):
@@ -158,6 +174,7 @@ class Fleet:
             AgentState.running,
             "resumed",
             container=status.container_id,
+            generation=meta["generation"],
             resumes=resumes,
             resumed_at=time.time(),
             exit_reason=None,
@@ -201,6 +218,7 @@ class Fleet:
             mounts=tuple(mounts),
             network=self.config.network,
             limits=limits,
+            generation=int(str(meta.get("generation") or 0)),
         )
         return self.runtime.launch(spec)
 
@@ -245,50 +263,27 @@ class Fleet:
             self.store.agents.set_state(actor, name, AgentState.removed, f"spawn failed: {exc}")
         return blocked
 
-    def _check_slingable(self, bead_id: str) -> Bead:
-        bead = self.store.beads.get(bead_id)
-        if bead.status is not BeadStatus.open or bead.blocked_by:
-            why = f"waits on {', '.join(bead.blocked_by)}" if bead.blocked_by else f"is {bead.status.value}"
-            raise Conflict(f"bead {bead_id} {why}; only open, unblocked beads can go on a hook")
-        return bead
-
     def sling(
         self, actor: str, bead_id: str, target: str, lease_seconds: float = 600.0, max_attempts: int | None = None
     ) -> Agent:
         """Put a bead on an agent's hook: a running agent's name, or a rig (spawns a polecat for it)."""
         agent = self.store.agents.find(target)
-        if agent is None or agent.state is AgentState.removed:
-            if target in {r.name for r in rigs.list_rigs(self.config.town_dir)}:
-                return self.spawn(
-                    actor,
-                    Role.polecat,
-                    rig=target,
-                    bead=bead_id,
-                    lease_seconds=lease_seconds,
-                    max_attempts=max_attempts,
-                )
-            raise NotFound(f"no agent or rig named {target!r}; see `gastown agent ls` and `gastown rig list`")
-        if not agent.state.takes_work:
-            raise InvalidInput(f"{target} is {agent.state.value}; sling to a running agent or to a rig")
-        self._check_slingable(bead_id)
-        self.store.beads.claim(target, bead_id, lease_seconds)
-        self.store.messages.send(
-            actor, target, MessageKind.nudge, f"Bead {bead_id} is on your hook: claim it and work it."
-        )
-        return self.store.agents.set_state(actor, target, agent.state, "slung", hook=bead_id)
+        if (agent is None or agent.state is AgentState.removed) and is_rig(self.config.town_dir, target):
+            return self.spawn(
+                actor, Role.polecat, rig=target, bead=bead_id, lease_seconds=lease_seconds, max_attempts=max_attempts
+            )
+        return hook_onto(self.store, actor, bead_id, target, lease_seconds)
 
     def stop(self, actor: str, name: str, reason: str) -> Agent:
-        """Stop the agent's container and give its beads back to the queue; its branch is kept."""
+        """Stop and remove the agent's container, give its beads back (a stop is not a failed attempt) and
+        revoke its credentials; its repository and branch are kept."""
         agent = self.store.agents.get(name)
         status: ContainerStatus | None = None
         with contextlib.suppress(NotFound):
             status = self.runtime.stop(self.config.town, name)
-        for held in self.store.beads.held_by(name):
-            self.store.beads.release(actor, held.id, f"{name} stopped: {reason}", None)
-        meta: dict[str, object] = {"exit_reason": "stopped"}
-        if status is not None:
-            meta["exit_code"] = status.exit_code
-        return self.store.agents.set_state(actor, agent.name, AgentState.exited, reason or "stopped", **meta)
+        with contextlib.suppress(GastownError):
+            self.runtime.remove(self.config.town, name)
+        return cancel_agent(self.store, actor, agent, reason, status.exit_code if status else None)
 
     def logs(self, name: str, tail: int = 200) -> str:
         self.store.agents.get(name)
@@ -309,6 +304,83 @@ class Fleet:
         except RuntimeUnavailable:
             return []
         return removed
+
+
+def pick_name(store: Store, role: Role) -> str:
+    taken = store.agents.names()
+    for name in NAME_POOL:
+        if name not in taken:
+            return name
+    n = 1
+    while f"{role.value}-{n}" in taken:
+        n += 1
+    return f"{role.value}-{n}"
+
+
+def is_rig(town_dir: Path, name: str) -> bool:
+    return name in {r.name for r in rigs.list_rigs(town_dir)}
+
+
+def check_slingable(store: Store, bead_id: str) -> Bead:
+    bead = store.beads.get(bead_id)
+    if bead.status is not BeadStatus.open or bead.blocked_by:
+        why = f"waits on {', '.join(bead.blocked_by)}" if bead.blocked_by else f"is {bead.status.value}"
+        raise Conflict(f"bead {bead_id} {why}; only open, unblocked beads can go on a hook")
+    return bead
+
+
+def request_agent(
+    store: Store,
+    town_dir: Path,
+    limits_by_role: Mapping[str, Limits],
+    actor: str,
+    role: Role,
+    *,
+    rig: str | None = None,
+    bead: str | None = None,
+    command: Sequence[str] = (),
+    limits: Limits | None = None,
+    lease_seconds: float = 600.0,
+    name: str | None = None,
+) -> Agent:
+    """Record that an agent should run, with `bead` claimed for it: intent only, in one transaction; the
+    reconciler in `gastown up` starts it (no runtime is needed here)."""
+    if rig:
+        rigs.get_rig(town_dir, rig)
+    if bead is not None:
+        check_slingable(store, bead)
+    limits = limits or limits_by_role.get(role.value) or Limits()
+    meta: dict[str, object] = {
+        "session_id": str(uuid.uuid4()),
+        "command": list(command),
+        "limits": dataclasses.asdict(limits),
+    }
+    return store.launches.request(actor, name or pick_name(store, role), role, rig, meta, bead, lease_seconds)
+
+
+def hook_onto(store: Store, actor: str, bead_id: str, target: str, lease_seconds: float) -> Agent:
+    """Sling a bead to an agent that is already working: claim it for the agent and nudge it."""
+    agent = store.agents.find(target)
+    if agent is None or agent.state is AgentState.removed:
+        raise NotFound(f"no agent or rig named {target!r}; see `gastown agent ls` and `gastown rig list`")
+    if not agent.state.takes_work:
+        raise InvalidInput(f"{target} is {agent.state.value}; sling to a running agent or to a rig")
+    check_slingable(store, bead_id)
+    store.beads.claim(target, bead_id, lease_seconds)
+    store.messages.send(actor, target, MessageKind.nudge, f"Bead {bead_id} is on your hook: claim it and work it.")
+    return store.agents.set_state(actor, target, agent.state, "slung", hook=bead_id)
+
+
+def cancel_agent(store: Store, actor: str, agent: Agent, reason: str, exit_code: int | None = None) -> Agent:
+    """An agent is done with (stopped by an operator, or its request withdrawn): its beads go back without
+    counting a failed attempt, its credentials stop working, and it is marked exited."""
+    for held in store.beads.held_by(agent.name):
+        store.beads.release(actor, held.id, f"{agent.name} stopped: {reason}", None, count_attempt=False)
+    store.agents.revoke(actor, agent.name)
+    meta: dict[str, object] = {"exit_reason": "stopped", "desired": "stopped"}
+    if exit_code is not None:
+        meta["exit_code"] = exit_code
+    return store.agents.set_state(actor, agent.name, AgentState.exited, reason or "stopped", **meta)
 
 
 def role_limits(settings: Settings) -> dict[str, Limits]:
@@ -345,37 +417,120 @@ class FleetAPI(AgentsAPI, MailAPI):
         command: Sequence[str] = (),
         limits: Limits | None = None,
     ) -> Agent:
+        """Request an agent (with `bead` on its hook). Any surface can: the reconciler in `gastown up` starts it,
+        at once when this process holds the runtime."""
         self._require(actor, "town.spawn", "spawn agents")
-        fleet = self._the_fleet()
+        return self._request(actor, guard.choice(Role, role, "role"), rig, bead, command, limits)
+
+    def _request(
+        self,
+        actor: Agent,
+        role: Role,
+        rig: str | None,
+        bead: str | None,
+        command: Sequence[str] = (),
+        limits: Limits | None = None,
+    ) -> Agent:
         with self._mail_if_blocked(actor, bead):
-            return fleet.spawn(
+            agent = request_agent(
+                self._store,
+                self.settings.town_dir,
+                role_limits(self.settings),
                 actor.name,
-                guard.choice(Role, role, "role"),
+                role,
                 rig=rig,
                 bead=bead,
                 command=command,
                 limits=limits,
                 lease_seconds=self.settings.lease.seconds,
-                max_attempts=self.settings.witness.max_attempts,
             )
+            self._intent_recorded()
+            if self._fleet is None:
+                return agent  # intent recorded; the town's reconciler carries it out
+            launched = self._fleet.launch(
+                actor.name, agent.name, self.settings.lease.seconds, self.settings.witness.max_attempts
+            )
+            return launched or self._store.agents.get(agent.name)
 
     def spawn_limits(self, role: str, **overrides: Any) -> Limits:
         """The container limits a spawn of `role` gets: the role's configured ones with `overrides` applied."""
-        base = self._fleet.config.limits.get(role) if self._fleet is not None else None
+        base = role_limits(self.settings).get(role)
         return dataclasses.replace(base or Limits(), **overrides)
 
     def stop(self, actor: Agent, name: str, reason: str = "") -> Agent:
+        """Stop an agent: at once with the runtime here, else as intent the reconciler carries out. An agent
+        that never started (or runs no container) is stopped right away, wherever this is called."""
         self._require(actor, "town.stop", "stop agents")
-        self.agent(name)
-        return self._the_fleet().stop(actor.name, name, guard.text("reason", reason, 2000))
+        agent = self.agent(name)
+        why = guard.text("reason", reason, 2000)
+        if self._fleet is not None:
+            return self._fleet.stop(actor.name, name, why)
+        if agent.state is AgentState.requested or not agent.metadata.get("container"):
+            return cancel_agent(self._store, actor.name, agent, why)
+        stopping = self._store.launches.want_stopped(actor.name, name, why)
+        self._intent_recorded()
+        return stopping
 
     def sling(self, actor: Agent, bead_id: str, target: str) -> Agent:
+        """Put a bead on an agent's hook: a working agent's name, or a rig (requests a polecat for it)."""
         self._require(actor, "town.sling", "sling beads")
+        found = self._store.agents.find(target)
+        if (found is None or found.state is AgentState.removed) and is_rig(self.settings.town_dir, target):
+            return self._request(actor, Role.polecat, target, bead_id)
+        return hook_onto(self._store, actor.name, bead_id, target, self.settings.lease.seconds)
+
+    def ready_for_rig(self, actor: Agent, rig: str, limit: int) -> list[BeadSummary]:
+        """Ready beads that belong on `rig`: labelled `rig:<name>`, or with no rig label when it is the only rig."""
+        self._require(actor, "bead.read", "list ready beads")
+        found = self._store.beads.ready(limit=limit, label=f"{RIG_LABEL}{rig}")
+        if len(found) < limit and [r.name for r in rigs.list_rigs(self.settings.town_dir)] == [rig]:
+            found += self._store.beads.ready(limit=limit - len(found), unlabelled=RIG_LABEL)
+        return found
+
+    def polecats_by_rig(self, actor: Agent) -> dict[str, int]:
+        """Polecats alive or being started, per rig (what the scheduler's limits count)."""
+        self._require(actor, "town.agents", "count agents")
+        counts: dict[str, int] = {}
+        for agent in self._store.agents.all(role=Role.polecat):
+            if agent.rig and (agent.state.alive or agent.launching):
+                counts[agent.rig] = counts.get(agent.rig, 0) + 1
+        return counts
+
+    def on_intent(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (from any thread) whenever intent is recorded here: the reconciler wakes at once."""
+        self._listeners = [*getattr(self, "_listeners", []), listener]
+
+    def _intent_recorded(self) -> None:
+        for listener in getattr(self, "_listeners", []):
+            listener()
+
+    def reconcile(self, actor: Agent) -> list[Carried]:
+        """Carry out recorded intent: stop what should stop, start what was requested. A launch that fails is
+        reported, counted against its bead (blocked after max_attempts), and not retried here."""
+        self._require(actor, "town.spawn", "start and stop agents")
         fleet = self._the_fleet()
-        with self._mail_if_blocked(actor, bead_id):
-            return fleet.sling(
-                actor.name, bead_id, target, self.settings.lease.seconds, self.settings.witness.max_attempts
-            )
+        done: list[Carried] = []
+        for agent in self._store.launches.to_stop():
+            reason = str(agent.metadata.get("stop_reason") or "stopped")
+            if agent.state is AgentState.requested:
+                cancel_agent(self._store, actor.name, agent, reason)
+            else:
+                fleet.stop(actor.name, agent.name, reason)
+            done.append(Carried("stopped", agent.name, agent.rig, reason))
+        for agent in self._store.launches.pending():
+            bead = str(agent.metadata["hook"]) if agent.metadata.get("hook") else None
+            try:
+                with self._mail_if_blocked(actor, bead):
+                    launched = fleet.launch(
+                        actor.name, agent.name, self.settings.lease.seconds, self.settings.witness.max_attempts
+                    )
+            except GastownError as exc:
+                done.append(Carried("failed", agent.name, agent.rig, str(exc)))
+                continue
+            if launched is not None:
+                generation = launched.metadata.get("generation")
+                done.append(Carried("launched", agent.name, agent.rig, f"generation {generation}"))
+        return done
 
     def logs(self, actor: Agent, name: str, tail: int = 200) -> str:
         self._require(actor, "town.agents", "read agent logs")
@@ -453,7 +608,7 @@ class FleetAPI(AgentsAPI, MailAPI):
         return self._fleet.cleanup_orphans() if self._fleet is not None else []
 
     def teardown(self, actor: Agent) -> None:
-        """Remove every container and the network of this town (demos and tests clean up after themselves)."""
+        """Remove every container and the network of this town (the town process does it as it shuts down)."""
         self._require(actor, "town.admin", "tear the town down")
         if self._fleet is None:
             return

@@ -2,87 +2,22 @@
 
 from __future__ import annotations
 
-import builtins
 import os
 import subprocess
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fakes import BrokenEngine, Clock, FakeRuntime
 
 from gastown_mcp import rigs
 from gastown_mcp.config import Settings, WitnessSection
 from gastown_mcp.errors import Conflict, RuntimeUnavailable
 from gastown_mcp.models import Agent, AgentState, BeadStatus, Role, Verb
-from gastown_mcp.runtime.protocol import ContainerStatus, LaunchSpec
 from gastown_mcp.store import Store
 from gastown_mcp.supervisor.witness import Did, Witness
 from gastown_mcp.town import Town
 from gastown_mcp.town.fleet import Fleet, FleetConfig
-
-
-class FakeRuntime:
-    """Containers as a dict: tests set their state; `stop` records who was stopped."""
-
-    def __init__(self) -> None:
-        self.containers: dict[str, ContainerStatus] = {}
-        self.stopped: builtins.list[str] = []
-
-    def run(self, agent: str, state: str = "running", reason: str | None = None, code: int | None = None) -> None:
-        self.containers[agent] = ContainerStatus(
-            agent=agent,
-            town="town",
-            role="polecat",
-            container_id=f"c-{agent}",
-            state=state,  # type: ignore[arg-type]
-            exit_code=code,
-            reason=reason,  # type: ignore[arg-type]
-        )
-
-    def launch(self, spec: LaunchSpec) -> ContainerStatus:
-        self.run(spec.agent)
-        return self.containers[spec.agent]
-
-    def stop(self, town: str, agent: str, timeout_s: float = 10) -> ContainerStatus:
-        self.stopped.append(agent)
-        self.run(agent, "exited", "killed", 137)
-        return self.containers[agent]
-
-    def status(self, town: str, agent: str) -> ContainerStatus:
-        return self.containers[agent]
-
-    def logs(self, town: str, agent: str, tail: int = 200) -> str:
-        return ""
-
-    def wait(self, town: str, agent: str, timeout_s: float) -> ContainerStatus:
-        return self.containers[agent]
-
-    def list(self, town: str) -> builtins.list[ContainerStatus]:
-        return builtins.list(self.containers.values())
-
-    def remove(self, town: str, agent: str) -> None:
-        self.containers.pop(agent, None)
-
-    def cleanup(self, town: str, agents: Iterable[str] | None = None) -> builtins.list[str]:
-        gone = builtins.list(self.containers) if agents is None else builtins.list(agents)
-        for agent in gone:
-            self.containers.pop(agent, None)
-        return gone
-
-    def reap_expired(self, town: str | None = None, now: float | None = None) -> builtins.list[ContainerStatus]:
-        return []
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
 
 
 @pytest.fixture
@@ -346,18 +281,6 @@ def test_respawn_off_leaves_a_requeued_bead_in_the_queue(
     actions = Witness(town, clock=clock).tick()
     assert [a.verb for a in actions if a.target == bead.id] == [Did.requeued]
     assert town._store.beads.get(bead.id).status is BeadStatus.open
-
-
-class BrokenEngine(FakeRuntime):
-    """An engine that creates no container that can start (as Docker without AppArmor's parser does)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.attempts = 0
-
-    def launch(self, spec: LaunchSpec) -> ContainerStatus:
-        self.attempts += 1
-        raise RuntimeUnavailable(f"launching agent {spec.agent}: its container could not start: apparmor_parser")
 
 
 def test_a_bead_whose_polecat_cannot_start_is_blocked_after_max_attempts_and_the_mayor_gets_mail(
