@@ -129,9 +129,13 @@ class TownProcess:
                 self.on_status(f"{name}: {exc}")
             if wake is None:
                 await anyio.sleep(interval)
-            else:
-                await anyio.to_thread.run_sync(wake.wait, interval, abandon_on_cancel=True)
-                wake.clear()
+                continue
+            # A flag checked from the event loop, not a waiting worker thread: a thread blocked in wait() when
+            # the town shuts down would keep the process from exiting.
+            with anyio.move_on_after(interval):
+                while not wake.is_set():
+                    await anyio.sleep(0.05)
+            wake.clear()
 
     def _stop_agents(self) -> None:
         if self.town is not None:
@@ -163,7 +167,20 @@ def hold_town_lock(settings: Settings) -> Iterator[None]:
         os.close(fd)
 
 
-def stop_running_town(settings: Settings, timeout_s: float = 30) -> RunState:
+def _running(pid: int) -> bool:
+    """The process exists and has not exited (an exited child its parent has not reaped yet is a zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def stop_running_town(settings: Settings, timeout_s: float = 90) -> RunState:
     """`gastown down`: ask the running town to shut down gracefully and wait for it."""
     state = read_state(settings)
     if state is None:
@@ -176,9 +193,7 @@ def stop_running_town(settings: Settings, timeout_s: float = 30) -> RunState:
     os.kill(state.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            os.kill(state.pid, 0)
-        except ProcessLookupError:
+        if not _running(state.pid):
             return state
         time.sleep(0.1)
     raise Conflict(f"town process {state.pid} did not stop within {timeout_s:.0f}s; check `gastown status`")

@@ -19,6 +19,7 @@ from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, attached_town, 
 from gastown_mcp.daemon import TownProcess, provider_env, read_state, stop_running_town
 from gastown_mcp.errors import RuntimeUnavailable
 from gastown_mcp.runtime import build_images, connect_runtime
+from gastown_mcp.town import Town
 
 rig_app = typer.Typer(help="Register projects (rigs) the town works on.", no_args_is_help=True)
 image_app = typer.Typer(help="Build the agent and town container images.", no_args_is_help=True)
@@ -83,10 +84,10 @@ def spawn(
     as_agent: AsAgent = None,
     as_json: Json = False,
 ) -> None:
-    """Spawn an agent in its own hardened container."""
-    with attached_town(town_dir) as town:
+    """Request an agent in its own hardened container; the running town (`gastown up`) starts it."""
+    with open_town(town_dir) as town:
         agent = town.spawn(actor(town, as_agent), role, rig=rig, bead=bead, command=command or ())
-    emit(as_json, agent, lambda c: c.print(f"spawned [bold]{agent.name}[/] ({agent.role.value}) {agent.metadata}"))
+    emit(as_json, agent, lambda c: c.print(f"requested [bold]{agent.name}[/] ({agent.role.value}): {_when(town)}"))
 
 
 def stop(
@@ -96,10 +97,11 @@ def stop(
     as_agent: AsAgent = None,
     as_json: Json = False,
 ) -> None:
-    """Stop an agent's container; its beads go back to the queue and its branch is kept."""
-    with attached_town(town_dir) as town:
+    """Stop an agent's container; its beads go back to the queue (not a failed attempt), its branch is kept."""
+    with open_town(town_dir) as town:
         agent = town.stop(actor(town, as_agent), name, reason)
-    emit(as_json, agent, lambda c: c.print(f"stopped {agent.name}"))
+    done = agent.state.value == "exited"
+    emit(as_json, agent, lambda c: c.print(f"stopped {agent.name}" if done else f"{agent.name}: {_when(town)}"))
 
 
 def logs(name: str, tail: Annotated[int, typer.Option("--tail", "-n")] = 200, town_dir: TownDir = None) -> None:
@@ -138,10 +140,17 @@ def sling(
     as_agent: AsAgent = None,
     as_json: Json = False,
 ) -> None:
-    """Put a bead on an agent's hook; slinging to a rig spawns a polecat for it."""
-    with attached_town(town_dir) as town:
+    """Put a bead on an agent's hook; slinging to a rig requests a polecat for it (the running town starts it)."""
+    with open_town(town_dir) as town:
         agent = town.sling(actor(town, as_agent), bead, target)
-    emit(as_json, agent, lambda c: c.print(f"{bead} is on the hook of [bold]{agent.name}[/]"))
+    emit(as_json, agent, lambda c: c.print(f"{bead} is on the hook of [bold]{agent.name}[/] ({agent.state.value})"))
+
+
+def _when(town: Town) -> str:
+    """When recorded intent is carried out: by the running town's reconciler, or when the town comes up."""
+    if read_state(town.settings) is None:
+        return "no town is running here: it starts when you run `gastown up`"
+    return "the running town starts it within a few seconds"
 
 
 @rig_app.command("add")

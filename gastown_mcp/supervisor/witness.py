@@ -296,5 +296,5 @@ class Witness:
 
     def _mark_exited(self, agent: Agent, reason: str, status: ContainerStatus | None) -> Action:
         code = status.exit_code if status is not None else None
-        self.town.set_agent_state(self.me, agent.name, AgentState.exited, reason, exit_reason=reason, exit_code=code)
+        self.town.agent_exited(self.me, agent.name, reason, code)
         return Action(Did.exited, agent.name, reason)

@@ -60,6 +60,14 @@ class AgentsAPI(TownBase):
         self._require(actor, "town.agents", "change agent states")
         return self._store.agents.set_state(actor.name, name, state, reason, **meta)
 
+    def agent_exited(self, actor: Agent, name: str, reason: str, exit_code: int | None = None) -> Agent:
+        """An agent's container is gone: record why, and its token and gateway key stop working at once."""
+        self._require(actor, "town.agents", "change agent states")
+        self._store.agents.revoke(actor.name, name)
+        return self._store.agents.set_state(
+            actor.name, name, AgentState.exited, reason, exit_reason=reason, exit_code=exit_code
+        )
+
     def agent_add(self, actor: Agent, name: str, role: str, rig: str | None = None) -> Credentials:
         self._require(actor, "town.admin", "add agents")
         return self._store.agents.create(actor.name, guard.agent_name(name), guard.choice(Role, role, "role"), rig)

@@ -17,6 +17,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -569,6 +570,7 @@ class FleetAPI(AgentsAPI, MailAPI):
         if self._fleet is not None and agent.metadata.get("container") is not None:
             with contextlib.suppress(GastownError):
                 self._fleet.runtime.stop(self._fleet.config.town, name)
+        self._store.agents.revoke(actor.name, name)
         return self._store.agents.set_state(actor.name, name, AgentState.exited, reason, exit_reason=exit_reason)
 
     def resume_with_nudges(self, actor: Agent, name: str) -> tuple[Agent, list[Message]] | None:
@@ -594,13 +596,19 @@ class FleetAPI(AgentsAPI, MailAPI):
         self._require(actor, "town.stop", "stop agents")
         if self._fleet is None:
             return []
-        stopped = []
-        for agent in self._store.agents.all():
-            if agent.state.alive and agent.metadata.get("container"):
-                with contextlib.suppress(GastownError):
-                    self._fleet.stop(actor.name, agent.name, reason)
-                    stopped.append(agent.name)
-        return stopped
+        fleet = self._fleet
+        names = [a.name for a in self._store.agents.all() if a.state.alive and a.metadata.get("container")]
+
+        def stop(name: str) -> str | None:
+            try:
+                fleet.stop(actor.name, name, reason)
+            except GastownError:
+                return None
+            return name
+
+        # In parallel: each container gets its grace period to exit cleanly, and they all get it at once.
+        with ThreadPoolExecutor(max_workers=max(1, min(16, len(names)))) as pool:
+            return [name for name in pool.map(stop, names) if name is not None]
 
     def remove_orphans(self, actor: Agent) -> list[str]:
         """Remove containers of this town whose agent row is gone or removed (after a crash of the town)."""

@@ -74,7 +74,10 @@ def test_an_oom_kill_is_reported_by_the_entrypoint_and_any_other_sigkill_is_not(
 
 
 def test_the_host_stops_a_container_past_its_deadline(runtime: DockerRuntime, agent_image: str, town_name: str) -> None:
-    runtime.launch(spec(town_name, "a1", agent_image, "sleep", "300", limits=Limits(wallclock_s=600)))
+    command = ("sh", "-c", "echo started; exec sleep 300")
+    runtime.launch(spec(town_name, "a1", agent_image, *command, limits=Limits(wallclock_s=600)))
+    # The entrypoint forwards the deadline's SIGALRM once its command runs; before that it would simply die.
+    until(lambda: "started" in runtime.logs(town_name, "a1"), 30, "the command to start")
     assert runtime.reap_expired(town_name) == []
     reaped = runtime.reap_expired(town_name, now=time.time() + 3600)
     assert [(s.agent, s.reason) for s in reaped] == [("a1", "wallclock")]

@@ -217,3 +217,20 @@ def test_the_cli_and_the_town_process_see_the_same_intent(rsettings: Settings, o
         assert agent.launching and agent.role is Role.polecat
     finally:
         town.close()
+
+
+def test_an_agent_whose_container_exited_can_no_longer_use_its_token(
+    store: Store, rsettings: Settings, operator: Agent
+) -> None:
+    runtime = FakeRuntime()
+    town = up(store, rsettings, runtime)
+    bead = town.bead_create(operator, "work")
+    polecat = town.sling(operator, bead.id, "web")
+    creds = town.agent_token(operator, polecat.name)
+    assert town.authenticate(creds.token).name == polecat.name
+    runtime.run(polecat.name, "exited", "failed", 1)
+    Witness(town).tick()
+    with pytest.raises(Unauthorized):
+        town.authenticate(creds.token)
+    with pytest.raises(Unauthorized):
+        town.gateway_agent(creds.gateway_key)
