@@ -208,7 +208,9 @@ class SchedulerSection(_Section):
     auto: bool = Field(default=False, description="sling ready beads to polecats on their rig by itself")
     max_polecats: int = Field(default=10, ge=0, le=1000, description="polecats alive at once in the town")
     spawn_per_tick: int = Field(default=4, ge=1, le=100, description="launches per reconciler tick at most")
-    interval_seconds: float = Field(default=2.0, gt=0, description="time between ticks when nothing wakes it")
+    interval_seconds: float = Field(
+        default=1.0, gt=0, description="time between ticks when nothing in the town process wakes it"
+    )
     breaker_failures: int = Field(default=3, ge=1, description="failed launches on a rig that pause its dispatch")
     breaker_window_seconds: float = Field(default=600.0, gt=0)
     breaker_cooldown_seconds: float = Field(default=300.0, gt=0, description="how long a tripped rig waits")

@@ -61,12 +61,14 @@ class Reconciler:
                 del self._paused_until[rig.name]
                 steps.append(Step("resumed", rig.name, "the breaker's cool-down is over"))
             rig_max = self.cfg.max_polecats if rig_cfg.max_polecats is None else rig_cfg.max_polecats
-            room = min(rig_max - alive.get(rig.name, 0), self.cfg.max_polecats - total, budget)
+            # Launches of one tick run side by side, so at most as many as the breaker still allows to fail.
+            allowance = self.cfg.breaker_failures - len(self._recent(rig.name, now))
+            room = min(rig_max - alive.get(rig.name, 0), self.cfg.max_polecats - total, budget, allowance)
             if room <= 0:
                 continue
             for bead in self.town.ready_for_rig(self.me, rig.name, room):
                 try:
-                    polecat = self.town.sling(self.me, bead.id, rig.name)
+                    polecat = self.town.request_polecat(self.me, bead.id, rig.name)
                 except GastownError as exc:
                     steps.append(Step("failed", bead.id, f"dispatch to {rig.name}: {exc}"))
                     steps += self._failed(rig.name)
@@ -79,9 +81,12 @@ class Reconciler:
         return steps
 
     # -- the breaker -------------------------------------------------------------------------------
+    def _recent(self, rig: str, now: float) -> list[float]:
+        return [t for t in self._failures.get(rig, []) if now - t < self.cfg.breaker_window_seconds]
+
     def _failed(self, rig: str) -> list[Step]:
         now = self.clock()
-        recent = [t for t in self._failures.get(rig, []) if now - t < self.cfg.breaker_window_seconds] + [now]
+        recent = [*self._recent(rig, now), now]
         self._failures[rig] = recent
         if len(recent) < self.cfg.breaker_failures or rig in self._paused_until:
             return []

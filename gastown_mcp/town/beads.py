@@ -42,7 +42,7 @@ class BeadsAPI(MergesAPI):
                 deps.append((DepKind.discovered_from.value, held[0].id))
         else:
             raise Forbidden(f"{actor.name} ({actor.role.value}) may not create beads")
-        return self._store.beads.create(
+        bead = self._store.beads.create(
             actor.name,
             title=guard.title(title),
             description=guard.text("description", description),
@@ -54,6 +54,8 @@ class BeadsAPI(MergesAPI):
             parent=parent,
             deps=deps,
         )
+        self._intent_recorded()  # new ready work: the scheduler looks at once
+        return bead
 
     def bead_show(self, actor: Agent, bead_id: str) -> Bead:
         self._require(actor, "bead.read", "read beads")
@@ -143,6 +145,8 @@ class BeadsAPI(MergesAPI):
             )
         if bead is None:
             raise InvalidInput("nothing to update: pass status or at least one field to change")
+        if status is not None:
+            self._intent_recorded()  # a status change can make work ready
         return bead
 
     def bead_comment(self, actor: Agent, bead_id: str, body: str) -> int:
@@ -166,12 +170,16 @@ class BeadsAPI(MergesAPI):
             branch=guard.text("branch", branch, 300) or None,
             commit=guard.text("commit", commit, 100) or None,
         )
-        return self._store.beads.complete(actor.name, bead_id, result, actor.name if own else None)
+        done = self._store.beads.complete(actor.name, bead_id, result, actor.name if own else None)
+        self._intent_recorded()
+        return done
 
     def bead_release(self, actor: Agent, bead_id: str, reason: str = "") -> Bead:
         own = self._own_only(actor, "bead.release", "release", bead_id)
         why = guard.text("reason", reason, 2000)
-        return self._store.beads.release(actor.name, bead_id, why, actor.name if own else None)
+        released = self._store.beads.release(actor.name, bead_id, why, actor.name if own else None)
+        self._intent_recorded()
+        return released
 
     def bead_link(self, actor: Agent, bead_id: str, other: str, kind: str = "blocks") -> Dep:
         self._require(actor, "bead.link", "link beads")

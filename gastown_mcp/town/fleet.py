@@ -423,6 +423,12 @@ class FleetAPI(AgentsAPI, MailAPI):
         self._require(actor, "town.spawn", "spawn agents")
         return self._request(actor, guard.choice(Role, role, "role"), rig, bead, command, limits)
 
+    def request_polecat(self, actor: Agent, bead_id: str, rig: str) -> Agent:
+        """Record a polecat for `bead_id` on `rig` and leave the launch to the reconciler (which starts what
+        it dispatched in one tick side by side)."""
+        self._require(actor, "town.sling", "sling beads")
+        return self._request(actor, Role.polecat, rig, bead_id, launch=False)
+
     def _request(
         self,
         actor: Agent,
@@ -431,6 +437,8 @@ class FleetAPI(AgentsAPI, MailAPI):
         bead: str | None,
         command: Sequence[str] = (),
         limits: Limits | None = None,
+        *,
+        launch: bool = True,
     ) -> Agent:
         with self._mail_if_blocked(actor, bead):
             agent = request_agent(
@@ -446,7 +454,7 @@ class FleetAPI(AgentsAPI, MailAPI):
                 lease_seconds=self.settings.lease.seconds,
             )
             self._intent_recorded()
-            if self._fleet is None:
+            if self._fleet is None or not launch:
                 return agent  # intent recorded; the town's reconciler carries it out
             launched = self._fleet.launch(
                 actor.name, agent.name, self.settings.lease.seconds, self.settings.witness.max_attempts
@@ -518,7 +526,8 @@ class FleetAPI(AgentsAPI, MailAPI):
             else:
                 fleet.stop(actor.name, agent.name, reason)
             done.append(Carried("stopped", agent.name, agent.rig, reason))
-        for agent in self._store.launches.pending():
+
+        def start(agent: Agent) -> Carried | None:
             bead = str(agent.metadata["hook"]) if agent.metadata.get("hook") else None
             try:
                 with self._mail_if_blocked(actor, bead):
@@ -526,11 +535,15 @@ class FleetAPI(AgentsAPI, MailAPI):
                         actor.name, agent.name, self.settings.lease.seconds, self.settings.witness.max_attempts
                     )
             except GastownError as exc:
-                done.append(Carried("failed", agent.name, agent.rig, str(exc)))
-                continue
-            if launched is not None:
-                generation = launched.metadata.get("generation")
-                done.append(Carried("launched", agent.name, agent.rig, f"generation {generation}"))
+                return Carried("failed", agent.name, agent.rig, str(exc))
+            if launched is None:
+                return None  # another reconciler began it first
+            return Carried("launched", agent.name, agent.rig, f"generation {launched.metadata.get('generation')}")
+
+        pending = self._store.launches.pending()
+        # Side by side: each launch mostly waits on the engine (create, start), so a burst starts together.
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(pending)))) as pool:
+            done += [c for c in pool.map(start, pending) if c is not None]
         return done
 
     def logs(self, actor: Agent, name: str, tail: int = 200) -> str:

@@ -176,6 +176,7 @@ class MergesAPI(FleetAPI):
             self._store.merges.set_landing(ids, None)
             return False
         self._store.merges.merged(actor.name, ids, new)
+        self._intent_recorded()  # beads waiting on these are ready now
         return True
 
     def merge_requeue(self, actor: Agent, ids: Sequence[int], why: str) -> None:
