@@ -35,6 +35,7 @@ class Reconciler:
         self.cfg = town.settings.scheduler
         self._failures: dict[str, list[float]] = {}
         self._paused_until: dict[str, float] = {}
+        self._held: dict[str, str] = {}  # rigs held back by their budget, with why
 
     def tick(self) -> list[Step]:
         steps = self._dispatch()
@@ -66,6 +67,13 @@ class Reconciler:
             room = min(rig_max - alive.get(rig.name, 0), self.cfg.max_polecats - total, budget, allowance)
             if room <= 0:
                 continue
+            short = self.town.dispatch_room(self.me, rig.name)
+            if short is not None:
+                if self._held.get(rig.name) != short:  # said once per reason, not every tick
+                    steps.append(Step("held", rig.name, f"no dispatch: {short}"))
+                self._held[rig.name] = short
+                continue
+            self._held.pop(rig.name, None)
             for bead in self.town.ready_for_rig(self.me, rig.name, room):
                 try:
                     polecat = self.town.request_polecat(self.me, bead.id, rig.name)

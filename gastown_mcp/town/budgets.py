@@ -499,6 +499,23 @@ class BudgetsAPI(AgentsAPI):
         self._require(actor, "town.usage", "read usage")
         return self.budgets.usage(agent)
 
+    def dispatch_room(self, actor: Agent, rig: str) -> str | None:
+        """Why no new polecat should start on `rig` now (the town's or the rig's budget cannot cover one model
+        request's reservation), or None when there is room."""
+        self._require(actor, "town.budget", "read budgets")
+        need = self.settings.gateway.max_tokens_by_role.get("polecat", self.settings.gateway.max_tokens_limit)
+        for status in self.budgets.applying_to(f"dispatch of {rig}", rig):
+            if status.scope is Scope.agent:
+                continue
+            label = "the town" if status.scope is Scope.town else f"rig {status.name}"
+            if status.exhausted:
+                return f"{label}'s budget is spent"
+            if status.tokens_remaining is not None and status.tokens_remaining - status.reserved_tokens < need:
+                return f"{label}'s budget has fewer than {need:,} tokens left (one polecat request's reservation)"
+            if status.usd_remaining is not None and status.usd_remaining - status.reserved_usd <= 0:
+                return f"{label}'s USD budget is reserved by requests in flight"
+        return None
+
     def spent_budgets(self, actor: Agent, agent: Agent) -> list[BudgetStatus]:
         """The exhausted budgets among those an agent spends from (its own, its rig's, the town's)."""
         self._require(actor, "town.budget", "read budgets")

@@ -236,3 +236,19 @@ def test_an_agent_whose_container_exited_can_no_longer_use_its_token(
         town.authenticate(creds.token)
     with pytest.raises(Unauthorized):
         town.gateway_agent(creds.gateway_key)
+
+
+def test_no_dispatch_while_the_budget_cannot_cover_a_polecats_request(
+    store: Store, rsettings: Settings, operator: Agent
+) -> None:
+    runtime = FakeRuntime()
+    town = up(store, _auto(rsettings), runtime)
+    bead = town.bead_create(operator, "work")
+    town.budget_set(operator, "rig", "web", tokens=1000)  # below one request's max_tokens reservation
+    reconciler = Reconciler(town)
+    steps = reconciler.tick()
+    assert [(s.verb, s.target) for s in steps] == [("held", "web")] and "fewer than" in steps[0].reason
+    assert reconciler.tick() == []  # said once, not every tick
+    assert town.bead_show(operator, bead.id).status is BeadStatus.open and runtime.containers == {}
+    town.budget_set(operator, "rig", "web", tokens=10_000_000)
+    assert [s.verb for s in reconciler.tick()] == ["dispatched", "launched"]
