@@ -26,7 +26,7 @@ class Store:
         self.messages = MessageRepo(self.db)
         self.events = EventRepo(self.db)
         self.merges = MergeRepo(self.db, self.beads)
-        self.launches = LaunchRepo(self.db, self.beads)
+        self.launches = LaunchRepo(self.db, self.beads, self.agents)
 
     def close(self) -> None:
         self.db.close()

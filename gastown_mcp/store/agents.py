@@ -14,7 +14,7 @@ from typing import Any
 from gastown_mcp.errors import Conflict, NotFound
 from gastown_mcp.models import Agent, AgentState, Role, Verb
 from gastown_mcp.store import rows
-from gastown_mcp.store.db import Database, now_iso
+from gastown_mcp.store.db import Database, Tx, now_iso
 
 TOKEN_PREFIX = "gt_"
 KEY_PREFIX = "gtk_"
@@ -48,27 +48,33 @@ class AgentRepo:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         with self.db.write() as tx:
-            old = tx.execute("SELECT state FROM agents WHERE name=?", (name,)).fetchone()
-            if old is not None and old["state"] != AgentState.removed.value:
-                raise Conflict(f"agent {name!r} already exists; pick another name or remove it first")
-            if old is not None:
-                tx.execute("DELETE FROM agents WHERE name=?", (name,))
-            tx.execute(
-                """INSERT INTO agents (name, role, rig, state, token_hash, gateway_key_hash, created_at, metadata)
-                   VALUES (?,?,?,?,?,?,?,?)""",
-                (
-                    name,
-                    role.value,
-                    rig,
-                    AgentState.requested.value,
-                    secret_hash(token),
-                    secret_hash(key),
-                    tx.now,
-                    json.dumps(metadata or {}),
-                ),
-            )
-            tx.event(actor, Verb.agent_created, agent=name, after={"role": role.value, "rig": rig})
+            self._insert(tx, actor, name, role, rig, metadata or {}, (secret_hash(token), secret_hash(key)))
         return Credentials(self.get(name), token, key)
+
+    def _insert(
+        self,
+        tx: Tx,
+        actor: str,
+        name: str,
+        role: Role,
+        rig: str | None,
+        metadata: dict[str, Any],
+        hashes: tuple[str, str] | None,
+        after: dict[str, Any] | None = None,
+    ) -> None:
+        """A new agent row (a removed agent's name can be reused); `hashes` None = no credentials yet."""
+        old = tx.execute("SELECT state FROM agents WHERE name=?", (name,)).fetchone()
+        if old is not None and old["state"] != AgentState.removed.value:
+            raise Conflict(f"agent {name!r} already exists; pick another name or remove it first")
+        if old is not None:
+            tx.execute("DELETE FROM agents WHERE name=?", (name,))
+        token_hash, key_hash = hashes or (None, None)
+        tx.execute(
+            """INSERT INTO agents (name, role, rig, state, token_hash, gateway_key_hash, created_at, metadata)
+               VALUES (?,?,?,?,?,?,?,?)""",
+            (name, role.value, rig, AgentState.requested.value, token_hash, key_hash, tx.now, json.dumps(metadata)),
+        )
+        tx.event(actor, Verb.agent_created, agent=name, after={"role": role.value, "rig": rig, **(after or {})})
 
     def get(self, name: str) -> Agent:
         row = self.db.query_one("SELECT * FROM agents WHERE name=?", (name,))

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gastown_mcp.errors import Conflict
 from gastown_mcp.models import ALIVE_STATES, Agent, AgentState, Role, Verb
 from gastown_mcp.store import rows
+from gastown_mcp.store.agents import AgentRepo
 from gastown_mcp.store.beads import BeadRepo
 from gastown_mcp.store.db import Database
 
@@ -21,9 +21,10 @@ ALIVE = tuple(s.value for s in ALIVE_STATES)
 
 
 class LaunchRepo:
-    def __init__(self, db: Database, beads: BeadRepo) -> None:
+    def __init__(self, db: Database, beads: BeadRepo, agents: AgentRepo) -> None:
         self.db = db
         self.beads = beads
+        self.agents = agents
 
     def request(
         self,
@@ -38,16 +39,7 @@ class LaunchRepo:
         """A new agent the town should start, with `bead` claimed for it (no credentials until it launches)."""
         meta = {**metadata, "desired": RUNNING, "generation": 0, **({"hook": bead} if bead else {})}
         with self.db.write() as tx:
-            old = tx.execute("SELECT state FROM agents WHERE name=?", (name,)).fetchone()
-            if old is not None and old["state"] != AgentState.removed.value:
-                raise Conflict(f"agent {name!r} already exists; pick another name or remove it first")
-            if old is not None:
-                tx.execute("DELETE FROM agents WHERE name=?", (name,))
-            tx.execute(
-                "INSERT INTO agents (name, role, rig, state, created_at, metadata) VALUES (?,?,?,?,?,?)",
-                (name, role.value, rig, AgentState.requested.value, tx.now, json.dumps(meta)),
-            )
-            tx.event(actor, Verb.agent_created, agent=name, after={"role": role.value, "rig": rig, "hook": bead})
+            self.agents._insert(tx, actor, name, role, rig, meta, None, {"hook": bead})
             if bead is not None:
                 self.beads._claim(tx, name, bead, lease_seconds)
         return self._get(name)
