@@ -376,3 +376,12 @@ async def test_an_aborted_stream_is_metered_by_the_utf8_text_it_generated(store:
     assert row.outcome == "abandoned"
     # The stand-in's measure (and the usual rule of thumb) is UTF-8 bytes / 4, so ASCII and other text agree.
     assert row.output_tokens == math.ceil(len(text.encode()) / 4)
+
+
+def test_a_key_too_short_to_be_a_secret_is_not_redacted_so_replies_stay_intact() -> None:
+    from gastown_mcp.gateway.wire import StreamRedactor, redact
+
+    body = b'{"type":"tool_use","name":"bash","input":{"k":"kk"}}'
+    assert redact(body, [b"k"]) == body
+    assert StreamRedactor(["k"]).feed(body) == body
+    assert redact(b"xx" + b"s" * 20 + b"yy", [b"s" * 20]) == b"xx[redacted]yy"

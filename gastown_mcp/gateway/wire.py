@@ -78,11 +78,14 @@ def sse_error(error_type: str, message: str) -> bytes:
 
 
 REDACTED = b"[redacted]"
+# Shorter "keys" are not secrets worth hiding (a local model server started with `--api-key k`), and replacing
+# every occurrence of a one- or two-letter string would corrupt the JSON and SSE passing through.
+MIN_SECRET_BYTES = 16
 
 
 def redact(data: bytes, keys: Iterable[bytes]) -> bytes:
     for key in keys:
-        if key and key in data:
+        if len(key) >= MIN_SECRET_BYTES and key in data:
             data = data.replace(key, REDACTED)
     return data
 
@@ -93,7 +96,7 @@ class StreamRedactor:
     and a stream whose tail cannot start a key is not delayed at all."""
 
     def __init__(self, keys: Iterable[str]) -> None:
-        self.keys = [k.encode() for k in keys if k]
+        self.keys = [k.encode() for k in keys if len(k.encode()) >= MIN_SECRET_BYTES]
         self._tail = b""
 
     def feed(self, chunk: bytes) -> bytes:
