@@ -16,9 +16,13 @@ RUN update-ca-certificates >/dev/null 2>&1 || true; \
 
 # Stage 2: the agent image.
 FROM ${BASE_IMAGE}
+# A dedicated high id that is no account on common hosts; `[runtime] agent_uid`/`agent_gid` pass other ones.
+ARG AGENT_UID=61000
+ARG AGENT_GID=61000
 RUN command -v git >/dev/null || { apt-get update && apt-get install -y --no-install-recommends git \
       && rm -rf /var/lib/apt/lists/*; }; \
-    useradd --uid 1000 --user-group --create-home --home-dir /home/agent --shell /bin/bash agent \
+    groupadd --gid "$AGENT_GID" agent \
+    && useradd --no-log-init --uid "$AGENT_UID" --gid "$AGENT_GID" --create-home --home-dir /home/agent --shell /bin/bash agent \
     && printf '[safe]\n\tdirectory = *\n[user]\n\tname = gastown agent\n\temail = agent@gastown.invalid\n' \
        > /etc/gitconfig
 COPY --from=claude /opt/claude/claude /usr/local/bin/claude
@@ -31,6 +35,6 @@ ENV HOME=/home/agent \
     DISABLE_AUTOUPDATER=1 \
     ENABLE_TOOL_SEARCH=false \
     PYTHONDONTWRITEBYTECODE=1
-USER 1000:1000
+USER ${AGENT_UID}:${AGENT_GID}
 WORKDIR /work
 ENTRYPOINT ["/opt/gastown/entrypoint.sh"]

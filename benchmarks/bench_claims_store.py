@@ -18,7 +18,7 @@ from typing import Any
 
 from _report import write_report
 
-from gastown_mcp.config import Settings
+from gastown_mcp.config import DogsSection, Settings
 from gastown_mcp.errors import NotFound
 from gastown_mcp.store import Store
 from gastown_mcp.store.db import now_iso
@@ -26,8 +26,13 @@ from gastown_mcp.store.db import now_iso
 PROCESSES = (1, 8, 32)
 
 
-def worker(town_dir: str, name: str, start: Any, results: Any) -> None:
-    store = Store(Settings(town_dir=Path(town_dir)))
+def settings_for(town_dir: str, durable: bool) -> Settings:
+    """`durable=False`: the journal is still written, but not fdatasynced before a claim returns."""
+    return Settings(town_dir=Path(town_dir), dogs=DogsSection(durable=durable))
+
+
+def worker(town_dir: str, name: str, start: Any, results: Any, durable: bool = True) -> None:
+    store = Store(settings_for(town_dir, durable))
     won: list[str] = []
     start.wait(120)
     began = time.time()
@@ -49,14 +54,15 @@ def seed(store: Store, n: int) -> None:
         )
 
 
-def run(processes: int, beads: int) -> dict[str, object]:
+def run(processes: int, beads: int, durable: bool = True) -> dict[str, object]:
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="gastown-bench-") as tmp:
-        settings = Settings(town_dir=Path(tmp))
-        store = Store(settings)
+        store = Store(settings_for(tmp, durable))
         seed(store, beads)
         start, results = ctx.Barrier(processes), ctx.Queue()
-        procs = [ctx.Process(target=worker, args=(tmp, f"polecat-{i}", start, results)) for i in range(processes)]
+        procs = [
+            ctx.Process(target=worker, args=(tmp, f"polecat-{i}", start, results, durable)) for i in range(processes)
+        ]
         for p in procs:
             p.start()
         reports = [results.get(timeout=300) for _ in procs]
@@ -70,6 +76,7 @@ def run(processes: int, beads: int) -> dict[str, object]:
     total = sum(won.values())
     return {
         "processes": processes,
+        "durable": durable,
         "beads": beads,
         "claims": total,
         "seconds": round(elapsed, 3),
@@ -84,8 +91,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--beads", type=int, default=4_000, help="beads to claim per run")
     parser.add_argument("--processes", type=int, nargs="*", default=list(PROCESSES))
+    parser.add_argument("--no-durable", action="store_true", help="do not fdatasync the journal before a claim returns")
     args = parser.parse_args()
-    rows = [run(p, args.beads) for p in args.processes]
+    rows = [run(p, args.beads, not args.no_durable) for p in args.processes]
     print(f"claims through the store, {args.beads} beads per run, claim() until none are ready")
     print(f"{'procs':>6} {'claims':>7} {'seconds':>8} {'claims/s':>9} {'double':>7} {'unclaimed':>9}")
     for r in rows:

@@ -17,7 +17,7 @@ from typing import Any
 
 from gastown_mcp.config import Settings
 from gastown_mcp.errors import InvalidInput, NotFound
-from gastown_mcp.models import Role
+from gastown_mcp.models import Role, Verb, now_iso
 from gastown_mcp.runstate import RunState, pid_namespace, read_state
 from gastown_mcp.runtime import NetworkPolicy, Runtime, connect_runtime
 from gastown_mcp.serving import bind
@@ -25,15 +25,52 @@ from gastown_mcp.store import Store
 from gastown_mcp.town import Fleet, FleetConfig, Town, role_limits, system_agent
 
 
-def open_town(settings: Settings, fleet: FleetConfig | None = None, runtime: Runtime | None = None) -> Town:
+def open_town(
+    settings: Settings, fleet: FleetConfig | None = None, runtime: Runtime | None = None, *, new: bool = False
+) -> Town:
     """A town over the database in `settings.town_dir` (created and migrated if new); `town.close()` ends it.
 
-    With `fleet` and `runtime`, the town can spawn agents: they reach it where `fleet` says.
+    With `fleet` and `runtime`, the town can spawn agents: they reach it where `fleet` says. An existing town
+    (town.toml present, `new` not set) whose database is missing, empty or fails its quick check is refused
+    with the restore command: nothing silently starts empty.
     """
-    store = Store(settings)
-    if fleet is None or runtime is None:
-        return Town(store, settings)
-    return Town(store, settings, Fleet(store, runtime, fleet))
+    existing = settings.is_town and not new and _had_database(settings)
+    store = Store(settings, must_exist=existing, check=existing)
+    if new:
+        store.health.set("gastown", "created", {"at": now_iso()}, Verb.town_created)  # journal line 1
+    town = Town(store, settings, None if fleet is None or runtime is None else Fleet(store, runtime, fleet))
+    state = read_state(settings)
+    if state is not None:
+        use_models(town, state.gateway_url)  # plans made here are metered by the running town's gateway
+    return town
+
+
+def use_models(town: Town, gateway_url: str) -> None:
+    """Give the town its refinery planner and deacon reviewer, calling the gateway at `gateway_url`."""
+    from gastown_mcp.planners import build_models
+
+    town.use_models(build_models(gateway_url))
+
+
+def _had_database(settings: Settings) -> bool:
+    """Any trace that this town had a database: the file itself, a journal with lines, or a backup. A town.toml
+    with none of them (written by hand) gets a new database; anything else lost is refused, never recreated."""
+    journal = settings.journal_path
+    return (
+        settings.db_path.exists()
+        or (journal.exists() and journal.stat().st_size > 0)
+        or any(settings.backups_dir.glob("town-*.db"))
+    )
+
+
+def restore_town(settings: Settings, backup: Path | None = None) -> dict[str, Any]:
+    """Rebuild the town database: newest verified backup (or `backup`) + journal replay from its sequence."""
+    from dataclasses import asdict
+
+    from gastown_mcp.store.backup import restore
+
+    report = restore(settings.db_path, settings.journal_path, settings.backups_dir, backup)
+    return asdict(report)
 
 
 def scratch_town(town_dir: Path, name: str = "demo", prefix: str = "gt") -> Town:
@@ -51,6 +88,8 @@ def fleet_config(settings: Settings, mcp_url: str, gateway_url: str | None, netw
         network=network,
         image=settings.runtime.image,
         limits=role_limits(settings),
+        agent_uid=settings.runtime.agent_uid,
+        agent_gid=settings.runtime.agent_gid,
     )
 
 
@@ -96,6 +135,7 @@ def assemble_process(
         agent_mcp, agent_gw, network = net.url(mcp_port, "/mcp"), net.url(gw_port), net.name
         config = fleet_config(s, agent_mcp, agent_gw, network)
     town = open_town(s, config, runtime)
+    use_models(town, f"http://127.0.0.1:{gw_port}")
     removed = town.remove_orphans(system_agent("town", Role.overseer))
     if removed:
         on_status(f"removed {len(removed)} orphan containers: {', '.join(removed)}")

@@ -186,6 +186,10 @@ class RuntimeSection(_Section):
     image: str = "gastown-agent:latest"
     limits: dict[str, dict[str, float]] = Field(default_factory=dict)
     subnet: str | None = Field(default=None, description="the town network's subnet; None lets Docker pick")
+    agent_uid: int = Field(
+        default=61000, ge=1000, lt=2**31 - 1, description="uid agents run as: no host account (rebuild the image)"
+    )
+    agent_gid: int = Field(default=61000, ge=1000, lt=2**31 - 1, description="gid agents run as (rebuild the image)")
 
 
 class RigSection(_Section):
@@ -200,6 +204,41 @@ class RigSection(_Section):
     mode: Literal["rebase", "merge"] = Field(default="rebase", description="how a branch goes onto main")
     auto: bool | None = Field(default=None, description="the scheduler dispatches here; None follows [scheduler]")
     max_polecats: int | None = Field(default=None, ge=0, le=1000, description="polecats alive on this rig at once")
+    review: Literal["none", "model"] = Field(
+        default="none", description="model: the deacon also asks a model to judge each diff against its acceptance"
+    )
+    push: str | None = Field(
+        default=None, description="a remote of the rig's clone (e.g. origin) that main is pushed to on each landing"
+    )
+
+
+class PlannerSection(_Section):
+    """`[planner]`: the model-backed refinery planner and deacon reviewer (through the town's own gateway)."""
+
+    model: str = Field(default="claude-sonnet-4-5", min_length=1, max_length=200)
+    max_tokens: int = Field(default=8000, ge=256, le=64_000, description="per planner or reviewer request")
+    max_items: int = Field(default=25, ge=1, le=200, description="beads one plan may create at most")
+    max_criteria: int = Field(default=8, ge=1, le=50, description="acceptance criteria per bead at most")
+    timeout_seconds: float = Field(default=300.0, gt=0, description="one model request, end to end")
+
+
+class LimitsSection(_Section):
+    """`[limits]`: how much of the shared MCP server and bead queue one agent may take (README "Security")."""
+
+    sessions_per_agent: int = Field(
+        default=8, ge=1, le=1000, description="open MCP HTTP sessions per agent; at the cap the oldest idle one closes"
+    )
+    session_idle_seconds: float = Field(
+        default=600.0, gt=0, description="an MCP HTTP session with no request in flight for this long is closed"
+    )
+    polecat_held_beads: int = Field(default=1, ge=1, le=100, description="beads one polecat may hold at once")
+    polecat_creates_per_hour: int = Field(default=20, ge=0, description="side-work beads one polecat may create")
+    polecat_bead_chars: int = Field(
+        default=4000, ge=100, description="largest title + description + acceptance of a polecat's side-work bead"
+    )
+    polecat_top_priority: int = Field(
+        default=2, ge=0, le=4, description="highest priority (lowest number) of side work from a polecat with no bead"
+    )
 
 
 class SchedulerSection(_Section):
@@ -225,6 +264,26 @@ class WitnessSection(_Section):
     respawn: bool = Field(default=True, description="give a bead whose polecat died to a fresh polecat on its rig")
 
 
+class DogsSection(_Section):
+    """`[dogs]`: durability and health checks (integrity, backups, journal, disk, orphans, docker, gateway)."""
+
+    durable: bool = Field(default=True, description="fdatasync the journal before a write is acknowledged")
+    interval_seconds: float = Field(default=30.0, gt=0, description="time between dog ticks in `gastown up`")
+    integrity_interval_seconds: float = Field(default=3600.0, gt=0)
+    backup_interval_seconds: float = Field(default=3600.0, gt=0)
+    backup_keep: int = Field(default=24, ge=1, le=10_000, description="verified backups kept in backups/")
+    disk_warn_mb: int = Field(default=2048, ge=0, description="free space under the town or Docker root: warn")
+    disk_pause_mb: int = Field(default=1024, ge=0, description="... pause dispatch")
+    disk_estop_mb: int = Field(default=256, ge=0, description="... emergency stop")
+    exited_retention_seconds: float = Field(default=3600.0, ge=0, description="exited containers kept this long")
+    ratelimit_storm: int = Field(default=5, ge=1, description="upstream 429s in the window that pause dispatch")
+    ratelimit_window_seconds: float = Field(default=60.0, gt=0)
+    ratelimit_backoff_seconds: float = Field(default=120.0, gt=0, description="dispatch pause after a 429 storm")
+    probe_upstreams: bool = Field(
+        default=False, description="the gateway dog opens a TCP connection to each upstream (no model call)"
+    )
+
+
 class Settings(_Section):
     """Everything configurable about one town."""
 
@@ -237,6 +296,9 @@ class Settings(_Section):
     witness: WitnessSection = Field(default_factory=WitnessSection)
     rigs: dict[str, RigSection] = Field(default_factory=dict)
     scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
+    planner: PlannerSection = Field(default_factory=PlannerSection)
+    dogs: DogsSection = Field(default_factory=DogsSection)
+    limits: LimitsSection = Field(default_factory=LimitsSection)
 
     def rig(self, name: str) -> RigSection:
         """The settings of a rig (defaults when town.toml has no `[rigs.<name>]`)."""
@@ -249,6 +311,15 @@ class Settings(_Section):
     @property
     def journal_path(self) -> Path:
         return self.town_dir / JOURNAL_FILE
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.town_dir / "backups"
+
+    @property
+    def is_town(self) -> bool:
+        """town.toml is here: an existing town, whose database must not silently start empty."""
+        return (self.town_dir / TOWN_FILE).exists()
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:

@@ -27,6 +27,7 @@ from gastown_mcp.errors import Conflict, GastownError, NotFound
 from gastown_mcp.models import Role
 from gastown_mcp.runstate import RunState, read_state, state_path
 from gastown_mcp.runtime import Runtime
+from gastown_mcp.supervisor.dogs import Freezer, Kennel
 from gastown_mcp.supervisor.merge_queue import MergeQueue
 from gastown_mcp.supervisor.reconciler import Reconciler
 from gastown_mcp.supervisor.witness import Witness
@@ -87,6 +88,8 @@ class TownProcess:
                         outer.start_soon(self._loop, "reconciler", reconciler.tick, interval, wake)
                     outer.start_soon(self._loop, "witness", witness.tick)
                     outer.start_soon(self._loop, "merge queue", MergeQueue(town).tick)
+                    outer.start_soon(self._loop, "dogs", Kennel(town).tick, self.settings.dogs.interval_seconds)
+                    outer.start_soon(self._loop, "estop", Freezer(town).tick, 1.0)
                     if threading.current_thread() is threading.main_thread():
                         outer.start_soon(self._signals)  # elsewhere (tests, embedding) the owner calls stop()
                     await self._stopping.wait()

@@ -130,6 +130,16 @@ class Verb(StrEnum):
     merge_conflicted = "merge.conflicted"
     merge_failed = "merge.failed"
     merge_rejected = "merge.rejected"
+    plan_created = "plan.created"
+    convoy_landed = "convoy.landed"
+    verify_passed = "verify.passed"
+    verify_failed = "verify.failed"
+    review_verdict = "review.verdict"
+    town_created = "town.created"
+    town_estopped = "town.estopped"
+    town_thawed = "town.thawed"
+    dispatch_held = "dispatch.held"
+    dispatch_resumed = "dispatch.resumed"
 
     @classmethod
     def of_agent_state(cls, state: AgentState) -> Verb:
@@ -329,3 +339,4 @@ class TownStatus(_Model):
     pending_nudges: int
     awaiting_merge: int = Field(default=0, description="beads done and handed in, not yet on main")
     merges_by_state: dict[str, int] = Field(default_factory=dict)
+    estop: dict[str, Any] | None = Field(default=None, description="the emergency stop in force: who, why, when")

@@ -114,15 +114,16 @@ def _check_name(kind: str, value: str) -> None:
         raise InvalidInput(f"{kind} {value!r} must be letters, digits, '-', '_' or '.' (at most 63)")
 
 
-def _chown_tree(path: Path) -> None:
+def _chown_tree(path: Path, owner: tuple[int, int] = (AGENT_UID, AGENT_GID)) -> None:
+    uid, gid = owner
     try:
-        os.chown(path, AGENT_UID, AGENT_GID)
+        os.chown(path, uid, gid)
         for dirpath, dirnames, filenames in os.walk(path):
             for name in dirnames + filenames:
-                os.chown(os.path.join(dirpath, name), AGENT_UID, AGENT_GID, follow_symlinks=False)
+                os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
     except PermissionError as exc:
         raise Forbidden(
-            f"cannot hand {path} to the agent user (uid {AGENT_UID}): run the town as root or as uid {AGENT_UID}"
+            f"cannot hand {path} to the agent user (uid {uid}): run the town as root or as uid {uid}"
         ) from exc
 
 
@@ -202,9 +203,16 @@ def agent_repo_path(rig: Rig, agent: str) -> Path:
     return rig.root / "agents" / agent
 
 
-def create_agent_repo(rig: Rig, agent: str, bead: str | None = None, start: str | None = None) -> AgentRepo:
+def create_agent_repo(
+    rig: Rig,
+    agent: str,
+    bead: str | None = None,
+    start: str | None = None,
+    owner: tuple[int, int] = (AGENT_UID, AGENT_GID),
+) -> AgentRepo:
     """A private repository for `agent` on `polecat/<agent>/<bead>`, starting at `start` (a commit the rig
-    holds: an earlier hand-in of the same bead) or at `main`; its own `main` branch marks the rig's main."""
+    holds: an earlier hand-in of the same bead) or at `main`; its own `main` branch marks the rig's main.
+    Its files belong to `owner` (the agent user's uid and gid)."""
     _check_name("agent name", agent)
     if bead is not None:
         _check_name("bead id", bead)
@@ -219,7 +227,7 @@ def create_agent_repo(rig: Rig, agent: str, bead: str | None = None, start: str 
         origin = start or _git("rev-parse", f"refs/heads/{MAIN}", cwd=rig.repo).strip()
         _git("checkout", "--quiet", "-B", branch, origin, cwd=path)
         _git("remote", "remove", "origin", cwd=path)
-        _chown_tree(path)
+        _chown_tree(path, owner)
         info = path / ".git" / "objects" / "info"
         os.chown(info, 0, 0)
         os.chown(info / "alternates", 0, 0)
@@ -390,3 +398,45 @@ def log(rig: Rig, ref: str, limit: int = 20) -> list[str]:
 
 def changed_files(rig: Rig, commit: str, base: str) -> list[str]:
     return _git("diff", "--name-only", base, commit, cwd=rig.repo).split()
+
+
+def diff(rig: Rig, base: str, commit: str, max_chars: int = 60_000) -> str:
+    """The change from `base` to `commit` as a unified diff, cut at `max_chars` (what a reviewer reads)."""
+    text = _git("diff", "--no-color", "--no-ext-diff", base, commit, cwd=rig.repo)
+    return text if len(text) <= max_chars else text[:max_chars] + "\n[diff cut]\n"
+
+
+def push_main(rig: Rig, remote: str, new: str) -> str | None:
+    """Push `new` to `remote`'s main as a plain fast-forward (never forced); None when it went through, else
+    the remote's reason. A remote whose main moved refuses it, and nothing there changes."""
+    done = subprocess.run(
+        ["git", "push", "--porcelain", "--quiet", remote, f"{new}:refs/heads/{MAIN}"],
+        cwd=rig.repo,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **GIT_ENV},
+    )
+    if done.returncode == 0:
+        return None
+    return (done.stderr.strip() or done.stdout.strip()).splitlines()[-1][:500]
+
+
+def follow_remote_main(rig: Rig, remote: str) -> str | None:
+    """Move the rig's main forward to `remote`'s main when someone else pushed there (fast-forward only, by
+    compare-and-swap); returns the new main, or None when the two have diverged and a person must decide."""
+    done = subprocess.run(
+        ["git", "fetch", "--quiet", "--no-tags", remote, f"refs/heads/{MAIN}"],
+        cwd=rig.repo,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **GIT_ENV},
+    )
+    if done.returncode != 0:
+        return None
+    theirs = _git("rev-parse", "FETCH_HEAD", cwd=rig.repo).strip()
+    ours = main_commit(rig)
+    if theirs == ours or not _ok("merge-base", "--is-ancestor", ours, theirs, cwd=rig.repo):
+        return None if theirs != ours else ours
+    return theirs if move_main(rig, theirs, ours) else None

@@ -29,13 +29,15 @@ oom_kills() {
   echo 0
 }
 
+# Docker signals PID 1, which signals this shell: pass each signal on (TERM from `docker stop` so the command
+# can shut down cleanly, ALRM from the host's wall-clock enforcement so `timeout` ends it with 124). The traps
+# go in before the command starts: a signal in between would otherwise end this shell with 128+signal.
+child=""
+for sig in TERM INT HUP ALRM USR1 USR2; do
+  trap "[ -n \"\$child\" ] && kill -$sig \"\$child\" 2>/dev/null || true" "$sig"
+done
 "$@" &
 child=$!
-# Docker signals PID 1, which signals this shell: pass each signal on (TERM from `docker stop` so the command
-# can shut down cleanly, ALRM from the host's wall-clock enforcement so `timeout` ends it with 124).
-for sig in TERM INT HUP ALRM USR1 USR2; do
-  trap "kill -$sig \"\$child\" 2>/dev/null || true" "$sig"
-done
 status=0
 wait "$child" || status=$?
 while kill -0 "$child" 2>/dev/null; do # a trapped signal ended the wait, not the command

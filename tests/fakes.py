@@ -17,6 +17,7 @@ class FakeRuntime:
     def __init__(self) -> None:
         self.containers: dict[str, ContainerStatus] = {}
         self.stopped: builtins.list[str] = []
+        self.frozen: set[str] = set()
 
     def run(
         self,
@@ -72,6 +73,22 @@ class FakeRuntime:
 
     def reap_expired(self, town: str | None = None, now: float | None = None) -> builtins.list[ContainerStatus]:
         return []
+
+    def pause(self, town: str, agent: str) -> bool:
+        status = self.containers.get(agent)
+        if status is None or status.state != "running" or agent in self.frozen:
+            return False
+        self.frozen.add(agent)
+        return True
+
+    def unpause(self, town: str, agent: str) -> bool:
+        if agent not in self.frozen:
+            return False
+        self.frozen.discard(agent)
+        return True
+
+    def paused(self, town: str) -> builtins.list[str]:
+        return sorted(self.frozen)
 
 
 class Clock:

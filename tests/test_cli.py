@@ -349,3 +349,56 @@ def test_the_installed_script_reports_errors_without_a_traceback(tmp_path: Path)
     )
     assert done.returncode == 3
     assert done.stderr.strip() == f"error: no town here at {tmp_path}: run `gastown init` or pass --town"
+
+
+# -- durability: refuse a lost database, backup, restore, doctor, estop ----------------------------------------
+def test_status_of_a_town_whose_database_was_deleted_fails_and_names_the_restore_command(
+    gt: Any, town_dir: Path
+) -> None:
+    (town_dir / "town.db").unlink()
+    result = gt("status", ok=False)
+    assert result.exit_code != 0
+    assert f"gastown restore --town {town_dir}" in " ".join(result.stderr.split())
+    assert not (town_dir / "town.db").exists()
+
+
+def test_a_zero_length_database_is_refused_by_status(gt: Any, town_dir: Path) -> None:
+    (town_dir / "town.db").write_bytes(b"")
+    result = gt("status", ok=False)
+    assert result.exit_code != 0 and "empty" in result.stderr
+
+
+def test_backup_then_restore_brings_back_every_bead(gt: Any, town_dir: Path) -> None:
+    gt("bead", "create", "first", "--description", "kept in the backup")
+    assert "verified" in gt("backup").stdout
+    gt("bead", "create", "second", "--description", "only in the journal")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{town_dir / 'town.db'}{suffix}").unlink(missing_ok=True)
+    restored = json.loads(gt("restore", "--json").stdout)
+    assert restored["replayed"] >= 1
+    titles = {b["title"] for b in json.loads(gt("bead", "list", "--json").stdout)}
+    assert titles == {"first", "second"}
+
+
+def test_doctor_prints_a_table_and_fails_on_a_missing_database(gt: Any, town_dir: Path) -> None:
+    healthy = json.loads(gt("doctor", "--json").stdout)
+    assert {f["check"] for f in healthy} >= {"integrity", "journal", "backup", "disk", "docker"}
+    (town_dir / "town.db").unlink()
+    assert gt("doctor", ok=False).exit_code == 1  # the table
+    result = gt("doctor", "--json", ok=False)
+    red = {f["check"]: f for f in json.loads(result.stdout) if f["state"] == "red"}
+    assert result.exit_code == 1 and "gastown restore --town" in red["database"]["detail"]
+
+
+def test_doctor_fix_takes_the_missing_backup_and_says_so(gt: Any) -> None:
+    gt("bead", "create", "x")
+    fixed = {f["check"]: f for f in json.loads(gt("doctor", "--fix", "--json").stdout)}
+    assert fixed["backup"]["fixed"] == "backed up"
+
+
+def test_estop_shows_in_status_and_thaw_lifts_it(gt: Any) -> None:
+    gt("estop", "--reason", "smoke test")
+    assert "smoke test" in gt("status", "--json").stdout
+    assert "EMERGENCY STOP" in gt("status").stdout
+    gt("thaw")
+    assert "EMERGENCY STOP" not in gt("status").stdout

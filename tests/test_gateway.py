@@ -496,3 +496,30 @@ async def test_claude_code_plays_a_polecat_against_the_standin_through_the_gatew
     assert (repo / f"{bead.id}.md").exists()
     assert _reported_totals(result) == _metered_totals(store)
     assert {r["agent"] for r in t.rows()} == {"polecat-1"}
+
+
+async def test_no_model_call_passes_while_the_town_is_stopped(store: Store, key: str) -> None:
+    async with town(store, Hello()) as t:
+        client = t.client(key, max_retries=0)
+        store.health.set("operator", "estop", {"by": "operator", "reason": "drill"}, Verb.town_estopped)
+        with pytest.raises(anthropic.APIStatusError) as err:
+            await client.messages.create(
+                model="scripted-standin", max_tokens=10, messages=[{"role": "user", "content": "a"}]
+            )
+        assert err.value.status_code == 503 and "emergency stop" in str(err.value)
+        assert t.standin.requests == []
+        store.health.clear("operator", "estop", Verb.town_thawed)
+        await client.messages.create(
+            model="scripted-standin", max_tokens=10, messages=[{"role": "user", "content": "b"}]
+        )
+    assert len(t.standin.requests) == 1
+
+
+async def test_upstream_rate_limits_are_recorded_for_the_dogs_to_count(store: Store, key: str) -> None:
+    async with town(store, Fails(429)) as t:
+        with pytest.raises(anthropic.RateLimitError):
+            await t.client(key, max_retries=0).messages.create(
+                model="scripted-standin", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+            )
+    # The usage row is written before the client sees the end of the answer (see `_relay`).
+    assert store.health.upstream_status_count(429, "2000-01-01") == 1

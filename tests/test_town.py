@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from gastown_mcp.config import LimitsSection
 from gastown_mcp.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from gastown_mcp.models import Agent, AgentState, Bead, BeadStatus, DepKind, Role
 from gastown_mcp.store import Credentials
@@ -259,7 +260,8 @@ def test_a_removed_agents_token_stops_working_and_its_beads_are_released(
     town: Town, operator: Agent, credentials: dict[str, Credentials], add_agent: AddAgent, work: list[Bead]
 ) -> None:
     polecat = add_agent("polecat-3")
-    held = [town.bead_claim(polecat, work[0].id), town.bead_claim(polecat, work[1].id)]
+    two = Town(town._store, town.settings.model_copy(update={"limits": LimitsSection(polecat_held_beads=2)}))
+    held = [two.bead_claim(polecat, work[0].id), two.bead_claim(polecat, work[1].id)]
     removed = town.agent_remove(operator, "polecat-3", "done for the day")
     assert removed.state is AgentState.removed
     with pytest.raises(Unauthorized):

@@ -12,7 +12,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from gastown_mcp.cli import agents, beads, budget_cmds, fleet_cmds, merges, messages, town_cmds
+from gastown_mcp.cli import agents, beads, budget_cmds, dogs_cmds, fleet_cmds, merges, messages, plans, town_cmds
 from gastown_mcp.errors import GastownError
 
 __all__ = ["build_app", "main"]
@@ -44,8 +44,10 @@ def build_app() -> typer.Typer:
     app.add_typer(agents.app, name="agent")
     messages.register(app)
     fleet_cmds.register(app)
+    dogs_cmds.register(app)
     budget_cmds.register(app)
     app.add_typer(merges.app, name="mq")
+    plans.register(app)
     return app
 
 

@@ -7,6 +7,7 @@ the state file it writes, so they use the same network and URLs.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated
 
 import anyio
@@ -16,6 +17,7 @@ from rich.table import Table
 
 from gastown_mcp.cli import agents
 from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, attached_town, emit, note, open_town, print_json
+from gastown_mcp.config import TOWN_FILE, load_settings
 from gastown_mcp.daemon import TownProcess, provider_env, read_state, stop_running_town
 from gastown_mcp.errors import RuntimeUnavailable
 from gastown_mcp.runtime import build_images, connect_runtime
@@ -193,9 +195,17 @@ def image_build(
     town: Annotated[bool, typer.Option("--town", help="Also build the town server image for compose.yaml.")] = False,
     as_json: Json = False,
 ) -> None:
-    """Build the agent image (and, with no registry, a local Debian base first). Skips what is up to date."""
+    """Build the agent image (and, with no registry, a local Debian base first). Skips what is up to date.
+
+    In a town directory (or with GASTOWN_TOWN), the agent user gets that town's `[runtime] agent_uid/agent_gid`."""
     console = Console(stderr=True)
-    result = build_images(rebuild=rebuild, progress=lambda line: console.print(line), town=town)
+    env_town = os.environ.get("GASTOWN_TOWN")
+    here = Path(env_town).expanduser() if env_town else Path.cwd()
+    ids = None  # the image's defaults
+    if (here / TOWN_FILE).is_file():
+        runtime_settings = load_settings(here).runtime
+        ids = (runtime_settings.agent_uid, runtime_settings.agent_gid)
+    result = build_images(rebuild=rebuild, progress=lambda line: console.print(line), town=town, agent_ids=ids)
     if as_json:
         print_json(
             {"agent": result.agent_tag, "built": result.built, "skipped": result.skipped, "seconds": result.seconds}
@@ -206,14 +216,18 @@ def doctor(
     sandbox: Annotated[
         bool, typer.Option("--sandbox", help="Run the containment self-test in real containers.")
     ] = False,
+    fix: Annotated[bool, typer.Option("--fix", help="Apply the safe repairs (backup, orphan cleanup).")] = False,
+    town_dir: TownDir = None,
     as_json: Json = False,
 ) -> None:
-    """Health checks; with --sandbox, prove containment from inside a container (pass/fail table)."""
-    rt = connect_runtime()
+    """Health checks (database, journal, backups, disk, orphans, Docker, gateway) as a table; exit 1 on red.
+    With --sandbox, prove containment from inside a container (pass/fail table)."""
     if not sandbox:
-        engine = rt.describe()
-        emit(as_json, {"engine": engine}, lambda c: c.print(f"{engine} ok"))
+        from gastown_mcp.cli.dogs_cmds import run_doctor
+
+        run_doctor(town_dir, fix, as_json, lambda: connect_runtime().describe())
         return
+    rt = connect_runtime()
     from gastown_mcp.runtime.selftest import run_selftest
 
     results = run_selftest(rt)

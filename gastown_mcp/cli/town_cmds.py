@@ -50,7 +50,7 @@ def init(
     town_dir.mkdir(parents=True, exist_ok=True)
     (town_dir / TOWN_FILE).write_text(default_town_toml(name, prefix))
     settings = load_settings(town_dir)
-    assemble.open_town(settings).close()  # opening the town creates and migrates the database
+    assemble.open_town(settings, new=True).close()  # opening the town creates and migrates the database
     info = {"town_dir": str(town_dir), "name": name, "prefix": prefix, "db": str(settings.db_path)}
 
     def render(c: Console) -> None:
@@ -101,6 +101,8 @@ def status(as_: AsAgent = None, town_dir: TownDir = None, as_json: Json = False)
         usage = town.usage(who) if roles.can(who.role, "town.usage") else []
 
     def render(c: Console) -> None:
+        if found.estop:
+            c.print(f"[red]EMERGENCY STOP[/] by {found.estop.get('by')}: {found.estop.get('reason')} (`gastown thaw`)")
         c.print(console.status_tables(found))
         if budgets:
             table = Table("budget", "tokens spent / limit", "USD spent / limit", "exhausted", title="budgets")

@@ -117,6 +117,11 @@ class MessagesProxy:
 
     def _admit(self, agent: Agent, checked: Checked, body_len: int, metered: bool) -> Admitted:
         """In a worker thread: route and reserve (the DB work before forwarding)."""
+        stop = self.town.frozen()
+        if stop is not None:
+            by, why = stop.get("by"), stop.get("reason")
+            msg = f"gastown: the town is stopped (emergency stop by {by}: {why}); retry after `gastown thaw`"
+            raise Refusal(503, "api_error", msg)
         model = checked.model
         name = self.routes.pick(agent.name, model)
         if name is None or name not in self.config.upstreams:

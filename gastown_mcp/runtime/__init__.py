@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from gastown_mcp.errors import InvalidInput
 from gastown_mcp.runtime.protocol import (
+    AGENT_GID,
+    AGENT_UID,
     ContainerStatus,
     LaunchSpec,
     Limits,
@@ -18,6 +20,7 @@ from gastown_mcp.runtime.protocol import (
     NetworkPolicy,
     Runtime,
     TownNetwork,
+    check_agent_ids,
 )
 
 if TYPE_CHECKING:
@@ -39,12 +42,26 @@ __all__ = [
 ]
 
 
-def build_images(*, rebuild: bool = False, progress: Callable[[str], None] = print, town: bool = False) -> BuildResult:
-    """Build the agent image (and the town image with `town`) on the local engine; skips what is up to date."""
+def build_images(
+    *,
+    rebuild: bool = False,
+    progress: Callable[[str], None] = print,
+    town: bool = False,
+    agent_ids: tuple[int, int] | None = None,
+) -> BuildResult:
+    """Build the agent image (and the town image with `town`) on the local engine; skips what is up to date.
+    `agent_ids` are the uid and gid of the image's agent user (`[runtime] agent_uid`/`agent_gid`)."""
     from gastown_mcp.runtime.docker_errors import connect
+    from gastown_mcp.runtime.image import ImageConfig
     from gastown_mcp.runtime.image import build_images as build
 
-    return build(connect(), rebuild=rebuild, progress=progress, town=town)
+    # The Dockerfile's defaults are the protocol's: pass ids only when they differ, so both spellings of the
+    # default build the same image.
+    args: dict[str, str] = {}
+    if agent_ids is not None and agent_ids != (AGENT_UID, AGENT_GID):
+        check_agent_ids(*agent_ids)
+        args = {"AGENT_UID": str(agent_ids[0]), "AGENT_GID": str(agent_ids[1])}
+    return build(connect(), ImageConfig(build_args=args), rebuild=rebuild, progress=progress, town=town)
 
 
 def connect_runtime(backend: str = "docker") -> Runtime:

@@ -25,9 +25,7 @@ from gastown_mcp.errors import Conflict, NotFound, RuntimeUnavailable
 from gastown_mcp.runtime import network
 from gastown_mcp.runtime.docker_errors import START_HINT, connect, translate_errors
 from gastown_mcp.runtime.protocol import (
-    AGENT_GID,
     AGENT_HOME,
-    AGENT_UID,
     LABEL_AGENT,
     LABEL_DEADLINE,
     LABEL_GENERATION,
@@ -42,6 +40,9 @@ from gastown_mcp.runtime.protocol import (
     State,
     TownNetwork,
 )
+
+# The only DNS upstream an agent container gets: its own loopback, where nothing of the town's listens.
+NO_RESOLVER = "127.0.0.1"
 
 __all__ = ["START_HINT", "DockerRuntime", "connect", "exit_reason", "run_kwargs", "status_of", "translate_errors"]
 
@@ -140,12 +141,12 @@ def run_kwargs(spec: LaunchSpec, now: float) -> dict[str, Any]:
             LABEL_DEADLINE: f"{now + limits.wallclock_s:.3f}",
             LABEL_GENERATION: str(spec.generation),
         },
-        "user": f"{AGENT_UID}:{AGENT_GID}",
+        "user": f"{spec.uid}:{spec.gid}",
         "working_dir": spec.workdir,
         "read_only": True,
         "tmpfs": {
             "/tmp": f"{tmpfs_opts},size={limits.tmp_mb}m",
-            AGENT_HOME: f"{tmpfs_opts},size={limits.home_mb}m,uid={AGENT_UID},gid={AGENT_GID},mode=0700",
+            AGENT_HOME: f"{tmpfs_opts},size={limits.home_mb}m,uid={spec.uid},gid={spec.gid},mode=0700",
         },
         "mounts": mounts,
         "cap_drop": ["ALL"],
@@ -162,11 +163,29 @@ def run_kwargs(spec: LaunchSpec, now: float) -> dict[str, Any]:
     }
     if spec.network:
         kwargs["network"] = spec.network
-        # Names outside the town never resolve on an internal network; fail in 1 s instead of 10.
+        # Docker's embedded resolver (127.0.0.11) forwards names it does not know to the container's upstreams,
+        # by default the host's resolvers (queried from the host's own namespace when they are on loopback):
+        # a DNS tunnel out of an internal network. A user-set upstream is queried from the container's
+        # namespace, and 127.0.0.1 there is the agent's own loopback, so an outside name resolves nowhere.
+        kwargs["dns"] = [NO_RESOLVER]
+        kwargs["dns_search"] = ["."]
+        # Fail in 1 s instead of 10.
         kwargs["dns_opt"] = ["timeout:1", "attempts:1"]
     else:
         kwargs["network_mode"] = "none"
     return kwargs
+
+
+def _check_image_user(spec: LaunchSpec, attrs: dict[str, Any]) -> None:
+    """An image whose own user has other ids than the town runs agents as is refused (a home or a repository
+    owned by someone else breaks the agent in odd ways): it was built for other `[runtime] agent_uid/gid`."""
+    user = str((attrs.get("Config") or {}).get("User") or "")
+    uid, _, gid = user.partition(":")
+    if uid.isdigit() and (int(uid), int(gid) if gid.isdigit() else spec.gid) != (spec.uid, spec.gid):
+        raise Conflict(
+            f"image {spec.image} runs as {user} but the town runs agents as {spec.uid}:{spec.gid} "
+            "([runtime] agent_uid/agent_gid): run `gastown image build` to rebuild it with these ids"
+        )
 
 
 class DockerRuntime:
@@ -202,10 +221,11 @@ class DockerRuntime:
                     f"({status_of(existing).state}); stop and remove it first"
                 )
             try:
-                self.client.images.get(spec.image)
+                image = self.client.images.get(spec.image)
             except docker.errors.ImageNotFound:
                 # Say how to build it; a registry pull would fail here anyway (no registry is reachable).
                 raise NotFound(f"image {spec.image} is not built: run `gastown image build`") from None
+            _check_image_user(spec, image.attrs)
             kwargs = run_kwargs(spec, time.time())
             container = self.client.containers.create(spec.image, **kwargs)
             try:
@@ -234,6 +254,28 @@ class DockerRuntime:
     def status(self, town: str, agent: str) -> ContainerStatus:
         container = self._get(town, agent)
         return self._enforce_deadline(container, time.time())
+
+    def pause(self, town: str, agent: str) -> bool:
+        container = self._get(town, agent)
+        state = container.attrs.get("State", {})
+        if state.get("Status") != "running":
+            return False
+        with translate_errors(f"pausing agent {agent}"), contextlib.suppress(docker.errors.APIError):
+            container.pause()  # an APIError here: it stopped or was paused a moment ago
+            return True
+        return False
+
+    def unpause(self, town: str, agent: str) -> bool:
+        container = self._get(town, agent)
+        if not container.attrs.get("State", {}).get("Paused"):
+            return False
+        with translate_errors(f"resuming agent {agent}"), contextlib.suppress(docker.errors.APIError):
+            container.unpause()
+            return True
+        return False
+
+    def paused(self, town: str) -> builtins.list[str]:
+        return [status_of(c).agent for c in self._containers(town) if c.attrs.get("State", {}).get("Paused")]
 
     def logs(self, town: str, agent: str, tail: int = 200) -> str:
         container = self._get(town, agent)

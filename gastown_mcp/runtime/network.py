@@ -3,7 +3,8 @@
 An `internal` bridge network has no route to the internet, and with inter-container communication off its
 containers cannot reach each other. They can still reach every host port through the bridge's gateway IP,
 so INPUT rules scoped to the town's bridge interface accept only the allowed host ports (the town's MCP
-port and the gateway's) and reject the rest, and FORWARD rules reject anything routed to or from the bridge,
+port and the gateway's) on the bridge's gateway address, and reject the rest (the same port numbers on the
+host's other addresses included), and FORWARD rules reject anything routed to or from the bridge,
 for IPv4 and IPv6. Setup and teardown are idempotent.
 """
 
@@ -68,7 +69,9 @@ def ensure_town_network(client: docker.DockerClient, town: str, policy: NetworkP
     bridge = options.get("com.docker.network.bridge.name", bridge)
     config = (network.attrs.get("IPAM") or {}).get("Config") or [{}]
     subnet, gateway = config[0].get("Subnet", ""), config[0].get("Gateway", "")
-    apply_host_firewall(bridge, policy.allowed_host_ports)
+    if not gateway:
+        raise RuntimeUnavailable(f"network {name} has no gateway address; remove it with `docker network rm {name}`")
+    apply_host_firewall(bridge, policy.allowed_host_ports, gateway)
     return TownNetwork(town, name, bridge, subnet, gateway, tuple(policy.allowed_host_ports))
 
 
@@ -92,12 +95,14 @@ def chain_names(bridge: str) -> tuple[str, str]:
     return f"GT-IN-{bridge}", f"GT-FWD-{bridge}"
 
 
-def input_rules(ports: Iterable[int], ipv6: bool = False) -> list[list[str]]:
-    """Rules for packets from the town's bridge to the host itself: only the allowed TCP ports get in."""
+def input_rules(ports: Iterable[int], gateway: str, ipv6: bool = False) -> list[list[str]]:
+    """Rules for packets from the town's bridge to the host itself: only the allowed TCP ports on the bridge's
+    gateway address get in (a service on the same port number on another host address stays closed)."""
     rules = [["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"]]
     if not ipv6:
         # Agents speak IPv4 to the town; over IPv6 (link-local) nothing on the host is reachable.
-        rules += [["-p", "tcp", "--dport", str(port), "-j", "ACCEPT"] for port in sorted(set(ports))]
+        dest = ["-d", f"{gateway}/32"]
+        rules += [["-p", "tcp", *dest, "--dport", str(port), "-j", "ACCEPT"] for port in sorted(set(ports))]
     return rules + _reject_all(ipv6)
 
 
@@ -112,12 +117,12 @@ def _reject_all(ipv6: bool) -> list[list[str]]:
     return [["-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"], ["-j", "REJECT", "--reject-with", reject]]
 
 
-def apply_host_firewall(bridge: str, ports: Sequence[int]) -> None:
-    """Install (or replace) the town's rules: from `bridge`, only `ports` on the host; nothing routed."""
+def apply_host_firewall(bridge: str, ports: Sequence[int], gateway: str) -> None:
+    """Install (or replace) the town's rules: from `bridge`, only `ports` on `gateway`; nothing routed."""
     in_chain, fwd_chain = chain_names(bridge)
     for tool in _tools():
         ipv6 = tool.startswith("ip6tables")
-        _fill_chain(tool, in_chain, input_rules(ports, ipv6))
+        _fill_chain(tool, in_chain, input_rules(ports, gateway, ipv6))
         _fill_chain(tool, fwd_chain, forward_rules(ipv6))
         _ensure_jump(tool, ["INPUT", "-i", bridge, "-j", in_chain])
         # DOCKER-USER runs before Docker's own FORWARD rules; without it (no Docker chains) use FORWARD.

@@ -15,8 +15,12 @@ from typing import Literal, Protocol, runtime_checkable
 
 from gastown_mcp.errors import Forbidden, InvalidInput
 
-AGENT_UID = 1000
-AGENT_GID = 1000
+# Agents run as a dedicated id far above the ranges distributions hand to people (1000+) and system accounts,
+# so a file an agent leaves on the host belongs to no host account. `[runtime] agent_uid`/`agent_gid` change
+# it (the image is built with the same ids: `gastown image build`).
+AGENT_UID = 61000
+AGENT_GID = 61000
+MIN_AGENT_ID = 1000
 AGENT_HOME = "/home/agent"
 WORK_DIR = "/work"
 DEFAULT_IMAGE = "gastown-agent:latest"
@@ -104,11 +108,14 @@ class LaunchSpec:
     limits: Limits = field(default_factory=Limits)
     workdir: str = WORK_DIR
     generation: int = 0  # which run of this agent: a late event from an older container is told apart
+    uid: int = AGENT_UID  # the image's agent user must have these ids (`[runtime] agent_uid`/`agent_gid`)
+    gid: int = AGENT_GID
 
     def __post_init__(self) -> None:
         for label, value in (("town", self.town), ("agent", self.agent), ("role", self.role)):
             if not _NAME_RE.match(value):
                 raise InvalidInput(f"{label} name {value!r} must be lowercase letters, digits, '-', '_' or '.'")
+        check_agent_ids(self.uid, self.gid)
         check_env(self.env)
         for mount in self.mounts:
             if str(mount.source).rstrip("/") in {"/var/run/docker.sock", "/run/docker.sock"}:
@@ -117,6 +124,15 @@ class LaunchSpec:
     @property
     def container_name(self) -> str:
         return f"gastown-{self.town}-{self.agent}"
+
+
+def check_agent_ids(uid: int, gid: int) -> None:
+    """Refuse root and low (system) ids for the agent user."""
+    for name, value in (("agent_uid", uid), ("agent_gid", gid)):
+        if not MIN_AGENT_ID <= value < 2**31 - 1:
+            raise InvalidInput(
+                f"[runtime] {name} must be between {MIN_AGENT_ID} and {2**31 - 2} (default {AGENT_UID}), got {value}"
+            )
 
 
 def check_env(env: Mapping[str, str]) -> None:
@@ -209,4 +225,16 @@ class Runtime(Protocol):
 
     def describe(self) -> str:
         """One line naming the engine and its version, for `gastown doctor`."""
+        ...
+
+    def pause(self, town: str, agent: str) -> bool:
+        """Freeze the agent's container in place (emergency stop); False when it is not running."""
+        ...
+
+    def unpause(self, town: str, agent: str) -> bool:
+        """Resume a frozen container; False when it was not paused."""
+        ...
+
+    def paused(self, town: str) -> builtins.list[str]:
+        """The agents whose containers are frozen now."""
         ...

@@ -330,7 +330,9 @@ def _rejects_the_rest(rules: list[str]) -> bool:
     return bool(rules) and rules[-1].startswith(("-j REJECT", "-j DROP"))
 
 
-def _firewall_problems(chains: dict[str, list[str]], bridge: str, ports: tuple[int, ...], ipv6: bool) -> list[str]:
+def _firewall_problems(
+    chains: dict[str, list[str]], bridge: str, ports: tuple[int, ...], ipv6: bool, gateway: str = ""
+) -> list[str]:
     def targets(parent: str, flag: str) -> list[str]:
         prefix = f"{flag} {bridge} -j "
         return [r[len(prefix) :].split()[0] for r in chains.get(parent, []) if r.startswith(prefix)]
@@ -343,6 +345,11 @@ def _firewall_problems(chains: dict[str, list[str]], bridge: str, ports: tuple[i
         missing = [p for p in ports if not any(f"--dport {p} " in r and "-j ACCEPT" in r for r in chains.get(t, []))]
         if missing:
             problems.append(f"{t} does not accept town ports {missing}")
+        # An accept that names no destination opens that port on every host address, not only the gateway.
+        accepts = [r for r in chains.get(t, []) if "-j ACCEPT" in r and "--ctstate" not in r]
+        unscoped = [r for r in accepts if gateway and f"-d {gateway}/32 " not in r]
+        if unscoped:
+            problems.append(f"{t} accepts on host addresses other than the gateway {gateway}: {unscoped}")
     for flag in ("-i", "-o"):
         forwards = targets("DOCKER-USER", flag) + targets("FORWARD", flag)
         if not any(t in ("REJECT", "DROP") or _rejects_the_rest(chains.get(t, [])) for t in forwards):
@@ -366,7 +373,7 @@ def firewall_check(network: TownNetwork) -> CheckResult:
             name, False, f"no INPUT rule for bridge {network.bridge} in any iptables variant; run the self-test as root"
         )
     ports = network.allowed_host_ports
-    problems = _firewall_problems(chains, network.bridge, ports, ipv6=False)
+    problems = _firewall_problems(chains, network.bridge, ports, ipv6=False, gateway=network.gateway)
     checked = [f"iptables{suffix}"]
     if shutil.which("ip6tables" + suffix):
         problems += [
@@ -376,7 +383,9 @@ def firewall_check(network: TownNetwork) -> CheckResult:
     if problems:
         return CheckResult(name, False, "; ".join(problems) + "; recreate the town network with `gastown up`")
     return CheckResult(
-        name, True, f"{' and '.join(checked)}: from {network.bridge} only tcp {list(ports)} in, nothing routed"
+        name,
+        True,
+        f"{' and '.join(checked)}: from {network.bridge} only tcp {list(ports)} to {network.gateway}, nothing routed",
     )
 
 
@@ -395,7 +404,8 @@ def run_selftest(runtime: Runtime, image: str = DEFAULT_IMAGE, timeout_s: float 
             # An outside the host cannot reach proves nothing about the agent; then the probe fails that check.
             target = outside if results[-1].passed else None
             network = runtime.ensure_network(town, NetworkPolicy())
-            with http_listener(network.gateway) as town_port, http_listener("") as blocked_port:
+            # The town port listens on every host address: the probe must find it open on the gateway only.
+            with http_listener("") as town_port, http_listener("") as blocked_port:
                 network = runtime.ensure_network(town, NetworkPolicy(allowed_host_ports=(town_port,)))
                 results.append(firewall_check(network))
                 results += _run_checks(runtime, image, town, network, town_port, blocked_port, target, timeout_s)

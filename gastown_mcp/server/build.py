@@ -1,7 +1,8 @@
 """`build_server`: a fresh MCP server over `Town`, and the one middleware that scopes it by the caller's role.
 
 The middleware hides tools a role may not call, refuses calls to them, and delivers pending nudges on the
-caller's next tool result. `run` is the one place where domain errors become tool errors.
+caller's next tool result; prompts and resources are listed and read by role the same way. `run` is the one
+place where domain errors become tool errors.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import CallToolResult, ListToolsResult, TextContent
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, INVALID_REQUEST, CallToolResult, ListToolsResult, TextContent
 from pydantic import BaseModel
 
 from gastown_mcp.errors import GastownError
 from gastown_mcp.models import Agent
-from gastown_mcp.server import beads, budgets, fleet, merges, resources, town_tools
+from gastown_mcp.server import beads, budgets, fleet, merges, plans, resources, town_tools
 from gastown_mcp.server.identity import Identity, TownTokenVerifier
 from gastown_mcp.town import Town, roles
 
@@ -50,24 +52,78 @@ def _with_nudges(result: HandlerResult, lines: list[str], open_schema: bool) -> 
     return data
 
 
-def build_server(town: Town, agent: Agent | None = None, *, http_url: str | None = None) -> MCPServer:
+_READS = {  # method -> the result key it lists (or None), prompts and resources scoped by role as tools are
+    "prompts/list": "prompts",
+    "prompts/get": None,
+    "resources/list": "resources",
+    "resources/templates/list": "resourceTemplates",
+    "resources/read": None,
+}
+
+
+def _resource_key(uri: str, allowed: set[str]) -> str | None:
+    """The allowed entry (a prompt name, resource URI or URI template) that `uri` is or falls under, if any."""
+    for entry in allowed:
+        if uri == entry or ("{" in entry and "{" not in uri and uri.startswith(entry.split("{", 1)[0])):
+            return entry
+    return None
+
+
+async def _scope_reads(ctx: ServerRequestContext[Any, Any], call_next: CallNext, identity: Identity) -> HandlerResult:
+    """A role lists and reads only its own prompt (the overseer every one) and the resources it may read."""
+    key = _READS[ctx.method]
+    try:
+        caller = await anyio.to_thread.run_sync(identity.current)
+    except GastownError as exc:
+        if key is not None:
+            return {key: []}
+        raise MCPError(code=INVALID_REQUEST, message=str(exc)) from exc
+    prompts = set(roles.prompts_for(caller.role))
+    resources = set(roles.resources_for(caller.role))
+    who = f"{caller.name} ({caller.role.value})"
+    params = ctx.params or {}
+    if ctx.method == "prompts/get" and params.get("name") not in prompts:
+        raise MCPError(
+            code=INVALID_PARAMS, message=f"{who} may not read the {params.get('name')} prompt; read {caller.role.value}"
+        )
+    if ctx.method == "resources/read" and _resource_key(str(params.get("uri")), resources) is None:
+        raise MCPError(code=INVALID_PARAMS, message=f"{who} may not read {params.get('uri')}")
+    if key is None:
+        return await call_next(ctx)
+    data = _as_dict(await call_next(ctx))
+    field = "name" if key == "prompts" else "uriTemplate" if key == "resourceTemplates" else "uri"
+    allowed = prompts if key == "prompts" else resources
+    data[key] = [item for item in data.get(key, []) if _resource_key(str(item.get(field)), allowed)]
+    return data
+
+
+def build_server(
+    town: Town,
+    agent: Agent | None = None,
+    *,
+    http_url: str | None = None,
+    verifier: TownTokenVerifier | None = None,
+) -> MCPServer:
     """A fresh MCP server over `town`: stdio/in-process as `agent`, or HTTP with bearer tokens (`http_url`)."""
     identity = Identity(town, agent)
     auth_kwargs: dict[str, Any] = {}
     if agent is None:
         base = (http_url or "http://127.0.0.1").rstrip("/")
         auth_kwargs = {
-            "token_verifier": TownTokenVerifier(town),
+            "token_verifier": verifier or TownTokenVerifier(town),
             "auth": AuthSettings(
                 issuer_url=base,  # type: ignore[arg-type]
-                resource_server_url=f"{base}/mcp",  # type: ignore[arg-type]
-                validate_token_resource=False,  # the verifier maps tokens to agents itself
+                # No resource URL: the town issues tokens itself, so no OAuth metadata is served or advertised
+                # (a client that sees it starts an OAuth flow instead of reporting a bad token).
+                resource_server_url=None,
             ),
         }
 
     open_outputs: set[str] = set()  # tools whose output schema admits an extra `nudges` key
 
     async def scope_by_role(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method in _READS:
+            return await _scope_reads(ctx, call_next, identity)
         if ctx.method not in ("tools/list", "tools/call"):
             return await call_next(ctx)
         try:
@@ -124,5 +180,6 @@ def build_server(town: Town, agent: Agent | None = None, *, http_url: str | None
     fleet.register(mcp, town, run)
     budgets.register(mcp, town, run)
     merges.register(mcp, town, run)
+    plans.register(mcp, town, run)
     resources.register(mcp, town, run)
     return mcp

@@ -4,6 +4,10 @@ the HTTP request. Identity is re-read from the town on every call, so a removed 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+
 import anyio
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
@@ -14,12 +18,28 @@ from gastown_mcp.town import Town
 
 
 class TownTokenVerifier:
-    """Maps a bearer token to the agent it belongs to; unknown or revoked tokens get 401."""
+    """Maps a bearer token to the agent it belongs to; unknown or revoked tokens get 401.
+
+    The HTTP gate verifies each request once and marks it `verified`, so the SDK's own check of the same
+    request (which binds sessions to their agent) does not look the token up a second time.
+    """
 
     def __init__(self, town: Town) -> None:
         self.town = town
+        self._this_request: ContextVar[AccessToken | None] = ContextVar("gastown_verified", default=None)
+
+    @contextlib.contextmanager
+    def verified(self, access: AccessToken) -> Iterator[None]:
+        reset = self._this_request.set(access)
+        try:
+            yield
+        finally:
+            self._this_request.reset(reset)
 
     async def verify_token(self, token: str) -> AccessToken | None:
+        known = self._this_request.get()
+        if known is not None and known.token == token:
+            return known
         try:
             agent = await anyio.to_thread.run_sync(self.town.authenticate, token)
         except Unauthorized:

@@ -1,7 +1,8 @@
 """Scripts decide the stand-in's next assistant turn from the conversation; nothing here is a model.
 
 A script is any object with `name` and `next_turn(conversation) -> Turn` (the turn types live beside
-`Conversation`). `script_named()` builds the ones the CLI knows: hello, echo, error:<status> and polecat.
+`Conversation`). `script_named()` builds the ones the CLI knows: hello, echo, error:<status>, polecat and
+planner (the refinery's and deacon's tools, see `planner.py`, else polecat).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gastown_mcp.standin.conversation import Conversation, Text, Turn
+from gastown_mcp.standin.planner import Models
 from gastown_mcp.standin.polecat import Polecat
 
 
@@ -97,6 +99,8 @@ def script_named(name: str) -> Script:
         return Echo()
     if name == "polecat":
         return Polecat()
+    if name == "planner":
+        return Models(fallback=Polecat())  # plans and reviews, and works beads like `polecat`
     if name.startswith("error:") and name[6:].isdigit():
         return Fails(int(name[6:]))
-    raise ValueError(f"unknown stand-in script {name!r}; choose hello, echo, polecat or error:<status>")
+    raise ValueError(f"unknown stand-in script {name!r}; choose hello, echo, polecat, planner or error:<status>")

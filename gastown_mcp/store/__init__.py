@@ -10,22 +10,29 @@ from gastown_mcp.store.agents import AgentRepo, Credentials
 from gastown_mcp.store.beads import BeadRepo
 from gastown_mcp.store.db import Database
 from gastown_mcp.store.events import EventRepo
+from gastown_mcp.store.health import HealthRepo
 from gastown_mcp.store.launches import LaunchRepo
 from gastown_mcp.store.merges import MergeRepo
 from gastown_mcp.store.messages import MessageRepo
+from gastown_mcp.store.plans import PlanRepo
 
 __all__ = ["Credentials", "Store"]
 
 
 class Store:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, must_exist: bool = False, check: bool = False) -> None:
+        """`must_exist`: refuse a missing or empty database (an existing town); `check`: quick check first."""
         self.settings = settings
-        self.db = Database(settings.db_path, settings.journal_path)
+        self.db = Database(
+            settings.db_path, settings.journal_path, fsync=settings.dogs.durable, must_exist=must_exist, check=check
+        )
         self.beads = BeadRepo(self.db, settings.town.prefix)
         self.agents = AgentRepo(self.db)
         self.messages = MessageRepo(self.db)
         self.events = EventRepo(self.db)
+        self.health = HealthRepo(self.db)
         self.merges = MergeRepo(self.db, self.beads)
+        self.plans = PlanRepo(self.db, self.beads)
         self.launches = LaunchRepo(self.db, self.beads, self.agents)
 
     def close(self) -> None:

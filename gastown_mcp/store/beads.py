@@ -169,6 +169,11 @@ class BeadRepo:
         merged = sorted([*fresh, *stale], key=lambda r: (r["priority"], r["created_at"], r["id"]))
         return [rows.summary(r) for r in merged[:limit]]
 
+    def created_since(self, agent: str, since: str) -> int:
+        """How many beads `agent` created at or after `since` (an ISO time): its rate of side work."""
+        row = self.db.query_one("SELECT count(*) AS n FROM beads WHERE created_by=? AND created_at>=?", (agent, since))
+        return int(row["n"]) if row else 0
+
     def held_by(self, agent: str) -> list[BeadSummary]:
         return [
             rows.summary(r)
@@ -219,45 +224,78 @@ class BeadRepo:
     ) -> Bead:
         """Create a bead (and its labels and dependencies) in one transaction. `deps` is (kind, other id)."""
         with self.db.write() as tx:
-            if parent is not None:
-                prow = tx.execute("SELECT child_count FROM beads WHERE id=?", (parent,)).fetchone()
-                if prow is None:
-                    raise NotFound(f"no parent bead {parent!r}; create it first or drop `parent`")
-                n = prow["child_count"] + 1
-                bead_id = f"{parent}.{n}"
-                tx.execute("UPDATE beads SET child_count=? WHERE id=?", (n, parent))
-            else:
-                bead_id = self._new_id(tx)
-            tx.execute(
-                """INSERT INTO beads (id, title, description, acceptance, notes, type, priority, created_by,
-                   created_at, updated_at, metadata) VALUES (?,?,?,?,?,?,?,?,?,?,?)""",
-                (
-                    bead_id,
-                    title,
-                    description,
-                    acceptance,
-                    notes,
-                    type,
-                    priority,
-                    actor,
-                    tx.now,
-                    tx.now,
-                    json.dumps(metadata or {}),
-                ),
-            )
-            for label in sorted(set(labels)):
-                tx.execute("INSERT INTO labels (bead_id, label) VALUES (?,?)", (bead_id, label))
-            if parent is not None:
-                self._link(tx, actor, bead_id, parent, DepKind.parent)
-            for kind, other in deps:
-                self._link(tx, actor, bead_id, other, DepKind(kind))
-            tx.event(
+            bead_id = self._insert(
+                tx,
                 actor,
-                Verb.bead_created,
-                bead_id=bead_id,
-                after={"title": title, "type": type, "priority": priority, "status": "open"},
+                title=title,
+                description=description,
+                acceptance=acceptance,
+                notes=notes,
+                type=type,
+                priority=priority,
+                labels=labels,
+                metadata=metadata,
+                parent=parent,
+                deps=deps,
             )
         return self.get(bead_id)
+
+    def _insert(
+        self,
+        tx: Tx,
+        actor: str,
+        *,
+        title: str,
+        description: str = "",
+        acceptance: str = "",
+        notes: str = "",
+        type: str = "task",
+        priority: int = 2,
+        labels: Sequence[str] = (),
+        metadata: dict[str, Any] | None = None,
+        parent: str | None = None,
+        deps: Sequence[tuple[str, str]] = (),
+    ) -> str:
+        """One bead with its labels, parent and dependencies, inside the caller's transaction; returns its id."""
+        if parent is not None:
+            prow = tx.execute("SELECT child_count FROM beads WHERE id=?", (parent,)).fetchone()
+            if prow is None:
+                raise NotFound(f"no parent bead {parent!r}; create it first or drop `parent`")
+            n = prow["child_count"] + 1
+            bead_id = f"{parent}.{n}"
+            tx.execute("UPDATE beads SET child_count=? WHERE id=?", (n, parent))
+        else:
+            bead_id = self._new_id(tx)
+        tx.execute(
+            """INSERT INTO beads (id, title, description, acceptance, notes, type, priority, created_by,
+               created_at, updated_at, metadata) VALUES (?,?,?,?,?,?,?,?,?,?,?)""",
+            (
+                bead_id,
+                title,
+                description,
+                acceptance,
+                notes,
+                type,
+                priority,
+                actor,
+                tx.now,
+                tx.now,
+                json.dumps(metadata or {}),
+            ),
+        )
+        for label in sorted(set(labels)):
+            tx.execute("INSERT INTO labels (bead_id, label) VALUES (?,?)", (bead_id, label))
+        if parent is not None:
+            self._link(tx, actor, bead_id, parent, DepKind.parent)
+        for kind, other in deps:
+            self._link(tx, actor, bead_id, other, DepKind(kind))
+        tx.event(
+            actor,
+            Verb.bead_created,
+            bead_id=bead_id,
+            after={"title": title, "type": type, "priority": priority, "status": "open"},
+        )
+        return bead_id
 
     def _new_id(self, tx: Tx) -> str:
         count = tx.execute("SELECT coalesce(max(rowid), 0) FROM beads").fetchone()[0]

@@ -1,8 +1,14 @@
-"""The SQLite connection: WAL, busy timeout, one `BEGIN IMMEDIATE` per write, migrations on open.
+"""The SQLite connection: WAL, busy timeout, one `BEGIN IMMEDIATE` per write, migrations on open, the journal.
 
 `Database` hands each thread its own connection (SQLite connections are not shared across threads).
-`write()` is the only way to change data: it opens an immediate transaction, runs the body, appends the
-events the body recorded to the JSONL journal after commit, and turns sqlite errors into `StoreError`.
+`write()` is the only way to change data. Order (the journal is written ahead): run the body; take the
+after-images of every row it touched (`journal.drain`); bump the sequence number in the same transaction;
+append the journal line, still under the write lock (so lines land in sequence order across processes);
+COMMIT; fdatasync the journal (group commit); only then return. A journal write that fails rolls the
+transaction back, so no caller ever sees an error for a write that committed.
+Recovery rule, on every open: journal lines with a sequence number above the database's are rolled forward
+(they were written before a COMMIT the database lost, or never made); a database ahead of its journal (only
+unacknowledged writes can be) is reported by the journal dog, which takes a backup that covers the gap.
 """
 
 from __future__ import annotations
@@ -20,8 +26,15 @@ from typing import Any
 
 from gastown_mcp.errors import StoreError
 from gastown_mcp.models import now_iso
+from gastown_mcp.store import journal as jr
 
 BUSY_TIMEOUT_MS = 10_000
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def restore_hint(path: Path) -> str:
+    """The exact command that rebuilds this town's database (newest verified backup + journal replay)."""
+    return f"`gastown restore --town {path.parent}`"
 
 
 @dataclass
@@ -73,16 +86,67 @@ class Tx:
 class Database:
     """A town's SQLite file. Safe to use from many threads and many processes at once."""
 
-    def __init__(self, path: Path, journal_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        journal_path: Path | None = None,
+        *,
+        fsync: bool = True,
+        must_exist: bool = False,
+        check: bool = False,
+    ) -> None:
+        """`must_exist`: an existing town's database; refuse (with the restore command) a missing or empty
+        file instead of starting an empty town. `check`: run SQLite's quick check before serving."""
         self.path = Path(path)
         self.journal_path = journal_path
+        self.journal = jr.Journal(journal_path, fsync=fsync) if journal_path is not None else None
+        self.journal_error: str | None = None  # a journal sync that failed after COMMIT (the dog reports it)
+        self.rolled_forward = 0  # journal records applied at open (recovery)
         self._local = threading.local()
-        self._journal_lock = threading.Lock()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         if not self.path.parent.exists():
             raise StoreError(f"town directory {self.path.parent} does not exist; run `gastown init` first")
+        if must_exist:
+            self._refuse_if_lost()
         self._migrate()
+        if check:
+            problems = self.quick_check()
+            if problems:
+                self.close()
+                raise StoreError(
+                    f"the town database {self.path} fails its integrity check ({problems[0]}); nothing was "
+                    f"served. Stop the town and run {restore_hint(self.path)}"
+                )
+
+    def _refuse_if_lost(self) -> None:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            raise StoreError(
+                f"the town database {self.path} is missing; refusing to start an empty town. "
+                f"Run {restore_hint(self.path)}"
+            ) from None
+        if size == 0:
+            raise StoreError(
+                f"the town database {self.path} is empty; refusing to start an empty town. "
+                f"Run {restore_hint(self.path)}"
+            )
+        with open(self.path, "rb") as fh:
+            if fh.read(16) != SQLITE_HEADER:
+                raise StoreError(
+                    f"the town database {self.path} is not a SQLite database (damaged header); "
+                    f"run {restore_hint(self.path)}"
+                )
+
+    def quick_check(self, *, full: bool = False) -> list[str]:
+        """SQLite's quick (or full) integrity check: [] when the file is sound, else what it found."""
+        try:
+            rows = self.conn.execute("PRAGMA integrity_check(20)" if full else "PRAGMA quick_check(20)").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
+        found = [str(r[0]) for r in rows]
+        return [] if found == ["ok"] else found
 
     # -- connections -------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -97,8 +161,7 @@ class Database:
             conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.DatabaseError as exc:
             raise StoreError(
-                f"cannot open the town database {self.path}: {exc}; check the file or restore it "
-                "from the events journal"
+                f"cannot open the town database {self.path}: {exc}; stop the town and run {restore_hint(self.path)}"
             ) from exc
         with self._all_lock:
             self._all.append(conn)
@@ -113,6 +176,8 @@ class Database:
         return conn
 
     def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
         with self._all_lock:
             for conn in self._all:
                 with contextlib.suppress(sqlite3.Error):
@@ -128,10 +193,42 @@ class Database:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 apply_migrations(self.conn)
+                jr.install_capture(self.conn)
+                self._roll_forward()
             except sqlite3.DatabaseError as exc:
-                raise StoreError(f"cannot migrate the town database {self.path}: {exc}") from exc
+                self.close()
+                raise StoreError(
+                    f"cannot open the town database {self.path}: {exc}; stop the town and run {restore_hint(self.path)}"
+                ) from exc
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def seq(self) -> int:
+        """The sequence number of the last journaled transaction this database holds."""
+        row = self.conn.execute(f"SELECT seq FROM {jr.SEQ}").fetchone()
+        return int(row[0]) if row else 0
+
+    def _roll_forward(self) -> None:
+        """The recovery rule: apply journal records the database does not have yet, in order, gap-free."""
+        if self.journal_path is None:
+            return
+        have = self.seq()
+        if jr.tail_seq(self.journal_path) <= have:
+            return
+        self.rolled_forward = replay(self.path, self.journal_path, have)
+
+    def journal_state(self) -> dict[str, Any]:
+        """What the journal dog compares: the database's sequence number and the journal's first and last."""
+        path = self.journal_path
+        return {
+            "db_seq": self.seq(),
+            "journal": str(path) if path else None,
+            "present": bool(path and path.exists()),
+            "head_seq": jr.head_seq(path) if path else 0,
+            "tail_seq": jr.tail_seq(path) if path else 0,
+            "replaced": bool(self.journal and self.journal.replaced),
+            "error": self.journal_error,
+        }
 
     # -- reading and writing -----------------------------------------------------------------------
     def query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
@@ -169,18 +266,66 @@ class Database:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
+        span: tuple[int, int] | None = None
         try:
+            changes = jr.drain(conn)
+            if changes:
+                seq = conn.execute(f"UPDATE {jr.SEQ} SET seq = seq + 1 RETURNING seq").fetchone()[0]
+                if self.journal is not None:
+                    span = self.journal.append(jr.encode(seq, tx.now, changes))
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            raise StoreError(f"database write failed: {exc}; nothing was changed, retry") from exc
-        if tx.events:
-            self._journal(tx.events)
+            if span is not None and self.journal is not None:
+                with contextlib.suppress(OSError):
+                    self.journal.undo(span[0])
+            what = "journal" if isinstance(exc, OSError) else "database"
+            raise StoreError(f"{what} write failed: {exc}; nothing was changed, retry") from exc
+        if span is not None and self.journal is not None:
+            self._sync(span[1])
 
-    def _journal(self, events: list[dict[str, Any]]) -> None:
-        if self.journal_path is None:
-            return
-        lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in events)
-        with self._journal_lock, open(self.journal_path, "a") as fh:
-            fh.write(lines)
+    def _sync(self, end: int) -> None:
+        """Make the committed write durable before the caller hears of it. If the journal cannot be synced, the
+        write still committed: make the database itself durable (a checkpoint syncs it) and let the dog report
+        the journal, rather than turn a committed write into an error that a retry would duplicate."""
+        assert self.journal is not None
+        try:
+            self.journal.sync(end)
+        except OSError as exc:
+            self.journal_error = f"journal sync failed: {exc}"
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("PRAGMA wal_checkpoint(FULL)")
+
+
+def replay(db_path: Path, journal_path: Path, after: int) -> int:
+    """Apply the journal's records with seq > `after` to the database file, in one transaction; returns how many.
+    Refuses a gap: the records must continue exactly where the database stops."""
+    conn = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    try:
+        conn.execute("PRAGMA foreign_keys=OFF")  # after-images already hold every cascade's effect
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("BEGIN IMMEDIATE")
+        # Under the write lock: a line seen past the database's end may have been a write in flight that has
+        # committed since; start from where the database is now.
+        after = max(after, int(conn.execute(f"SELECT seq FROM {jr.SEQ}").fetchone()[0]))
+        expect, n = after + 1, 0
+        try:
+            for record in jr.read(journal_path, after=after):
+                if record["seq"] != expect:
+                    raise StoreError(
+                        f"the journal {journal_path} jumps from sequence {expect - 1} to {record['seq']}: the "
+                        f"records in between are lost; restore from a backup taken at or after {record['seq'] - 1} "
+                        f"with {restore_hint(db_path)}"
+                    )
+                jr.apply(conn, record["changes"])
+                expect, n = expect + 1, n + 1
+            conn.execute(f"DELETE FROM {jr.CHANGES}")
+            conn.execute(f"UPDATE {jr.SEQ} SET seq=?", (expect - 1,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return n
+    finally:
+        conn.close()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from typing import IO, Any
 
+from gastown_mcp.errors import StoreError
 from gastown_mcp.models import Event
 from gastown_mcp.store import rows
-from gastown_mcp.store.db import Database
+from gastown_mcp.store.db import Database, restore_hint
 
 EXPORT_TABLES = ("beads", "labels", "deps", "comments", "events")
 JSON_COLUMNS = {"metadata", "result", "before", "after"}
@@ -42,12 +44,17 @@ class EventRepo:
     def export(self, out: IO[str]) -> dict[str, int]:
         """Write every bead, label, dependency, comment and event as one JSON object a line."""
         counts: dict[str, int] = {}
-        for table in EXPORT_TABLES:
-            n = 0
-            for record in self._rows(table):
-                out.write(json.dumps({"table": table, **record}, sort_keys=True) + "\n")
-                n += 1
-            counts[table] = n
+        try:
+            for table in EXPORT_TABLES:
+                n = 0
+                for record in self._rows(table):
+                    out.write(json.dumps({"table": table, **record}, sort_keys=True) + "\n")
+                    n += 1
+                counts[table] = n
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"export stopped: the town database is damaged ({exc}); run {restore_hint(self.db.path)}"
+            ) from exc
         return counts
 
     def _rows(self, table: str) -> Iterator[dict[str, Any]]:

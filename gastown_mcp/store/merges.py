@@ -18,6 +18,7 @@ from gastown_mcp.models import OPEN_MERGE_STATES, BeadResult, BeadStatus, MergeR
 from gastown_mcp.store import rows
 from gastown_mcp.store.beads import BeadRepo
 from gastown_mcp.store.db import Database, Tx
+from gastown_mcp.store.plans import land_convoys
 
 OPEN = tuple(s.value for s in OPEN_MERGE_STATES)
 
@@ -131,8 +132,10 @@ class MergeRepo:
     def merged(self, actor: str, ids: Sequence[int], landed: str) -> None:
         """The requests are on main at `landed`: their beads are finished and release their dependents."""
         with self.db.write() as tx:
+            finished = []
             for rid in ids:
                 row = self._locked(tx, rid, (MergeState.testing,))
+                finished.append(row["bead_id"])
                 tx.execute(
                     """UPDATE merge_requests SET state='merged', landed=?, landing=NULL, merged_at=?, updated_at=?
                        WHERE id=?""",
@@ -146,6 +149,7 @@ class MergeRepo:
                         tx, bead, BeadStatus(bead["status"]), merge_pending=0, metadata=json.dumps(meta)
                     )
                     tx.event(actor, Verb.bead_merged, bead_id=row["bead_id"], after={"commit": landed})
+            land_convoys(tx, self.beads, actor, finished)
 
     def requeue(self, actor: str, rid: int, why: str) -> None:
         """testing -> queued (a restart found it mid-test, or main moved under it): it is tried again."""

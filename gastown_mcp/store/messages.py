@@ -5,7 +5,26 @@ from __future__ import annotations
 from gastown_mcp.errors import NotFound
 from gastown_mcp.models import Message, MessageKind, Verb
 from gastown_mcp.store import rows
-from gastown_mcp.store.db import Database
+from gastown_mcp.store.db import Database, Tx
+
+
+def send_in(
+    tx: Tx, sender: str, recipient: str, kind: MessageKind, body: str, subject: str = "", thread: str | None = None
+) -> int:
+    """A message and its event inside the caller's transaction (so mail can go out with the change it reports)."""
+    cur = tx.execute(
+        """INSERT INTO messages (kind, sender, recipient, subject, body, thread, created_at)
+           VALUES (?,?,?,?,?,?,?)""",
+        (kind.value, sender, recipient, subject, body, thread, tx.now),
+    )
+    mid = int(cur.lastrowid or 0)
+    tx.event(
+        sender,
+        Verb.of_message(kind),
+        agent=recipient,
+        after={"message_id": mid, "subject": subject} if kind is MessageKind.mail else {"message_id": mid},
+    )
+    return mid
 
 
 class MessageRepo:
@@ -22,18 +41,7 @@ class MessageRepo:
         thread: str | None = None,
     ) -> Message:
         with self.db.write() as tx:
-            cur = tx.execute(
-                """INSERT INTO messages (kind, sender, recipient, subject, body, thread, created_at)
-                   VALUES (?,?,?,?,?,?,?)""",
-                (kind.value, sender, recipient, subject, body, thread, tx.now),
-            )
-            mid = int(cur.lastrowid or 0)
-            tx.event(
-                sender,
-                Verb.of_message(kind),
-                agent=recipient,
-                after={"message_id": mid, "subject": subject} if kind is MessageKind.mail else {"message_id": mid},
-            )
+            mid = send_in(tx, sender, recipient, kind, body, subject, thread)
         return self.get(mid)
 
     def get(self, message_id: int) -> Message:

@@ -226,5 +226,20 @@ def m004_reservation_owner(db: UtilsDatabase) -> None:
 # m005 and later go here.
 
 
+@migrations(name="m006_durability")
+def m006_durability(db: UtilsDatabase) -> None:
+    # _changes: rows touched by the open write transaction (filled by capture triggers, drained into the journal
+    # before COMMIT); _journal: the sequence number of the last journaled transaction, committed with it.
+    _run(
+        db,
+        """
+CREATE TABLE _changes (tbl TEXT NOT NULL, rid INTEGER NOT NULL, PRIMARY KEY (tbl, rid)) WITHOUT ROWID;
+CREATE TABLE _journal (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
+INSERT INTO _journal (id, seq) VALUES (1, 0);
+CREATE INDEX usage_status ON usage (status, at)
+""",
+    )
+
+
 def apply_migrations(conn: sqlite3.Connection) -> None:
     migrations.apply(UtilsDatabase(conn))

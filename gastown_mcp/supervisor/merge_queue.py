@@ -1,7 +1,8 @@
 """The merge queue: deterministic code that lands handed-in work on `main`, one rig at a time.
 
 Each `tick()` takes up to `batch_size` queued requests of a rig, rebases them onto `main` in the town's
-scratch tree, runs the rig's gates on that exact tree in a container, and moves `main` there with a
+scratch tree, runs the rig's gates on that exact tree in a container, then the deacon's checks (each landing
+bead's verify commands, and a model review where the rig asks for one), and moves `main` there with a
 compare-and-swap. A red batch is bisected: a green half lands at once and the other half is known red, so a
 single culprit is named in at most 1 + log2(batch) gate runs while the rest land. A request that conflicts or
 fails goes back to its bead with what to fix, and the bead to a fresh polecat.
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from gastown_mcp.errors import GastownError
 from gastown_mcp.models import MergeRequest, MergeState, Role, Verb
 from gastown_mcp.town import Town, system_agent
+from gastown_mcp.town.merges import GateResult
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class MergeQueue:
                 continue
             self.town.merge_start(self.me, [r.id for r in batch])
             try:
-                self._settle(rig, batch, known_red=False, red_log="")
+                self._settle(rig, batch, known_red=None)
             except GastownError as exc:
                 # git or the runtime failed under us: the requests wait in testing and are recovered next start.
                 steps.append(Step(Verb.merge_testing, rig, f"merge queue stopped on {rig}: {exc}"))
@@ -52,8 +54,9 @@ class MergeQueue:
         return steps + self._drain()
 
     # -- the algorithm -----------------------------------------------------------------------------
-    def _settle(self, rig: str, batch: Sequence[MergeRequest], *, known_red: bool, red_log: str) -> bool:
-        """Land what of `batch` is good; True when all of it landed."""
+    def _settle(self, rig: str, batch: Sequence[MergeRequest], *, known_red: GateResult | None) -> bool:
+        """Land what of `batch` is good; True when all of it landed. `known_red` is the failed run of a batch
+        whose left half just landed: the culprit is in this (right) half, so it is not run again."""
         base = self.town.merge_main(self.me, rig)
         candidate = self.town.merge_candidate(self.me, rig, base, batch)
         clashing = []
@@ -73,10 +76,15 @@ class MergeQueue:
         if not applied:
             return False
         all_applied = len(applied) == len(batch)
-        if not known_red:
+        red = known_red
+        if red is None:
             result = self.town.merge_gates(self.me, rig, candidate)
             self.gate_runs += 1
             self.town.merge_count_gate_runs(self.me, [r.id for r in applied], 1)
+            if result.passed:  # the deacon: every landing bead's verify commands, on the same tree
+                result = self.town.merge_verify(self.me, rig, candidate, applied)
+            if result.passed and self._reviewed_out(rig, applied, base):
+                return False
             if result.passed:
                 ids = [r.id for r in applied]
                 if self.town.merge_land(self.me, rig, ids, candidate.commit, base, 0):
@@ -85,17 +93,31 @@ class MergeQueue:
                 # main moved under us (not by this queue): they are tried again on the new main next tick.
                 self.town.merge_requeue(self.me, ids, "main moved while it was tested")
                 return False
-            red_log = result.log_tail
+            red = result
         if len(applied) == 1:
-            self._failed(applied[0], base, red_log)
+            self._failed(applied[0], base, red)
             return False
         half = len(applied) // 2
         left, right = applied[:half], applied[half:]
-        if self._settle(rig, left, known_red=False, red_log=""):
-            self._settle(rig, right, known_red=True, red_log=red_log)  # the culprit is on the right
+        if self._settle(rig, left, known_red=None):
+            self._settle(rig, right, known_red=red)  # the culprit is on the right
         else:
-            self._settle(rig, right, known_red=False, red_log="")
+            self._settle(rig, right, known_red=None)
         return False
+
+    def _reviewed_out(self, rig: str, applied: Sequence[MergeRequest], base: str) -> bool:
+        """The rig's model review (if any) of work whose gates and verify commands passed: a request it sends
+        back goes back like a red one, and its batch mates are tried again without it. True when any went."""
+        rejected = self.town.merge_review(self.me, rig, applied)
+        if not rejected:
+            return False
+        gone = {r.id for r, _ in rejected}
+        for request, why in rejected:
+            self._failed(request, base, GateResult(False, "", f"the deacon's review sent it back: {why}"))
+        rest = [r.id for r in applied if r.id not in gone]
+        if rest:
+            self.town.merge_requeue(self.me, rest, "a batch mate was sent back by review; tried again without it")
+        return True
 
     def _recover(self, rig: str) -> list[Step]:
         merged = self.town.merge_recover(self.me, rig)
@@ -114,11 +136,13 @@ class MergeQueue:
         self.town.merge_hand_back(self.me, request, MergeState.conflicted, detail, comment)
         self._pending.append(Step(Verb.merge_conflicted, str(request.id), detail))
 
-    def _failed(self, request: MergeRequest, base: str, log_tail: str) -> None:
-        detail = f"the rig's gates failed on main at {base[:10]} plus this branch"
+    def _failed(self, request: MergeRequest, base: str, red: GateResult) -> None:
+        detail = red.detail or f"the rig's gates failed on main at {base[:10]} plus this branch"
+        log_tail = red.log_tail
         comment = (
             f"Merge request {request.id}: {detail}. The next polecat starts from this work ({request.tip[:10]}); "
-            f"make the gates pass (see the log below), commit, and complete the bead again.\n\n{log_tail[-3000:]}"
+            f"make the gates and the bead's acceptance checks pass (see the log below), commit, and complete the "
+            f"bead again.\n\n{log_tail[-3000:]}"
         )
         self.town.merge_hand_back(self.me, request, MergeState.failed, detail, comment, log_tail=log_tail[-8000:])
         self._pending.append(Step(Verb.merge_failed, str(request.id), detail))

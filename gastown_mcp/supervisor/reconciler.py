@@ -48,6 +48,13 @@ class Reconciler:
     # -- the scheduler -----------------------------------------------------------------------------
     def _dispatch(self) -> list[Step]:
         steps: list[Step] = []
+        hold = self.town.dispatch_hold()  # emergency stop, disk, or a storm of upstream rate limits
+        if hold is not None:
+            if self._held.get("*") != hold:
+                steps.append(Step("held", "*", f"no dispatch: {hold}"))
+            self._held["*"] = hold
+            return steps
+        self._held.pop("*", None)
         now = self.clock()
         alive = self.town.polecats_by_rig(self.me)
         total = sum(alive.values())

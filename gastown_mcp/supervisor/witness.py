@@ -92,6 +92,8 @@ class Witness:
 
     # -- the loop ----------------------------------------------------------------------------------
     def tick(self) -> list[Action]:
+        if self.town.frozen() is not None:
+            return []  # emergency stop: no lease, idle or exit timer runs; nothing is judged while frozen
         actions: list[Action] = []
         actions += self._budgets()
         actions += self._containers()
@@ -268,6 +270,9 @@ class Witness:
         """Sling a requeued bead to a fresh polecat on the rig it was worked in (its branch is kept)."""
         if not self.cfg.respawn or rig is None or not self.town.has_fleet:
             return []
+        full = self._no_slot(rig)
+        if full is not None:  # the scheduler (or a mayor's sling) starts it when a slot frees up
+            return [Action(Did.skipped, bead_id, f"no respawn on {rig}: {full}; the bead waits in the queue")]
         try:
             polecat = self.town.sling(self.me, bead_id, rig)
         except GastownError as exc:  # slung or claimed by someone else first, or the rig is gone: nothing lost
@@ -276,6 +281,17 @@ class Witness:
                     return [Action(Did.blocked, bead_id, f"respawn on {rig} failed: {exc}")]  # mayor mailed
             return [Action(Did.skipped, bead_id, f"respawn on {rig}: {exc}")]
         return [Action(Did.respawned, bead_id, f"slung to {polecat.name} on {rig}")]
+
+    def _no_slot(self, rig: str) -> str | None:
+        """Why a respawn on `rig` would exceed the scheduler's `max_polecats` (town or rig), or None."""
+        alive = self.town.polecats_by_rig(self.me)
+        town_max = self.town.settings.scheduler.max_polecats
+        rig_max = self.town.settings.rig(rig).max_polecats
+        if sum(alive.values()) >= town_max:
+            return f"{sum(alive.values())} polecats run in the town ([scheduler] max_polecats = {town_max})"
+        if rig_max is not None and alive.get(rig, 0) >= rig_max:
+            return f"{alive.get(rig, 0)} polecats run on {rig} ([rigs.{rig}] max_polecats = {rig_max})"
+        return None
 
     def _recent_failures(self, bead_id: str) -> int:
         since = now_iso(self.clock() - self.cfg.crash_loop_window_seconds)

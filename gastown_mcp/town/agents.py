@@ -109,4 +109,5 @@ class AgentsAPI(TownBase):
             pending_nudges=self._store.messages.pending_count(),
             awaiting_merge=self._store.beads.awaiting_merge_count(),
             merges_by_state=self._store.merges.counts(),
+            estop=self._store.health.get("estop"),
         )

@@ -33,6 +33,7 @@ class TownBase:
         self.settings = settings
         self._touched: dict[str, float] = {}
         self._touch_lock = threading.Lock()
+        self._queue_lock = threading.Lock()  # a polecat's limits are checked and applied as one step
 
     def close(self) -> None:
         """Close the town's database connections (the process is done with this town)."""

@@ -6,11 +6,23 @@ ownership ("only the holder may complete") atomically inside the same transactio
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
-from gastown_mcp.errors import Forbidden, InvalidInput
-from gastown_mcp.models import Agent, Bead, BeadResult, BeadStatus, BeadSummary, BeadType, Dep, DepKind, now_iso
+from gastown_mcp.errors import Forbidden, InvalidInput, NotFound
+from gastown_mcp.models import (
+    Agent,
+    AgentState,
+    Bead,
+    BeadResult,
+    BeadStatus,
+    BeadSummary,
+    BeadType,
+    Dep,
+    DepKind,
+    now_iso,
+)
 from gastown_mcp.town import guard
 from gastown_mcp.town.merges import MergesAPI
 
@@ -40,8 +52,37 @@ class BeadsAPI(MergesAPI):
             held = self._store.beads.held_by(actor.name)
             if held:
                 deps.append((DepKind.discovered_from.value, held[0].id))
+            limits = self.settings.limits
+            with self._queue_lock:  # the rate is counted and the bead created as one step
+                since = now_iso(time.time() - 3600)
+                guard.side_work(
+                    actor,
+                    title,
+                    description,
+                    acceptance,
+                    guard.priority(priority),
+                    floor=max((b.priority for b in held), default=limits.polecat_top_priority),
+                    made_last_hour=self._store.beads.created_since(actor.name, since),
+                    limits=limits,
+                )
+                return self._create(actor, title, description, acceptance, type, priority, labels, None, deps, metadata)
         else:
             raise Forbidden(f"{actor.name} ({actor.role.value}) may not create beads")
+        return self._create(actor, title, description, acceptance, type, priority, labels, parent, deps, metadata)
+
+    def _create(
+        self,
+        actor: Agent,
+        title: str,
+        description: str,
+        acceptance: str,
+        type: str,
+        priority: int,
+        labels: Sequence[str],
+        parent: str | None,
+        deps: list[tuple[str, str]],
+        metadata: dict[str, Any] | None,
+    ) -> Bead:
         bead = self._store.beads.create(
             actor.name,
             title=guard.title(title),
@@ -89,7 +130,32 @@ class BeadsAPI(MergesAPI):
 
     def bead_claim(self, actor: Agent, bead_id: str | None = None) -> Bead:
         self._require(actor, "bead.claim", "claim beads")
-        return self._store.beads.claim(actor.name, bead_id or None, self.settings.lease.seconds)
+        lease = self.settings.lease.seconds
+        if guard.roles.can(actor.role, "bead.claim.any"):
+            return self._store.beads.claim(actor.name, bead_id or None, lease)
+        with self._queue_lock:  # check and claim as one step, so parallel claims cannot pass the check together
+            hooks = self._hooks()
+            if bead_id:
+                guard.not_hooked_elsewhere(actor, bead_id, hooks.get(bead_id, set()))
+            held = [b.id for b in self._store.beads.held_by(actor.name)]
+            target = guard.own_claim(actor, bead_id or None, held, self.settings.limits.polecat_held_beads)
+            if target is None:
+                target = self._top_unhooked(actor, hooks)
+            return self._store.beads.claim(actor.name, target, lease)
+
+    def _hooks(self) -> dict[str, set[str]]:
+        """Bead id -> the live (or requested) agents whose hook it is on: slung to them or reserved for them."""
+        hooks: dict[str, set[str]] = {}
+        for a in self._store.agents.all():
+            if a.metadata.get("hook") and (a.state.alive or a.state is AgentState.requested):
+                hooks.setdefault(str(a.metadata["hook"]), set()).add(a.name)
+        return hooks
+
+    def _top_unhooked(self, actor: Agent, hooks: dict[str, set[str]]) -> str:
+        for bead in self._store.beads.ready(limit=500):
+            if actor.name in hooks.get(bead.id, {actor.name}):
+                return bead.id
+        raise NotFound("no ready beads right now; check back later or create one with bead_create")
 
     def bead_update(
         self,

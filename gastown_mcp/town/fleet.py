@@ -70,6 +70,8 @@ class FleetConfig:
     image: str = "gastown-agent:latest"
     limits: Mapping[str, Limits] = field(default_factory=dict)
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    agent_uid: int = AGENT_UID  # `[runtime] agent_uid`/`agent_gid`: the ids agents run as and own files by
+    agent_gid: int = AGENT_GID
 
 
 class Fleet:
@@ -97,7 +99,13 @@ class Fleet:
             if rig_obj is not None:
                 # A bead handed back by the merge queue continues from its last hand-in, not from scratch.
                 start = self.store.beads.get(bead).metadata.get("rework_from") if bead else None
-                repo = rigs.create_agent_repo(rig_obj, name, bead, start=str(start) if start else None)
+                repo = rigs.create_agent_repo(
+                    rig_obj,
+                    name,
+                    bead,
+                    start=str(start) if start else None,
+                    owner=(self.config.agent_uid, self.config.agent_gid),
+                )
                 meta.update(worktree=str(repo.path), branch=repo.branch)
                 mounts = repo.mounts()
             mounts.append(self._claude_home(name, fresh=True))
@@ -112,6 +120,16 @@ class Fleet:
             raise
         meta["container"] = status.container_id
         return self.store.agents.set_state(actor, name, AgentState.running, "spawned", **meta)
+
+    def started_elsewhere(self, name: str, timeout_s: float = 60.0) -> Agent:
+        """The agent a concurrent launcher (the reconciler) began first, once that launch is done: callers get
+        the same answer whoever carried the intent out."""
+        deadline = time.monotonic() + timeout_s
+        agent = self.store.agents.get(name)
+        while agent.state in (AgentState.requested, AgentState.starting) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            agent = self.store.agents.get(name)
+        return agent
 
     def spawn(
         self,
@@ -140,7 +158,7 @@ class Fleet:
             lease_seconds=lease_seconds,
             name=name,
         )
-        return self.launch(actor, agent.name, lease_seconds, max_attempts) or self.store.agents.get(agent.name)
+        return self.launch(actor, agent.name, lease_seconds, max_attempts) or self.started_elsewhere(agent.name)
 
     def resume(self, actor: str, name: str, prompt: str) -> Agent:
         """Start an exited agent's Claude Code session again in a fresh container, with `prompt` as its next turn.
@@ -220,6 +238,8 @@ class Fleet:
             network=self.config.network,
             limits=limits,
             generation=int(str(meta.get("generation") or 0)),
+            uid=self.config.agent_uid,
+            gid=self.config.agent_gid,
         )
         return self.runtime.launch(spec)
 
@@ -229,11 +249,12 @@ class Fleet:
         if fresh and path.exists():
             shutil.rmtree(path)  # a new agent with a reused name starts without the old one's sessions
         path.mkdir(parents=True, exist_ok=True)
+        uid, gid = self.config.agent_uid, self.config.agent_gid
         try:
-            os.chown(path, AGENT_UID, AGENT_GID)
+            os.chown(path, uid, gid)
         except PermissionError as exc:
             raise Forbidden(
-                f"cannot hand {path} to the agent user (uid {AGENT_UID}): run the town as root or as uid {AGENT_UID}"
+                f"cannot hand {path} to the agent user (uid {uid}): run the town as root or as uid {uid}"
             ) from exc
         path.chmod(0o700)
         return Mount(path, f"{AGENT_HOME}/.claude", read_only=False)
@@ -459,7 +480,7 @@ class FleetAPI(AgentsAPI, MailAPI):
             launched = self._fleet.launch(
                 actor.name, agent.name, self.settings.lease.seconds, self.settings.witness.max_attempts
             )
-            return launched or self._store.agents.get(agent.name)
+            return launched or self._fleet.started_elsewhere(agent.name)
 
     def spawn_limits(self, role: str, **overrides: Any) -> Limits:
         """The container limits a spawn of `role` gets: the role's configured ones with `overrides` applied."""

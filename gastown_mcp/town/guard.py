@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import TypeVar
 
+from gastown_mcp.config import LimitsSection
 from gastown_mcp.errors import Forbidden, InvalidInput
 from gastown_mcp.models import LABEL_MAX, TEXT_MAX, TITLE_MAX, Agent
 from gastown_mcp.town import roles
@@ -89,3 +90,61 @@ def agent_name(name: str) -> str:
             f"agent name {name!r} is not allowed: use 1-40 lowercase letters, digits or '-', starting with a letter"
         )
     return name
+
+
+# -- a polecat's share of the queue ([limits]) -----------------------------------------------------------
+def own_claim(actor: Agent, bead_id: str | None, held: Sequence[str], max_held: int) -> str | None:
+    """The bead a polecat may claim: only its hook once it has one, and nothing new while it holds
+    `max_held` beads. None means "the top ready bead" (the caller skips beads on other agents' hooks)."""
+    hook = actor.metadata.get("hook")
+    if hook and bead_id not in (None, hook):
+        raise Forbidden(
+            f"{actor.name} works only {hook}, the bead on its hook; finish it with bead_complete or give it back "
+            "with bead_release (then stop: the town starts a fresh polecat for other work)"
+        )
+    target = str(hook) if hook else bead_id
+    if target in held:
+        return target  # renewing what it holds
+    if len(held) >= max_held:
+        raise Forbidden(
+            f"{actor.name} already holds {', '.join(held)}; a polecat works {max_held} bead(s) at a time: "
+            "finish it with bead_complete or give it back with bead_release first"
+        )
+    return target
+
+
+def not_hooked_elsewhere(actor: Agent, bead_id: str, hooked_by: set[str]) -> None:
+    """A bead slung to (or reserved for) other agents is theirs; a polecat may not take it."""
+    if hooked_by and actor.name not in hooked_by:
+        raise Forbidden(f"bead {bead_id} is on {min(hooked_by)}'s hook (slung to it); pick another with bead_ready")
+
+
+def side_work(
+    actor: Agent,
+    title: str,
+    description: str,
+    acceptance: str,
+    priority: int,
+    *,
+    floor: int,
+    made_last_hour: int,
+    limits: LimitsSection,
+) -> None:
+    """A polecat's new bead: at most `polecat_creates_per_hour`, no more urgent than its own bead (`floor`),
+    and at most `polecat_bead_chars` of text."""
+    size = len(title or "") + len(description or "") + len(acceptance or "")
+    if size > limits.polecat_bead_chars:
+        raise InvalidInput(
+            f"side work of {size} characters is over the limit of {limits.polecat_bead_chars} ([limits] "
+            "polecat_bead_chars); give a short title and description and put details in a comment"
+        )
+    if priority < floor:
+        raise InvalidInput(
+            f"side work from {actor.name} may not outrank its own bead: use priority {floor} or lower "
+            f"(a larger number), not {priority}; mail the mayor with town_mail_send if it is urgent"
+        )
+    if made_last_hour >= limits.polecat_creates_per_hour:
+        raise Forbidden(
+            f"{actor.name} created {made_last_hour} beads in the last hour ([limits] polecat_creates_per_hour); "
+            "note further side work in your bead's notes, or mail the mayor with town_mail_send"
+        )

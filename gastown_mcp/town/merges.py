@@ -16,17 +16,20 @@ from dataclasses import dataclass, replace
 from gastown_mcp import rigs
 from gastown_mcp.errors import GastownError, InvalidInput, RuntimeUnavailable
 from gastown_mcp.models import Agent, BeadResult, BeadStatus, MergeRequest, MergeState
-from gastown_mcp.runtime.protocol import WORK_DIR, LaunchSpec, Limits, Mount
+from gastown_mcp.runtime.protocol import WORK_DIR, ContainerStatus, LaunchSpec, Limits, Mount
 from gastown_mcp.town import guard
 from gastown_mcp.town.fleet import FleetAPI
 
 GATE_LOG_LINES = 60
+# Gates and verify commands run in a writable copy of the read-only candidate tree, without its .git file.
+FRESH_TREE = f"rm -rf /tmp/tree && cp -a {WORK_DIR}/. /tmp/tree && rm -f /tmp/tree/.git && cd /tmp/tree"
 
 
 @dataclass(frozen=True)
 class GateResult:
     passed: bool
     log_tail: str
+    detail: str = ""  # what failed, when it is known more exactly than "the gates" (a verify criterion)
 
 
 @dataclass(frozen=True)
@@ -137,12 +140,22 @@ class MergesAPI(FleetAPI):
         cfg = self.settings.rig(rig)
         if not cfg.gates:
             return GateResult(True, "no gates configured for this rig")
+        script = " && ".join(f"( {g} )" for g in cfg.gates)
+        passed, status, lines = self._in_gate_container(rig, candidate, f"{FRESH_TREE} && {script}", GATE_LOG_LINES)
+        verdict = "passed" if passed else f"failed ({status.reason or status.state}, exit {status.exit_code})"
+        return GateResult(passed, f"{lines.rstrip()}\n[gates {verdict}]")
+
+    def _in_gate_container(
+        self, rig: str, candidate: rigs.Candidate, script: str, log_lines: int
+    ) -> tuple[bool, ContainerStatus, str]:
+        """Run `script` in a hardened container over the candidate tree (read-only at WORK_DIR, no network,
+        polecat limits, the rig's gate timeout): whether it exited 0, how it ended, and its log tail."""
+        cfg = self.settings.rig(rig)
         fleet = self._fleet
         if fleet is None:
             raise RuntimeUnavailable("gates run in containers: start the town with `gastown up` (a container runtime)")
         name = f"gate-{secrets.token_hex(4)}"
-        script = " && ".join(f"( {g} )" for g in cfg.gates)
-        command = ["sh", "-c", f"cp -a {WORK_DIR}/. /tmp/tree && rm -f /tmp/tree/.git && cd /tmp/tree && {script}"]
+        command = ["sh", "-c", script]
         limits = replace(fleet.config.limits.get("polecat") or Limits(), wallclock_s=cfg.gate_timeout_seconds)
         spec = LaunchSpec(
             town=fleet.config.town,
@@ -158,13 +171,11 @@ class MergesAPI(FleetAPI):
         try:
             fleet.runtime.launch(spec)
             status = fleet.runtime.wait(fleet.config.town, name, cfg.gate_timeout_seconds + 60)
-            lines = fleet.runtime.logs(fleet.config.town, name, GATE_LOG_LINES)
+            lines = fleet.runtime.logs(fleet.config.town, name, log_lines)
         finally:
             with contextlib.suppress(GastownError):
                 fleet.runtime.remove(fleet.config.town, name)
-        passed = status.state == "exited" and status.exit_code == 0
-        verdict = "passed" if passed else f"failed ({status.reason or status.state}, exit {status.exit_code})"
-        return GateResult(passed, f"{lines.rstrip()}\n[gates {verdict}]")
+        return status.state == "exited" and status.exit_code == 0, status, lines
 
     def merge_land(self, actor: Agent, rig: str, ids: Sequence[int], new: str, old: str, gate_runs: int) -> bool:
         """Move main from `old` to `new` (compare-and-swap) and mark the requests merged; False when main moved
@@ -172,6 +183,15 @@ class MergesAPI(FleetAPI):
         self._require(actor, "merge.admin", "run the merge queue")
         repo = rigs.get_rig(self.settings.town_dir, rig)
         self._store.merges.set_landing(ids, new, gate_runs)  # written first: a crash after the move is seen
+        remote = self.settings.rig(rig).push
+        if remote is not None:
+            # The remote first, as a plain fast-forward: if someone else moved its main, nothing lands here
+            # either; main follows theirs (never forced over it) and the requests are tried again on top.
+            refused = rigs.push_main(repo, remote, new)
+            if refused is not None:
+                self._store.merges.set_landing(ids, None)
+                rigs.follow_remote_main(repo, remote)
+                return False
         if not rigs.move_main(repo, new, old):
             self._store.merges.set_landing(ids, None)
             return False

@@ -33,6 +33,7 @@ PLANNER = READ | {
     "town.status",
     "bead.create",
     "bead.claim",
+    "bead.claim.any",  # without it (polecats): one bead at a time, its hook, never another agent's hook
     "bead.update.any",
     "bead.comment",
     "bead.complete.any",
@@ -45,7 +46,19 @@ PLANNER = READ | {
     "town.heartbeat",
 }
 MERGES = {"merge.read", "merge.admin"}
-MAYOR = PLANNER | MERGES | {"town.spawn", "town.stop", "town.sling", "town.budget.set", "town.budget", "town.usage"}
+MAYOR = (
+    PLANNER
+    | MERGES
+    | {
+        "town.spawn",
+        "town.stop",
+        "town.sling",
+        "town.budget.set",
+        "town.budget",
+        "town.usage",
+        "plan.create",
+    }
+)
 OVERSEER = MAYOR | {"town.admin"}
 DOG = READ | {"town.status", "town.agents", "town.heartbeat", "town.inbox", "town.mail"}
 
@@ -53,7 +66,8 @@ ACTIONS: dict[Role, frozenset[str]] = {
     Role.overseer: frozenset(OVERSEER),
     Role.mayor: frozenset(MAYOR),
     # The refinery runs the merge queue; a bead it hands back goes to a fresh polecat (town.sling).
-    Role.refinery: frozenset(PLANNER | MERGES | {"town.budget", "town.usage", "town.sling"}),
+    # It also turns goals into checked plans of beads (plan.create).
+    Role.refinery: frozenset(PLANNER | MERGES | {"town.budget", "town.usage", "town.sling", "plan.create"}),
     Role.deacon: frozenset(PLANNER | {"merge.read", "town.budget", "town.usage"}),
     # town.sling: the witness respawns a polecat for a bead whose polecat died.
     Role.witness: frozenset(WITNESS | {"town.stop", "town.sling", "town.budget", "town.usage"}),
@@ -89,6 +103,8 @@ TOOL_ACTIONS: dict[str, tuple[str, ...]] = {
     "merge_show": ("merge.read",),
     "merge_retry": ("merge.admin",),
     "merge_reject": ("merge.admin",),
+    "plan_create": ("plan.create",),
+    "convoy_show": ("plan.create",),
 }
 
 
@@ -99,3 +115,20 @@ def can(role: Role, action: str) -> bool:
 def tools_for(role: Role) -> list[str]:
     allowed = ACTIONS[role]
     return [tool for tool, actions in TOOL_ACTIONS.items() if any(a in allowed for a in actions)]
+
+
+# Each MCP resource (URI or template) and the actions that let a role see and read it.
+RESOURCE_ACTIONS: dict[str, tuple[str, ...]] = {
+    "bead://{id}": ("bead.read",),
+    "town://status": ("town.status",),
+}
+
+
+def resources_for(role: Role) -> list[str]:
+    allowed = ACTIONS[role]
+    return [uri for uri, actions in RESOURCE_ACTIONS.items() if any(a in allowed for a in actions)]
+
+
+def prompts_for(role: Role) -> list[str]:
+    """A role reads the rules of its own role; the overseer (town.admin) reads every role's."""
+    return [r.value for r in Role] if can(role, "town.admin") else [role.value]

@@ -78,7 +78,7 @@ def test_setting_up_the_network_twice_changes_nothing(runtime: DockerRuntime, ne
     in_chain, fwd_chain = chain_names(network.bridge)
     assert rules().count(f"-A INPUT -i {network.bridge} -j {in_chain}") == 1
     assert rules().count(f"-i {network.bridge} -j {fwd_chain}") == 1
-    assert rules().count(f"-A {in_chain} -p tcp -m tcp --dport 9 -j ACCEPT") == 1
+    assert rules().count(f"-A {in_chain} -d {network.gateway}/32 -p tcp -m tcp --dport 9 -j ACCEPT") == 1
 
 
 def test_teardown_removes_the_network_and_every_rule(runtime: DockerRuntime, root: None, town_name: str) -> None:

@@ -40,7 +40,7 @@ def test_limits_must_be_positive() -> None:
 def test_every_container_gets_the_hardening_options() -> None:
     spec = LaunchSpec(town="t", agent="a", role="polecat", limits=Limits(memory_mb=300, cpus=0.5, pids=99))
     kw = run_kwargs(spec, now=1000.0)
-    assert kw["user"] == "1000:1000"
+    assert kw["user"] == "61000:61000"
     assert kw["read_only"] is True and kw["init"] is True and kw["privileged"] is False
     assert kw["cap_drop"] == ["ALL"] and kw["security_opt"] == ["no-new-privileges"]
     assert kw["mem_limit"] == kw["memswap_limit"] == "300m"

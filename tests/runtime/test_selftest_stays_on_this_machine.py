@@ -121,6 +121,14 @@ def test_a_chain_that_does_not_end_in_reject_or_a_missing_town_port_is_reported(
     assert f"GT-IN-{BRIDGE} does not accept town ports [8765]" in problems
 
 
+def test_a_town_port_accepted_on_every_host_address_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway = "172.30.0.1"
+    scoped = GOOD_V4.replace("-p tcp -m tcp --dport 8765", f"-d {gateway}/32 -p tcp -m tcp --dport 8765")
+    assert _firewall_problems(chains_of(scoped, monkeypatch), BRIDGE, (8765,), ipv6=False, gateway=gateway) == []
+    problems = _firewall_problems(chains_of(GOOD_V4, monkeypatch), BRIDGE, (8765,), ipv6=False, gateway=gateway)
+    assert len(problems) == 1 and f"other than the gateway {gateway}" in problems[0]
+
+
 def test_missing_forward_rules_are_reported_per_direction(monkeypatch: pytest.MonkeyPatch) -> None:
     text = GOOD_V4.replace(f"-A DOCKER-USER -o {BRIDGE} -j GT-FWD-{BRIDGE}\n", "")
     problems = _firewall_problems(chains_of(text, monkeypatch), BRIDGE, (8765,), ipv6=False)

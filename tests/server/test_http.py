@@ -130,7 +130,7 @@ async def test_resources_and_prompts_over_http(http_connect: HttpConnect, crew: 
             bead = (await mayor.call_tool("bead_create", {"title": "Res"})).structured_content
             status = (await mayor.read_resource("town://status")).contents[0]
             shown = (await c.read_resource(f"bead://{bead['id']}")).contents[0]  # type: ignore[index]
-            with pytest.raises(Exception, match="polecat-1 \\(polecat\\) may not see the town status"):
+            with pytest.raises(Exception, match="polecat-1 \\(polecat\\) may not read town://status"):
                 await c.read_resource("town://status")
             prompt = await c.get_prompt("polecat")
     assert '"beads_by_status"' in status.text  # type: ignore[union-attr]

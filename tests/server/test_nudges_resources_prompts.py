@@ -95,7 +95,7 @@ async def test_an_unknown_bead_resource_is_an_error_naming_the_id(connect: Conne
 
 @pytest.mark.parametrize("role", list(Role))
 async def test_each_role_has_a_prompt_stating_its_rules(role: Role, connect: Connect, crew: dict[str, Agent]) -> None:
-    async with connect(crew["mayor"]) as c:
+    async with connect(crew["overseer"]) as c:  # the overseer reads every role's prompt
         prompts = {p.name: p for p in (await c.list_prompts()).prompts}
         assert set(prompts) == {r.value for r in Role}
         assert prompts[role.value].description
@@ -115,3 +115,37 @@ async def test_the_polecat_prompt_states_gupp_claim_complete_and_side_work(
     text = got.messages[0].content.text  # type: ignore[union-attr]
     for needle in ("GUPP", "bead_claim", "bead_complete", "summary", "bead_create"):
         assert needle in text, needle
+
+
+@pytest.mark.parametrize("who", ["polecat-1", "witness", "mayor", "dog-1"])
+async def test_a_role_lists_and_gets_only_its_own_prompt(who: str, connect: Connect, crew: dict[str, Agent]) -> None:
+    agent = crew[who]
+    others = [r.value for r in Role if r is not agent.role]
+    async with connect(agent) as c:
+        with anyio.fail_after(10):
+            listed = [p.name for p in (await c.list_prompts()).prompts]
+            own = await c.get_prompt(agent.role.value)
+            refused = []
+            for name in others:
+                with pytest.raises(Exception, match=f"may not read the {name} prompt") as raised:
+                    await c.get_prompt(name)
+                refused.append(str(raised.value))
+    assert listed == [agent.role.value]
+    assert own.messages and len(refused) == len(others)
+
+
+async def test_resources_are_listed_and_read_only_with_the_permission_behind_them(
+    connect: Connect, crew: dict[str, Agent]
+) -> None:
+    async with connect(crew["mayor"]) as mayor:
+        bead = (await mayor.call_tool("bead_create", {"title": "Readable"})).structured_content
+        assert bead is not None
+    async with connect(crew["polecat-1"]) as c:  # beads are readable; the town's status is not (no town.status)
+        with anyio.fail_after(10):
+            listed = [str(r.uri) for r in (await c.list_resources()).resources]
+            templates = [t.uri_template for t in (await c.list_resource_templates()).resource_templates]
+            [content] = (await c.read_resource(f"bead://{bead['id']}")).contents
+            with pytest.raises(Exception, match="polecat-1 \\(polecat\\) may not read town://status"):
+                await c.read_resource("town://status")
+    assert listed == [] and templates == ["bead://{id}"]
+    assert isinstance(content, TextResourceContents) and bead["id"] in content.text

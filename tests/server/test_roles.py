@@ -122,7 +122,7 @@ async def test_a_polecat_may_change_only_notes_and_blocked_on_its_bead(
     connect: Connect, crew: dict[str, Agent]
 ) -> None:
     async with connect(crew["polecat-1"]) as c:
-        created = await c.call_tool("bead_create", {"title": "Side work", "priority": 1})
+        created = await c.call_tool("bead_create", {"title": "Side work", "priority": 3})
         assert not created.is_error
         bead = created.structured_content["id"]  # type: ignore[index]
         with_parent = await c.call_tool("bead_create", {"title": "x", "parent": bead})

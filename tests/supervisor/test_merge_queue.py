@@ -403,3 +403,133 @@ def test_a_town_killed_mid_merge_leaves_main_whole_and_the_next_queue_lands_the_
     finally:
         town.close()
         docker_runtime.cleanup(name)
+
+
+@pytest.mark.docker
+def test_a_failing_verify_sends_a_bead_back_with_its_output_review_cannot_pass_it_and_its_convoy_lands_later(
+    store: Store, msettings: Settings, operator: Agent, docker_runtime: Any, agent_image: str, tmp_path: Path
+) -> None:
+    from planning import planning_town
+
+    from gastown_mcp.config import WitnessSection
+    from gastown_mcp.town import Fleet, FleetConfig
+
+    rig_cfg = RigSection(gates=["test -f README.md"], gate_timeout_seconds=60, review="model")
+    settings = msettings.model_copy(update={"rigs": {"web": rig_cfg}, "witness": WitnessSection(respawn=False)})
+    name = f"vf{tmp_path.name[-6:].replace('_', '')}".lower()
+    fleet = Fleet(store, docker_runtime, FleetConfig(town=name, town_dir=settings.town_dir, mcp_url="http://x/mcp"))
+    source = tmp_path / "web"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(source)], check=True)
+    (source / "README.md").write_text("web\n")
+    git(source, "add", ".")
+    git(source, "commit", "-qm", "initial")
+    plan = {
+        "title": "Greetings",
+        "items": [
+            {
+                "key": "greet",
+                "title": "Say hello",
+                "complexity": 1,
+                "acceptance": [{"text": "greet.txt says hello", "verify": "cat greet.txt && grep -q hello greet.txt"}],
+            },
+            {
+                "key": "bye",
+                "title": "Say goodbye",
+                "complexity": 1,
+                "acceptance": [{"text": "bye.txt exists", "verify": "test -f bye.txt"}],
+            },
+        ],
+    }
+    with planning_town(store, settings, fleet=fleet) as (town, standin):
+        rig = rigs.add_rig(settings.town_dir, "web", str(source))
+        town.agent_add(operator, "mayor", "mayor")
+        convoy = town.plan_apply(operator, plan, rig="web", goal="greet people")
+        greet, bye = (b.id for b in convoy.beads)
+
+        def polecat_works(agent_name: str, bead: str, path: str, text: str) -> None:
+            town.agent_add(operator, agent_name, "polecat", "web")
+            start = town.bead_show(operator, bead).metadata.get("rework_from")
+            repo = rigs.create_agent_repo(rig, agent_name, bead, start=start)
+            agent = town.set_agent_state(
+                operator, agent_name, AgentState.running, "spawned", worktree=str(repo.path), branch=repo.branch
+            )
+            town.bead_claim(agent, bead)
+            work(repo.path, path, text, f"{agent_name} writes {path}")
+            town.bead_complete(agent, bead, f"wrote {path}")
+
+        try:
+            polecat_works("nux", greet, "greet.txt", "hi there\n")  # fails its verify command
+            polecat_works("slit", bye, "bye.txt", "bye\n")
+            steps = MergeQueue(town).tick()
+            assert sorted(s.verb for s in steps) == sorted([Verb.merge_failed, Verb.merge_merged])
+            assert rigs.log(rig, "main") == ["slit writes bye.txt", "initial"]
+            [failed] = town.merge_list(operator, state=["failed"])
+            assert failed.bead_id == greet
+            assert f"acceptance criterion 1 of {greet} failed: greet.txt says hello" in failed.detail
+            assert "hi there" in failed.log_tail and f"[verify failed: {greet}#1 exit 1]" in failed.log_tail
+            back = town.bead_show(operator, greet)
+            assert back.status is BeadStatus.open and "hi there" in back.comments[-1].body
+            verbs = [(e.verb, e.bead_id) for e in town.events(operator, limit=500)]
+            # The review was asked only about the bead whose verify passed; a "pass" never reached the other.
+            assert (Verb.review_verdict.value, bye) in verbs and (Verb.review_verdict.value, greet) not in verbs
+            assert (Verb.verify_failed.value, greet) in verbs and (Verb.verify_passed.value, bye) in verbs
+            assert town.convoy_show(operator, convoy.id).progress == {
+                "open": 1,
+                "in_progress": 0,
+                "awaiting_merge": 0,
+                "merged": 1,
+            }
+
+            polecat_works("rust", greet, "greet.txt", "hello there\n")
+            assert [s.verb for s in MergeQueue(town).tick()] == [Verb.merge_merged]
+            landed = town.convoy_show(operator, convoy.id)
+            assert landed.landed and landed.progress["merged"] == 2
+            mail = [m for m in town.inbox(town.agent("mayor"), unread_only=False) if "landed" in m.subject]
+            assert len(mail) == 1 and convoy.id in mail[0].body
+            assert len([r for r in standin.requests if "submit_verdict" in str(r.body.get("tools"))]) == 2
+        finally:
+            docker_runtime.cleanup(name)
+
+
+def test_with_push_main_goes_to_the_remote_on_each_landing_and_a_moved_remote_is_followed_never_forced(
+    store: Store, settings: Settings, operator: Agent, tmp_path: Path
+) -> None:
+    remote = tmp_path / "remote.git"
+    seed = tmp_path / "seed"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(seed)], check=True)
+    (seed / "README.md").write_text("project\n")
+    git(seed, "add", ".")
+    git(seed, "commit", "-qm", "initial")
+    subprocess.run(["git", "clone", "-q", "--bare", str(seed), str(remote)], check=True)
+    town = HostGates(store, settings.model_copy(update={"rigs": {"proj": RigSection(push="origin")}}))
+    town.runs, town.named_after = [], {}
+    town.rig_add(operator, "proj", str(remote))
+
+    def hand_in(name: str, file: str) -> None:
+        bead = town.bead_create(operator, f"{name} work")
+        town.agent_add(operator, name, "polecat", "proj")
+        repo = rigs.create_agent_repo(rigs.get_rig(settings.town_dir, "proj"), name, bead.id)
+        agent = town.set_agent_state(
+            operator, name, AgentState.running, "spawned", worktree=str(repo.path), branch=repo.branch
+        )
+        town.bead_claim(agent, bead.id)
+        work(repo.path, file, "x\n", f"{name} work")
+        town.bead_complete(town.agent(name), bead.id, "done")
+
+    hand_in("nux", "a.txt")
+    MergeQueue(town).tick()
+    pushed = subprocess.run(["git", "-C", str(remote), "log", "--format=%s", "main"], capture_output=True, text=True)
+    assert pushed.stdout.split("\n")[0] == "nux work"
+
+    outside = tmp_path / "outside"  # someone else pushes to the remote meanwhile
+    subprocess.run(["git", "clone", "-q", str(remote), str(outside)], check=True)
+    work(outside, "b.txt", "y\n", "someone else's work")
+    subprocess.run(["git", "-C", str(outside), "push", "-q", "origin", "main"], check=True)
+    hand_in("slit", "c.txt")
+    steps = MergeQueue(town).tick()
+    assert steps == []  # the push was refused: nothing landed, main followed the remote, the request waits
+    assert town.rig_log(operator, "proj")[0] == "someone else's work"
+    MergeQueue(town).tick()
+    log = subprocess.run(["git", "-C", str(remote), "log", "--format=%s", "main"], capture_output=True, text=True)
+    assert log.stdout.split("\n")[:3] == ["slit work", "someone else's work", "nux work"]
+    assert town.rig_log(operator, "proj")[0] == "slit work"

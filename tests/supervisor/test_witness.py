@@ -11,7 +11,7 @@ import pytest
 from fakes import BrokenEngine, Clock, FakeRuntime
 
 from gastown_mcp import rigs
-from gastown_mcp.config import Settings, WitnessSection
+from gastown_mcp.config import SchedulerSection, Settings, WitnessSection
 from gastown_mcp.errors import Conflict, RuntimeUnavailable
 from gastown_mcp.models import Agent, AgentState, BeadStatus, Role, Verb
 from gastown_mcp.store import Store
@@ -310,6 +310,25 @@ def test_a_bead_whose_polecat_cannot_start_is_blocked_after_max_attempts_and_the
         town.sling(operator, bead.id, "web")
     assert engine.attempts == 2
     assert not [a for a in town._store.agents.all() if a.role is Role.polecat and a.state is not AgentState.removed]
+
+
+def test_respawns_wait_for_a_free_polecat_slot_under_the_schedulers_max_polecats(
+    fleet_town: Town, operator: Agent, runtime: FakeRuntime, clock: Clock
+) -> None:
+    slots = fleet_town.settings.model_copy(update={"scheduler": SchedulerSection(max_polecats=2)})
+    town = Town(fleet_town._store, slots, fleet_town._fleet)
+    beads = [town.bead_create(operator, f"work {i}") for i in range(4)]
+    first = [town.sling(operator, b.id, "web") for b in beads]  # the operator's own slings are not limited here
+    for polecat in first:
+        runtime.run(polecat.name, "exited", "crash", 1)  # all four die at once
+
+    actions = Witness(town, clock=clock).tick()
+    respawned = [a.target for a in actions if a.verb == Did.respawned]
+    waiting = [a for a in actions if a.verb == Did.skipped and a.target in {b.id for b in beads}]
+    assert len(respawned) == 2 and len(waiting) == 2
+    assert all("max_polecats" in a.reason and "waits in the queue" in a.reason for a in waiting)
+    assert town.polecats_by_rig(operator) == {"web": 2}
+    assert {town._store.beads.get(a.target).status for a in waiting} == {BeadStatus.open}
 
 
 def test_a_respawn_that_cannot_start_counts_as_a_failure(

@@ -1,0 +1,268 @@
+"""The journal: a complete logical log of the town database, one JSON line per committed write transaction.
+
+Each line is `{"seq": N, "at": ..., "changes": [[table, rowid, row-or-null], ...]}`: the after-image of every
+row the transaction touched (null = deleted), captured by triggers on every table, so replaying the lines in
+order onto a backup taken at sequence B rebuilds the database row for row. Secrets appear only as the hashes
+the tables hold. The order and the recovery rule are in `db.py`; the README states them.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import struct
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from gastown_mcp.errors import StoreError
+
+CHANGES = "_changes"  # (tbl, rid) touched by the open transaction; drained into the journal before COMMIT
+SEQ = "_journal"  # one row: the sequence number of the last journaled transaction, committed with it
+
+Change = tuple[str, int, dict[str, Any] | None]
+
+
+def captured_tables(conn: sqlite3.Connection) -> list[str]:
+    """Every table whose rows the journal carries: all but SQLite's own, ours (`_*`) and WITHOUT ROWID ones."""
+    found = conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '\\_%' "
+        "ESCAPE '\\' ORDER BY name"
+    ).fetchall()
+    return [r[0] for r in found if "WITHOUT ROWID" not in (r[1] or "").upper()]
+
+
+def install_capture(conn: sqlite3.Connection) -> None:
+    """Make sure every captured table has its three capture triggers (tables added by later migrations too)."""
+    have = {
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='trigger' AND name LIKE '\\_cap\\_%' ESCAPE '\\'"
+        )
+    }
+    wanted: list[str] = []
+    for table in captured_tables(conn):
+        q = table.replace('"', '""')
+        lit = table.replace("'", "''")
+        add = f"INSERT OR IGNORE INTO {CHANGES} (tbl, rid) VALUES ('{lit}'"
+        triggers = {
+            f"_cap_{table}_i": f'AFTER INSERT ON "{q}" BEGIN {add}, NEW.rowid); END',
+            f"_cap_{table}_u": f'AFTER UPDATE ON "{q}" BEGIN {add}, NEW.rowid); '
+            f"INSERT OR IGNORE INTO {CHANGES} (tbl, rid) SELECT '{lit}', OLD.rowid WHERE OLD.rowid <> NEW.rowid; END",
+            f"_cap_{table}_d": f'AFTER DELETE ON "{q}" BEGIN {add}, OLD.rowid); END',
+        }
+        wanted += [f'CREATE TRIGGER "{name}" {body}' for name, body in triggers.items() if name not in have]
+    if not wanted:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for stmt in wanted:
+            with contextlib.suppress(sqlite3.OperationalError):  # another process made it a moment ago
+                conn.execute(stmt)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _encode(value: Any) -> Any:
+    return {"$b64": base64.b64encode(value).decode()} if isinstance(value, bytes) else value
+
+
+def _decode(value: Any) -> Any:
+    return base64.b64decode(value["$b64"]) if isinstance(value, dict) else value
+
+
+def drain(conn: sqlite3.Connection) -> list[Change]:
+    """The after-image of every row the open transaction touched, and forget them (inside the transaction)."""
+    touched = conn.execute(f"SELECT tbl, rid FROM {CHANGES} ORDER BY tbl, rid").fetchall()
+    if not touched:
+        return []
+    by_table: dict[str, list[int]] = {}
+    for tbl, rid in touched:
+        by_table.setdefault(tbl, []).append(rid)
+    out: list[Change] = []
+    for tbl, rids in by_table.items():
+        q = tbl.replace('"', '""')
+        rows: dict[int, dict[str, Any]] = {}
+        for i in range(0, len(rids), 500):
+            chunk = rids[i : i + 500]
+            cur = conn.execute(
+                f'SELECT rowid AS "__rowid", * FROM "{q}" WHERE rowid IN ({",".join("?" * len(chunk))})', chunk
+            )
+            names = [d[0] for d in cur.description]
+            for values in cur:
+                rows[values[0]] = {n: _encode(v) for n, v in zip(names[1:], values[1:], strict=True)}
+        out += [(tbl, rid, rows.get(rid)) for rid in rids]
+    conn.execute(f"DELETE FROM {CHANGES}")
+    return out
+
+
+def apply(conn: sqlite3.Connection, changes: Iterable[Change | list[Any]]) -> None:
+    """Replay one transaction's after-images (inside the caller's transaction, with foreign keys off)."""
+    upserts = []
+    for tbl, rid, row in changes:
+        q = tbl.replace('"', '""')
+        if row is None:
+            conn.execute(f'DELETE FROM "{q}" WHERE rowid=?', (rid,))
+        else:
+            upserts.append((q, rid, row))
+    for q, rid, row in upserts:  # deletes first: a final state never collides with itself
+        cols = list(row)
+        names = ",".join(f'"{c}"' for c in cols)
+        conn.execute(
+            f'INSERT OR REPLACE INTO "{q}" (rowid,{names}) VALUES (?{",?" * len(cols)})',
+            (rid, *(_decode(row[c]) for c in cols)),
+        )
+
+
+class Journal:
+    """The append-only file. Appends happen under the database's write lock, so lines land in `seq` order
+    across every process; `sync()` is the group commit: one fdatasync covers every line written before it."""
+
+    def __init__(self, path: Path, *, fsync: bool = True) -> None:
+        self.path = Path(path)
+        self.fsync = fsync
+        self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._fd: int | None = None
+        self._lock_fd: int | None = None
+        self._ino: int | None = None
+        self._synced = 0  # bytes of this file known to be on disk
+        self.replaced = False  # the file vanished under us and a fresh one was started (the journal dog reports it)
+
+    def _open(self) -> int:
+        """The open file, reopened if someone deleted or replaced it (a fresh journal lacks the earlier lines:
+        `replaced` is set so the journal dog takes a backup that covers them)."""
+        if self._fd is not None:
+            try:
+                same = os.stat(self.path).st_ino == self._ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return self._fd
+            self.replaced = True
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._fd, self._ino, self._synced = fd, os.fstat(fd).st_ino, 0
+        return fd
+
+    def append(self, line: bytes) -> tuple[int, int]:
+        """Write one line; returns (offset before it, offset after it) for `sync()` and `undo()`."""
+        with self._lock:
+            fd = self._open()
+            start = os.lseek(fd, 0, os.SEEK_END)
+            written = os.write(fd, line)
+            if written != len(line):
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise OSError(f"short write to {self.path}")
+            return start, start + written
+
+    def undo(self, start: int) -> None:
+        """Cut a line whose transaction did not commit (we still hold the write lock: nothing came after it)."""
+        with self._lock:
+            if self._fd is not None:
+                os.ftruncate(self._fd, start)
+                self._synced = min(self._synced, start)
+
+    def sync(self, end: int) -> None:
+        """Return once the file is on disk up to `end`. Group commit across threads and processes: writers queue
+        on a lock file that also holds (inode, synced offset); one fdatasync serves every line written before it
+        began, so a waiter usually finds its line already synced by the one before it."""
+        if not self.fsync:
+            return
+        with self._sync_lock:
+            if self._synced >= end or self._fd is None:
+                return
+            fd = self._fd
+            if self._lock_fd is None:
+                self._lock_fd = os.open(str(self.path) + ".sync", os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                raw = os.pread(self._lock_fd, 16, 0)
+                ino, synced = struct.unpack("<QQ", raw) if len(raw) == 16 else (0, 0)
+                if ino == self._ino and synced >= end:
+                    self._synced = max(self._synced, synced)
+                    return
+                target = os.lseek(fd, 0, os.SEEK_END)
+                os.fdatasync(fd)
+                self._synced = max(self._synced, target)
+                os.pwrite(self._lock_fd, struct.pack("<QQ", self._ino or 0, target), 0)
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in (self._fd, self._lock_fd):
+                if fd is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            self._fd = self._lock_fd = None
+
+
+def encode(seq: int, at: str, changes: list[Change]) -> bytes:
+    return (json.dumps({"seq": seq, "at": at, "changes": changes}, separators=(",", ":")) + "\n").encode()
+
+
+def read(path: Path, *, after: int = 0) -> Iterator[dict[str, Any]]:
+    """The journal's records with seq > `after`, in order. A torn last line (a crash mid-write) is ignored;
+    a bad line before the end is damage and raises."""
+    if not path.exists():
+        return
+    with open(path, "rb") as fh:
+        lines = fh.read().split(b"\n")
+    last = len(lines) - 1
+    while last >= 0 and not lines[last].strip():
+        last -= 1
+    for i, raw in enumerate(lines[: last + 1]):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+            seq = int(record["seq"])
+        except (ValueError, KeyError, TypeError) as exc:
+            if i == last:
+                return  # torn tail: that transaction never committed (the line is written before COMMIT)
+            raise StoreError(f"the journal {path} is damaged at line {i + 1}: {exc}") from exc
+        if seq > after:
+            yield record
+
+
+def tail_seq(path: Path) -> int:
+    """The last complete record's sequence number (0 for a missing or empty journal); reads only the end."""
+    if not path.exists():
+        return 0
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        chunk = 1 << 16
+        while True:
+            fh.seek(max(0, size - chunk))
+            lines = fh.read().split(b"\n")
+            for raw in reversed(lines[1:] if size > chunk else lines):
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    if raw.strip():
+                        return int(json.loads(raw)["seq"])
+            if size <= chunk:
+                return 0
+            chunk *= 4
+
+
+def head_seq(path: Path) -> int:
+    """The first record's sequence number (0 for a missing or empty journal)."""
+    if not path.exists():
+        return 0
+    with open(path, "rb") as fh:
+        for raw in fh:
+            if raw.strip():
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    return int(json.loads(raw)["seq"])
+                return 0
+    return 0

@@ -1,0 +1,180 @@
+"""What the dogs and the operator need from the town: the emergency stop and the dispatch hold, database health
+(integrity, journal, backups, restore), upstream rate-limit counts, orphan containers, and mail sent once."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+from gastown_mcp.errors import GastownError, RuntimeUnavailable
+from gastown_mcp.models import Agent, Role, Verb, now_iso
+from gastown_mcp.store import backup as bk
+from gastown_mcp.store import health
+from gastown_mcp.town.fleet import FleetAPI
+
+
+class DogsAPI(FleetAPI):
+    # -- emergency stop --------------------------------------------------------------------------------
+    def frozen(self) -> dict[str, Any] | None:
+        """The emergency stop in force (who, why, when), or None. One indexed read: the gateway asks per call."""
+        return self._store.health.get(health.ESTOP)
+
+    def estop(self, actor: Agent, reason: str) -> dict[str, Any]:
+        """Freeze the town: record who and why; the gateway refuses model calls and the scheduler stops at once,
+        and every agent container is paused here (with a runtime) and by the dogs of `gastown up`."""
+        self._require(actor, "town.admin", "stop the whole town")
+        stop = {"by": actor.name, "reason": reason or "no reason given", "at": now_iso()}
+        if not self._store.health.set(actor.name, health.ESTOP, stop, Verb.town_estopped):
+            return self.frozen() or stop
+        self.freeze_containers(actor)
+        return stop
+
+    def thaw(self, actor: Agent, reason: str = "") -> dict[str, Any] | None:
+        """Lift the emergency stop; containers resume and dispatch goes on. Returns the stop that was lifted."""
+        self._require(actor, "town.admin", "thaw the town")
+        lifted = self._store.health.clear(actor.name, health.ESTOP, Verb.town_thawed, reason)
+        if lifted is not None:
+            # Lease and idle timers did not run while frozen: every holder starts a fresh lease and idle clock.
+            self._store.health.restart_timers(self.settings.lease.seconds)
+        self.thaw_containers(actor)
+        return lifted
+
+    def freeze_containers(self, actor: Agent) -> list[str]:
+        """Pause every running container of this town; the agents that were paused now."""
+        self._require(actor, "town.admin", "freeze agents")
+        if self._fleet is None:
+            return []
+        fleet = self._fleet
+        done = []
+        with contextlib.suppress(RuntimeUnavailable):
+            for status in fleet.runtime.list(fleet.config.town):
+                if status.state == "running":
+                    with contextlib.suppress(GastownError):
+                        if fleet.runtime.pause(fleet.config.town, status.agent):
+                            done.append(status.agent)
+        return done
+
+    def thaw_containers(self, actor: Agent) -> list[str]:
+        self._require(actor, "town.admin", "thaw agents")
+        if self._fleet is None:
+            return []
+        fleet = self._fleet
+        done = []
+        with contextlib.suppress(RuntimeUnavailable):
+            for agent in fleet.runtime.paused(fleet.config.town):
+                with contextlib.suppress(GastownError):
+                    if fleet.runtime.unpause(fleet.config.town, agent):
+                        done.append(agent)
+        return done
+
+    def paused_containers(self, actor: Agent) -> list[str] | None:
+        self._require(actor, "town.agents", "list containers")
+        if self._fleet is None:
+            return None
+        try:
+            return self._fleet.runtime.paused(self._fleet.config.town)
+        except RuntimeUnavailable:
+            return None
+
+    # -- dispatch hold (disk, rate-limit storms) -------------------------------------------------------
+    def dispatch_hold(self) -> str | None:
+        """Why the scheduler must not dispatch now (emergency stop, or a hold that has not expired), or None."""
+        stop = self.frozen()
+        if stop is not None:
+            return f"emergency stop by {stop.get('by')}: {stop.get('reason')}"
+        hold = self._store.health.get(health.HOLD)
+        if hold is not None and float(hold.get("until", 0)) > time.time():
+            return str(hold.get("reason", "dispatch held"))
+        return None
+
+    def hold_dispatch(self, actor: Agent, reason: str, seconds: float) -> bool:
+        self._require(actor, "town.admin", "hold dispatch")
+        hold = {"by": actor.name, "reason": reason, "until": round(time.time() + seconds, 3), "at": now_iso()}
+        current = self._store.health.get(health.HOLD)
+        if current is not None and current.get("reason") == reason and float(current.get("until", 0)) > time.time():
+            return False
+        return self._store.health.set(actor.name, health.HOLD, hold, Verb.dispatch_held)
+
+    def release_dispatch(self, actor: Agent, reason: str = "") -> bool:
+        self._require(actor, "town.admin", "release dispatch")
+        return self._store.health.clear(actor.name, health.HOLD, Verb.dispatch_resumed, reason) is not None
+
+    def upstream_429s(self, window_seconds: float) -> int:
+        return self._store.health.upstream_status_count(429, now_iso(time.time() - window_seconds))
+
+    def town_budget_spent(self) -> bool:
+        return self._store.health.town_budget_spent()
+
+    # -- database health -------------------------------------------------------------------------------
+    def db_integrity(self, actor: Agent, *, full: bool = False) -> list[str]:
+        """SQLite's quick (or full) integrity check of the live database: [] when sound."""
+        self._require(actor, "town.status", "check the database")
+        return self._store.db.quick_check(full=full)
+
+    def journal_state(self, actor: Agent) -> dict[str, Any]:
+        self._require(actor, "town.status", "check the journal")
+        state = self._store.db.journal_state()
+        newest = self.backups(actor)
+        state["backup_seq"] = newest[0].seq if newest else None
+        return state
+
+    def backup_now(self, actor: Agent) -> bk.BackupInfo:
+        self._require(actor, "town.admin", "back up the town")
+        info = bk.backup(self._store.db, self.settings.backups_dir, keep=self.settings.dogs.backup_keep)
+        # A verified backup at the current sequence covers whatever the journal lost before it.
+        if self._store.db.journal is not None:
+            self._store.db.journal.replaced = False
+        self._store.db.journal_error = None
+        return info
+
+    def backups(self, actor: Agent) -> list[bk.BackupInfo]:
+        self._require(actor, "town.status", "list backups")
+        return bk.list_backups(self.settings.backups_dir)
+
+    def db_paths(self) -> tuple[Path, Path]:
+        return self.settings.db_path, self.settings.journal_path
+
+    # -- orphans and mail ------------------------------------------------------------------------------
+    def orphan_containers(self, actor: Agent, retention_seconds: float) -> dict[str, list[str]] | None:
+        """Containers with no live agent row, and exited ones past the retention; None without a runtime."""
+        self._require(actor, "town.agents", "list containers")
+        if self._fleet is None:
+            return None
+        try:
+            listed = self._fleet.runtime.list(self._fleet.config.town)
+        except RuntimeUnavailable:
+            return None
+        alive = {a.name for a in self._store.agents.all() if a.state.alive}
+        known = {a.name for a in self._store.agents.all()}
+        now = time.time()
+        return {
+            "unknown": [s.agent for s in listed if s.agent not in known],
+            "stale": [
+                s.agent
+                for s in listed
+                if s.agent in known
+                and s.agent not in alive
+                and s.state == "exited"
+                and s.finished_at is not None
+                and now - s.finished_at > retention_seconds
+            ],
+        }
+
+    def prune_containers(self, actor: Agent, agents: list[str]) -> list[str]:
+        self._require(actor, "town.stop", "remove containers")
+        if self._fleet is None or not agents:
+            return []
+        with contextlib.suppress(RuntimeUnavailable):
+            return self._fleet.runtime.cleanup(self._fleet.config.town, agents)
+        return []
+
+    def mail_mayor_once(self, actor: Agent, key: str, subject: str, body: str) -> bool:
+        """Tell the mayor about a finding that needs a human, once until the finding clears (`forget_finding`)."""
+        self._require(actor, "town.mail", "send mail")
+        mayors = [a.name for a in self._store.agents.all() if a.role is Role.mayor]
+        return self._store.health.mail_once(actor.name, mayors[0] if mayors else "mayor", key, subject, body)
+
+    def forget_finding(self, key: str) -> None:
+        self._store.health.forget(key)

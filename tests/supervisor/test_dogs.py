@@ -1,0 +1,189 @@
+"""The dogs and the emergency stop, stepped with `tick()` against a real store and a hand-written runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fakes import FakeRuntime
+
+from gastown_mcp.config import DogsSection, SchedulerSection, Settings
+from gastown_mcp.models import Agent, AgentState, BeadStatus, Verb
+from gastown_mcp.store import Store
+from gastown_mcp.supervisor.dogs import Freezer, Kennel
+from gastown_mcp.supervisor.reconciler import Reconciler
+from gastown_mcp.supervisor.witness import Witness
+from gastown_mcp.town import Town
+from gastown_mcp.town.budgets import Reservation, Usage
+from gastown_mcp.town.fleet import Fleet, FleetConfig
+
+
+@pytest.fixture
+def runtime() -> FakeRuntime:
+    return FakeRuntime()
+
+
+def fleet_town(store: Store, settings: Settings, runtime: FakeRuntime, **dogs: object) -> Town:
+    settings = settings.model_copy(
+        update={"dogs": DogsSection(**dogs), "scheduler": SchedulerSection(auto=True)}  # type: ignore[arg-type]
+    )
+    config = FleetConfig(town="town", town_dir=settings.town_dir, mcp_url="http://town/mcp")
+    return Town(store, settings, Fleet(store, runtime, config))
+
+
+@pytest.fixture
+def dtown(store: Store, settings: Settings, runtime: FakeRuntime) -> Town:
+    return fleet_town(store, settings, runtime)
+
+
+def launched(town: Town, operator: Agent, runtime: FakeRuntime, name: str) -> Agent:
+    town.agent_add(operator, name, "polecat")
+    agent = town.set_agent_state(operator, name, AgentState.running, "launched", container=f"c-{name}")
+    runtime.run(name)
+    return agent
+
+
+def mayor_mail(town: Town) -> list[str]:
+    return [m.subject for m in town._store.messages.inbox("mayor", unread_only=False)]
+
+
+# -- emergency stop ----------------------------------------------------------------------------------------
+def test_estop_pauses_every_container_and_records_who_and_why(
+    dtown: Town, operator: Agent, runtime: FakeRuntime
+) -> None:
+    for i in range(5):
+        launched(dtown, operator, runtime, f"polecat-{i}")
+    stop = dtown.estop(operator, "runaway spend")
+    assert runtime.paused("town") == [f"polecat-{i}" for i in range(5)]
+    assert dtown.frozen() == stop and stop["by"] == operator.name and stop["reason"] == "runaway spend"
+    events = [e for e in dtown._store.events.since(limit=1000) if e.verb == Verb.town_estopped]
+    assert events and events[-1].after is not None and events[-1].after["reason"] == "runaway spend"
+
+
+def test_while_frozen_no_lease_expires_and_thaw_resumes_with_nothing_counted_as_failed(
+    dtown: Town, operator: Agent, runtime: FakeRuntime
+) -> None:
+    from fakes import Clock
+
+    clock = Clock()
+    witness = Witness(dtown, clock=clock)
+    bead = dtown.bead_create(operator, "work")
+    worker = launched(dtown, operator, runtime, "polecat-1")
+    dtown.bead_claim(worker, bead.id)
+    dtown.estop(operator, "test")
+    clock.advance(dtown.settings.lease.seconds * 3)
+    assert witness.tick() == []
+    held = dtown._store.beads.get(bead.id)
+    assert (held.status, held.assignee, held.attempts) == (BeadStatus.in_progress, "polecat-1", 0)
+    dtown.thaw(operator)
+    assert runtime.paused("town") == []
+    # The lease restarted at the thaw: the witness on the real clock finds nothing to judge.
+    assert all(a.target != bead.id for a in Witness(dtown).tick())
+    after = dtown._store.beads.get(bead.id)
+    assert (after.status, after.attempts) == (BeadStatus.in_progress, 0)
+
+
+def test_the_scheduler_does_not_dispatch_while_frozen(dtown: Town, operator: Agent) -> None:
+    dtown.estop(operator, "test")
+    steps = Reconciler(dtown)._dispatch()
+    assert [(s.verb, s.target) for s in steps] == [("held", "*")]
+    assert "emergency stop" in steps[0].reason
+    dtown.thaw(operator)
+    assert all(s.target != "*" for s in Reconciler(dtown)._dispatch())
+
+
+def test_the_freezer_pauses_a_container_started_after_the_stop_and_resumes_all_on_thaw(
+    dtown: Town, operator: Agent, runtime: FakeRuntime
+) -> None:
+    freezer = Freezer(dtown)
+    dtown.estop(operator, "test")
+    launched(dtown, operator, runtime, "polecat-late")
+    assert [f.detail for f in freezer.tick()] == ["paused polecat-late"]
+    dtown._store.health.clear("operator", "estop", Verb.town_thawed)  # thawed by another process
+    assert freezer.tick()[0].fixed == "thawed"
+    assert runtime.paused("town") == []
+
+
+# -- the kennel --------------------------------------------------------------------------------------------
+def test_a_deleted_journal_is_noticed_and_a_backup_covers_what_it_held(
+    dtown: Town, operator: Agent, settings: Settings
+) -> None:
+    dtown.bead_create(operator, "a")
+    kennel = Kennel(dtown)
+    kennel.run()
+    settings.journal_path.unlink()
+    dtown.bead_create(operator, "b")  # written to a fresh journal that lacks everything before
+    found = {f.check: f for f in Kennel(dtown, doctor=True, fix=False).run()}
+    assert found["journal"].state == "red" and "deleted or replaced" in found["journal"].detail
+    fixed = {f.check: f for f in Kennel(dtown, doctor=True, fix=True).run()}
+    assert fixed["journal"].fixed.startswith("took backup")
+    assert {f.check: f.state for f in Kennel(dtown, doctor=True, fix=False).run()}["journal"] == "green"
+
+
+def test_the_backup_dog_backs_up_when_due_and_keeps_verified_copies(dtown: Town, operator: Agent) -> None:
+    dtown.bead_create(operator, "a")
+    Kennel(dtown).tick()
+    backups = dtown.backups(operator)
+    assert len(backups) == 1 and backups[0].verified
+
+
+def test_low_disk_warns_then_holds_dispatch_then_stops_the_town(
+    store: Store, settings: Settings, runtime: FakeRuntime, operator: Agent
+) -> None:
+    huge = 1 << 40
+    town = fleet_town(store, settings, runtime, disk_warn_mb=huge)
+    assert {f.check: f.state for f in Kennel(town, doctor=True).run()}["disk"] == "yellow"
+    town = fleet_town(store, settings, runtime, disk_warn_mb=huge, disk_pause_mb=huge)
+    Kennel(town, doctor=True).run()
+    assert town.dispatch_hold() is not None and town.frozen() is None
+    town = fleet_town(store, settings, runtime, disk_warn_mb=huge, disk_pause_mb=huge, disk_estop_mb=huge)
+    Kennel(town, doctor=True).run()
+    assert town.frozen() is not None and "disk" in town.frozen()["reason"]  # type: ignore[index]
+
+
+def test_a_spent_town_budget_stops_the_town(dtown: Town, operator: Agent) -> None:
+    dtown.budget_set(operator, "town", tokens=10)
+    dtown.budgets.settle(
+        Reservation(id=None, agent="polecat-1", rig=None, model="m", tokens=0, usd=0), Usage(input_tokens=50)
+    )
+    Kennel(dtown).tick()
+    stop = dtown.frozen()
+    assert stop is not None and "budget" in stop["reason"]
+
+
+def test_a_storm_of_upstream_429s_holds_dispatch_for_the_back_off(
+    store: Store, settings: Settings, runtime: FakeRuntime, operator: Agent
+) -> None:
+    town = fleet_town(store, settings, runtime, ratelimit_storm=3, ratelimit_backoff_seconds=60)
+    res = Reservation(id=None, agent="polecat-1", rig=None, model="m", tokens=0, usd=0)
+    for _ in range(2):
+        town.budgets.settle(res, Usage(), upstream="anthropic", status=429, outcome="error")
+    Kennel(town).tick()
+    assert town.dispatch_hold() is None
+    town.budgets.settle(res, Usage(), upstream="anthropic", status=429, outcome="error")
+    Kennel(town).tick()
+    hold = town.dispatch_hold()
+    assert hold is not None and "rate-limit" in hold and town.frozen() is None
+
+
+def test_a_red_finding_is_mailed_to_the_mayor_once(dtown: Town, operator: Agent, settings: Settings) -> None:
+    dtown.agent_add(operator, "mayor", "mayor")
+    dtown.bead_create(operator, "a")
+    settings.journal_path.unlink()
+    dtown.bead_create(operator, "b")
+    for _ in range(3):
+        Kennel(dtown, doctor=True, fix=False).run()
+    assert mayor_mail(dtown).count("dogs: journal is red") == 1
+
+
+def test_orphan_containers_are_removed_only_with_fix(dtown: Town, operator: Agent, runtime: FakeRuntime) -> None:
+    runtime.run("ghost")
+    found = {f.check: f for f in Kennel(dtown, doctor=True, fix=False).run()}
+    assert "ghost" in found["orphans"].detail and "ghost" in runtime.containers
+    Kennel(dtown, doctor=True, fix=True).run()
+    assert "ghost" not in runtime.containers
+
+
+def test_doctor_runs_the_full_integrity_check(dtown: Town, tmp_path: Path) -> None:
+    found = {f.check: f for f in Kennel(dtown, doctor=True).run()}
+    assert found["integrity"].state == "green" and found["integrity"].detail == "full check ok"
