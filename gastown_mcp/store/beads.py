@@ -207,37 +207,10 @@ class BeadRepo:
         return int(row["n"]) if row else 0
 
     # -- create ------------------------------------------------------------------------------------
-    def create(
-        self,
-        actor: str,
-        *,
-        title: str,
-        description: str = "",
-        acceptance: str = "",
-        notes: str = "",
-        type: str = "task",
-        priority: int = 2,
-        labels: Sequence[str] = (),
-        metadata: dict[str, Any] | None = None,
-        parent: str | None = None,
-        deps: Sequence[tuple[str, str]] = (),
-    ) -> Bead:
-        """Create a bead (and its labels and dependencies) in one transaction. `deps` is (kind, other id)."""
+    def create(self, actor: str, **fields: Any) -> Bead:
+        """Create a bead (and its labels and dependencies) in one transaction; `fields` are `_insert`'s."""
         with self.db.write() as tx:
-            bead_id = self._insert(
-                tx,
-                actor,
-                title=title,
-                description=description,
-                acceptance=acceptance,
-                notes=notes,
-                type=type,
-                priority=priority,
-                labels=labels,
-                metadata=metadata,
-                parent=parent,
-                deps=deps,
-            )
+            bead_id = self._insert(tx, actor, **fields)
         return self.get(bead_id)
 
     def _insert(
