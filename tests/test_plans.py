@@ -148,3 +148,27 @@ def test_check_plan_names_every_problem_at_once() -> None:
     plan["items"][5]["depends_on"] = ["docs"]
     _, problems = check_plan(plan, 25, 8)
     assert any("used twice" in p for p in problems) and any("depends on itself" in p for p in problems)
+
+
+async def test_the_mayor_plans_and_reads_the_convoy_through_the_mcp_tools_and_a_polecat_cannot(
+    ptown: tuple[Town, Any], add_agent: Any
+) -> None:
+    from mcp import Client
+
+    from gastown_mcp.server import build_server
+    from gastown_mcp.server.client import result_text
+
+    town, _ = ptown
+    mayor, polecat = add_agent("mayor", "mayor"), add_agent("polecat-1", "polecat")
+    async with Client(build_server(town, mayor)) as client:  # type: ignore[arg-type]
+        result = await client.call_tool("plan_create", {"goal": "Add a notes command line"})
+        assert not result.is_error, result_text(result)
+        assert result.structured_content is not None
+        convoy_id = result.structured_content["convoy"]["id"]
+        shown = await client.call_tool("convoy_show", {"id": convoy_id})
+        assert not shown.is_error and shown.structured_content is not None
+        assert len(shown.structured_content["beads"]) == 6
+    async with Client(build_server(town, polecat)) as client:  # type: ignore[arg-type]
+        assert "plan_create" not in {t.name for t in (await client.list_tools()).tools}
+        refused = await client.call_tool("plan_create", {"goal": "anything"})
+        assert refused.is_error and "may not call plan_create" in result_text(refused)
