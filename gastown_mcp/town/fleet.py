@@ -654,8 +654,10 @@ class FleetAPI(AgentsAPI, MailAPI):
         self._require(actor, "town.admin", "tear the town down")
         if self._fleet is None:
             return
+        # Each step on its own: a container the engine is still removing must not leave the network behind.
         with contextlib.suppress(GastownError):
             self._fleet.runtime.cleanup(self._fleet.config.town)
+        with contextlib.suppress(GastownError):
             self._fleet.runtime.remove_network(self._fleet.config.town)
 
     @contextlib.contextmanager
