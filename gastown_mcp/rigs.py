@@ -95,18 +95,22 @@ class HandIn:
     base: str
 
 
-def _git(*args: str, cwd: Path, check: bool = True) -> str:
-    done = subprocess.run(
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """git as the town runs it (GIT_ENV), its output captured; the caller reads the exit code."""
+    return subprocess.run(
         ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, env={**os.environ, **GIT_ENV}
     )
+
+
+def _git(*args: str, cwd: Path, check: bool = True) -> str:
+    done = _run(*args, cwd=cwd)
     if check and done.returncode != 0:
         raise GastownError(f"`git {' '.join(args)}` failed: {done.stderr.strip()[-2000:]}")
     return done.stdout
 
 
 def _ok(*args: str, cwd: Path) -> bool:
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=False, env={**os.environ, **GIT_ENV})
-    return done.returncode == 0
+    return _run(*args, cwd=cwd).returncode == 0
 
 
 def _check_name(kind: str, value: str) -> None:
@@ -302,20 +306,13 @@ def hand_in(repo: AgentRepo, bead: str | None) -> HandIn:
         raise HandInRefused(f"branch {repo.branch} has no commit the town can read; commit your work on it")
     ref = handin_ref(repo.agent, bead)
     with _pointer_repo(rig, repo.git_dir / "objects", commit) as pointer:
-        done = subprocess.run(
-            [
-                "git",
-                "-c", "fetch.fsckObjects=true",
-                "-c", "transfer.fsckObjects=true",
-                "-c", "protocol.file.allow=always",
-                "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
-                f"file://{pointer}", f"+refs/heads/handin:{ref}",
-            ],
+        done = _run(
+            "-c", "fetch.fsckObjects=true",
+            "-c", "transfer.fsckObjects=true",
+            "-c", "protocol.file.allow=always",
+            "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+            f"file://{pointer}", f"+refs/heads/handin:{ref}",
             cwd=rig.repo,
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**os.environ, **GIT_ENV},
         )  # fmt: skip
     if done.returncode != 0:
         why = done.stderr.strip().splitlines()[-3:]
@@ -409,14 +406,7 @@ def diff(rig: Rig, base: str, commit: str, max_chars: int = 60_000) -> str:
 def push_main(rig: Rig, remote: str, new: str) -> str | None:
     """Push `new` to `remote`'s main as a plain fast-forward (never forced); None when it went through, else
     the remote's reason. A remote whose main moved refuses it, and nothing there changes."""
-    done = subprocess.run(
-        ["git", "push", "--porcelain", "--quiet", remote, f"{new}:refs/heads/{MAIN}"],
-        cwd=rig.repo,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, **GIT_ENV},
-    )
+    done = _run("push", "--porcelain", "--quiet", remote, f"{new}:refs/heads/{MAIN}", cwd=rig.repo)
     if done.returncode == 0:
         return None
     return (done.stderr.strip() or done.stdout.strip()).splitlines()[-1][:500]
@@ -425,18 +415,12 @@ def push_main(rig: Rig, remote: str, new: str) -> str | None:
 def follow_remote_main(rig: Rig, remote: str) -> str | None:
     """Move the rig's main forward to `remote`'s main when someone else pushed there (fast-forward only, by
     compare-and-swap); returns the new main, or None when the two have diverged and a person must decide."""
-    done = subprocess.run(
-        ["git", "fetch", "--quiet", "--no-tags", remote, f"refs/heads/{MAIN}"],
-        cwd=rig.repo,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, **GIT_ENV},
-    )
-    if done.returncode != 0:
+    if not _ok("fetch", "--quiet", "--no-tags", remote, f"refs/heads/{MAIN}", cwd=rig.repo):
         return None
     theirs = _git("rev-parse", "FETCH_HEAD", cwd=rig.repo).strip()
     ours = main_commit(rig)
-    if theirs == ours or not _ok("merge-base", "--is-ancestor", ours, theirs, cwd=rig.repo):
-        return None if theirs != ours else ours
+    if theirs == ours:
+        return ours
+    if not _ok("merge-base", "--is-ancestor", ours, theirs, cwd=rig.repo):
+        return None  # diverged: not for the town to pick a side
     return theirs if move_main(rig, theirs, ours) else None

@@ -421,6 +421,7 @@ class FleetAPI(AgentsAPI, MailAPI):
     """Spawning, stopping, slinging and supervising agents in containers (mayor, overseer, witness)."""
 
     _fleet: Fleet | None = None  # None: this town has no container runtime (a CLI command, a test)
+    _listeners: tuple[Callable[[], None], ...] = ()  # woken when intent is recorded (see on_intent)
 
     def _the_fleet(self) -> Fleet:
         if self._fleet is None:
@@ -528,10 +529,10 @@ class FleetAPI(AgentsAPI, MailAPI):
 
     def on_intent(self, listener: Callable[[], None]) -> None:
         """Call `listener` (from any thread) whenever intent is recorded here: the reconciler wakes at once."""
-        self._listeners = [*getattr(self, "_listeners", []), listener]
+        self._listeners = (*self._listeners, listener)
 
     def _intent_recorded(self) -> None:
-        for listener in getattr(self, "_listeners", []):
+        for listener in self._listeners:
             listener()
 
     def reconcile(self, actor: Agent) -> list[Carried]:
