@@ -132,6 +132,7 @@ class Verb(StrEnum):
     merge_rejected = "merge.rejected"
     plan_created = "plan.created"
     convoy_landed = "convoy.landed"
+    convoy_cancelled = "convoy.cancelled"
     verify_passed = "verify.passed"
     verify_failed = "verify.failed"
     review_verdict = "review.verdict"

@@ -20,13 +20,22 @@ SENTINEL = "sk-ant-PROVIDER-SENTINEL-0123456789abcdef"
 
 
 @contextlib.contextmanager
-def planning_town(
+def planning_services(
     store: Store, settings: Settings, script: Any = None, town_class: type[Town] = Town, fleet: Any = None
-) -> Iterator[tuple[Town, Standin]]:
+) -> Iterator[tuple[Town, Standin, str]]:
+    """The town, the stand-in behind its gateway, and the gateway's URL."""
     standin = build_standin(script or Models(), expected_key=SENTINEL)
     with serve_in_thread(standin.app) as upstream:
         cfg = GatewayConfig(upstreams={"standin": Upstream(base_url=upstream)}, default_upstream="standin")
         town = town_class(store, settings.model_copy(update={"gateway": cfg}), fleet)
         with serve_in_thread(build_gateway(town, {"ANTHROPIC_API_KEY": SENTINEL})) as gateway:
             town.use_models(build_models(gateway))
-            yield town, standin
+            yield town, standin, gateway
+
+
+@contextlib.contextmanager
+def planning_town(
+    store: Store, settings: Settings, script: Any = None, town_class: type[Town] = Town, fleet: Any = None
+) -> Iterator[tuple[Town, Standin]]:
+    with planning_services(store, settings, script, town_class, fleet) as (town, standin, _gateway):
+        yield town, standin

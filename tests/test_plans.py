@@ -42,7 +42,7 @@ def test_a_goal_becomes_a_six_bead_plan_created_at_once_and_only_its_roots_are_r
     assert result.rounds == 1 and result.input_tokens > 0 and result.output_tokens > 0
     convoy = result.convoy
     assert convoy is not None and len(convoy.beads) == 6
-    assert convoy.progress == {"open": 6, "in_progress": 0, "awaiting_merge": 0, "merged": 0}
+    assert convoy.progress == {"open": 6, "in_progress": 0, "awaiting_merge": 0, "merged": 0, "cancelled": 0}
     by_key = {b.key: b.id for b in convoy.beads}
     assert {b.id for b in town.bead_ready(operator)} == {by_key["scaffold"], by_key["fixtures"]}
     epic = town.bead_show(operator, convoy.id)

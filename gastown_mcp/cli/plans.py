@@ -42,14 +42,22 @@ def _convoy_table(convoy: Convoy) -> Table:
 
 
 def _read_json(path: Path) -> Any:
-    text = path.read_text()
+    """A plan (JSON object) or plan items (JSONL, one per line; a `.jsonl` file is always read as lines)."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        try:  # JSONL: one plan item per line
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"{path} is neither JSON nor JSONL: {exc}") from None
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+    lines = [line for line in text.splitlines() if line.strip()]
+    try:
+        if path.suffix != ".jsonl":
+            try:
+                data = json.loads(text)
+                return [data] if isinstance(data, dict) and "key" in data and "items" not in data else data
+            except json.JSONDecodeError:
+                pass
+        return [json.loads(line) for line in lines]
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{path} is neither JSON nor JSONL: {exc}") from None
 
 
 def plan(
@@ -97,12 +105,15 @@ def convoy_list(
         found = town.convoy_list(actor(town, as_agent), limit)
 
     def render(console: Console) -> None:
-        table = Table("convoy", "title", "rig", "beads", "open", "in progress", "awaiting merge", "merged", "landed")
+        table = Table(
+            "convoy", "title", "rig", "beads", "open", "in progress", "awaiting merge", "merged", "cancelled", "landed"
+        )  # fmt: skip
         for c in found:
             p = c.progress
             table.add_row(
                 c.id, c.title, c.rig or "", str(len(c.beads)), str(p["open"]), str(p["in_progress"]),
-                str(p["awaiting_merge"]), str(p["merged"]), "yes" if c.landed else "",
+                str(p["awaiting_merge"]), str(p["merged"]), str(p["cancelled"]),
+                "yes" if c.landed else "cancelled" if c.cancelled else "",
             )  # fmt: skip
         console.print(table)
 
@@ -117,7 +128,6 @@ def convoy_show(convoy_id: str, town_dir: TownDir = None, as_agent: AsAgent = No
     emit(as_json, convoy, lambda c: c.print(_convoy_table(convoy)))
 
 
-@beads.app.command("import")
 def bead_import(
     file: Path,
     title: Annotated[str, typer.Option("--title", help="the convoy's title for a JSONL file")] = "Imported beads",
@@ -136,4 +146,5 @@ def bead_import(
 
 def register(app: typer.Typer) -> None:
     app.command("plan")(plan)
+    beads.app.command("import")(bead_import)
     app.add_typer(convoy_app, name="convoy")

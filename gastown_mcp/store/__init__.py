@@ -14,7 +14,7 @@ from gastown_mcp.store.health import HealthRepo
 from gastown_mcp.store.launches import LaunchRepo
 from gastown_mcp.store.merges import MergeRepo
 from gastown_mcp.store.messages import MessageRepo
-from gastown_mcp.store.plans import PlanRepo
+from gastown_mcp.store.plans import PlanRepo, land_convoys
 
 __all__ = ["Credentials", "Store"]
 
@@ -33,6 +33,7 @@ class Store:
         self.health = HealthRepo(self.db)
         self.merges = MergeRepo(self.db, self.beads)
         self.plans = PlanRepo(self.db, self.beads)
+        self.beads.on_cancelled.append(lambda tx, actor, ids: land_convoys(tx, self.beads, actor, ids))
         self.launches = LaunchRepo(self.db, self.beads, self.agents)
 
     def close(self) -> None:

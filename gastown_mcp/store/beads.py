@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gastown_mcp.errors import Conflict, Forbidden, InvalidInput, InvalidTransition, NotFound
@@ -47,6 +47,8 @@ class BeadRepo:
     def __init__(self, db: Database, prefix: str) -> None:
         self.db = db
         self.prefix = prefix
+        # Run inside the transaction that cancels a bead (the store settles convoys there).
+        self.on_cancelled: list[Callable[[Tx, str, Sequence[str]], object]] = []
 
     # -- reads -------------------------------------------------------------------------------------
     def _row(self, bead_id: str) -> sqlite3.Row:
@@ -555,6 +557,9 @@ class BeadRepo:
                 before=_snapshot(row),
                 after={"status": status.value, "reason": reason},
             )
+            if status is BeadStatus.cancelled:
+                for hook in self.on_cancelled:
+                    hook(tx, actor, [bead_id])
         return self.get(bead_id)
 
     def edit(self, actor: str, bead_id: str, fields: dict[str, Any], require_assignee: str | None) -> Bead:

@@ -1,5 +1,6 @@
 """Plans and convoys: a checked plan becomes an epic bead and its children in one transaction, and a convoy
-lands (the epic closes, the mayor gets one mail) in the same transaction that merges its last child.
+lands (the epic closes, the mayor gets one mail) in the same transaction that merges or cancels its last open
+child; a convoy whose children were all cancelled is cancelled the same way.
 
 A convoy is an epic whose metadata holds `convoy` (goal, rig); it waits on each child with a `blocks` link, so
 it is never ready work, and each child is its `parent`-linked child (`gt-4f2a.1`, `gt-4f2a.2`, ...).
@@ -77,13 +78,14 @@ class PlanRepo:
             tx.event(actor, verb, bead_id=bead_id, after=after)
 
 
-def land_convoys(tx: Tx, beads: BeadRepo, actor: str, merged: Sequence[str]) -> list[str]:
-    """Inside the transaction that merged `merged`: close each convoy whose children are now all on main and
-    mail the mayor once. Returns the convoys that landed."""
-    landed = []
+def land_convoys(tx: Tx, beads: BeadRepo, actor: str, closed: Sequence[str]) -> list[str]:
+    """Inside the transaction that merged or cancelled `closed`: settle each convoy whose children are now all
+    merged on main or cancelled. One merged child or more lands it (the epic is done); none cancels it. The mayor
+    gets one mail either way. Returns the convoys that landed or were cancelled."""
+    settled = []
     epics = {
         r["depends_on"]
-        for bead_id in merged
+        for bead_id in closed
         for r in tx.execute("SELECT depends_on FROM deps WHERE bead_id=? AND kind='parent'", (bead_id,))
     }
     for epic_id in sorted(epics):
@@ -93,29 +95,40 @@ def land_convoys(tx: Tx, beads: BeadRepo, actor: str, merged: Sequence[str]) -> 
         meta = rows.loads(epic["metadata"]) or {}
         if "convoy" not in meta:
             continue
-        waiting = tx.execute(
-            """SELECT count(*) FROM deps d JOIN beads b ON b.id = d.bead_id
-               WHERE d.depends_on=? AND d.kind='parent' AND json_extract(b.metadata, '$.merged') IS NULL""",
+        counts = tx.execute(
+            """SELECT count(*) AS n,
+                      sum(json_extract(b.metadata, '$.merged') IS NOT NULL) AS merged,
+                      sum(json_extract(b.metadata, '$.merged') IS NULL AND b.status = 'cancelled') AS cancelled
+               FROM deps d JOIN beads b ON b.id = d.bead_id WHERE d.depends_on=? AND d.kind='parent'""",
             (epic_id,),
-        ).fetchone()[0]
-        if waiting:
+        ).fetchone()
+        n, merged, cancelled = counts["n"], counts["merged"] or 0, counts["cancelled"] or 0
+        if merged + cancelled < n:
             continue
-        n = tx.execute("SELECT count(*) FROM deps WHERE depends_on=? AND kind='parent'", (epic_id,)).fetchone()[0]
-        meta["convoy"] = {**meta["convoy"], "landed_at": tx.now}
-        beads._set_status(tx, epic, BeadStatus.done, metadata=json.dumps(meta))
-        tx.event(actor, Verb.convoy_landed, bead_id=epic_id, after={"beads": n})
+        goal = meta["convoy"].get("goal") or epic["title"]
+        tally = {"beads": n, "merged": merged, "cancelled": cancelled}
+        if merged:
+            meta["convoy"] = {**meta["convoy"], "landed_at": tx.now}
+            beads._set_status(tx, epic, BeadStatus.done, metadata=json.dumps(meta))
+            tx.event(actor, Verb.convoy_landed, bead_id=epic_id, after=tally)
+            what = (
+                f"all {n} of its beads are merged on main"
+                if not cancelled
+                else (f"{merged} of its {n} beads are merged on main and {cancelled} were cancelled")
+            )
+            subject, body = f"convoy {epic_id} landed", f"Convoy {epic_id} ({epic['title']}) landed: {what}."
+        else:
+            meta["convoy"] = {**meta["convoy"], "cancelled_at": tx.now}
+            beads._set_status(tx, epic, BeadStatus.cancelled, metadata=json.dumps(meta))
+            tx.event(actor, Verb.convoy_cancelled, bead_id=epic_id, after=tally)
+            subject = f"convoy {epic_id} cancelled"
+            body = f"Convoy {epic_id} ({epic['title']}) is cancelled: all {n} of its beads were cancelled."
         mayor = tx.execute(
             "SELECT name FROM agents WHERE role=? AND state != 'removed' ORDER BY created_at, name LIMIT 1",
             (Role.mayor.value,),
         ).fetchone()
-        goal = meta["convoy"].get("goal") or epic["title"]
         send_in(
-            tx,
-            actor,
-            mayor["name"] if mayor else OPERATOR,
-            MessageKind.mail,
-            f"Convoy {epic_id} ({epic['title']}) landed: all {n} of its beads are merged on main. Goal: {goal}",
-            f"convoy {epic_id} landed"[:200],
+            tx, actor, mayor["name"] if mayor else OPERATOR, MessageKind.mail, f"{body} Goal: {goal}", subject[:200]
         )
-        landed.append(epic_id)
-    return landed
+        settled.append(epic_id)
+    return settled

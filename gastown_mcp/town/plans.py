@@ -183,6 +183,7 @@ class Convoy(BaseModel):
     goal: str = ""
     rig: str | None = None
     landed: bool
+    cancelled: bool = Field(False, description="every bead of it was cancelled: nothing of it will land")
     progress: dict[str, int]
     beads: list[ConvoyBead]
 
@@ -325,7 +326,7 @@ class PlansAPI(MergesAPI):
         if not isinstance(meta, dict):
             raise NotFound(f"{epic_id} is not a convoy; list convoys with `gastown convoy list`")
         beads = []
-        progress = dict.fromkeys(("open", "in_progress", "awaiting_merge", "merged"), 0)
+        progress = dict.fromkeys(("open", "in_progress", "awaiting_merge", "merged", "cancelled"), 0)
         for r in self._store.plans.children(epic_id):
             state = "merged" if r["merged"] else "awaiting_merge" if r["merge_pending"] else r["status"]
             progress[state] = progress.get(state, 0) + 1
@@ -336,6 +337,7 @@ class PlansAPI(MergesAPI):
             goal=str(meta.get("goal") or ""),
             rig=meta.get("rig"),
             landed=epic.status is BeadStatus.done,
+            cancelled=epic.status is BeadStatus.cancelled,
             progress=progress,
             beads=beads,
         )

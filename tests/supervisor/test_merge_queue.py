@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,16 @@ class HostGates(Town):
         if (candidate.path / "culprit").exists():
             return GateResult(False, "FAIL: test_culprit\n[gates failed (failed, exit 1)]")
         return GateResult(True, "ok\n[gates passed]")
+
+    def merge_verify(
+        self, actor: Agent, rig: str, candidate: Candidate, requests: Sequence[MergeRequest]
+    ) -> GateResult:
+        """The deacon's verify commands, run on the host in the candidate tree."""
+        for r in requests:
+            for c in self.bead_show(actor, r.bead_id).metadata.get("verify") or []:
+                if subprocess.run(["sh", "-c", c["verify"]], cwd=candidate.path).returncode:
+                    return GateResult(False, f"[verify failed: {r.bead_id}]", f"{c['text']} failed")
+        return GateResult(True, "[verify passed]")
 
     def merge_hand_back(self, actor: Agent, request: MergeRequest, *args: Any, **kwargs: Any) -> MergeRequest:
         self.named_after[request.id] = len(self.runs)
@@ -92,6 +102,48 @@ def work(path: Path, name: str, text: str, message: str) -> None:
 
 def main_log(town: Town, operator: Agent) -> list[str]:
     return town.rig_log(operator, "proj")
+
+
+def _convoy_mail(town: Town, convoy_id: str) -> list[str]:
+    return [m.body for m in town.inbox(town.agent("mayor"), unread_only=False) if convoy_id in m.subject]
+
+
+def test_a_convoy_with_a_cancelled_bead_lands_when_the_rest_is_merged_and_one_all_cancelled_is_cancelled(
+    mtown: HostGates, operator: Agent, polecat: Callable[..., tuple[Agent, Path]]
+) -> None:
+    mtown.agent_add(operator, "mayor", "mayor")
+    criteria = [{"text": "done", "verify": "true"}]
+    items = [{"key": k, "title": f"do {k}", "complexity": 1, "acceptance": criteria} for k in ("a", "b")]
+    convoy = mtown.plan_apply(operator, {"title": "Two things", "items": items}, rig="proj")
+    a, b = (x.id for x in convoy.beads)
+    agent, path = polecat("nux", a)
+    work(path, "a.txt", "a\n", "do a")
+    mtown.bead_complete(agent, a, "did a")
+    MergeQueue(mtown).tick()
+    half = mtown.convoy_show(operator, convoy.id)
+    assert not half.landed and half.progress["merged"] == 1 and half.progress["open"] == 1
+    assert _convoy_mail(mtown, convoy.id) == []
+
+    mtown.bead_update(operator, b, status="cancelled", reason="not needed after all")  # its last open bead
+    landed = mtown.convoy_show(operator, convoy.id)
+    assert landed.landed and not landed.cancelled
+    assert (landed.progress["merged"], landed.progress["cancelled"]) == (1, 1)
+    [mail] = _convoy_mail(mtown, convoy.id)
+    assert "1 of its 2 beads are merged on main and 1 were cancelled" in mail
+    [event] = [e for e in mtown.events(operator, limit=200) if e.verb == Verb.convoy_landed.value]
+    assert event.after == {"beads": 2, "merged": 1, "cancelled": 1}
+
+    dropped = mtown.plan_apply(operator, {"title": "Dropped", "items": items}, rig="proj")
+    for x in dropped.beads:
+        mtown.bead_update(operator, x.id, status="cancelled", reason="the goal was abandoned")
+    gone = mtown.convoy_show(operator, dropped.id)
+    assert gone.cancelled and not gone.landed and gone.progress["cancelled"] == 2
+    assert mtown.bead_show(operator, dropped.id).status is BeadStatus.cancelled
+    [mail] = _convoy_mail(mtown, dropped.id)
+    assert "is cancelled: all 2 of its beads were cancelled" in mail
+    # Reopening a cancelled bead of a settled convoy does not settle it twice.
+    mtown.bead_update(operator, dropped.beads[0].id, status="open", reason="back on")
+    assert len(_convoy_mail(mtown, dropped.id)) == 1
 
 
 def test_completing_a_bead_hands_the_branch_in_and_it_waits_for_the_merge_queue(
@@ -478,6 +530,7 @@ def test_a_failing_verify_sends_a_bead_back_with_its_output_review_cannot_pass_i
                 "in_progress": 0,
                 "awaiting_merge": 0,
                 "merged": 1,
+                "cancelled": 0,
             }
 
             polecat_works("rust", greet, "greet.txt", "hello there\n")
@@ -533,3 +586,48 @@ def test_with_push_main_goes_to_the_remote_on_each_landing_and_a_moved_remote_is
     log = subprocess.run(["git", "-C", str(remote), "log", "--format=%s", "main"], capture_output=True, text=True)
     assert log.stdout.split("\n")[:3] == ["slit work", "someone else's work", "nux work"]
     assert town.rig_log(operator, "proj")[0] == "slit work"
+
+
+def test_a_fail_verdict_from_the_deacons_review_sends_the_bead_back_and_main_does_not_move(
+    store: Store, settings: Settings, operator: Agent, tmp_path: Path
+) -> None:
+    from planning import planning_town
+
+    source = tmp_path / "source"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(source)], check=True)
+    (source / "README.md").write_text("project\n")
+    git(source, "add", ".")
+    git(source, "commit", "-qm", "initial")
+    rigged = settings.model_copy(update={"rigs": {"proj": RigSection(gates=["true"], review="model")}})
+    with planning_town(store, rigged, town_class=HostGates) as (town, standin):
+        assert isinstance(town, HostGates)
+        town.runs, town.named_after = [], {}
+        rig = rigs.add_rig(rigged.town_dir, "proj", str(source))
+        item = {
+            "key": "greet",
+            "title": "Say hello",
+            "description": "Write greet.txt. [review:fail]",  # the stand-in's reviewer fails this one
+            "complexity": 1,
+            "acceptance": [{"text": "greet.txt exists", "verify": "test -f greet.txt"}],
+        }
+        convoy = town.plan_apply(operator, {"title": "Greetings", "items": [item]}, rig="proj")
+        [bead] = [b.id for b in convoy.beads]
+        town.agent_add(operator, "nux", "polecat", "proj")
+        repo = rigs.create_agent_repo(rig, "nux", bead)
+        agent = town.set_agent_state(
+            operator, "nux", AgentState.running, "spawned", worktree=str(repo.path), branch=repo.branch
+        )
+        town.bead_claim(agent, bead)
+        work(repo.path, "greet.txt", "hello\n", "write greet.txt")
+        town.bead_complete(agent, bead, "wrote greet.txt")
+
+        assert [s.verb for s in MergeQueue(town).tick()] == [Verb.merge_failed]
+        assert rigs.log(rig, "main") == ["initial"]  # its verify passed, yet the review kept it off main
+        [failed] = town.merge_list(operator, state=["failed"])
+        assert failed.detail.startswith("the deacon's review sent it back: criterion 1:")
+        back = town.bead_show(operator, bead)
+        assert back.status is BeadStatus.open and not back.awaiting_merge
+        [verdict] = [e for e in town.events(operator, limit=200) if e.verb == Verb.review_verdict.value]
+        assert verdict.bead_id == bead and verdict.after["verdicts"][0]["passed"] is False
+        assert not town.convoy_show(operator, convoy.id).landed
+        assert len([r for r in standin.requests if "submit_verdict" in str(r.body.get("tools"))]) == 1
