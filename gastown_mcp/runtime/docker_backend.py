@@ -277,6 +277,12 @@ class DockerRuntime:
     def paused(self, town: str) -> builtins.list[str]:
         return [status_of(c).agent for c in self._containers(town) if c.attrs.get("State", {}).get("Paused")]
 
+    def resolver(self, town: str, agent: str) -> tuple[list[str], list[str]]:
+        """The DNS servers and search domains the engine gives the agent's container (its embedded resolver
+        forwards to these), read from the container's configuration: nothing is queried."""
+        host_config = self._get(town, agent).attrs.get("HostConfig", {})
+        return list(host_config.get("Dns") or []), list(host_config.get("DnsSearch") or [])
+
     def logs(self, town: str, agent: str, tail: int = 200) -> str:
         container = self._get(town, agent)
         with translate_errors(f"reading logs of agent {agent}"):

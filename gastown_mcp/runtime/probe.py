@@ -118,6 +118,44 @@ def nameservers() -> list[str]:
         return [f"unreadable: {exc.strerror}"]
 
 
+def resolv_conf() -> tuple[list[str], list[str]]:
+    """The nameservers and search domains of /etc/resolv.conf, read only."""
+    servers, search = nameservers(), []
+    try:
+        with open("/etc/resolv.conf") as f:
+            for line in f:
+                if line.startswith(("search", "domain")):
+                    search += line.split()[1:]
+    except OSError:
+        pass
+    return servers, search
+
+
+def dns_listeners() -> list[str]:
+    """Sockets bound to port 53 in the container's own network namespace (from /proc/net/udp, udp6, tcp, tcp6)."""
+    found = []
+    for table in ("udp", "udp6", "tcp", "tcp6"):
+        try:
+            with open(f"/proc/net/{table}") as f:
+                rows = [line.split() for line in f.readlines()[1:]]
+        except OSError:
+            continue
+        found += [f"{table} {row[1]}" for row in rows if len(row) > 1 and row[1].endswith(":0035")]
+    return found
+
+
+def check_resolver(results: Results) -> None:
+    """Nothing in the container answers DNS: the engine's embedded resolver (127.0.0.11) forwards to the
+    container's own 127.0.0.1:53, so an outside name gets no answer (the self-test reads the upstream setting
+    from the host). Read from /etc/resolv.conf and /proc/net; no query is sent."""
+    servers, search = resolv_conf()
+    listeners = dns_listeners()
+    loopback = bool(servers) and all(ip.startswith("127.") for ip in servers)
+    no_search = all(domain == "." for domain in search)
+    detail = f"nameservers={servers}, search={search or 'none'}, port-53 sockets={listeners or 'none'} (read only)"
+    results.append(("no_dns_answers_inside", loopback and not listeners and no_search, detail))
+
+
 def check_network(results: Results, cfg: dict[str, Any]) -> None:
     # The outside is a listener the self-test made in a network namespace on this host and has already
     # reached from the host; only a connection attempt to it is made, never a name lookup.
@@ -160,7 +198,7 @@ def check_network(results: Results, cfg: dict[str, Any]) -> None:
 def main() -> None:
     cfg = json.loads(os.environ.get("GASTOWN_PROBE", "{}"))
     results: Results = []
-    for check in (check_identity, check_filesystems, check_environment):
+    for check in (check_identity, check_filesystems, check_environment, check_resolver):
         check(results)
     if cfg.get("gateway"):
         check_network(results, cfg)

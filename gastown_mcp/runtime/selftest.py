@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gastown_mcp.errors import GastownError, RuntimeUnavailable
+from gastown_mcp.runtime.docker_backend import NO_RESOLVER
 from gastown_mcp.runtime.protocol import DEFAULT_IMAGE, LaunchSpec, Limits, NetworkPolicy, Runtime, TownNetwork
 
 PROBE_SOURCE = Path(__file__).with_name("probe.py")
@@ -418,6 +419,20 @@ def run_selftest(runtime: Runtime, image: str = DEFAULT_IMAGE, timeout_s: float 
     return results
 
 
+def _resolver_check(runtime: Runtime, town: str, agent: str) -> CheckResult:
+    """The engine's resolver for agents forwards to nowhere: its only upstream is the container's own loopback
+    (where the probe checks that nothing listens on port 53) and no search domain is appended. Read from the
+    container's configuration; no name is looked up."""
+    name = "agent_dns_forwards_nowhere"
+    read = getattr(runtime, "resolver", None)
+    if read is None:
+        return CheckResult(name, False, f"{type(runtime).__name__} cannot report its containers' DNS settings")
+    servers, search = read(town, agent)
+    ok = servers == [NO_RESOLVER] and all(d == "." for d in search)
+    want = f"want [{NO_RESOLVER}] and no search domain"
+    return CheckResult(name, ok, f"upstreams={servers}, search={search or 'none'} ({want})")
+
+
 def _run_checks(
     runtime: Runtime,
     image: str,
@@ -459,6 +474,7 @@ def _run_checks(
         "peer": [peer_address, 8080] if peer_ready else None,
     }
     runtime.launch(spec("probe", ["python3", "-c", PROBE_SOURCE.read_text()], GASTOWN_PROBE=json.dumps(probe_cfg)))
+    results.append(_resolver_check(runtime, town, "probe"))
     probe = runtime.wait(town, "probe", timeout_s)
     output = runtime.logs(town, "probe").strip().splitlines()
     try:

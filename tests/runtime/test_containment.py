@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from gastown_mcp.runtime.selftest import OUTSIDE_RANGE, CheckResult
+from gastown_mcp.runtime.selftest import OUTSIDE_RANGE, CheckResult, _resolver_check
 
 pytestmark = pytest.mark.docker
 
@@ -47,6 +47,28 @@ def test_home_and_tmp_are_size_capped_tmpfs_not_the_host_home(selftest: dict[str
 def test_there_is_no_docker_socket_and_no_provider_key(selftest: dict[str, CheckResult]) -> None:
     check(selftest, "no_docker_socket")
     check(selftest, "no_provider_key_in_env")
+
+
+def test_the_selftest_checks_that_agent_dns_answers_nothing_and_forwards_nowhere(
+    selftest: dict[str, CheckResult],
+) -> None:
+    check(selftest, "agent_dns_forwards_nowhere")
+    check(selftest, "no_dns_answers_inside")
+    assert "upstreams=['127.0.0.1']" in selftest["agent_dns_forwards_nowhere"].detail
+
+
+@pytest.mark.parametrize(
+    ("servers", "search"), [([], []), (["10.0.0.2"], []), (["127.0.0.1", "10.0.0.2"], []), (["127.0.0.1"], ["corp"])]
+)
+def test_the_dns_check_fails_for_an_engine_default_or_an_outside_upstream(
+    servers: list[str], search: list[str]
+) -> None:
+    class Reported:
+        def resolver(self, town: str, agent: str) -> tuple[list[str], list[str]]:
+            return servers, search
+
+    result = _resolver_check(Reported(), "t", "probe")  # type: ignore[arg-type]
+    assert not result.passed, result.detail
 
 
 def test_agent_has_no_route_to_the_internet(selftest: dict[str, CheckResult]) -> None:
