@@ -118,7 +118,7 @@ def _check_name(kind: str, value: str) -> None:
         raise InvalidInput(f"{kind} {value!r} must be letters, digits, '-', '_' or '.' (at most 63)")
 
 
-def _chown_tree(path: Path, owner: tuple[int, int] = (AGENT_UID, AGENT_GID)) -> None:
+def chown_tree(path: Path, owner: tuple[int, int] = (AGENT_UID, AGENT_GID)) -> None:
     uid, gid = owner
     try:
         os.chown(path, uid, gid)
@@ -231,24 +231,45 @@ def create_agent_repo(
         origin = start or _git("rev-parse", f"refs/heads/{MAIN}", cwd=rig.repo).strip()
         _git("checkout", "--quiet", "-B", branch, origin, cwd=path)
         _git("remote", "remove", "origin", cwd=path)
-        _chown_tree(path, owner)
-        info = path / ".git" / "objects" / "info"
-        os.chown(info, 0, 0)
-        os.chown(info / "alternates", 0, 0)
-        os.chmod(info, 0o755)
-        os.chmod(info / "alternates", 0o644)
+        _hand_over(path, owner)
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
         raise
     return AgentRepo(rig, agent, branch, path)
 
 
-def open_agent_repo(rig: Rig, agent: str, branch: str) -> AgentRepo:
-    """An agent's repository made earlier (to resume its session in a new container)."""
+def _hand_over(path: Path, owner: tuple[int, int]) -> None:
+    """The repository's files to `owner`, except the pointer to the rig's objects, which stays the town's."""
+    chown_tree(path, owner)
+    info = path / ".git" / "objects" / "info"
+    os.chown(info, 0, 0)
+    os.chown(info / "alternates", 0, 0)
+    os.chmod(info, 0o755)
+    os.chmod(info / "alternates", 0o644)
+
+
+def open_agent_repo(rig: Rig, agent: str, branch: str, owner: tuple[int, int] | None = None) -> AgentRepo:
+    """An agent's repository made earlier (to resume its session in a new container). With `owner`, files that
+    belong to anyone else (a town upgraded from other agent ids) are handed to it first."""
     path = agent_repo_path(rig, agent)
     if not (path / ".git").is_dir():
         raise NotFound(f"agent {agent} has no repository in rig {rig.name}; spawn a new agent instead")
+    if owner is not None and not owned_by(path, owner, skip=path / ".git" / "objects" / "info"):
+        _hand_over(path, owner)
     return AgentRepo(rig, agent, branch, path)
+
+
+def owned_by(path: Path, owner: tuple[int, int], skip: Path | None = None) -> bool:
+    """Whether everything under `path` (but `skip`) belongs to `owner`; symlinks are not followed."""
+    for dirpath, dirnames, filenames in os.walk(path):
+        if skip is not None and Path(dirpath) == skip:
+            dirnames.clear()
+            continue
+        for name in [".", *dirnames, *filenames]:
+            st = os.lstat(os.path.join(dirpath, name))
+            if (st.st_uid, st.st_gid) != owner:
+                return False
+    return True
 
 
 def remove_agent_repo(rig: Rig, agent: str) -> None:

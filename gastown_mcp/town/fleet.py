@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import shutil
 import time
 import uuid
@@ -24,7 +23,7 @@ from typing import Any
 
 from gastown_mcp import rigs
 from gastown_mcp.config import Settings
-from gastown_mcp.errors import Conflict, Forbidden, GastownError, InvalidInput, NotFound, RuntimeUnavailable
+from gastown_mcp.errors import Conflict, GastownError, InvalidInput, NotFound, RuntimeUnavailable
 from gastown_mcp.models import Agent, AgentState, Bead, BeadStatus, BeadSummary, Message, MessageKind, Role
 from gastown_mcp.runtime.protocol import (
     AGENT_GID,
@@ -182,7 +181,9 @@ class Fleet:
         mounts: list[Mount] = []
         if agent.rig and meta.get("worktree"):
             rig = rigs.get_rig(self.config.town_dir, agent.rig)
-            mounts = rigs.open_agent_repo(rig, name, str(meta.get("branch") or rigs.branch_name(name, None))).mounts()
+            branch = str(meta.get("branch") or rigs.branch_name(name, None))
+            owner = (self.config.agent_uid, self.config.agent_gid)
+            mounts = rigs.open_agent_repo(rig, name, branch, owner).mounts()
         mounts.append(self._claude_home(name, fresh=False))
         extra = {"GASTOWN_RESUME": str(session), "GASTOWN_PROMPT": prompt}
         status = self._launch(name, agent.role, creds.token, creds.gateway_key, meta, mounts, limits, extra)
@@ -249,13 +250,9 @@ class Fleet:
         if fresh and path.exists():
             shutil.rmtree(path)  # a new agent with a reused name starts without the old one's sessions
         path.mkdir(parents=True, exist_ok=True)
-        uid, gid = self.config.agent_uid, self.config.agent_gid
-        try:
-            os.chown(path, uid, gid)
-        except PermissionError as exc:
-            raise Forbidden(
-                f"cannot hand {path} to the agent user (uid {uid}): run the town as root or as uid {uid}"
-            ) from exc
+        owner = (self.config.agent_uid, self.config.agent_gid)
+        if not rigs.owned_by(path, owner):  # new, or a session kept from other agent ids (an upgraded town)
+            rigs.chown_tree(path, owner)
         path.chmod(0o700)
         return Mount(path, f"{AGENT_HOME}/.claude", read_only=False)
 

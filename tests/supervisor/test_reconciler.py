@@ -252,3 +252,42 @@ def test_no_dispatch_while_the_budget_cannot_cover_a_polecats_request(
     assert town.bead_show(operator, bead.id).status is BeadStatus.open and runtime.containers == {}
     town.budget_set(operator, "rig", "web", tokens=10_000_000)
     assert [s.verb for s in reconciler.tick()] == ["dispatched", "launched"]
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="handing files to another uid needs root")
+def test_a_session_resumed_in_a_town_upgraded_from_other_agent_ids_gets_its_files_handed_to_the_new_ids(
+    store: Store, rsettings: Settings, operator: Agent
+) -> None:
+    import os
+
+    from gastown_mcp.rigs import AGENT_GID, AGENT_UID
+
+    town = up(store, rsettings, FakeRuntime())
+    bead = town.bead_create(operator, "work")
+    agent = town.sling(operator, bead.id, "web")
+    Reconciler(town).tick()
+    repo = Path(str(town.agent(agent.name).metadata["worktree"]))
+    home = rsettings.town_dir / "agents" / agent.name / "claude"
+    (home / "projects").mkdir()
+    (home / "projects" / "session.jsonl").write_text("{}\n")
+    alternates = repo / ".git" / "objects" / "info" / "alternates"
+    for tree in (repo, home):  # what a town that ran its agents as uid 1000 left behind
+        for dirpath, _dirs, files in os.walk(tree):
+            for entry in [dirpath, *(os.path.join(dirpath, f) for f in files)]:
+                os.chown(entry, 1000, 1000, follow_symlinks=False)
+    town.nudge(operator, agent.name, "go on")
+    town._fleet.runtime.run(agent.name, "exited", "ok", 0)  # type: ignore[union-attr]
+    town.set_agent_state(operator, agent.name, AgentState.exited, "session ended")
+    assert town.resume_with_nudges(operator, agent.name) is not None
+
+    def owners(tree: Path) -> set[tuple[int, int]]:
+        found = set()
+        for dirpath, _dirs, files in os.walk(tree):
+            for entry in [dirpath, *(os.path.join(dirpath, f) for f in files)]:
+                if Path(entry).parent != alternates.parent and Path(entry) != alternates.parent:
+                    st = os.lstat(entry)
+                    found.add((st.st_uid, st.st_gid))
+        return found
+
+    assert owners(repo) == owners(home) == {(AGENT_UID, AGENT_GID)}
+    assert (alternates.stat().st_uid, alternates.parent.stat().st_uid) == (0, 0)  # the rig's pointer stays the town's
