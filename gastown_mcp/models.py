@@ -141,6 +141,7 @@ class Verb(StrEnum):
     town_thawed = "town.thawed"
     dispatch_held = "dispatch.held"
     dispatch_resumed = "dispatch.resumed"
+    orphans_pruned = "orphans.pruned"
 
     @classmethod
     def of_agent_state(cls, state: AgentState) -> Verb:

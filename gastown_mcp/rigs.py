@@ -272,6 +272,29 @@ def owned_by(path: Path, owner: tuple[int, int], skip: Path | None = None) -> bo
     return True
 
 
+def agent_repos(rig: Rig) -> list[str]:
+    """The agents that have a repository in this rig."""
+    root = rig.root / "agents"
+    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def handin_refs(rig: Rig) -> list[tuple[str, str, str]]:
+    """Every handed-in branch the rig keeps, as (ref, agent, bead)."""
+    out = _git("for-each-ref", "--format=%(refname)", "refs/polecat/", cwd=rig.repo)
+    found = []
+    for ref in out.split():
+        parts = ref.split("/")
+        if len(parts) == 4:
+            found.append((ref, parts[2], parts[3]))
+    return found
+
+
+def delete_handin_ref(rig: Rig, ref: str) -> None:
+    if not ref.startswith("refs/polecat/"):
+        raise InvalidInput(f"{ref} is not a handed-in branch (refs/polecat/...)")
+    _git("update-ref", "-d", ref, cwd=rig.repo)
+
+
 def remove_agent_repo(rig: Rig, agent: str) -> None:
     """Delete the agent's repository; what it handed in stays in the rig."""
     shutil.rmtree(agent_repo_path(rig, agent), ignore_errors=True)

@@ -334,6 +334,18 @@ class DockerRuntime:
                 reaped.append(after)
         return reaped
 
+    def stale_firewalls(self) -> builtins.list[str]:
+        """Bridges of dead towns whose host firewall chains were left behind."""
+        return network.stale_firewall_bridges()
+
+    def remove_firewalls(self, bridges: Iterable[str]) -> builtins.list[str]:
+        """Remove those chains (and their jumps) for bridges that are still gone; returns the bridges cleaned."""
+        stale = set(network.stale_firewall_bridges())
+        done = [b for b in bridges if b in stale]
+        for bridge in done:
+            network.remove_host_firewall(bridge)
+        return done
+
     def find_orphans(self, town: str, known_agents: Iterable[str]) -> builtins.list[ContainerStatus]:
         """Containers labelled for `town` whose agent the town no longer knows (e.g. after a crash)."""
         known = set(known_agents)

@@ -15,6 +15,7 @@ import hashlib
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -145,6 +146,21 @@ def remove_host_firewall(bridge: str) -> None:
             if _run(tool, "-n", "-L", chain, check=False).returncode == 0:
                 _run(tool, "-F", chain)
                 _run(tool, "-X", chain)
+
+
+def stale_firewall_bridges() -> list[str]:
+    """Bridges whose town firewall chains are still in the host's tables though the bridge is gone (a town
+    killed before its teardown): any town's, since the chains name the bridge and a missing bridge needs none."""
+    found: set[str] = set()
+    for tool in _tools():
+        listed = _run(tool, "-S", check=False).stdout
+        for line in listed.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == "-N" and parts[1].startswith(("GT-IN-", "GT-FWD-")):
+                bridge = parts[1].split("-", 2)[2]
+                if not Path("/sys/class/net", bridge).exists():
+                    found.add(bridge)
+    return sorted(found)
 
 
 def _fill_chain(tool: str, chain: str, rules: list[list[str]]) -> None:

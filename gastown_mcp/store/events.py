@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from gastown_mcp.errors import StoreError
-from gastown_mcp.models import Event
+from gastown_mcp.models import Event, Verb
 from gastown_mcp.store import rows
 from gastown_mcp.store.db import Database, restore_hint
 
@@ -32,6 +32,11 @@ class EventRepo:
             sql += " AND agent=?"
             params.append(agent)
         return [rows.event(r) for r in self.db.query(sql + " ORDER BY id LIMIT ?", (*params, limit))]
+
+    def record(self, actor: str, verb: Verb, after: dict[str, Any]) -> None:
+        """An event on its own, about the town rather than one bead (what a dog cleaned up)."""
+        with self.db.write() as tx:
+            tx.event(actor, verb, after=after)
 
     def last_id(self) -> int:
         row = self.db.query_one("SELECT coalesce(max(id), 0) AS n FROM events")

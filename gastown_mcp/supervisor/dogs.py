@@ -172,6 +172,28 @@ class OrphanDog(Dog):
         return [finding]
 
 
+class LeftoversDog(Dog):
+    """What dead agents left outside containers: repositories, handed-in branches, host firewall chains."""
+
+    name = "leftovers"
+
+    def check(self) -> list[Finding]:
+        found = self.town.orphan_files(self.me)
+        kinds = {"worktrees": "worktree", "branches": "branch", "firewalls": "firewall"}
+        items = [f"{kinds.get(kind, kind)} {item}" for kind, listed in found.items() for item in listed]
+        if not items:
+            return [Finding(self.name, "green", "no orphan worktrees, handed-in branches or firewall chains")]
+        finding = Finding(self.name, "yellow", f"left by dead agents: {', '.join(items)}", "`gastown doctor --fix`")
+        if self.fix:
+            try:
+                removed = self.town.prune_files(self.me, found)
+            except GastownError as exc:
+                finding.todo = f"could not remove them yet ({exc})"
+                return [finding]
+            finding.fixed = f"removed {len(removed)}"
+        return [finding]
+
+
 class DockerDog(Dog):
     name = "docker"
 
@@ -212,7 +234,16 @@ class GatewayDog(Dog):
         return out or [Finding(self.name, "green", "budget and upstreams fine")]
 
 
-DOGS: tuple[type[Dog], ...] = (IntegrityDog, JournalDog, BackupDog, DiskDog, OrphanDog, DockerDog, GatewayDog)
+DOGS: tuple[type[Dog], ...] = (
+    IntegrityDog,
+    JournalDog,
+    BackupDog,
+    DiskDog,
+    OrphanDog,
+    LeftoversDog,
+    DockerDog,
+    GatewayDog,
+)
 
 
 class Kennel:

@@ -8,11 +8,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gastown_mcp.errors import GastownError, RuntimeUnavailable
-from gastown_mcp.models import Agent, Role, Verb, now_iso
+from gastown_mcp import rigs
+from gastown_mcp.errors import GastownError, NotFound, RuntimeUnavailable
+from gastown_mcp.models import OPEN_MERGE_STATES, Agent, AgentState, Role, Verb, now_iso
 from gastown_mcp.store import backup as bk
 from gastown_mcp.store import health
 from gastown_mcp.town.fleet import FleetAPI
+
+OPEN = tuple(s.value for s in OPEN_MERGE_STATES)
 
 
 class DogsAPI(FleetAPI):
@@ -161,6 +164,65 @@ class DogsAPI(FleetAPI):
                 and now - s.finished_at > retention_seconds
             ],
         }
+
+    def orphan_files(self, actor: Agent) -> dict[str, list[str]]:
+        """What dead agents left on disk and in the rigs: repositories of agents that are removed or unknown,
+        or exited with no container left (pruned after the retention); handed-in branches (`rig:ref`) whose
+        bead is merged or gone and has no open merge request, unless their agent is alive; and host firewall
+        chains of bridges that no longer exist (with a runtime that has them)."""
+        self._require(actor, "town.agents", "list orphans")
+        agents = {a.name: a for a in self._store.agents.all()}
+        containers: set[str] | None = None
+        if self._fleet is not None:
+            with contextlib.suppress(RuntimeUnavailable):
+                containers = {s.agent for s in self._fleet.runtime.list(self._fleet.config.town)}
+        found: dict[str, list[str]] = {"worktrees": [], "branches": [], "firewalls": []}
+        for rig in rigs.list_rigs(self.settings.town_dir):
+            for name in rigs.agent_repos(rig):
+                agent = agents.get(name)
+                gone = agent is None or (
+                    agent.state is AgentState.exited and containers is not None and name not in containers
+                )
+                if gone:
+                    found["worktrees"].append(f"{rig.name}:{name}")
+            for ref, name, bead_id in rigs.handin_refs(rig):
+                agent = agents.get(name)
+                if agent is not None and agent.state.alive:
+                    continue
+                try:
+                    bead = self._store.beads.get(bead_id)
+                except NotFound:
+                    found["branches"].append(f"{rig.name}:{ref}")
+                    continue
+                open_requests = self._store.merges.search(states=OPEN, bead_id=bead_id, limit=1)
+                if bead.metadata.get("merged") and not open_requests:
+                    found["branches"].append(f"{rig.name}:{ref}")
+        stale = getattr(self._fleet.runtime, "stale_firewalls", None) if self._fleet is not None else None
+        if stale is not None:
+            with contextlib.suppress(RuntimeUnavailable):
+                found["firewalls"] = stale()
+        return found
+
+    def prune_files(self, actor: Agent, found: dict[str, list[str]]) -> list[str]:
+        """Remove what `orphan_files` found, each checked again first; returns what was removed."""
+        self._require(actor, "town.stop", "remove orphans")
+        again = self.orphan_files(actor)
+        removed = []
+        for item in set(found.get("worktrees", [])) & set(again["worktrees"]):
+            rig, name = item.split(":", 1)
+            rigs.remove_agent_repo(rigs.get_rig(self.settings.town_dir, rig), name)
+            removed.append(f"worktree {item}")
+        for item in set(found.get("branches", [])) & set(again["branches"]):
+            rig, ref = item.split(":", 1)
+            rigs.delete_handin_ref(rigs.get_rig(self.settings.town_dir, rig), ref)
+            removed.append(f"branch {item}")
+        bridges = set(found.get("firewalls", [])) & set(again["firewalls"])
+        remove = getattr(self._fleet.runtime, "remove_firewalls", None) if self._fleet is not None else None
+        if bridges and remove is not None:
+            removed += [f"firewall {b}" for b in remove(sorted(bridges))]
+        if removed:
+            self._store.events.record(actor.name, Verb.orphans_pruned, {"removed": sorted(removed)})
+        return sorted(removed)
 
     def prune_containers(self, actor: Agent, agents: list[str]) -> list[str]:
         self._require(actor, "town.stop", "remove containers")

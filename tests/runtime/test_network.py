@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +101,22 @@ def test_only_the_allowed_host_port_is_reachable_and_the_firewall_is_what_closes
         open_hole = probe_ports(runtime, agent_image, net, "unfenced", [allowed, other])
     assert fenced == {allowed: "open", other: "ConnectionRefusedError"}
     assert open_hole == {allowed: "open", other: "open"}
+
+
+def test_firewall_chains_of_a_bridge_that_is_gone_are_found_and_removed_and_live_ones_kept(
+    runtime: DockerRuntime,
+) -> None:
+    import secrets
+
+    from gastown_mcp.runtime.network import apply_host_firewall
+
+    dead = f"gt{secrets.token_hex(6)}"  # no such interface: what a town killed before its teardown leaves
+    apply_host_firewall(dead, [9], "10.254.0.1")
+    try:
+        assert dead in runtime.stale_firewalls()
+        assert all(Path("/sys/class/net", b).exists() is False for b in runtime.stale_firewalls())
+        assert runtime.remove_firewalls([dead, "docker0"]) == [dead]  # only bridges that are gone
+        assert dead not in runtime.stale_firewalls()
+        assert all(chain not in rules() for chain in chain_names(dead))
+    finally:
+        remove_host_firewall(dead)

@@ -631,3 +631,41 @@ def test_a_fail_verdict_from_the_deacons_review_sends_the_bead_back_and_main_doe
         assert verdict.bead_id == bead and verdict.after["verdicts"][0]["passed"] is False
         assert not town.convoy_show(operator, convoy.id).landed
         assert len([r for r in standin.requests if "submit_verdict" in str(r.body.get("tools"))]) == 1
+
+
+def test_the_leftovers_dog_removes_dead_agents_repositories_and_landed_branches_only_with_fix(
+    mtown: HostGates, operator: Agent, polecat: Callable[..., tuple[Agent, Path]]
+) -> None:
+    from gastown_mcp.supervisor.dogs import Kennel
+
+    rig = rigs.get_rig(mtown.settings.town_dir, "proj")
+    landed, queued, working = (mtown.bead_create(operator, t).id for t in ("landed", "queued", "working"))
+    nux, nux_path = polecat("nux", landed)
+    work(nux_path, "a.txt", "a\n", "add a")
+    mtown.bead_complete(nux, landed, "added a")
+    MergeQueue(mtown).tick()  # merged: its handed-in branch is on main now
+    rust, rust_path = polecat("rust", queued)
+    work(rust_path, "b.txt", "b\n", "add b")
+    mtown.bead_complete(rust, queued, "added b")  # handed in, still waiting for the queue
+    polecat("slit", working)  # alive, still working
+    for name in ("nux", "rust"):
+        mtown.agent_remove(operator, name, "done")
+
+    def leftovers(fix: bool) -> Any:
+        [found] = [f for f in Kennel(mtown, doctor=True, fix=fix).run() if f.check == "leftovers"]
+        return found
+
+    seen = leftovers(fix=False)
+    assert seen.state == "yellow" and "`gastown doctor --fix`" in seen.todo
+    assert "worktree proj:nux" in seen.detail and "worktree proj:rust" in seen.detail
+    assert f"branch proj:refs/polecat/nux/{landed}" in seen.detail
+    assert "slit" not in seen.detail and f"refs/polecat/rust/{queued}" not in seen.detail  # its request is open
+    assert sorted(rigs.agent_repos(rig)) == ["nux", "rust", "slit"]  # nothing removed without --fix
+
+    assert leftovers(fix=True).fixed == "removed 3"
+    assert rigs.agent_repos(rig) == ["slit"]
+    assert [ref for ref, _agent, _bead in rigs.handin_refs(rig)] == [f"refs/polecat/rust/{queued}"]
+    assert leftovers(fix=False).state == "green"
+    [event] = [e for e in mtown.events(operator, limit=500) if e.verb == Verb.orphans_pruned.value]
+    assert event.after is not None and len(event.after["removed"]) == 3
+    assert [s.verb for s in MergeQueue(mtown).tick()] == [Verb.merge_merged]  # the queued one still lands
