@@ -7,6 +7,7 @@ and steps the witness with `tick()` instead of waiting for its loop.
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from gastown_mcp.models import AgentState, BeadStatus, Message, MessageState, Ve
 from gastown_mcp.runtime.docker_backend import DockerRuntime
 from gastown_mcp.standin import Conversation
 from gastown_mcp.standin.conversation import block_text
+from gastown_mcp.supervisor.dogs import Freezer
 from gastown_mcp.supervisor.witness import Action, Did
 
 from .harness import E2E, OPERATOR, WAIT_FOR_RELEASE, Plan, bash, mcp, running_town
@@ -221,3 +223,42 @@ def test_a_working_polecat_is_never_stopped_by_the_witness(e2e: E2E) -> None:
     assert [a.verb for a in seen] == [Did.exited], seen
     assert e2e.town._store.beads.get(bead).status is BeadStatus.done
     assert not e2e.town._store.messages.nudges("cheedo")
+
+
+def test_estop_freezes_five_claude_code_polecats_mid_bead_no_model_call_passes_and_after_thaw_all_finish(
+    e2e: E2E,
+) -> None:
+    """The whole drill with real Claude Code: frozen within 5 s by Docker's own state, no model request while
+    frozen (counted at the stand-in), nothing counted as a failure, and every bead finishes after the thaw."""
+    names = [f"drill{i}" for i in range(5)]
+    beads = {name: e2e.bead(f"Estop drill for {name}") for name in names}
+    for name in names:
+        e2e.spawn(name, beads[name], Plan([bash(WAIT_FOR_RELEASE, "Wait")]))
+    until(lambda: all(e2e.asked_after(n, "claim") for n in names), 180, "all five to be mid-bead")
+
+    began = time.monotonic()
+    e2e.town.estop(OPERATOR, "drill with real polecats")
+    try:
+        freezer = Freezer(e2e.town)  # what the town process runs every second
+
+        def all_frozen() -> bool:
+            freezer.tick()
+            return sorted(set(e2e.runtime.paused(e2e.name)) & set(names)) == names
+
+        until(all_frozen, 30, "every drill polecat to be paused")
+        frozen_after = time.monotonic() - began
+        asked = {n: len(e2e.requests_of(n)) for n in names}
+        for name in names:
+            e2e.release(name)  # their Bash calls may end now, but nothing in a paused container runs
+        time.sleep(3)
+        assert {n: len(e2e.requests_of(n)) for n in names} == asked  # no model call passed while frozen
+        assert not [a for a in e2e.tick() if a.target in names or a.target in beads.values()]
+    finally:
+        e2e.town.thaw(OPERATOR, "drill over")
+        Freezer(e2e.town).tick()
+    assert frozen_after < 5.0, f"frozen after {frozen_after:.1f} s"
+    for name in names:
+        assert e2e.wait_exit(name, 180).reason == "ok", e2e.logs(name)
+        bead = e2e.town._store.beads.get(beads[name])
+        assert bead.status is BeadStatus.done and bead.attempts == 0, e2e.logs(name)
+    assert not [a for a in e2e.tick() if a.target in beads.values()]  # nothing for the witness to judge
