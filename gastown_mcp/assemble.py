@@ -139,6 +139,8 @@ def assemble_process(
     removed = town.remove_orphans(system_agent("town", Role.overseer))
     if removed:
         on_status(f"removed {len(removed)} orphan containers: {', '.join(removed)}")
+    if runtime is not None:
+        on_status(town.open_agents_disk(system_agent("town", Role.overseer)))
     extra_hosts = [agent_mcp.split("/")[2]] if agent_mcp else []
     if s.server.host not in ("127.0.0.1", "localhost", "0.0.0.0"):
         extra_hosts.append(f"{s.server.host}:{mcp_port}")  # with 0.0.0.0, list client names in allowed_hosts

@@ -190,6 +190,12 @@ class RuntimeSection(_Section):
         default=61000, ge=1000, lt=2**31 - 1, description="uid agents run as: no host account (rebuild the image)"
     )
     agent_gid: int = Field(default=61000, ge=1000, lt=2**31 - 1, description="gid agents run as (rebuild the image)")
+    agents_disk_mb: int = Field(
+        default=65536,
+        ge=0,
+        description="the btrfs image all agents' directories live on (sparse; each agent capped at its limits' "
+        "disk_mb); 0 leaves them uncapped on the town's own disk",
+    )
 
 
 class RigSection(_Section):

@@ -168,7 +168,6 @@ def add_rig(town_dir: Path, name: str, path_or_url: str) -> Rig:
         shutil.rmtree(rig.root, ignore_errors=True)
         raise
     _seal(rig.git_dir)
-    (rig.root / "agents").mkdir()
     return rig
 
 
@@ -191,6 +190,8 @@ def list_rigs(town_dir: Path) -> list[Rig]:
 def remove_rig(town_dir: Path, name: str) -> None:
     """Delete the rig's clone and the agents' repositories (push or land what you need first)."""
     rig = get_rig(town_dir, name)
+    for agent in agent_repos(rig):
+        remove_agent_repo(rig, agent)
     shutil.rmtree(rig.root)
 
 
@@ -204,7 +205,12 @@ def handin_ref(agent: str, bead: str | None) -> str:
 
 
 def agent_repo_path(rig: Rig, agent: str) -> Path:
-    return rig.root / "agents" / agent
+    """`<town>/agents/<agent>/rigs/<rig>`: inside the agent's own (capped) directory, beside its ~/.claude. A
+    repository made before that layout (`<rig>/agents/<agent>`) is still found there."""
+    old = rig.root / "agents" / agent
+    if old.is_dir():
+        return old
+    return rig.root.parent.parent / "agents" / agent / "rigs" / rig.name
 
 
 def create_agent_repo(
@@ -274,8 +280,11 @@ def owned_by(path: Path, owner: tuple[int, int], skip: Path | None = None) -> bo
 
 def agent_repos(rig: Rig) -> list[str]:
     """The agents that have a repository in this rig."""
-    root = rig.root / "agents"
-    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    old, agents = rig.root / "agents", rig.root.parent.parent / "agents"
+    found = {p.name for p in old.iterdir() if p.is_dir()} if old.is_dir() else set()
+    if agents.is_dir():
+        found |= {p.name for p in agents.iterdir() if (p / "rigs" / rig.name).is_dir()}
+    return sorted(found)
 
 
 def handin_refs(rig: Rig) -> list[tuple[str, str, str]]:

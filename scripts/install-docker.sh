@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 log=${DOCKERD_LOG:-/var/log/dockerd.log}
-packages=(mmdebstrap iptables iproute2 git ca-certificates)
+packages=(mmdebstrap iptables iproute2 git ca-certificates btrfs-progs)
 # An engine from Docker's own packages (docker-ce) stays; Debian's docker.io would conflict with it.
 command -v dockerd >/dev/null || packages+=(docker.io)
 docker compose version >/dev/null 2>&1 || packages+=(docker-compose)

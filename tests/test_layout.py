@@ -54,6 +54,8 @@ def test_nothing_outside_the_town_package_reads_the_store() -> None:
 def test_only_the_town_package_works_on_rigs_and_agent_repositories() -> None:
     rigs = re.compile(r"gastown_mcp\.rigs\b|from gastown_mcp import (\w+, )*rigs\b")
     assert _offenders(rigs, ("town/", "rigs.py")) == []
+    disks = re.compile(r"gastown_mcp\.disks\b|from gastown_mcp import (\w+, )*disks\b")
+    assert _offenders(disks, ("town/", "disks.py")) == []
 
 
 def test_nothing_outside_the_town_package_drives_the_container_runtime() -> None:

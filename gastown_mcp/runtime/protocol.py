@@ -71,9 +71,10 @@ class Limits:
     tmp_mb: int = 256
     home_mb: int = 512
     wallclock_s: int = 4 * 3600
+    disk_mb: int = 4096  # what the agent may write to its host directories (repository, ~/.claude): see disks.py
 
     def __post_init__(self) -> None:
-        for name in ("memory_mb", "pids", "nofile", "tmp_mb", "home_mb", "wallclock_s"):
+        for name in ("memory_mb", "pids", "nofile", "tmp_mb", "home_mb", "wallclock_s", "disk_mb"):
             if getattr(self, name) <= 0:
                 raise InvalidInput(f"limit {name} must be positive, got {getattr(self, name)}")
         if self.cpus <= 0:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gastown_mcp import rigs
+from gastown_mcp import disks, rigs
 from gastown_mcp.errors import GastownError, NotFound, RuntimeUnavailable
 from gastown_mcp.models import OPEN_MERGE_STATES, Agent, AgentState, Role, Verb, now_iso
 from gastown_mcp.store import backup as bk
@@ -212,6 +212,9 @@ class DogsAPI(FleetAPI):
             rig, name = item.split(":", 1)
             rigs.remove_agent_repo(rigs.get_rig(self.settings.town_dir, rig), name)
             removed.append(f"worktree {item}")
+            left = disks.agents_root(self.settings.town_dir) / name
+            if not any((left / "rigs").glob("*")):  # nothing else of it: its ~/.claude and capped space go too
+                disks.remove_agent_dir(self.settings.town_dir, name)
         for item in set(found.get("branches", [])) & set(again["branches"]):
             rig, ref = item.split(":", 1)
             rigs.delete_handin_ref(rigs.get_rig(self.settings.town_dir, rig), ref)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gastown_mcp import rigs
+from gastown_mcp import disks, rigs
 from gastown_mcp.config import Settings
 from gastown_mcp.errors import Conflict, GastownError, InvalidInput, NotFound, RuntimeUnavailable
 from gastown_mcp.models import Agent, AgentState, Bead, BeadStatus, BeadSummary, Message, MessageKind, Role
@@ -94,6 +94,7 @@ class Fleet:
         limits = Limits(**meta["limits"]) if isinstance(meta.get("limits"), dict) else Limits()
         rig_obj = rigs.get_rig(self.config.town_dir, agent.rig) if agent.rig else None
         try:
+            disks.agent_dir(self.config.town_dir, name, limits.disk_mb, fresh=True)  # capped on the agents' disk
             mounts: list[Mount] = []
             if rig_obj is not None:
                 # A bead handed back by the merge queue continues from its last hand-in, not from scratch.
@@ -178,6 +179,7 @@ class Fleet:
         meta = dict(agent.metadata)
         meta["generation"] = int(meta.get("generation") or 0) + 1
         limits = Limits(**meta["limits"]) if isinstance(meta.get("limits"), dict) else Limits()
+        disks.agent_dir(self.config.town_dir, name, limits.disk_mb, fresh=False)
         mounts: list[Mount] = []
         if agent.rig and meta.get("worktree"):
             rig = rigs.get_rig(self.config.town_dir, agent.rig)
@@ -648,7 +650,8 @@ class FleetAPI(AgentsAPI, MailAPI):
         return self._fleet.cleanup_orphans() if self._fleet is not None else []
 
     def teardown(self, actor: Agent) -> None:
-        """Remove every container and the network of this town (the town process does it as it shuts down)."""
+        """Remove every container and the network of this town, and unmount the agents' disk (the town process
+        does it as it shuts down; the next start mounts it again)."""
         self._require(actor, "town.admin", "tear the town down")
         if self._fleet is None:
             return
@@ -657,6 +660,28 @@ class FleetAPI(AgentsAPI, MailAPI):
             self._fleet.runtime.cleanup(self._fleet.config.town)
         with contextlib.suppress(GastownError):
             self._fleet.runtime.remove_network(self._fleet.config.town)
+        with contextlib.suppress(GastownError):
+            disks.unmount_agents_disk(self.settings.town_dir)
+
+    def open_agents_disk(self, actor: Agent) -> str:
+        """Put the agents' directories on their capped disk (`[runtime] agents_disk_mb`); says what it did, or
+        loudly that agents run uncapped and why."""
+        self._require(actor, "town.admin", "set up the agents' disk")
+        size = self.settings.runtime.agents_disk_mb
+        if size == 0:
+            return "agents' disk use is NOT capped: [runtime] agents_disk_mb = 0"
+        try:
+            return "agents' disk: " + disks.mount_agents_disk(self.settings.town_dir, size)
+        except disks.DiskUnavailable as exc:
+            return f"WARNING: agents' disk use is NOT capped ({exc}); set [runtime] agents_disk_mb = 0 to say so"
+
+    def agents_disk_usage(self, actor: Agent) -> dict[str, tuple[float, float | None]]:
+        """Each agent's space on the capped disk: (used MB, cap MB); empty when uncapped."""
+        self._require(actor, "town.status", "read disk use")
+        try:
+            return disks.usage_mb(self.settings.town_dir)
+        except disks.DiskUnavailable:
+            return {}
 
     @contextlib.contextmanager
     def _mail_if_blocked(self, actor: Agent, bead_id: str | None) -> Iterator[None]:

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import pytest
 from waits import until
 
-from gastown_mcp.models import AgentState, BeadStatus, Message, MessageState, Verb
+from gastown_mcp.models import AgentState, BeadStatus, Message, MessageState, Role, Verb
 from gastown_mcp.runtime.docker_backend import DockerRuntime
+from gastown_mcp.runtime.protocol import Limits
 from gastown_mcp.standin import Conversation
 from gastown_mcp.standin.conversation import block_text
 from gastown_mcp.supervisor.dogs import Freezer
@@ -262,3 +263,25 @@ def test_estop_freezes_five_claude_code_polecats_mid_bead_no_model_call_passes_a
         bead = e2e.town._store.beads.get(beads[name])
         assert bead.status is BeadStatus.done and bead.attempts == 0, e2e.logs(name)
     assert not [a for a in e2e.tick() if a.target in beads.values()]  # nothing for the witness to judge
+
+
+def test_a_polecat_that_fills_its_disk_gets_disk_quota_exceeded_and_still_finishes_its_bead(e2e: E2E) -> None:
+    """The agents' directories are on the town's capped btrfs disk: a polecat with a 16 MB cap that writes 64 MB
+    into its repository is stopped by the kernel at 16 MB; it removes the file and lands its work."""
+    bead = e2e.bead("Try to fill the disk")
+    fill = "dd if=/dev/zero of=big bs=1M count=64 2>&1; du -m big; rm -f big"
+    e2e.script.plans["hog"] = Plan([bash(fill, "Fill the disk")])
+    e2e.fleet.spawn(
+        OPERATOR.name,
+        Role.polecat,
+        rig=e2e.rig.name,
+        bead=bead,
+        name="hog",
+        limits=Limits(disk_mb=16),
+        lease_seconds=e2e.town.settings.lease.seconds,
+    )
+    assert e2e.wait_exit("hog").reason == "ok", e2e.logs("hog")
+    results = [r.text for req in e2e.requests_of("hog") for r in Conversation(req.body).last_tool_results()]
+    assert any("Disk quota exceeded" in text for text in results), "\n".join(t[:300] for t in results)
+    assert e2e.town.agents_disk_usage(OPERATOR)["hog"][1] == 16
+    assert e2e.town._store.beads.get(bead).status is BeadStatus.done
