@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from rich.console import Console
 
@@ -66,5 +68,6 @@ def test_when_no_polecat_container_can_start_the_demo_stops_with_blocked_beads_a
     problems = "\n".join(result.problems)
     assert "could not start" in problems and "rlimit" in problems, problems
     assert "blocked after 3 failed attempts" in problems, problems  # the default max_attempts
-    left = docker_runtime.client.containers.list(all=True, filters={"label": "gastown.role=polecat"})
+    town = f"demo{os.getpid() % 100000}"  # the demo's town, run in this process (other towns may share the engine)
+    left = docker_runtime.client.containers.list(all=True, filters={"label": f"gastown.town={town}"})
     assert left == [], [c.name for c in left]
