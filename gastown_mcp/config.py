@@ -65,7 +65,31 @@ class Upstream(_Section):
     key_env: str | None = Field(
         default="ANTHROPIC_API_KEY", description="environment variable holding this upstream's key; None = no key"
     )
+    key_file: str | None = Field(
+        default=None,
+        description="file holding this upstream's key (relative to the town directory), read at start instead of "
+        "key_env; `gastown model serve` writes one for a local model server",
+    )
     auth: Literal["x-api-key", "bearer"] = "x-api-key"
+    price: Price | None = Field(
+        default=None,
+        description="USD per Mtok for every model this upstream serves (e.g. {input = 0, output = 0} for a local "
+        "model); None = the [gateway] prices table by model",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file_replaces_env(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("key_file") and "key_env" not in data:
+            data = {**data, "key_env": None}
+        return data
+
+    @property
+    def key_ref(self) -> str | None:
+        """Where the edge finds this upstream's key: its `key_env` variable, or `file:<key_file>`."""
+        if self.key_file:
+            return f"file:{self.key_file}"
+        return self.key_env
 
 
 class RouteRule(_Section):
@@ -262,6 +286,9 @@ class WitnessSection(_Section):
     crash_loop_failures: int = Field(default=3, ge=1, description="failures of one bead within the window")
     crash_loop_window_seconds: float = Field(default=900.0, gt=0)
     respawn: bool = Field(default=True, description="give a bead whose polecat died to a fresh polecat on its rig")
+    model_failures: int = Field(
+        default=5, ge=1, description="failed model calls in a row (no success between) before the mayor is told"
+    )
 
 
 class DogsSection(_Section):

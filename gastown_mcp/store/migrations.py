@@ -241,5 +241,12 @@ CREATE INDEX usage_status ON usage (status, at)
     )
 
 
+@migrations(name="m010_upstreams")
+def m010_upstreams(db: UtilsDatabase) -> None:
+    # Why a model call failed (the upstream's error message, or the gateway's own: no key, unreachable), so the
+    # last error of an agent whose calls fail shows in `agent ls`/`status` and the witness can tell the mayor.
+    _run(db, "ALTER TABLE usage ADD COLUMN error TEXT")
+
+
 def apply_migrations(conn: sqlite3.Connection) -> None:
     migrations.apply(UtilsDatabase(conn))
