@@ -164,6 +164,15 @@ class GatewaySection(_Section):
 
     @model_validator(mode="before")
     @classmethod
+    def _anthropic_stays(cls, data: Any) -> Any:
+        # Adding a local upstream in town.toml must not silently drop Anthropic (the default upstream).
+        ups = data.get("upstreams") if isinstance(data, dict) else None
+        if isinstance(ups, dict) and "anthropic" not in ups:
+            data = {**data, "upstreams": {"anthropic": Upstream(base_url="https://api.anthropic.com"), **ups}}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
     def _claude_code_betas_stay(cls, data: Any) -> Any:
         betas = data.get("allowed_betas") if isinstance(data, dict) else None
         if isinstance(betas, dict) and "*" not in betas:

@@ -8,6 +8,7 @@ upstream's key is there, so a town with nowhere to send model calls says so befo
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -189,6 +190,8 @@ def serve(
             f'[gateway.upstreams.{upstream}]\nbase_url = "{spec.url}"\nkey_file = "{key_file}"\n'
             'auth = "bearer"\nprice = { input = 0, output = 0 }\n'
         )
+    for sig in (signal.SIGINT, signal.SIGTERM):  # also when started in the background, where SIGINT is ignored
+        signal.signal(sig, _interrupt)
     process = localmodel.start(spec, settings.town_dir / "run" / f"model-{upstream}.log")
     try:
         localmodel.wait_ready(spec, process)
@@ -202,6 +205,10 @@ def serve(
     if process.returncode not in (0, -2, -15, None):
         note(f"the local model server exited with {process.returncode}; see run/model-{upstream}.log")
         raise typer.Exit(1)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _where(name: str, upstream: Upstream | None) -> tuple[str, int | None]:
