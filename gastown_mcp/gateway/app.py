@@ -9,6 +9,7 @@ recorded becomes a 503 (or, once streaming, an SSE `error` event in place of `me
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -190,6 +191,8 @@ class MessagesProxy:
                 f"({type(exc).__name__}); is its model server running? `gastown route list` shows the routes"
             )
             settlement.status, settlement.outcome, settlement.error = 502, "error", msg
+            with contextlib.suppress(StoreError):  # recorded before the client hears of it, like every reply
+                await settlement.settle(502, "error")
             await _send_error(send, 502, "api_error", msg)
             return
         status = settlement.status = response.status_code
