@@ -90,6 +90,9 @@ def find_model() -> Path | None:
 
 def locate(server: Path | None = None, model: Path | None = None) -> tuple[Path, Path]:
     """The server program and model file to use, or `NotFound` saying how to install them."""
+    for given in (server, model):
+        if given is not None and not given.is_file():
+            raise NotFound(f"{given} does not exist; leave the option out to use the installed one ({INSTALL_HINT})")
     server = server or find_server()
     model = model or find_model()
     missing = [name for name, found in ((SERVER_PACKAGE, server), (MODEL_PACKAGE, model)) if found is None]
