@@ -63,7 +63,8 @@ class Upstream(_Section):
 
     base_url: str = Field(description="e.g. https://api.anthropic.com or http://127.0.0.1:11434")
     key_env: str | None = Field(
-        default="ANTHROPIC_API_KEY", description="environment variable holding this upstream's key; None = no key"
+        default="ANTHROPIC_API_KEY",
+        description='environment variable holding this upstream\'s key; "" or None = it needs no key',
     )
     key_file: str | None = Field(
         default=None,
@@ -89,7 +90,7 @@ class Upstream(_Section):
         """Where the edge finds this upstream's key: its `key_env` variable, or `file:<key_file>`."""
         if self.key_file:
             return f"file:{self.key_file}"
-        return self.key_env
+        return self.key_env or None  # key_env = "" in town.toml: no key (TOML has no null)
 
 
 class RouteRule(_Section):

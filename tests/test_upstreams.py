@@ -157,6 +157,10 @@ def test_an_upstream_added_in_town_toml_keeps_anthropic_and_reads_its_key_from_i
     assert sorted(cfg.upstreams) == ["anthropic", "local"] and cfg.default_upstream == "anthropic"
     local = cfg.upstreams["local"]
     assert local.key_env is None and local.key_ref == "file:run/local.key"
+    keyless = GatewaySection.model_validate(
+        {"upstreams": {"ollama": {"base_url": "http://127.0.0.1:1", "key_env": ""}}}
+    )
+    assert keyless.upstreams["ollama"].key_ref is None  # TOML has no null: "" means it needs no key
     configured = settings.model_copy(update={"gateway": cfg})
     assert provider_env(configured, {}) == {}  # no file yet: the gateway warns and refuses calls routed there
     key_file = Path(settings.town_dir) / "run" / "local.key"
