@@ -166,9 +166,13 @@ class GatewaySection(_Section):
     @model_validator(mode="before")
     @classmethod
     def _anthropic_stays(cls, data: Any) -> Any:
-        # Adding a local upstream in town.toml must not silently drop Anthropic (the default upstream).
+        # Adding a local upstream in town.toml must not drop Anthropic while the default (or a route) uses it.
         ups = data.get("upstreams") if isinstance(data, dict) else None
-        if isinstance(ups, dict) and "anthropic" not in ups:
+        routes = data.get("routes") if isinstance(data, dict) else None
+        used = data.get("default_upstream", "anthropic") == "anthropic" or any(
+            isinstance(r, dict) and r.get("upstream") == "anthropic" for r in routes or []
+        )
+        if isinstance(ups, dict) and "anthropic" not in ups and used:
             data = {**data, "upstreams": {"anthropic": Upstream(base_url="https://api.anthropic.com"), **ups}}
         return data
 

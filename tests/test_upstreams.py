@@ -157,6 +157,10 @@ def test_an_upstream_added_in_town_toml_keeps_anthropic_and_reads_its_key_from_i
     assert sorted(cfg.upstreams) == ["anthropic", "local"] and cfg.default_upstream == "anthropic"
     local = cfg.upstreams["local"]
     assert local.key_env is None and local.key_ref == "file:run/local.key"
+    standin_only = GatewaySection.model_validate(
+        {"upstreams": {"standin": {"base_url": "http://127.0.0.1:1"}}, "default_upstream": "standin"}
+    )
+    assert sorted(standin_only.upstreams) == ["standin"]  # nothing uses anthropic: not added
     keyless = GatewaySection.model_validate(
         {"upstreams": {"ollama": {"base_url": "http://127.0.0.1:1", "key_env": ""}}}
     )
