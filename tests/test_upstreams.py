@@ -8,6 +8,7 @@ The real `anthropic` client → gateway (uvicorn) → scripted stand-ins (uvicor
 from __future__ import annotations
 
 import contextlib
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,16 +16,19 @@ from typing import Any
 
 import anthropic
 import pytest
+from fakes import FakeRuntime
 
 from gastown_mcp.assemble import provider_env
 from gastown_mcp.config import GatewaySection, Settings, WitnessSection
-from gastown_mcp.gateway import build_gateway
+from gastown_mcp.gateway import build_gateway, localmodel
 from gastown_mcp.models import AgentState, Role
+from gastown_mcp.runtime.protocol import ContainerStatus, LaunchSpec
 from gastown_mcp.serving import bind, serve
 from gastown_mcp.standin import Fails, Hello, build_standin
 from gastown_mcp.store import Store
+from gastown_mcp.supervisor.reconciler import Reconciler
 from gastown_mcp.supervisor.witness import Did, Witness
-from gastown_mcp.town import Town, operator
+from gastown_mcp.town import Fleet, FleetConfig, Town, operator
 
 SENTINEL = "sk-ant-PROVIDER-SENTINEL-0123456789abcdef"
 
@@ -174,3 +178,46 @@ def test_an_upstream_added_in_town_toml_keeps_anthropic_and_reads_its_key_from_i
         "ANTHROPIC_API_KEY": "sk-1",
         "file:run/local.key": "gtl-local-key-0123456789abcdef",
     }
+
+
+class Recording(FakeRuntime):
+    """The fake runtime, keeping every launch spec."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.specs: list[LaunchSpec] = []
+
+    def launch(self, spec: LaunchSpec) -> ContainerStatus:
+        self.specs.append(spec)
+        return super().launch(spec)
+
+
+def test_a_launched_polecat_gets_neither_the_local_model_key_nor_its_file(settings: Settings) -> None:
+    source = settings.town_dir.parent / "source"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "-C", str(source)]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(source)], check=True)
+    (source / "README.md").write_text("web\n")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "initial"], check=True)
+    key_file = settings.town_dir / "run" / "local-model.key"
+    key = localmodel.ensure_key(key_file)
+    cfg = GatewaySection.model_validate(
+        {"upstreams": {"local": {"base_url": "http://127.0.0.1:8767", "key_file": "run/local-model.key"}}}
+    )
+    configured = settings.model_copy(update={"gateway": cfg})
+    assert provider_env(configured, {})["file:run/local-model.key"] == key  # the gateway has it ...
+    runtime = Recording()
+    config = FleetConfig(town="t", town_dir=settings.town_dir, mcp_url="http://town/mcp", gateway_url="http://gw")
+    store = Store(configured)
+    try:
+        town = Town(store, configured, Fleet(store, runtime, config))
+        town.rig_add(operator(), "web", str(source))
+        town.sling(operator(), town.bead_create(operator(), "work").id, "web")
+        Reconciler(town).tick()
+    finally:
+        store.close()
+    [spec] = runtime.specs  # ... the agent does not: not in its environment, not in what is mounted
+    assert spec.env["ANTHROPIC_BASE_URL"] == "http://gw" and all(key not in v for v in spec.env.values())
+    run_dir = (settings.town_dir / "run").resolve()
+    assert all(not run_dir.is_relative_to(Path(m.source).resolve()) for m in spec.mounts)
+    assert all(not Path(m.source).resolve().is_relative_to(run_dir) for m in spec.mounts)
