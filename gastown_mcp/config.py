@@ -63,9 +63,34 @@ class Upstream(_Section):
 
     base_url: str = Field(description="e.g. https://api.anthropic.com or http://127.0.0.1:11434")
     key_env: str | None = Field(
-        default="ANTHROPIC_API_KEY", description="environment variable holding this upstream's key; None = no key"
+        default="ANTHROPIC_API_KEY",
+        description='environment variable holding this upstream\'s key; "" or None = it needs no key',
+    )
+    key_file: str | None = Field(
+        default=None,
+        description="file holding this upstream's key (relative to the town directory), read at start instead of "
+        "key_env; `gastown model serve` writes one for a local model server",
     )
     auth: Literal["x-api-key", "bearer"] = "x-api-key"
+    price: Price | None = Field(
+        default=None,
+        description="USD per Mtok for every model this upstream serves (e.g. {input = 0, output = 0} for a local "
+        "model); None = the [gateway] prices table by model",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file_replaces_env(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("key_file") and "key_env" not in data:
+            data = {**data, "key_env": None}
+        return data
+
+    @property
+    def key_ref(self) -> str | None:
+        """Where the edge finds this upstream's key: its `key_env` variable, or `file:<key_file>`."""
+        if self.key_file:
+            return f"file:{self.key_file}"
+        return self.key_env or None  # key_env = "" in town.toml: no key (TOML has no null)
 
 
 class RouteRule(_Section):
@@ -137,6 +162,19 @@ class GatewaySection(_Section):
         },
         description="role → anthropic-beta values to pass upstream; any other beta is refused",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _anthropic_stays(cls, data: Any) -> Any:
+        # Adding a local upstream in town.toml must not drop Anthropic while the default (or a route) uses it.
+        ups = data.get("upstreams") if isinstance(data, dict) else None
+        routes = data.get("routes") if isinstance(data, dict) else None
+        used = data.get("default_upstream", "anthropic") == "anthropic" or any(
+            isinstance(r, dict) and r.get("upstream") == "anthropic" for r in routes or []
+        )
+        if isinstance(ups, dict) and "anthropic" not in ups and used:
+            data = {**data, "upstreams": {"anthropic": Upstream(base_url="https://api.anthropic.com"), **ups}}
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -268,6 +306,9 @@ class WitnessSection(_Section):
     crash_loop_failures: int = Field(default=3, ge=1, description="failures of one bead within the window")
     crash_loop_window_seconds: float = Field(default=900.0, gt=0)
     respawn: bool = Field(default=True, description="give a bead whose polecat died to a fresh polecat on its rig")
+    model_failures: int = Field(
+        default=5, ge=1, description="failed model calls in a row (no success between) before the mayor is told"
+    )
 
 
 class DogsSection(_Section):

@@ -48,6 +48,9 @@ def build_app() -> typer.Typer:
     budget_cmds.register(app)
     app.add_typer(merges.app, name="mq")
     plans.register(app)
+    from gastown_mcp.cli import model_cmds  # `gastown route` and `gastown model`
+
+    model_cmds.register(app)
     return app
 
 

@@ -87,11 +87,13 @@ def usage(
 
     def render(c: Console) -> None:
         table = Table(
-            "agent", "requests", "input", "output", "cache write", "cache read", "USD", "tokens left", "USD left"
-        )
+            "agent", "upstreams", "requests", "input", "output", "cache write", "cache read", "USD", "tokens left",
+            "USD left",
+        )  # fmt: skip
         for u in rows:
             table.add_row(
                 u.agent,
+                ", ".join(u.upstreams),
                 str(u.requests),
                 _fmt(u.input_tokens),
                 _fmt(u.output_tokens),

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gastown_mcp.cli import agents
+from gastown_mcp.cli import agents, model_cmds
 from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, attached_town, emit, note, open_town, print_json
 from gastown_mcp.config import TOWN_FILE, load_settings
 from gastown_mcp.daemon import TownProcess, provider_env, read_state, stop_running_town
@@ -49,6 +49,7 @@ def up(
     """Run the town: MCP server, LLM gateway and witness, until Ctrl-C (agents are stopped gracefully)."""
     with open_town(town_dir) as town:
         settings = town.settings
+        routes, warnings = model_cmds.upstream_lines(town, os.environ)
     if read_state(settings) is not None:
         note("[yellow]a town is already running here[/]; `gastown down` stops it")
         raise typer.Exit(4)
@@ -65,6 +66,7 @@ def up(
             f"  gateway  {s.gateway_url}" + (f"  (agents: {s.agent_gateway_url})" if s.agent_gateway_url else "")
         )
         console.print(f"  witness  every {settings.witness.interval_seconds:.0f}s; Ctrl-C stops the town")
+        model_cmds.print_upstreams(console, routes, warnings)
 
     anyio.run(process.run, ready)
     console.print("town stopped")
@@ -116,9 +118,10 @@ def ls(town_dir: TownDir = None, as_json: Json = False) -> None:
     """Agents with their container state, branch and hook."""
     with open_town(town_dir) as town:
         found = town.agents(actor(town, None))
+        errors = model_cmds.model_errors(town)
 
     def render(c: Console) -> None:
-        table = Table("agent", "role", "rig", "state", "hook", "branch", "exit")
+        table = Table("agent", "role", "rig", "state", "hook", "branch", "exit", "last model error")
         for a in found:
             m = a.metadata
             table.add_row(
@@ -129,10 +132,11 @@ def ls(town_dir: TownDir = None, as_json: Json = False) -> None:
                 str(m.get("hook", "")),
                 str(m.get("branch", "")),
                 str(m.get("exit_reason", "")),
+                model_cmds.error_text(errors.get(a.name)),
             )
         c.print(table)
 
-    emit(as_json, found, render)
+    emit(as_json, [{**a.model_dump(mode="json"), "model_error": errors.get(a.name)} for a in found], render)
 
 
 def sling(

@@ -14,10 +14,12 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gastown_mcp import assemble, console
 from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, emit, note, open_town, print_json
+from gastown_mcp.cli.model_cmds import error_text as model_error_text
 from gastown_mcp.config import TOWN_FILE, TownSection, default_town_toml, load_settings
 from gastown_mcp.errors import Conflict, InvalidInput
 from gastown_mcp.models import Event
@@ -99,6 +101,7 @@ def status(as_: AsAgent = None, town_dir: TownDir = None, as_json: Json = False)
         found = town.status(who)
         budgets = town.budget(who) if roles.can(who.role, "town.budget") else []
         usage = town.usage(who) if roles.can(who.role, "town.usage") else []
+        failing = town.model_errors(who) if roles.can(who.role, "town.usage") else []
 
     def render(c: Console) -> None:
         if found.estop:
@@ -120,8 +123,10 @@ def status(as_: AsAgent = None, town_dir: TownDir = None, as_json: Json = False)
                 u.input_tokens + u.output_tokens + u.cache_creation_tokens + u.cache_read_tokens for u in usage
             )
             c.print(f"model spend: {tokens:,} tokens, ${spent:.4f} over {len(usage)} agents (`gastown usage`)")
+        for f in failing:
+            c.print(f"[red]model calls failing[/] {f.agent}: {escape(model_error_text(f))}", highlight=False)
 
-    data = {**found.model_dump(mode="json"), "budgets": budgets, "usage": usage}
+    data = {**found.model_dump(mode="json"), "budgets": budgets, "usage": usage, "model_errors": failing}
     emit(as_json, data, render)
 
 

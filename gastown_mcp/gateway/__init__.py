@@ -26,7 +26,16 @@ from gastown_mcp.gateway.app import MessagesProxy
 from gastown_mcp.town import Town
 from gastown_mcp.town.budgets import UsageRow
 
-__all__ = ["GatewayConfig", "RouteRule", "Upstream", "build_gateway"]
+__all__ = ["GatewayConfig", "RouteRule", "Upstream", "build_gateway", "upstream_keys"]
+
+
+def upstream_keys(config: GatewayConfig, provider_env: Mapping[str, str]) -> dict[str, str]:
+    """Upstream name → its provider key, for the upstreams whose key the edge found (`Upstream.key_ref`)."""
+    return {
+        name: provider_env[u.key_ref]
+        for name, u in config.upstreams.items()
+        if u.key_ref is not None and provider_env.get(u.key_ref)
+    }
 
 
 def build_gateway(
@@ -40,14 +49,10 @@ def build_gateway(
     `on_settled` is called (in the event loop) with each usage row once written."""
     log = logging.getLogger("gastown_mcp.gateway")
     config, budgets = town.settings.gateway, town.budgets
-    keys = {
-        name: provider_env[u.key_env]
-        for name, u in config.upstreams.items()
-        if u.key_env is not None and provider_env.get(u.key_env)
-    }
+    keys = upstream_keys(config, provider_env)
     for name, u in config.upstreams.items():
-        if u.key_env is not None and name not in keys:
-            log.warning("gateway upstream %s has no key: %s is not set", name, u.key_env)
+        if u.key_ref is not None and name not in keys:
+            log.warning("gateway upstream %s has no key: %s is not set", name, u.key_ref)
     timeout = httpx2.Timeout(
         connect=config.connect_timeout_seconds, read=config.read_timeout_seconds, write=60.0, pool=60.0
     )

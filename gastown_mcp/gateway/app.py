@@ -9,6 +9,8 @@ recorded becomes a 503 (or, once streaming, an SSE `error` event in place of `me
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -126,9 +128,12 @@ class MessagesProxy:
         name = self.routes.pick(agent.name, model)
         if name is None or name not in self.config.upstreams:
             raise Refusal(500, "api_error", f"gateway route for {agent.name}/{model} names unknown upstream {name!r}")
+        upstream = self.config.upstreams[name]
+        if upstream.key_ref is not None and name not in self.keys:
+            self._failed_before_sending(agent, checked, name, _no_key(name, upstream, model), metered)
         if not metered:
             return Admitted(agent, name, None)
-        estimate = self.budgets.prices.estimate(model, body_len, checked.max_tokens)
+        estimate = self.budgets.prices.estimate(model, body_len, checked.max_tokens, upstream.price)
         try:
             res = self.budgets.reserve(agent.name, agent.rig, model, estimate, owner=self.instance)
         except BudgetBusy as exc:
@@ -148,6 +153,22 @@ class MessagesProxy:
             raise Refusal(503, "api_error", _UNRECORDED.format(exc=exc)) from exc
         return Admitted(agent, name, res)
 
+    def _failed_before_sending(
+        self, agent: Agent, checked: Checked, upstream: str, message: str, metered: bool
+    ) -> None:
+        """Refuse with 503 a request that cannot be sent on, recording it as a failed model call (with why), so
+        `agent ls` shows it and the witness counts it; never silent."""
+        if metered:
+            try:
+                self.budgets.refused(
+                    agent.name, agent.rig, checked.model, 503, checked.stream,
+                    outcome="error", upstream=upstream, error=message,
+                )  # fmt: skip
+            except StoreError as exc:
+                self.log.error("gateway could not record a failed call of %s: %s", agent.name, exc)
+        self.log.warning("gateway refused %s: %s", agent.name, message)
+        raise Refusal(503, "api_error", message)
+
     def _upstream_headers(self, scope: Scope, upstream: Upstream, name: str) -> list[tuple[bytes, bytes]]:
         headers = forward_headers(scope["headers"])
         key = self.keys.get(name)
@@ -164,8 +185,14 @@ class MessagesProxy:
         try:
             response = await self.client.send(request, stream=True)
         except httpx2.HTTPError as exc:
-            msg = f"gateway could not reach the upstream model server ({type(exc).__name__})"
-            settlement.status, settlement.outcome = 502, "error"
+            name = settlement.admitted.upstream_name
+            msg = (
+                f"gateway could not reach upstream {name} at {self.config.upstreams[name].base_url} "
+                f"({type(exc).__name__}); is its model server running? `gastown route list` shows the routes"
+            )
+            settlement.status, settlement.outcome, settlement.error = 502, "error", msg
+            with contextlib.suppress(StoreError):  # recorded before the client hears of it, like every reply
+                await settlement.settle(502, "error")
             await _send_error(send, 502, "api_error", msg)
             return
         status = settlement.status = response.status_code
@@ -176,6 +203,8 @@ class MessagesProxy:
                 data = redact(await response.aread(), self._secrets)
                 if 200 <= status < 300:
                     meter.read_json(data)
+                else:
+                    settlement.error = _error_message(data, status, settlement.admitted.upstream_name)
                 try:
                     await settlement.settle(status, "ok" if 200 <= status < 300 else "error")
                 except StoreError as exc:
@@ -209,6 +238,7 @@ class _Settlement:
     ) -> None:
         self.proxy, self.admitted, self.meter, self.checked, self.started = proxy, admitted, meter, checked, started
         self.status, self.outcome = 502, "error"
+        self.error: str | None = None
         self.done = False
 
     async def settle(self, status: int, outcome: str) -> None:
@@ -219,6 +249,8 @@ class _Settlement:
         proxy, meter = self.proxy, self.meter
         usage = meter.usage() if 200 <= status < 300 else Usage()
         ms = (time.perf_counter() - self.started) * 1000
+        upstream = proxy.config.upstreams[self.admitted.upstream_name]
+        error = self.error or meter.error
         row = await anyio.to_thread.run_sync(
             lambda: proxy.budgets.settle(
                 reservation,
@@ -229,6 +261,8 @@ class _Settlement:
                 outcome=outcome,
                 duration_ms=ms,
                 stream=self.checked.stream,
+                price=upstream.price,
+                error=error,
             )
         )
         proxy.log.info(
@@ -278,6 +312,26 @@ async def _pump(
                 await send({"type": "http.response.body", "body": out, "more_body": True})
         tg.cancel_scope.cancel()
     return gone, held + redactor.flush()
+
+
+def _no_key(name: str, upstream: Upstream, model: str) -> str:
+    where = f"the key file {upstream.key_file} (in the town directory)" if upstream.key_file else upstream.key_env
+    return (
+        f"gastown: upstream {name} ({upstream.base_url}) has no key: {where} was not set when the town started, so "
+        f"no request for {model} is sent there. Set it and restart `gastown up`, or route the model elsewhere "
+        f"(`gastown route add UPSTREAM --model '{model}'`; `gastown route list` shows the routes)"
+    )
+
+
+def _error_message(data: bytes, status: int, upstream: str) -> str:
+    """The upstream's own error message (Anthropic's shape), else the start of its body."""
+    try:
+        error = json.loads(data).get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+    except (ValueError, AttributeError):
+        message = None
+    text = message if isinstance(message, str) and message else data[:200].decode("utf-8", "replace")
+    return f"upstream {upstream} answered {status}: {text}"
 
 
 def _error_type(status: int) -> str:

@@ -33,6 +33,7 @@ class Meter:
     counts: dict[str, int] = field(default_factory=dict)
     produced_bytes: int = 0
     finished: bool = False
+    error: str | None = None  # an SSE `error` event's message: why a started stream failed
     _buf: bytearray = field(default_factory=bytearray)
     _event: str = ""
 
@@ -82,6 +83,10 @@ class Meter:
                     self.produced_bytes += len(value.encode())
         elif kind == "message_stop":
             self.finished = True
+        elif kind == "error":
+            error = data.get("error")
+            message = error.get("message") if isinstance(error, dict) else None
+            self.error = f"stream failed: {message or error}"
 
     # -- JSON --------------------------------------------------------------------------------------
     def read_json(self, body: bytes) -> None:

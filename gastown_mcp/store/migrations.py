@@ -241,5 +241,17 @@ CREATE INDEX usage_status ON usage (status, at)
     )
 
 
+@migrations(name="m010_upstreams")
+def m010_upstreams(db: UtilsDatabase) -> None:
+    # Why a model call failed (the upstream's error message, or the gateway's own: no key, unreachable), so the
+    # last error of an agent whose calls fail shows in `agent ls`/`status` and the witness can tell the mayor.
+    # The partial index keeps the witness's look at failing agents (every tick) off the successful rows.
+    _run(
+        db,
+        "ALTER TABLE usage ADD COLUMN error TEXT;\n"
+        "CREATE INDEX usage_errors ON usage (agent, id) WHERE outcome = 'error'",
+    )
+
+
 def apply_migrations(conn: sqlite3.Connection) -> None:
     migrations.apply(UtilsDatabase(conn))

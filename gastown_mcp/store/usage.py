@@ -36,6 +36,7 @@ class UsageRow:
     outcome: str
     stream: bool
     request_id: str | None = None
+    error: str | None = None  # why it failed: the upstream's error message or the gateway's own
 
     @property
     def tokens(self) -> int:
@@ -152,7 +153,7 @@ class UsageRepo:
         cur = tx.execute(
             """INSERT INTO usage (at, agent, rig, model, upstream, input_tokens, output_tokens,
                cache_creation_tokens, cache_read_tokens, cost_usd, duration_ms, status, outcome, stream,
-               request_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+               request_id, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
             (
                 tx.now,
                 row.agent,
@@ -169,6 +170,7 @@ class UsageRepo:
                 row.outcome,
                 int(row.stream),
                 row.request_id,
+                row.error,
             ),
         )
         return int(cur.lastrowid or 0)
@@ -184,12 +186,23 @@ class UsageRepo:
                  SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens,
                  SUM(cache_creation_tokens) AS cache_creation_tokens,
                  SUM(cache_read_tokens) AS cache_read_tokens, SUM(cost_usd) AS cost_usd,
-                 MAX(at) AS last_at FROM usage"""
+                 MAX(at) AS last_at, GROUP_CONCAT(DISTINCT NULLIF(upstream, '')) AS upstreams FROM usage"""
         params: tuple[Any, ...] = ()
         if agent is not None:
             sql += " WHERE agent=?"
             params = (agent,)
         return self.db.query(sql + " GROUP BY agent ORDER BY agent", params)
+
+    def failing(self, agent: str | None = None) -> list[sqlite3.Row]:
+        """Per agent whose latest model calls failed (outcome `error`, none `ok` since): how many in a row, the
+        first of them, and the latest one's row (status, upstream, error, at)."""
+        sql = """SELECT f.agent, f.failures, f.first_id, u.id, u.status, u.upstream, u.model, u.error, u.at
+                 FROM (SELECT agent, COUNT(*) AS failures, MIN(id) AS first_id, MAX(id) AS last_id FROM usage AS e
+                       WHERE outcome = 'error' AND (? IS NULL OR agent = ?) AND id > COALESCE(
+                           (SELECT MAX(id) FROM usage AS o WHERE o.agent = e.agent AND o.outcome = 'ok'), 0)
+                       GROUP BY agent) AS f
+                 JOIN usage AS u ON u.id = f.last_id ORDER BY f.agent"""
+        return self.db.query(sql, (agent, agent))
 
     # -- routes ------------------------------------------------------------------------------------
     def set_route(self, tx: Tx, agent: str, model: str, upstream: str, actor: str) -> None:

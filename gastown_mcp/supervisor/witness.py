@@ -43,6 +43,7 @@ class Did(StrEnum):
     active = "agent.active"
     resumed = "agent.resumed"
     resume_failed = "agent.resume_failed"
+    model_failing = "agent.model_failing"
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class Witness:
         self.me = system_agent(name, Role.witness)
         self.cfg = town.settings.witness
         self._last_event = town.last_event_id(self.me)
+        self._told: set[tuple[str, int]] = set()  # (agent, first failed usage row) streaks the mayor heard of
 
     # -- the loop ----------------------------------------------------------------------------------
     def tick(self) -> list[Action]:
@@ -100,6 +102,7 @@ class Witness:
         actions += self._resumes()
         actions += self._leases()
         actions += self._idle()
+        actions += self._model_failures()
         return actions
 
     # -- checks ------------------------------------------------------------------------------------
@@ -232,6 +235,27 @@ class Witness:
                     f"It holds {held}. Stop it (`gastown agent stop`) or nudge it yourself.",
                 )
                 out.append(Action(Did.stalled, agent.name, f"idle {int(quiet)}s after a nudge"))
+        return out
+
+    def _model_failures(self) -> list[Action]:
+        """An agent whose last N model calls all failed (no key, upstream down, refused) is retrying in vain:
+        tell the mayor once per run of failures, with the last error and what to do."""
+        out = []
+        alive = {a.name for a in self._alive()}
+        for failing in self.town.model_errors(self.me):
+            streak = (failing.agent, failing.first_id)
+            if failing.agent not in alive or failing.failures < self.cfg.model_failures or streak in self._told:
+                continue
+            self._told.add(streak)
+            self.town.escalate(
+                self.me,
+                f"{failing.agent}: {failing.failures} model calls failed in a row",
+                f"{failing.agent}'s last {failing.failures} model calls through the gateway failed (upstream "
+                f"{failing.upstream or '-'}, model {failing.model}); the last one: {failing.error}. Fix the upstream "
+                "(`gastown route list` shows where each model goes and whether its key is set), route the model "
+                "elsewhere (`gastown route add`), or stop the agent (`gastown agent stop`).",
+            )
+            out.append(Action(Did.model_failing, failing.agent, f"{failing.failures} failed model calls"))
         return out
 
     # -- helpers -----------------------------------------------------------------------------------

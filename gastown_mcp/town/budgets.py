@@ -12,22 +12,22 @@ from __future__ import annotations
 
 import fnmatch
 import sqlite3
-import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Protocol
 
 from pydantic import Field
 
-from gastown_mcp.config import Price, RouteRule
+from gastown_mcp.config import Price
 from gastown_mcp.errors import BudgetBusy, BudgetExceeded, InvalidInput
 from gastown_mcp.models import Agent, StrictModel, Verb, now_iso
 from gastown_mcp.store.db import Database, Tx
 from gastown_mcp.store.usage import TOWN, BudgetKey, UsageRepo, UsageRow
 from gastown_mcp.town.agents import AgentsAPI
+from gastown_mcp.town.routes import Route, Routes
 
-__all__ = ["Price", "Route", "UsageRow"]
+__all__ = ["Price", "Route", "Routes", "UsageRow"]
 
 GATEWAY_ACTOR = "gateway"
 
@@ -86,8 +86,8 @@ class PriceTable:
                 return price
         return Price(input=0, output=0)
 
-    def cost(self, model: str, usage: Usage) -> float:
-        p = self.price(model)
+    def cost(self, model: str, usage: Usage, price: Price | None = None) -> float:
+        p = price or self.price(model)
         return (
             usage.input_tokens * p.input
             + usage.output_tokens * p.output
@@ -95,9 +95,10 @@ class PriceTable:
             + usage.cache_read_tokens * p.read
         ) / 1e6
 
-    def estimate(self, model: str, input_tokens_max: int, max_tokens: int) -> Estimate:
-        """An upper bound: every input token at the dearer of input and cache-write prices."""
-        p = self.price(model)
+    def estimate(self, model: str, input_tokens_max: int, max_tokens: int, price: Price | None = None) -> Estimate:
+        """An upper bound: every input token at the dearer of input and cache-write prices (`price` replaces the
+        table's, e.g. an upstream's own)."""
+        p = price or self.price(model)
         usd = (input_tokens_max * max(p.input, p.write) + max_tokens * p.output) / 1e6
         return Estimate(tokens=input_tokens_max + max_tokens, usd=usd)
 
@@ -147,6 +148,20 @@ class AgentUsage(_Model):
     tokens_remaining: int | None = Field(description="least remaining over agent, rig and town; None = no limit")
     usd_remaining: float | None
     last_at: str | None = None
+    upstreams: list[str] = Field(default_factory=list, description="the upstreams that served its requests")
+
+
+class ModelError(_Model):
+    """An agent whose latest model calls failed, none succeeding since: what `agent ls` and the witness show."""
+
+    agent: str
+    failures: int = Field(description="failed calls in a row")
+    first_id: int = Field(description="usage row of the first failure in the row: identifies the streak")
+    status: int
+    upstream: str
+    model: str
+    error: str
+    at: str
 
 
 def keys_for(agent: str, rig: str | None) -> list[BudgetKey]:
@@ -255,9 +270,26 @@ class Budgets:
                     tokens_remaining=min(trems) if trems else None,
                     usd_remaining=min(urems) if urems else None,
                     last_at=r["last_at"],
+                    upstreams=sorted((r["upstreams"] or "").split(",")) if r["upstreams"] else [],
                 )
             )
         return out
+
+    def failing(self, agent: str | None = None) -> list[ModelError]:
+        """Agents whose latest model calls failed with no success since, with the latest error."""
+        return [
+            ModelError(
+                agent=r["agent"],
+                failures=r["failures"],
+                first_id=r["first_id"],
+                status=r["status"],
+                upstream=r["upstream"],
+                model=r["model"],
+                error=r["error"] or f"HTTP {r['status']}",
+                at=r["at"],
+            )
+            for r in self.repo.failing(agent)
+        ]
 
     # -- gateway surface ---------------------------------------------------------------------------
     def reserve(
@@ -302,8 +334,11 @@ class Budgets:
         duration_ms: float = 0.0,
         stream: bool = False,
         request_id: str | None = None,
+        price: Price | None = None,
+        error: str | None = None,
     ) -> UsageRow:
-        """Release the reservation, record one usage row, and add the actual spend to every scope."""
+        """Release the reservation, record one usage row, and add the actual spend to every scope (`price`
+        replaces the table's: an upstream's own; `error` says why a failed request failed)."""
         model = model or reservation.model
         row = UsageRow(
             agent=reservation.agent,
@@ -314,12 +349,13 @@ class Budgets:
             output_tokens=usage.output_tokens,
             cache_creation_tokens=usage.cache_creation_tokens,
             cache_read_tokens=usage.cache_read_tokens,
-            cost_usd=self.prices.cost(model, usage),
+            cost_usd=self.prices.cost(model, usage, price),
             duration_ms=duration_ms,
             status=status,
             outcome=outcome,
             stream=stream,
             request_id=request_id,
+            error=error[:500] if error else None,
         )
         keys = keys_for(reservation.agent, reservation.rig)
         with self.db.write() as tx:
@@ -334,10 +370,22 @@ class Budgets:
                         self._exhausted(tx, b, reservation.agent)
         return row
 
-    def refused(self, agent: str, rig: str | None, model: str, status: int, stream: bool = False) -> None:
-        """Record a refused request (zero tokens) so usage reports show how often an agent hit its limit."""
+    def refused(
+        self,
+        agent: str,
+        rig: str | None,
+        model: str,
+        status: int,
+        stream: bool = False,
+        *,
+        outcome: str = "refused",
+        upstream: str = "",
+        error: str | None = None,
+    ) -> None:
+        """Record a refused request (zero tokens) so usage reports show how often an agent hit its limit, or
+        (`outcome="error"`) a request the gateway could not send on, with why."""
         res = Reservation(id=None, agent=agent, rig=rig, model=model, tokens=0, usd=0.0)
-        self.settle(res, Usage(), status=status, outcome="refused", stream=stream)
+        self.settle(res, Usage(), status=status, outcome=outcome, stream=stream, upstream=upstream, error=error)
 
     def release_not_owned_by(self, owner: str) -> int:
         """Drop every reservation not made by gateway instance `owner` (run at gateway start: the town process
@@ -396,77 +444,6 @@ def _spent_text(row: sqlite3.Row) -> str:
     return ", ".join(parts)
 
 
-Route = RouteRule  # one route model: a runtime route and a town.toml route are the same thing
-
-
-class Routes:
-    """Which upstream serves an agent's request for a model: the one matcher.
-
-    Runtime routes (set with `set`, kept in the store) are tried first, most specific first, then the
-    `[gateway] routes` of town.toml in their order, then the default upstream. The runtime table is cached and
-    re-read only when it changed (by this process or another), so a request costs one tiny query, not a sort.
-    """
-
-    def __init__(self, store: HasDatabase, configured: Sequence[RouteRule] = (), default: str | None = None) -> None:
-        self.db = store.db
-        self.repo = UsageRepo(store.db)
-        self.configured = list(configured)
-        self.default = default
-        self._lock = threading.Lock()
-        self._cached: tuple[tuple[int, str], list[Route]] | None = None
-
-    def set(self, actor: str, route: Route) -> Route:
-        with self.db.write() as tx:
-            self.repo.set_route(tx, route.agent, route.model, route.upstream, actor)
-            tx.event(
-                actor, Verb.route_set, agent=route.agent if "*" not in route.agent else None, after=route.model_dump()
-            )
-        self._forget()
-        return route
-
-    def clear(self, actor: str, agent: str = "*", model: str = "*") -> bool:
-        with self.db.write() as tx:
-            gone = self.repo.delete_route(tx, agent, model)
-            if gone:
-                tx.event(actor, Verb.route_cleared, before={"agent": agent, "model": model})
-        self._forget()
-        return gone
-
-    def list(self) -> list[Route]:
-        """Runtime routes, most specific first: exact agent before agent globs, then the longer pattern."""
-        version = self.repo.routes_version()
-        with self._lock:
-            if self._cached is not None and self._cached[0] == version:
-                return self._cached[1]
-        rows = self.repo.routes()
-        routes = sorted(
-            (Route(agent=r["agent"], model=r["model"], upstream=r["upstream"]) for r in rows), key=_specificity
-        )
-        with self._lock:
-            self._cached = (version, routes)
-        return routes
-
-    def pick(self, agent: str, model: str) -> str | None:
-        """The upstream for this agent and model; None only when nothing matches and there is no default."""
-        for r in (*self.list(), *self.configured):
-            if fnmatch.fnmatchcase(agent, r.agent) and fnmatch.fnmatchcase(model, r.model):
-                return r.upstream
-        return self.default
-
-    def _forget(self) -> None:
-        with self._lock:
-            self._cached = None
-
-
-def _is_glob(pattern: str) -> bool:
-    return any(c in pattern for c in "*?[")
-
-
-def _specificity(r: Route) -> tuple[bool, int, bool, int]:
-    # Exact beats glob; among globs, the one with more literal characters wins.
-    return (_is_glob(r.agent), -len(r.agent.strip("*")), _is_glob(r.model), -len(r.model.strip("*")))
-
-
 class BudgetsAPI(AgentsAPI):
     """Budgets and usage on `Town`: the operator and mayor read and set them; the gateway spends through
     `town.budgets` (reserve, settle) and picks upstreams through `town.routes`, one instance of each."""
@@ -498,6 +475,11 @@ class BudgetsAPI(AgentsAPI):
     def usage(self, actor: Agent, agent: str | None = None) -> list[AgentUsage]:
         self._require(actor, "town.usage", "read usage")
         return self.budgets.usage(agent)
+
+    def model_errors(self, actor: Agent, agent: str | None = None) -> list[ModelError]:
+        """Agents whose latest model calls failed, none succeeding since, with the latest error."""
+        self._require(actor, "town.usage", "read usage")
+        return self.budgets.failing(agent)
 
     def dispatch_room(self, actor: Agent, rig: str) -> str | None:
         """Why no new polecat should start on `rig` now (the town's or the rig's budget cannot cover one model
