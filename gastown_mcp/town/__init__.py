@@ -3,7 +3,8 @@
 `Town` wires the nouns, one module each: beads, agents, mail, fleet, merges (rigs and the hand-in),
 plans (convoys and acceptance checks), budgets, feed, and the operator's overview (board, needs-you, spend).
 Each method takes the acting `Agent` first, checks it in the guard (permissions and input, beside the roles
-table), and calls the store or the fleet, which nothing outside this package holds. Any call by an agent renews its leases.
+table), and calls the store or the fleet, which nothing outside this package holds. Any call by an agent
+renews its leases.
 """
 
 from __future__ import annotations
