@@ -55,6 +55,7 @@ HEADERS = [
     (b"cache-control", b"no-store"),
 ]
 FEED_BATCH = 200
+KEEPALIVE_S = 15
 
 # (path, title, panels shown on the page with their query)
 PAGES: dict[str, tuple[str, list[str]]] = {
@@ -225,22 +226,34 @@ class Dashboard:
         async def stream() -> Any:
             cursor = start
             yield "retry: 2000\n\n"
-            changes = ajournal_changes(journal, heartbeat_s=15)
+            # A short watch timeout lets a closed connection end within a second (a cancelled watch waits for it);
+            # quiet wake-ups read nothing, and a keep-alive comment goes out every KEEPALIVE_S.
+            changes = ajournal_changes(journal, heartbeat_s=1)
+            changed, quiet = True, 0
             try:
                 while True:
-                    try:
-                        events: list[Event] = await self._call(functools.partial(self._events_after, cursor))
-                    except GastownError as exc:
-                        events = []
-                        yield f"event: stale\ndata: {json.dumps(str(exc))}\n\n"
-                    for event in events:
-                        yield f"id: {event.id}\nevent: town\ndata: {event.model_dump_json()}\n\n"
-                        cursor = event.id
-                    if len(events) == FEED_BATCH:
-                        continue  # more waiting
-                    yield ": quiet\n\n"
-                    if await anext(changes, None) is None or self.sessions.of(request) is None:
-                        return  # the watch ended, or the operator logged out
+                    if changed:
+                        try:
+                            events: list[Event] = await self._call(functools.partial(self._events_after, cursor))
+                        except GastownError as exc:
+                            events = []
+                            yield f"event: stale\ndata: {json.dumps(str(exc))}\n\n"
+                        for event in events:
+                            yield f"id: {event.id}\nevent: town\ndata: {event.model_dump_json()}\n\n"
+                            cursor = event.id
+                        if len(events) == FEED_BATCH:
+                            continue  # more are waiting
+                    else:
+                        quiet += 1
+                        if quiet >= KEEPALIVE_S:
+                            quiet = 0
+                            yield ": keep-alive\n\n"
+                            if self.sessions.of(request) is None:
+                                return  # logged out or expired
+                    found = await anext(changes, None)
+                    if found is None:
+                        return
+                    changed = found
             finally:
                 await changes.aclose()
 

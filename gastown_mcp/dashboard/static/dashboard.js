@@ -36,7 +36,7 @@
   // Forms come back to the page they were sent from.
   document.addEventListener("submit", (ev) => {
     const next = ev.target.querySelector("input[name=next]");
-    if (next) next.value = location.pathname + location.search;
+    if (next && new URL(ev.target.action).pathname.startsWith("/act/")) next.value = location.pathname + location.search;
   });
 
   function line(e) {
