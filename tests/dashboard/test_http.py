@@ -7,8 +7,8 @@ import re
 
 import httpx2
 import pytest
-from dashboard.site import Site
 
+from dashboard.site import Site
 from gastown_mcp.models import Role
 from gastown_mcp.town import operator
 
