@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CLAUDE_DIR := .cache/npm-claude
 
-.PHONY: all venv test test-fast test-vm demo demo-local lint format bench docker image claude clean
+.PHONY: all venv test test-fast test-vm demo demo-local lint format bench docker image claude browser screenshots clean
 
 all: test
 
@@ -24,12 +24,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: venv
+test: venv browser
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory claude || echo "warning: npm could not install Claude Code; the tests that run it here will skip"; \
 	else echo "note: npm not found; the 3 tests that run Claude Code on this machine skip (install npm, then make claude)"; fi
 	$(BIN)/python -m pytest -m "not vm"
 
-test-fast: venv
+test-fast: venv browser
 	$(BIN)/python -m pytest -m "not docker and not claude and not vm"
 
 # Boots a whole VM and runs the factory in it: minutes with KVM, far longer without.
@@ -68,6 +68,18 @@ image: venv
 claude:
 	@mkdir -p $(CLAUDE_DIR)
 	@test -x $(CLAUDE_DIR)/node_modules/@anthropic-ai/claude-code-linux-x64/claude || npm install --silent --prefix $(CLAUDE_DIR) @anthropic-ai/claude-code
+
+# Debian's Chromium and its driver for the dashboard's browser tests (Selenium drives them; nothing downloaded).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium and chromium-driver for the dashboard's browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "note: chromium/chromium-driver missing; the dashboard's browser tests skip (sudo apt-get install chromium chromium-driver)"; fi
+
+# Screenshots of the dashboard's main pages into docs/ (from its browser tests).
+screenshots: venv browser
+	GASTOWN_SCREENSHOTS=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/dashboard/test_browser.py -k "beads_move or estop or stale"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -17,6 +17,8 @@ from gastown_mcp.models import Role
 from gastown_mcp.serving import serve_in_thread
 from gastown_mcp.town import operator
 
+pytestmark = pytest.mark.browser
+
 WAIT_S = 20  # a bound on every wait for the page; nothing here is timed
 
 
