@@ -32,8 +32,8 @@ COLUMNS: dict[str, str] = {
     "cancelled": "status = 'cancelled'",
 }
 ORDER: dict[str, str] = {
-    "merged": "closed_at DESC, id DESC",
-    "cancelled": "closed_at DESC, id DESC",
+    "merged": "closed_at DESC, rowid DESC",  # the order of the beads_merged index
+    "cancelled": "closed_at DESC, rowid DESC",
 }
 DEFAULT_ORDER = "priority, created_at, id"
 CARD_COLS = "id, title, status, priority, assignee, type, attempts, updated_at, closed_at"
@@ -91,6 +91,8 @@ class OverviewRepo:
         return self.db.query(sql, (*params, limit, offset))
 
     def board_counts(self, where: BoardFilter) -> dict[str, int]:
+        if where == BoardFilter():
+            return self._all_counts()
         filt, params = where.where()
         cases = " ".join(f"WHEN {cond} THEN '{name}'" for name, cond in COLUMNS.items())
         found = self.db.query(
@@ -99,6 +101,28 @@ class OverviewRepo:
         counts = dict.fromkeys(COLUMNS, 0)
         counts.update({r["col"]: r["n"] for r in found if r["col"]})
         return counts
+
+    def _all_counts(self) -> dict[str, int]:
+        """Every column's count from indexes alone (no table scan): statuses from the status index, ready and
+        awaiting merge from their partial indexes."""
+        by_status = {
+            r["status"]: r["n"]
+            for r in self.db.query("SELECT status, count(*) AS n FROM beads INDEXED BY beads_status GROUP BY status")
+        }
+        ready = self.db.query_one(f"SELECT count(*) AS n FROM beads INDEXED BY beads_ready WHERE {COLUMNS['ready']}")
+        awaiting = self.db.query_one(
+            f"SELECT count(*) AS n FROM beads INDEXED BY beads_awaiting_merge WHERE {COLUMNS['awaiting_merge']}"
+        )
+        r, a = (int(ready["n"]) if ready else 0), (int(awaiting["n"]) if awaiting else 0)
+        return {
+            "ready": r,
+            "waiting": by_status.get("open", 0) - r,
+            "in_progress": by_status.get("in_progress", 0),
+            "awaiting_merge": a,
+            "merged": by_status.get("done", 0) - a,
+            "blocked": by_status.get("blocked", 0),
+            "cancelled": by_status.get("cancelled", 0),
+        }
 
     def labels_of(self, bead_ids: Sequence[str]) -> dict[str, list[str]]:
         if not bead_ids:
@@ -113,9 +137,10 @@ class OverviewRepo:
 
     # -- what needs a human ----------------------------------------------------------------------------
     def blocked(self, limit: int) -> list[dict[str, Any]]:
-        """Blocked beads, most recently changed first, with the reason of the event that blocked them."""
+        """Blocked beads, most urgent first (the status index's order), with the reason of the event that
+        blocked them."""
         found = self.db.query(
-            f"SELECT {CARD_COLS} FROM beads WHERE status = 'blocked' ORDER BY updated_at DESC LIMIT ?", (limit,)
+            f"SELECT {CARD_COLS} FROM beads WHERE status = 'blocked' ORDER BY priority, created_at LIMIT ?", (limit,)
         )
         out = []
         for r in found:
@@ -131,7 +156,7 @@ class OverviewRepo:
     def failed_merges(self, limit: int) -> list[sqlite3.Row]:
         """Requests that failed or conflicted and were not followed by another request for their bead."""
         return self.db.query(
-            """SELECT m.*, b.title, b.status AS bead_status FROM merge_requests m JOIN beads b ON b.id = m.bead_id
+            """SELECT m.*, (SELECT b.title FROM beads b WHERE b.id = m.bead_id) AS title FROM merge_requests m
                WHERE m.state IN ('failed', 'conflicted')
                  AND NOT EXISTS (SELECT 1 FROM merge_requests n WHERE n.bead_id = m.bead_id AND n.id > m.id)
                ORDER BY m.updated_at DESC LIMIT ?""",

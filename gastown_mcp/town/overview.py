@@ -291,12 +291,11 @@ class OverviewAPI(PlansAPI, BudgetsAPI, DogsAPI):
         spend = {u.agent: u for u in self.budgets.usage()}
         containers = self.containers(actor)
         paused = set(self.paused_containers(actor) or [])
-        held: dict[str, list[str]] = {}
-        for b in self._store.beads.search(status=[BeadStatus.in_progress.value], limit=5000):
-            if b.assignee:
-                held.setdefault(b.assignee, []).append(b.id)
+        agents = self._store.agents.all()
+        # What each live agent holds (an index lookup per agent; exited agents hold nothing).
+        held = {a.name: [b.id for b in self._store.beads.held_by(a.name)] for a in agents if a.state.alive}
         out = []
-        for a in self._store.agents.all():
+        for a in agents:
             if not include_exited and not a.state.alive:
                 continue
             u = spend.get(a.name)
