@@ -79,6 +79,16 @@ class BoardFilter:
         return (" AND ".join(parts) or "1"), params
 
 
+def _column_of(r: sqlite3.Row) -> str:
+    """The board column of a bead row (the same rule as COLUMNS, in Python)."""
+    status = r["status"]
+    if status == "open":
+        return "ready" if r["open_blockers"] == 0 and r["assignee"] is None else "waiting"
+    if status == "done":
+        return "awaiting_merge" if r["merge_pending"] else "merged"
+    return str(status)
+
+
 class OverviewRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -89,6 +99,32 @@ class OverviewRepo:
         order = ORDER.get(column, DEFAULT_ORDER)
         sql = f"SELECT {CARD_COLS} FROM beads WHERE {COLUMNS[column]} AND {filt} ORDER BY {order} LIMIT ? OFFSET ?"
         return self.db.query(sql, (*params, limit, offset))
+
+    def board_filtered(
+        self, where: BoardFilter, columns: Sequence[str], limit: int, offset: int
+    ) -> tuple[dict[str, int], dict[str, list[sqlite3.Row]]]:
+        """Counts and pages of every column under a filter from one pass over the matching beads (a filter such
+        as a title search cannot use an index, so it is applied once, not once per column)."""
+        filt, params = where.where()
+        found = self.db.query(
+            f"""SELECT id, status, priority, created_at, closed_at, open_blockers, assignee, merge_pending,
+                       rowid AS rid FROM beads WHERE {filt}""",
+            params,
+        )
+        buckets: dict[str, list[sqlite3.Row]] = {c: [] for c in COLUMNS}
+        for r in found:
+            buckets[_column_of(r)].append(r)
+        pages: dict[str, list[sqlite3.Row]] = {}
+        for c in columns:
+            if c in ORDER:
+                ordered = sorted(buckets[c], key=lambda r: (r["closed_at"] or "", r["rid"]), reverse=True)
+            else:
+                ordered = sorted(buckets[c], key=lambda r: (r["priority"], r["created_at"], r["id"]))
+            ids = [r["id"] for r in ordered[offset : offset + limit]]
+            marks = ",".join("?" * len(ids))
+            rows = {r["id"]: r for r in self.db.query(f"SELECT {CARD_COLS} FROM beads WHERE id IN ({marks})", ids)}
+            pages[c] = [rows[i] for i in ids if i in rows]
+        return {c: len(b) for c, b in buckets.items()}, pages
 
     def board_counts(self, where: BoardFilter) -> dict[str, int]:
         if where == BoardFilter():

@@ -177,8 +177,11 @@ class OverviewAPI(PlansAPI, BudgetsAPI, DogsAPI):
         if where.priority is not None:
             guard.priority(where.priority)
         limit, offset = guard.limit(limit), max(0, offset)
-        counts = self._overview.board_counts(where)
-        pages = {c: self._overview.board_page(c, where, limit, offset) for c in columns}
+        if where == BoardFilter():  # each column from its index
+            counts = self._overview.board_counts(where)
+            pages = {c: self._overview.board_page(c, where, limit, offset) for c in columns}
+        else:
+            counts, pages = self._overview.board_filtered(where, columns, limit, offset)
         labels = self._overview.labels_of([r["id"] for page in pages.values() for r in page])
         out = [
             BoardColumn(
