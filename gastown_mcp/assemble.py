@@ -146,6 +146,16 @@ def assemble_process(
         extra_hosts.append(f"{s.server.host}:{mcp_port}")  # with 0.0.0.0, list client names in allowed_hosts
     mcp = http_app(town, "127.0.0.1", mcp_port, [*s.server.allowed_hosts, *extra_hosts])
     gateway = build_gateway(town, provider_env)
+    apps: list[tuple[Any, list[socket.socket]]] = [(mcp, mcp_socks), (gateway, gw_socks)]
+    dashboard_url = None
+    if s.dashboard.enabled:
+        from gastown_mcp.dashboard import build_dashboard
+
+        dash_socks = listen(s.dashboard.host, s.dashboard.port, "dashboard")
+        dash_port = dash_socks[0].getsockname()[1]
+        names = {"127.0.0.1", "localhost", *(sock.getsockname()[0] for sock in dash_socks)} - {"0.0.0.0"}
+        apps.append((build_dashboard(town, s.dashboard, [f"{h}:{dash_port}" for h in names]), dash_socks))
+        dashboard_url = f"http://127.0.0.1:{dash_port}"
     state = RunState(
         pid=os.getpid(),
         started_at=time.time(),
@@ -155,8 +165,9 @@ def assemble_process(
         agent_gateway_url=agent_gw,
         network=network,
         pid_namespace=pid_namespace(),
+        dashboard_url=dashboard_url,
     )
-    return Assembly(town, [(mcp, mcp_socks), (gateway, gw_socks)], state)
+    return Assembly(town, apps, state)
 
 
 def provider_env(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
@@ -174,8 +185,8 @@ def provider_env(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
 
 
 def listen(host: str, port: int, section: str) -> list[socket.socket]:
-    """Sockets for a `[server]` or `[gateway]` host: always loopback (the state file's URLs use it), plus the
-    configured address. `0.0.0.0` is one wildcard socket, which also covers the town network's bridge."""
+    """Sockets for a `[server]`, `[gateway]` or `[dashboard]` host: always loopback (the state file's URLs use
+    it), plus the configured address. `0.0.0.0` is one wildcard socket, which also covers the town network's bridge."""
     if host in ("127.0.0.1", "localhost"):
         return [bind("127.0.0.1", port)]
     try:

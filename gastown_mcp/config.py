@@ -331,6 +331,17 @@ class DogsSection(_Section):
     )
 
 
+class DashboardSection(_Section):
+    """`[dashboard]`: the operator's web dashboard and `/metrics`, served by `gastown up` on a port of its own."""
+
+    enabled: bool = True
+    host: str = Field(default="127.0.0.1", description="loopback by default; the operator's token opens it")
+    port: int = Field(default=0, ge=0, le=65535, description="0 = any free port (`gastown init` writes 8767)")
+    allowed_hosts: list[str] = Field(default_factory=list, description="extra Host headers to accept")
+    refresh_seconds: float = Field(default=10.0, gt=0, description="panels refresh this often besides on events")
+    session_hours: float = Field(default=12.0, gt=0, description="a login lasts this long")
+
+
 class Settings(_Section):
     """Everything configurable about one town."""
 
@@ -346,6 +357,7 @@ class Settings(_Section):
     planner: PlannerSection = Field(default_factory=PlannerSection)
     dogs: DogsSection = Field(default_factory=DogsSection)
     limits: LimitsSection = Field(default_factory=LimitsSection)
+    dashboard: DashboardSection = Field(default_factory=DashboardSection)
 
     def rig(self, name: str) -> RigSection:
         """The settings of a rig (defaults when town.toml has no `[rigs.<name>]`)."""
@@ -415,5 +427,6 @@ def default_town_toml(name: str, prefix: str) -> str:
         "# gastown town settings; GASTOWN_<SECTION>__<FIELD> environment variables override these.\n"
         f'[town]\nname = "{name}"\nprefix = "{prefix}"\n\n'
         "[lease]\nseconds = 600\n\n"
-        '[server]\nhost = "127.0.0.1"\nport = 8765\n'
+        '[server]\nhost = "127.0.0.1"\nport = 8765\n\n'
+        '[dashboard]\nhost = "127.0.0.1"\nport = 8767\n'
     )

@@ -28,6 +28,7 @@ class RunState(BaseModel):
     agent_gateway_url: str | None = None
     network: str | None = None
     pid_namespace: str | None = None  # a town in a container (compose.yaml) has a pid only it can signal
+    dashboard_url: str | None = None  # the operator's dashboard (and /metrics), when `[dashboard] enabled`
 
     @property
     def foreign(self) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from typer.testing import CliRunner, Result
 from gastown_mcp.cli import build_app
 from gastown_mcp.cli.town_cmds import follow_events
 from gastown_mcp.config import load_settings
+from gastown_mcp.follow import journal_changes
 from gastown_mcp.models import Event, Verb
 from gastown_mcp.store import Store
 from gastown_mcp.town import Town
@@ -245,27 +248,34 @@ def test_feed_without_follow_prints_past_events(gt: Any) -> None:
     assert [json.loads(line)["verb"] for line in after_first] == [Verb.bead_created]
 
 
-def test_following_the_feed_prints_new_events_until_interrupted(town_dir: Path) -> None:
+def test_following_the_feed_wakes_on_the_journal_not_a_timer(town_dir: Path) -> None:
     settings = load_settings(town_dir)
     store = Store(settings)
     town = Town(store, settings)
     seen: list[Event] = []
-    waits = 0
+    stop = threading.Event()
+    # A heartbeat far longer than the test: only the file watch can wake the follower in time.
+    changes = journal_changes(settings.journal_path, heartbeat_s=600, stop=stop)
 
-    def wait(_seconds: float) -> None:
-        # Stands in for the 0.5 s poll: the first wait lets a bead land, the second is Ctrl-C.
-        nonlocal waits
-        waits += 1
-        if waits == 1:
-            town.bead_create(town.agent("operator"), "arrives while following")
-        else:
-            raise KeyboardInterrupt
+    def show(event: Event) -> None:
+        seen.append(event)
+        stop.set()
 
+    follower = threading.Thread(
+        target=follow_events, args=(store.events.since, store.events.last_id(), None, None, show, changes)
+    )
+    follower.start()
     try:
-        follow_events(store.events.since, store.events.last_id(), None, None, seen.append, wait)
+        deadline = time.monotonic() + 20
+        while not seen and time.monotonic() < deadline:
+            town.bead_create(town.agent("operator"), "arrives while following")
+            stop.wait(1.0)
     finally:
+        stop.set()
+        follower.join(30)
         store.close()
-    assert [e.verb for e in seen] == [Verb.bead_created]
+    assert not follower.is_alive()
+    assert seen and seen[0].verb == Verb.bead_created
 
 
 def test_export_writes_a_jsonl_line_for_each_table(gt: Any, tmp_path: Path) -> None:

@@ -12,7 +12,18 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from gastown_mcp.cli import agents, beads, budget_cmds, dogs_cmds, fleet_cmds, merges, messages, plans, town_cmds
+from gastown_mcp.cli import (
+    agents,
+    beads,
+    budget_cmds,
+    dashboard_cmds,
+    dogs_cmds,
+    fleet_cmds,
+    merges,
+    messages,
+    plans,
+    town_cmds,
+)
 from gastown_mcp.errors import GastownError
 
 __all__ = ["build_app", "main"]
@@ -51,6 +62,7 @@ def build_app() -> typer.Typer:
     from gastown_mcp.cli import model_cmds  # `gastown route` and `gastown model`
 
     model_cmds.register(app)
+    dashboard_cmds.register(app)
     return app
 
 

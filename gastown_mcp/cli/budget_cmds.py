@@ -77,11 +77,39 @@ def show(town_dir: TownDir = None, as_agent: AsAgent = None, as_json: Json = Fal
 
 def usage(
     agent: Annotated[str | None, typer.Argument()] = None,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Group by bead, convoy, role, rig or agent instead of per agent.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Rows with --by, dearest first.")] = 50,
     town_dir: TownDir = None,
     as_agent: AsAgent = None,
     as_json: Json = False,
 ) -> None:
-    """Per agent: requests, tokens by kind, USD and what remains of its budgets."""
+    """Per agent: requests, tokens by kind, USD and what remains of its budgets; or, with --by, spend per bead,
+    convoy, role or rig (a model request counts for the bead its agent had claimed)."""
+    if by is not None:
+        if agent is not None:
+            raise typer.BadParameter("give an agent or --by, not both", param_hint="--by")
+        with open_town(town_dir) as town:
+            lines = town.usage_by(actor(town, as_agent), by, limit)
+
+        def render_by(c: Console) -> None:
+            table = Table(by, "requests", "input", "output", "cache write", "cache read", "tokens", "USD")
+            for u in lines:
+                table.add_row(
+                    u.key or "(none)",
+                    str(u.requests),
+                    _fmt(u.input_tokens),
+                    _fmt(u.output_tokens),
+                    _fmt(u.cache_creation_tokens),
+                    _fmt(u.cache_read_tokens),
+                    _fmt(u.tokens),
+                    _fmt(u.cost_usd, True),
+                )
+            c.print(table)
+
+        emit(as_json, lines, render_by)
+        return
     with open_town(town_dir) as town:
         rows = town.usage(actor(town, as_agent), agent)
 

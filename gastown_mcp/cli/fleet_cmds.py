@@ -65,6 +65,8 @@ def up(
         console.print(
             f"  gateway  {s.gateway_url}" + (f"  (agents: {s.agent_gateway_url})" if s.agent_gateway_url else "")
         )
+        if s.dashboard_url:
+            console.print(f"  dashboard {s.dashboard_url}  (log in with `gastown dashboard token`; /metrics)")
         console.print(f"  witness  every {settings.witness.interval_seconds:.0f}s; Ctrl-C stops the town")
         model_cmds.print_upstreams(console, routes, warnings)
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated
 
@@ -22,11 +21,11 @@ from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, emit, note, ope
 from gastown_mcp.cli.model_cmds import error_text as model_error_text
 from gastown_mcp.config import TOWN_FILE, TownSection, default_town_toml, load_settings
 from gastown_mcp.errors import Conflict, InvalidInput
+from gastown_mcp.follow import journal_changes
 from gastown_mcp.models import Event
 from gastown_mcp.town import Town, roles
 from gastown_mcp.town.feed import EventSource
 
-FEED_POLL_SECONDS = 0.5
 FEED_PAGE = 500
 
 
@@ -154,19 +153,17 @@ def follow_events(
     bead: str | None,
     agent: str | None,
     show: Callable[[Event], None],
-    wait: Callable[[float], None] = time.sleep,
+    changes: Iterable[object],
 ) -> None:
-    """Print new events as they land until interrupted (Ctrl-C). `wait` is injectable for tests."""
+    """Print new events as they land until interrupted (Ctrl-C) or `changes` ends. `changes` yields whenever the
+    journal may hold new events (a file watch, `follow.journal_changes`): the database is read only then."""
     try:
-        while True:
-            page = events(after_id=cursor, bead_id=bead, agent=agent, limit=FEED_PAGE)
-            for event in page:
-                show(event)
-            if page:
+        for _ in changes:
+            while page := events(after_id=cursor, bead_id=bead, agent=agent, limit=FEED_PAGE):
+                for event in page:
+                    show(event)
                 cursor = page[-1].id
                 sys.stdout.flush()
-            else:
-                wait(FEED_POLL_SECONDS)
     except KeyboardInterrupt:
         return
 
@@ -195,7 +192,8 @@ def feed(
         for event in past:
             show(event)
         if follow:
-            follow_events(events, past[-1].id if past else (since or 0), bead, agent, show)
+            cursor = past[-1].id if past else (since or 0)
+            follow_events(events, cursor, bead, agent, show, journal_changes(town.settings.journal_path))
 
 
 def export(

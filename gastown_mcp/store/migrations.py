@@ -255,3 +255,26 @@ def m010_upstreams(db: UtilsDatabase) -> None:
 
 def apply_migrations(conn: sqlite3.Connection) -> None:
     migrations.apply(UtilsDatabase(conn))
+
+
+@migrations(name="m009_dashboard")
+def m009_dashboard(db: UtilsDatabase) -> None:
+    # The operator's dashboard login (hashes only; one live token, rotated by `gastown dashboard token`) and the
+    # indexes its board, spend and metrics read at 100k beads: work awaiting merge and merged work by recency,
+    # each agent's claims by time (to attribute model spend to the bead it held), and usage by time.
+    _run(
+        db,
+        """
+CREATE TABLE operator_tokens (
+    id INTEGER PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE INDEX beads_awaiting_merge ON beads (priority, created_at, id) WHERE status = 'done' AND merge_pending = 1;
+CREATE INDEX beads_merged ON beads (closed_at) WHERE status = 'done' AND merge_pending = 0;
+CREATE INDEX events_claims ON events (actor, at) WHERE verb = 'bead.claimed';
+CREATE INDEX usage_at ON usage (at)
+""",
+    )

@@ -1,0 +1,168 @@
+"""The dashboard at 100k beads: board pages p50/p95 against `/healthz` of the same server (the reference), the
+live feed's latency from a write to the SSE client, and the town process's CPU on an idle town with a live
+feed open versus none.
+
+The town is built like bench_ready's (100k beads, a lived-in status mix, every third bead labelled), the
+dashboard is served by its own process (uvicorn, one worker), and the client (an HTTP client logged in as the
+operator) runs here. Run: `.venv/bin/python benchmarks/bench_dashboard.py` (figures also go to
+benchmarks/results/dashboard.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing
+import os
+import random
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from _report import write_report
+from bench_ready import build, percentile
+
+from gastown_mcp.config import DashboardSection, Settings
+from gastown_mcp.dashboard import build_dashboard
+from gastown_mcp.serving import bind, make_server
+from gastown_mcp.store import Store
+from gastown_mcp.town import Town, operator
+
+PAGES = {
+    "reference: /healthz": "/healthz",
+    "board panel: 6 columns x 8": "/panel/board",
+    "board page (with the status bar)": "/board",
+    "one column, page 1 of ready": "/board?column=ready&page=1",
+    "one column, deep page (merged, page 400)": "/board?column=merged&page=400",
+    "filtered by rig label": "/panel/board?label=web",
+    "title search": "/panel/board?q=bead%204242",
+    "overview page (all panels)": "/",
+}
+
+
+def serve(town_dir: str, sock: Any) -> None:
+    settings = Settings(town_dir=Path(town_dir))
+    town = Town(Store(settings), settings)
+    port = sock.getsockname()[1]
+    app = build_dashboard(town, DashboardSection(), [f"127.0.0.1:{port}"])
+    make_server(app, lifespan="off").run(sockets=[sock])
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--beads", type=int, default=100_000)
+    parser.add_argument("--calls", type=int, default=200, help="requests per page")
+    parser.add_argument("--feed-writes", type=int, default=50)
+    parser.add_argument("--idle-seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="gastown-bench-dash-") as tmp:
+        settings = Settings(town_dir=Path(tmp))
+        store = Store(settings)
+        t0 = time.perf_counter()
+        mix = build(store, args.beads, random.Random(7))
+        town = Town(store, settings)
+        token = town.operator_token(operator())
+        print(f"built {args.beads:,} beads in {time.perf_counter() - t0:.1f}s: {mix}")
+        sock = bind("127.0.0.1")
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        child = multiprocessing.get_context("fork").Process(target=serve, args=(tmp, sock), daemon=True)
+        child.start()
+        sock.close()
+        try:
+            rows = run(url, token, town, child.pid or 0, args)
+        finally:
+            child.terminate()
+            child.join(10)
+            store.close()
+    write_report("dashboard", rows, file="dashboard", beads=args.beads)
+
+
+def run(url: str, token: str, town: Town, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    c = httpx2.Client(base_url=url, timeout=30)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            c.get("/healthz")
+            break
+        except httpx2.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    assert c.post("/login", data={"token": token}).status_code == 303
+    pages: dict[str, dict[str, float]] = {}
+    print(f"{'page':<44} {'p50 ms':>8} {'p95 ms':>8} {'p50 / ref':>9}")
+    for label, path in PAGES.items():
+        for _ in range(5):
+            assert c.get(path).status_code == 200
+        samples = []
+        for _ in range(args.calls):
+            t = time.perf_counter()
+            r = c.get(path)
+            samples.append((time.perf_counter() - t) * 1000)
+            assert r.status_code == 200 and "stale-banner" not in r.text, path
+        p50, p95 = percentile(samples, 50), percentile(samples, 95)
+        ref = pages.get("reference: /healthz", {}).get("p50_ms", p50)
+        pages[label] = {"p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "ratio_to_reference": round(p50 / ref, 1)}
+        print(f"{label:<44} {p50:>8.2f} {p95:>8.2f} {p50 / ref:>8.1f}x")
+    feed = feed_latency(c, town, args.feed_writes)
+    print(f"live feed, write -> SSE client: p50 {feed['p50_ms']:.1f} ms, p95 {feed['p95_ms']:.1f} ms")
+    idle = idle_cpu(c, pid, args.idle_seconds)
+    print(
+        f"town process CPU on an idle town over {args.idle_seconds:.0f}s: no live feed {idle['closed_cpu_s']:.3f}s, "
+        f"one live feed open {idle['open_cpu_s']:.3f}s"
+    )
+    return {"pages": pages, "feed": feed, "idle": idle}
+
+
+def feed_latency(c: httpx2.Client, town: Town, writes: int) -> dict[str, float]:
+    op = operator()
+    sent: dict[str, float] = {}
+    got: list[float] = []
+    with c.stream("GET", "/live", params={"after": str(town.last_event_id(op))}, timeout=60) as r:
+        lines = r.iter_lines()
+        next(lines)  # the retry line: the stream is open
+        for i in range(writes):
+            t = time.perf_counter()
+            bead = town.bead_create(op, f"feed probe {i}")
+            sent[bead.id] = t
+            for line in lines:
+                if line.startswith("data:") and bead.id in line:
+                    got.append((time.perf_counter() - sent[bead.id]) * 1000)
+                    break
+            time.sleep(0.05)
+    return {"writes": writes, "p50_ms": round(percentile(got, 50), 1), "p95_ms": round(percentile(got, 95), 1)}
+
+
+def idle_cpu(c: httpx2.Client, pid: int, seconds: float) -> dict[str, float]:
+    before = cpu_seconds(pid)
+    time.sleep(seconds)
+    closed = cpu_seconds(pid) - before
+    stop = threading.Event()
+
+    def hold_open() -> None:
+        with contextlib.suppress(httpx2.HTTPError), c.stream("GET", "/live", timeout=seconds + 30) as r:
+            for _ in r.iter_lines():
+                if stop.is_set():
+                    return
+
+    holder = threading.Thread(target=hold_open, daemon=True)
+    holder.start()
+    time.sleep(1)
+    before = cpu_seconds(pid)
+    time.sleep(seconds)
+    opened = cpu_seconds(pid) - before
+    stop.set()
+    return {"seconds": seconds, "closed_cpu_s": round(closed, 3), "open_cpu_s": round(opened, 3)}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+// The dashboard's only script: refresh panels (on town events from the live feed, and every few seconds),
+// keep the last data marked stale when the dashboard cannot be reached, and append live events to the feed.
+(function () {
+  "use strict";
+  const refreshMs = Math.max(1, parseFloat(document.body.dataset.refresh || "10")) * 1000;
+  const banner = (el, text) => {
+    let b = el.querySelector(":scope > .stale-client");
+    if (!b) {
+      b = document.createElement("div");
+      b.className = "stale-banner stale-client";
+      b.setAttribute("role", "alert");
+      el.prepend(b);
+    }
+    b.textContent = text;
+    el.classList.add("stale");
+  };
+  async function load(el) {
+    if (el.contains(document.activeElement) && document.activeElement !== document.body) return; // typing
+    try {
+      const r = await fetch(el.dataset.panel, { credentials: "same-origin", cache: "no-store" });
+      if (r.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname); return; }
+      if (!r.ok) throw new Error("HTTP " + r.status);
+      el.innerHTML = await r.text();
+      el.classList.toggle("stale", el.querySelector(".stale-banner") !== null);
+    } catch (e) {
+      banner(el, "stale: the dashboard could not be reached at " + new Date().toLocaleTimeString() +
+        " (" + e.message + "); showing the last data");
+    }
+  }
+  const panels = () => document.querySelectorAll("[data-panel]");
+  const refreshAll = () => panels().forEach((el) => { if (!el.closest("#panel-feed")) load(el); });
+  let queued = null;
+  const soon = () => { if (!queued) queued = setTimeout(() => { queued = null; refreshAll(); }, 200); };
+  setInterval(refreshAll, refreshMs);
+
+  // Forms come back to the page they were sent from.
+  document.addEventListener("submit", (ev) => {
+    const next = ev.target.querySelector("input[name=next]");
+    if (next && new URL(ev.target.action).pathname.startsWith("/act/")) next.value = location.pathname + location.search;
+  });
+
+  function line(e) {
+    const li = document.createElement("li");
+    li.dataset.id = e.id;
+    const at = document.createElement("span");
+    at.className = "muted";
+    at.textContent = (e.at || "").slice(11, 19);
+    const verb = document.createElement("b");
+    verb.textContent = e.verb;
+    li.append(at, " " + e.actor + " ", verb);
+    if (e.bead_id) { const a = document.createElement("a"); a.href = "/bead/" + e.bead_id; a.textContent = e.bead_id; li.append(" ", a); }
+    if (e.agent) { const a = document.createElement("a"); a.href = "/agent/" + e.agent; a.textContent = e.agent; li.append(" ", a); }
+    return li;
+  }
+  if (window.EventSource) {
+    const list = () => document.getElementById("feed-list");
+    const start = list() ? list().dataset.last : "";
+    const es = new EventSource("/live" + (start ? "?after=" + start : ""));
+    es.addEventListener("town", (ev) => {
+      const e = JSON.parse(ev.data);
+      const feed = list();
+      if (feed && !feed.querySelector('[data-id="' + e.id + '"]')) {
+        feed.prepend(line(e));
+        while (feed.children.length > 200) feed.lastElementChild.remove();
+      }
+      soon();
+    });
+    es.addEventListener("stale", (ev) => {
+      const feed = document.getElementById("panel-feed");
+      if (feed) banner(feed.querySelector(".panel-body"), "stale: " + JSON.parse(ev.data));
+    });
+    es.onopen = () => document.body.classList.remove("offline");
+    es.onerror = () => document.body.classList.add("offline");
+  }
+})();
