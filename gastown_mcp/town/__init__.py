@@ -1,8 +1,8 @@
 """The one domain API: every surface (MCP server, CLI, gateway, supervisors, demos) calls `Town`.
 
 `Town` wires the nouns, one module each: beads, agents, mail, fleet, merges (rigs and the hand-in),
-plans (convoys and acceptance checks), budgets, feed. Each method takes the
-acting `Agent` first, checks it in the guard (permissions and input, beside the roles table), and calls the
+plans (convoys and acceptance checks), budgets, feed, workspaces (repositories over git smart HTTP). Each method
+takes the acting `Agent` first, checks it in the guard (permissions and input, beside the roles table), and calls the
 store or the fleet, which nothing outside this package holds. Any call by an agent renews its leases.
 """
 
@@ -18,6 +18,7 @@ from gastown_mcp.town.dogs import DogsAPI
 from gastown_mcp.town.feed import FeedAPI
 from gastown_mcp.town.fleet import Fleet, FleetConfig, role_limits
 from gastown_mcp.town.plans import PlansAPI
+from gastown_mcp.town.workspaces import WorkspacesAPI
 
 __all__ = [
     "OPERATOR",
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 
-class Town(BeadsAPI, PlansAPI, BudgetsAPI, DogsAPI, FeedAPI):
+class Town(BeadsAPI, PlansAPI, BudgetsAPI, DogsAPI, FeedAPI, WorkspacesAPI):
     """A town over its store, optionally with a fleet (a container runtime and where agents find the town)."""
 
     def __init__(self, store: Store, settings: Settings, fleet: Fleet | None = None) -> None:
