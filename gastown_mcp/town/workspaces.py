@@ -85,7 +85,8 @@ def check_push(agent: str, body: bytes) -> list[str]:
 
 def run_git(service: str, git_dir: Path, body: bytes | None) -> bytes:
     """`git upload-pack|receive-pack --stateless-rpc` in `git_dir` (advertising refs when `body` is None)."""
-    args = ["git", *SERVE_CONFIG, service.removeprefix("git-"), "--stateless-rpc"]
+    # The repository belongs to the agent user; git refuses to serve another user's repository unless told.
+    args = ["git", *SERVE_CONFIG, "-c", f"safe.directory={git_dir}", service.removeprefix("git-"), "--stateless-rpc"]
     if body is None:
         args.append("--advertise-refs")
     done = subprocess.run(
