@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import hashlib
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -33,7 +34,7 @@ from gastown_mcp.runtime.protocol import (
     NetworkPolicy,
     TownNetwork,
 )
-from gastown_mcp.runtime.swarm_spec import PENDING, WORK_MB, service_name, service_spec, task_status
+from gastown_mcp.runtime.swarm_spec import PENDING, PUSH_HOOK, WORK_MB, service_name, service_spec, task_status
 
 DEFAULT_PLACEMENT = ("node.role==worker",)
 START_TIMEOUT_S = 90.0
@@ -111,7 +112,8 @@ class SwarmRuntime:
                 raise NotFound(f"image {spec.image} is not built: run `gastown image build`") from None
             _check_image_user(spec, image.attrs)
             network = swarm_network.ensure_agent_network(self.client, spec.town, spec.agent)
-            kwargs = service_spec(spec, str(image.id), network, time.time(), placement, self.work_mb)
+            hooks = self._hook_config() if spec.env.get("GASTOWN_GIT_URL") else None
+            kwargs = service_spec(spec, str(image.id), network, time.time(), placement, self.work_mb, hooks)
             self.client.api.create_service(**kwargs)
         deadline = time.monotonic() + self.start_timeout_s
         while True:
@@ -299,6 +301,18 @@ class SwarmRuntime:
             if raw in PENDING or raw == "running":
                 error = f"node {task.get('NodeID')} stopped answering"
         return status, error
+
+    def _hook_config(self) -> tuple[str, str]:
+        """The swarm config holding the push hook, named by its content (made once, shared by every agent)."""
+        name = f"gastown-git-hook-{hashlib.sha256(PUSH_HOOK.encode()).hexdigest()[:12]}"
+        found = self.client.configs.list(filters={"name": name})
+        exact = [c for c in found if (c.attrs.get("Spec") or {}).get("Name") == name]
+        if exact:
+            return str(exact[0].id), name
+        with contextlib.suppress(docker.errors.APIError):  # made by a concurrent launch: read it below
+            self.client.configs.create(name=name, data=PUSH_HOOK.encode(), labels={"gastown.hook": "push"})
+        made = [c for c in self.client.configs.list(filters={"name": name}) if c.name == name]
+        return str(made[0].id), name
 
     def _expire(self, town: str, agent: str) -> ContainerStatus:
         """Stop a service past its deadline; a task that ends after the deadline reads as `wallclock`."""

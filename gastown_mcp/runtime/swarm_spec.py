@@ -38,25 +38,32 @@ PENDING = {"new", "allocated", "pending", "assigned", "accepted", "preparing", "
 WORK_MB = 2048
 
 # Runs in the agent container before its command: the agent's repository comes from the town over git smart
-# HTTP with its own token, and every commit (or rewrite) of its branch goes back the same way, so completing a
-# bead finds the work at the town exactly as a local hand-in would. /work is memory: it dies with the container.
-WORKSPACE_SCRIPT = r"""set -eu
-if [ -n "${GASTOWN_GIT_URL:-}" ]; then
-  auth="Authorization: Bearer ${GASTOWN_TOKEN:?}"
-  branch="${GASTOWN_BRANCH:?GASTOWN_BRANCH is needed with GASTOWN_GIT_URL}"
-  git -c http.extraHeader="$auth" clone --quiet --no-tags --branch "$branch" "$GASTOWN_GIT_URL" /work
-  cd /work
+# HTTP with its own token into /work/repo (memory: it dies with the container), and every commit or rewrite of
+# its branch goes back the same way (the hooks below), so completing a bead finds the work at the town exactly
+# as a local hand-in would. The repository is not /work itself: the engine gives a tmpfs over a directory of
+# the image that directory's owner (root) whatever mode is asked for.
+WORK_REPO = f"{WORK_DIR}/repo"
+HOOKS_DIR = "/opt/gastown-git/hooks"
+WORKSPACE_SCRIPT = rf"""set -eu
+if [ -n "${{GASTOWN_GIT_URL:-}}" ]; then
+  auth="Authorization: Bearer ${{GASTOWN_TOKEN:?}}"
+  branch="${{GASTOWN_BRANCH:?GASTOWN_BRANCH is needed with GASTOWN_GIT_URL}}"
+  git -c http.extraHeader="$auth" clone --quiet --no-tags --branch "$branch" "$GASTOWN_GIT_URL" {WORK_REPO}
+  cd {WORK_REPO}
   git config http.extraHeader "$auth"
+  git config core.hooksPath {HOOKS_DIR}
   git branch --quiet main origin/main 2>/dev/null || true
-  push="git push --quiet origin +refs/heads/$branch:refs/heads/$branch"
-  for hook in post-commit post-rewrite; do
-    printf '#!/bin/sh\n%s >&2 || echo "gastown: push to the town failed" >&2\n' "$push" > ".git/hooks/$hook"
-    chmod 0755 ".git/hooks/$hook"
-  done
 fi
 [ "$#" -gt 0 ] || set -- /opt/gastown/run-claude.sh
 exec "$@"
 """
+# The hooks come as a swarm config (a read-only file the engine mounts with exec allowed): a tmpfs of this
+# engine's service API is always noexec, so a hook written into the repository could not run.
+PUSH_HOOK = """#!/bin/sh
+git push --quiet origin "+refs/heads/$GASTOWN_BRANCH:refs/heads/$GASTOWN_BRANCH" >&2 \\
+  || echo "gastown: pushing $GASTOWN_BRANCH to the town failed" >&2
+"""
+HOOKS = ("post-commit", "post-rewrite")
 
 
 def service_name(town: str, agent: str) -> str:
@@ -70,10 +77,12 @@ def service_spec(
     now: float,
     placement: Sequence[str] = (),
     work_mb: int = WORK_MB,
+    hook_config: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """The keyword arguments of the engine's `create_service` for one agent on `network` (its own overlay).
 
-    The image is named by its ID, so a node never tries a registry: it runs what `docker load` gave it."""
+    The image is named by its ID, so a node never tries a registry: it runs what `docker load` gave it.
+    `hook_config` is the (id, name) of the swarm config holding `PUSH_HOOK`."""
     if spec.mounts:
         raise Forbidden(
             f"agent {spec.agent}: host paths cannot be mounted into a container on another machine; "
@@ -111,7 +120,7 @@ def service_spec(
         "User": f"{spec.uid}:{spec.gid}",
         "Labels": labels,
         "ReadOnly": True,
-        "Mounts": [tmpfs("/tmp", limits.tmp_mb), tmpfs(AGENT_HOME, limits.home_mb), tmpfs(WORK_DIR, work_mb)],
+        "Mounts": [tmpfs("/tmp", limits.tmp_mb), tmpfs(AGENT_HOME, limits.home_mb), tmpfs(WORK_REPO, work_mb)],
         "Init": True,
         "CapabilityDrop": ["ALL"],
         "Ulimits": [{"Name": "nofile", "Soft": limits.nofile, "Hard": limits.nofile}],
@@ -119,6 +128,15 @@ def service_spec(
         # See docker_backend.run_kwargs: the embedded resolver forwards to the agent's own loopback only.
         "DNSConfig": {"Nameservers": [NO_RESOLVER], "Search": ["."], "Options": ["timeout:1", "attempts:1"]},
     }
+    if hook_config is not None:
+        container["Configs"] = [
+            {
+                "ConfigID": hook_config[0],
+                "ConfigName": hook_config[1],
+                "File": {"Name": f"{HOOKS_DIR}/{hook}", "UID": str(spec.uid), "GID": str(spec.gid), "Mode": 0o555},
+            }
+            for hook in HOOKS
+        ]
     memory = limits.memory_mb * 2**20
     task_template = {
         "ContainerSpec": container,

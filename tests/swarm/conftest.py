@@ -100,7 +100,8 @@ def swarm(docker_runtime: DockerRuntime, agent_image: str, root: None) -> Iterat
             )  # fmt: skip
         for node in workers:
             until(lambda n=node: docker("exec", n, "docker", "info", check=False), 60, f"the engine in {node}")
-            address = docker("inspect", "-f", f"{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}", node)
+            template = f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}'
+            address = docker("inspect", "-f", template, node)
             docker("exec", node, "docker", "swarm", "join", "--token", token, "--advertise-addr", address,
                    f"{manager}:2377")  # fmt: skip
         with ThreadPoolExecutor(2) as pool:

@@ -132,9 +132,7 @@ def test_pushes_outside_the_agents_own_branches_are_refused(served: Served, tmp_
     assert git("rev-parse", "main", cwd=rig.repo).stdout == git("rev-parse", "origin/main", cwd=work).stdout
 
 
-def test_an_agent_cannot_read_another_agents_repository_and_no_token_gets_401(
-    served: Served, tmp_path: Path
-) -> None:
+def test_an_agent_cannot_read_another_agents_repository_and_no_token_gets_401(served: Served, tmp_path: Path) -> None:
     url = f"{served.url}/git/slit.git"
     other = git("clone", "-q", url, str(tmp_path / "a"), cwd=tmp_path, token=served.tokens["nux"], check=False)
     assert other.returncode != 0 and "403" in other.stderr
