@@ -15,7 +15,6 @@ from typing import Any
 
 from gastown_mcp.errors import Forbidden
 from gastown_mcp.runtime.protocol import (
-    AGENT_HOME,
     LABEL_AGENT,
     LABEL_DEADLINE,
     LABEL_GENERATION,
@@ -43,6 +42,8 @@ WORK_MB = 2048
 # as a local hand-in would. The repository is not /work itself: the engine gives a tmpfs over a directory of
 # the image that directory's owner (root) whatever mode is asked for.
 WORK_REPO = f"{WORK_DIR}/repo"
+# Likewise the agent's home: /home/agent in the image would come up owned by root, so HOME is a fresh path.
+SWARM_HOME = "/run/gastown-home"
 HOOKS_DIR = "/opt/gastown-git/hooks"
 WORKSPACE_SCRIPT = rf"""set -eu
 if [ -n "${{GASTOWN_GIT_URL:-}}" ]; then
@@ -102,7 +103,7 @@ def service_spec(
         "GASTOWN_AGENT": spec.agent,
         "GASTOWN_ROLE": spec.role,
         "GASTOWN_WALLCLOCK_SECONDS": str(limits.wallclock_s),
-        "HOME": AGENT_HOME,
+        "HOME": SWARM_HOME,
     }
 
     def tmpfs(target: str, size_mb: int) -> dict[str, Any]:
@@ -120,7 +121,7 @@ def service_spec(
         "User": f"{spec.uid}:{spec.gid}",
         "Labels": labels,
         "ReadOnly": True,
-        "Mounts": [tmpfs("/tmp", limits.tmp_mb), tmpfs(AGENT_HOME, limits.home_mb), tmpfs(WORK_REPO, work_mb)],
+        "Mounts": [tmpfs("/tmp", limits.tmp_mb), tmpfs(SWARM_HOME, limits.home_mb), tmpfs(WORK_REPO, work_mb)],
         "Init": True,
         "CapabilityDrop": ["ALL"],
         "Ulimits": [{"Name": "nofile", "Soft": limits.nofile, "Hard": limits.nofile}],

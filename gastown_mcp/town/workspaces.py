@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gastown_mcp import rigs
 from gastown_mcp.errors import Forbidden, InvalidInput, NotFound
-from gastown_mcp.models import Agent
+from gastown_mcp.models import Agent, AgentState
 from gastown_mcp.town.fleet import FleetAPI
 
 SERVICES = ("git-upload-pack", "git-receive-pack")
@@ -114,11 +114,15 @@ class WorkspacesAPI(FleetAPI):
         self._require(actor, "bead.read", "fetch a repository")
         if actor.name != agent:
             raise Forbidden(f"{actor.name} may fetch and push only its own repository, not {agent}'s")
-        meta = actor.metadata
-        if meta.get("workspace") != WORKSPACE_HTTP or not actor.rig or not meta.get("branch"):
+        # A container clones while its launch is still under way, before the launch records its metadata: a
+        # starting agent of a town whose agents all work over the network counts as one.
+        remote = actor.metadata.get("workspace") == WORKSPACE_HTTP or (
+            actor.state is AgentState.starting and self._fleet is not None and self._fleet.config.git_url is not None
+        )
+        if not remote or not actor.rig:
             raise NotFound(f"{agent} has no repository served over the network (its work is mounted, or none)")
         rig = rigs.get_rig(self.settings.town_dir, actor.rig)
-        return rigs.open_agent_repo(rig, agent, str(meta["branch"])).git_dir
+        return rigs.open_agent_repo(rig, agent, str(actor.metadata.get("branch") or "")).git_dir
 
     def workspace_git(self, actor: Agent, agent: str, service: str, body: bytes | None) -> GitReply:
         """One round of git smart HTTP: the ref advertisement (`body` None) or an upload-pack/receive-pack

@@ -35,7 +35,7 @@ def test_a_service_has_the_containment_of_a_local_container() -> None:
     assert container["Ulimits"] == [{"Name": "nofile", "Soft": 1024, "Hard": 1024}]
     assert container["DNSConfig"]["Nameservers"] == ["127.0.0.1"]
     sizes = {m["Target"]: m["TmpfsOptions"]["SizeBytes"] for m in container["Mounts"]}
-    assert sizes == {"/tmp": 32 * 2**20, "/home/agent": 64 * 2**20, WORK_REPO: 128 * 2**20}
+    assert sizes == {"/tmp": 32 * 2**20, "/run/gastown-home": 64 * 2**20, WORK_REPO: 128 * 2**20}
     assert container["Args"][-3:] == ["python3", "-c", "print(1)"]
     assert task["Resources"]["Limits"] == {"NanoCPUs": 500_000_000, "MemoryBytes": 512 * 2**20, "Pids": 64}
     assert task["RestartPolicy"]["Condition"] == "none"
