@@ -114,7 +114,12 @@ def test_six_beads_on_two_nodes_all_merge_and_a_killed_node_loses_none(
         running = [s.agent for s in swarm.runtime.list(name) if s.state == "running"]
         return nodes if all(nodes.values()) and set(FIRST_WAVE) <= set(running) else None  # type: ignore[return-value]
 
-    nodes = until(placed, 180, "the first four polecats running on the swarm", every_s=1.0)
+    try:
+        nodes = until(placed, 300, "the first four polecats running on the swarm", every_s=1.0)
+    except AssertionError as exc:
+        seen = {s.agent: (s.state, s.reason, swarm.runtime.node_of(name, s.agent)) for s in swarm.runtime.list(name)}
+        logs = {a: swarm.runtime.logs(name, a, 20)[-1500:] for a in seen}
+        raise AssertionError(f"{exc}\nservices: {seen}\nlogs: {logs}") from None
     assert set(nodes.values()) == set(swarm.workers), nodes  # placed on both worker nodes
     doomed = swarm.workers[0]
     lost = sorted(a for a, n in nodes.items() if n == doomed)
