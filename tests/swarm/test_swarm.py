@@ -58,7 +58,7 @@ def test_containment_checks_pass_on_a_worker_node(swarm: Swarm, agent_image: str
 @pytest.fixture
 def swarm_town(tmp_path: Path, swarm: Swarm, agent_image: str) -> Iterator[tuple[Town, ByAgent]]:
     # The first wave sleeps after claiming, so a node can be killed while its polecats are mid-bead.
-    script = ByAgent(plans={name: Plan(after_claim=[bash("sleep 45", "Think")]) for name in FIRST_WAVE})
+    script = ByAgent(plans={name: Plan(after_claim=[bash("sleep 60", "Think")]) for name in FIRST_WAVE})
     name = f"sw{secrets.token_hex(3)}"
     standin = build_standin(script)
     with start_blocking_portal() as portal, portal.wrap_async_context_manager(serve(standin.app)) as standin_url:
@@ -110,19 +110,22 @@ def test_six_beads_on_two_nodes_all_merge_and_a_killed_node_loses_none(
     beads = [town.bead_create(OP, f"Write note {i}").id for i in range(6)]
 
     def placed() -> dict[str, str] | None:
+        """The first wave's nodes, once every one is placed and one of them runs on each worker."""
         nodes = {a: swarm.runtime.node_of(name, a) for a in FIRST_WAVE}
-        running = [s.agent for s in swarm.runtime.list(name) if s.state == "running"]
-        return nodes if all(nodes.values()) and set(FIRST_WAVE) <= set(running) else None  # type: ignore[return-value]
+        running = {s.agent for s in swarm.runtime.list(name) if s.state == "running"}
+        busy = {nodes[a] for a in FIRST_WAVE if a in running}
+        return nodes if all(nodes.values()) and busy == set(swarm.workers) else None  # type: ignore[return-value]
 
     try:
-        nodes = until(placed, 300, "the first four polecats running on the swarm", every_s=1.0)
+        nodes = until(placed, 300, "the first polecats running on both worker nodes", every_s=1.0)
     except AssertionError as exc:
         seen = {s.agent: (s.state, s.reason, swarm.runtime.node_of(name, s.agent)) for s in swarm.runtime.list(name)}
         logs = {a: swarm.runtime.logs(name, a, 20)[-1500:] for a in seen}
         raise AssertionError(f"{exc}\nservices: {seen}\nlogs: {logs}") from None
     assert set(nodes.values()) == set(swarm.workers), nodes  # placed on both worker nodes
     doomed = swarm.workers[0]
-    lost = sorted(a for a, n in nodes.items() if n == doomed)
+    running = {s.agent for s in swarm.runtime.list(name) if s.state == "running"}
+    lost = sorted(a for a, n in nodes.items() if n == doomed and a in running)
     lost_beads = {town.agent(a).metadata["hook"] for a in lost}
     swarm.kill(doomed)
 
