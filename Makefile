@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CLAUDE_DIR := .cache/npm-claude
 
-.PHONY: all venv test test-fast test-vm demo demo-local lint format bench docker image claude localmodel browser screenshots clean
+.PHONY: all venv test test-fast test-vm test-swarm demo demo-local lint format bench docker image claude localmodel browser screenshots clean
 
 all: test
 
@@ -27,10 +27,14 @@ venv: $(STAMP)
 test: venv localmodel browser
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory claude || echo "warning: npm could not install Claude Code; the tests that run it here will skip"; \
 	else echo "note: npm not found; the 3 tests that run Claude Code on this machine skip (install npm, then make claude)"; fi
-	$(BIN)/python -m pytest -m "not vm"
+	$(BIN)/python -m pytest -m "not vm and not swarm"
 
 test-fast: venv localmodel browser
-	$(BIN)/python -m pytest -m "not docker and not claude and not vm"
+	$(BIN)/python -m pytest -m "not docker and not claude and not vm and not swarm"
+
+# A real 2-worker Docker Swarm on this machine (worker nodes are containers; needs root and Docker).
+test-swarm: venv
+	$(BIN)/python -m pytest -m swarm
 
 # Boots a whole VM and runs the factory in it: minutes with KVM, far longer without.
 test-vm: venv

@@ -80,7 +80,10 @@ def scratch_town(town_dir: Path, name: str = "demo", prefix: str = "gt") -> Town
 
 
 def fleet_config(settings: Settings, mcp_url: str, gateway_url: str | None, network: str | None) -> FleetConfig:
+    # Agents on other machines (the swarm) get their repository from the town over git smart HTTP (githttp.py).
+    remote = settings.runtime.backend == "swarm"
     return FleetConfig(
+        git_url=mcp_url.removesuffix("/mcp") + "/git" if remote else None,
         town=settings.town.name,
         town_dir=settings.town_dir,
         mcp_url=mcp_url,
@@ -99,7 +102,7 @@ def attach_town(settings: Settings) -> Town:
     if state is None or state.agent_mcp_url is None:
         raise NotFound("no running town with a container runtime here: start one with `gastown up`")
     config = fleet_config(settings, state.agent_mcp_url, state.agent_gateway_url, state.network)
-    return open_town(settings, config, connect_runtime(settings.runtime.backend))
+    return open_town(settings, config, connect_runtime(settings.runtime))
 
 
 @dataclass
@@ -119,6 +122,7 @@ def assemble_process(
 ) -> Assembly:
     """Bind the MCP and gateway ports, make the town network (with a runtime), and build town and apps."""
     from gastown_mcp.gateway import build_gateway
+    from gastown_mcp.githttp import with_git
     from gastown_mcp.server import http_app
 
     s = settings
@@ -130,8 +134,8 @@ def assemble_process(
     if runtime is not None:
         net = runtime.ensure_network(s.town.name, NetworkPolicy((mcp_port, gw_port), s.runtime.subnet))
         for socks, port in ((mcp_socks, mcp_port), (gw_socks, gw_port)):
-            if not any(sock.getsockname()[0] in ("0.0.0.0", net.gateway) for sock in socks):
-                socks.append(bind(net.gateway, port))
+            if not any(sock.getsockname()[0] in ("0.0.0.0", net.listen_address) for sock in socks):
+                socks.append(bind(net.listen_address, port))
         agent_mcp, agent_gw, network = net.url(mcp_port, "/mcp"), net.url(gw_port), net.name
         config = fleet_config(s, agent_mcp, agent_gw, network)
     town = open_town(s, config, runtime)
@@ -144,7 +148,7 @@ def assemble_process(
     extra_hosts = [agent_mcp.split("/")[2]] if agent_mcp else []
     if s.server.host not in ("127.0.0.1", "localhost", "0.0.0.0"):
         extra_hosts.append(f"{s.server.host}:{mcp_port}")  # with 0.0.0.0, list client names in allowed_hosts
-    mcp = http_app(town, "127.0.0.1", mcp_port, [*s.server.allowed_hosts, *extra_hosts])
+    mcp = with_git(http_app(town, "127.0.0.1", mcp_port, [*s.server.allowed_hosts, *extra_hosts]), town)
     gateway = build_gateway(town, provider_env)
     apps: list[tuple[Any, list[socket.socket]]] = [(mcp, mcp_socks), (gateway, gw_socks)]
     dashboard_url = None

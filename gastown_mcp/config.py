@@ -220,7 +220,9 @@ GatewayConfig = GatewaySection  # the gateway's name for its section
 class RuntimeSection(_Section):
     """`[runtime]`: the agent image and per-role container limits (`[runtime.limits.polecat]` memory_mb = ...)."""
 
-    backend: Literal["docker"] = Field(default="docker", description="the container engine agents run on")
+    backend: Literal["docker", "swarm"] = Field(
+        default="docker", description="docker: agents on this machine; swarm: on a Docker Swarm's nodes (docs/scale.md)"
+    )
     image: str = "gastown-agent:latest"
     limits: dict[str, dict[str, float]] = Field(default_factory=dict)
     subnet: str | None = Field(default=None, description="the town network's subnet; None lets Docker pick")
@@ -233,6 +235,12 @@ class RuntimeSection(_Section):
         ge=0,
         description="the btrfs image all agents' directories live on (sparse; each agent capped at its limits' "
         "disk_mb); 0 leaves them uncapped on the town's own disk",
+    )
+    swarm_placement: list[str] = Field(
+        default_factory=lambda: ["node.role==worker"], description="swarm constraints where agents may run"
+    )
+    swarm_work_mb: int = Field(
+        default=2048, ge=64, description="size of a swarm agent's /work (memory: counted in its memory limit)"
     )
 
 

@@ -53,7 +53,7 @@ def up(
     if read_state(settings) is not None:
         note("[yellow]a town is already running here[/]; `gastown down` stops it")
         raise typer.Exit(4)
-    rt = connect_runtime(settings.runtime.backend) if runtime else None
+    rt = connect_runtime(settings.runtime) if runtime else None
     console = Console(stderr=True)
     process = TownProcess(settings, provider_env(settings, os.environ), rt, on_status=lambda line: console.print(line))
 

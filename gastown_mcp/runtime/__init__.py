@@ -24,9 +24,10 @@ from gastown_mcp.runtime.protocol import (
 )
 
 if TYPE_CHECKING:
+    from gastown_mcp.config import RuntimeSection
     from gastown_mcp.runtime.image import BuildResult
 
-BACKENDS = ("docker",)
+BACKENDS = ("docker", "swarm")
 
 __all__ = [
     "BACKENDS",
@@ -64,10 +65,20 @@ def build_images(
     return build(connect(), ImageConfig(build_args=args), rebuild=rebuild, progress=progress, town=town)
 
 
-def connect_runtime(backend: str = "docker") -> Runtime:
-    """Connect to the named container engine (`RuntimeUnavailable` says how to start it)."""
-    if backend == "docker":
+def connect_runtime(backend: str | RuntimeSection = "docker") -> Runtime:
+    """Connect to the container engine `[runtime]` names (`RuntimeUnavailable` says how to start it)."""
+    section = None if isinstance(backend, str) else backend
+    name = backend if isinstance(backend, str) else backend.backend
+    if name == "docker":
         from gastown_mcp.runtime.docker_backend import DockerRuntime
 
         return DockerRuntime.connect()
-    raise InvalidInput(f"[runtime] backend = {backend!r} is not one of: {', '.join(BACKENDS)}")
+    if name == "swarm":
+        from gastown_mcp.runtime.swarm_backend import DEFAULT_PLACEMENT, SwarmRuntime
+
+        if section is None:
+            return SwarmRuntime.connect(placement=DEFAULT_PLACEMENT)
+        return SwarmRuntime.connect(
+            placement=section.swarm_placement, work_mb=section.swarm_work_mb, relay_image=section.image
+        )
+    raise InvalidInput(f"[runtime] backend = {name!r} is not one of: {', '.join(BACKENDS)}")

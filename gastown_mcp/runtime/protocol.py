@@ -1,7 +1,8 @@
 """What the town asks of a container runtime: the `Runtime` protocol and the data it speaks.
 
 `LaunchSpec` says what to run for which agent, `Limits` how much it may use, `ContainerStatus` what became
-of it. A Docker backend lives in `docker_backend.py`; a Kubernetes or Swarm one can join behind this protocol.
+of it. The Docker backend lives in `docker_backend.py`, the Swarm one (agents on other machines) in
+`swarm_backend.py`; docs/scale.md maps the protocol onto Kubernetes.
 """
 
 from __future__ import annotations
@@ -181,7 +182,8 @@ class NetworkPolicy:
 
 @dataclass(frozen=True)
 class TownNetwork:
-    """A town's network as created. Serve the MCP endpoint on `gateway` so containers can reach it."""
+    """A town's network as created. Serve the MCP endpoint on `gateway` so containers can reach it (or on
+    `host_address` when set: agents then reach the town as `gateway` through a relay, as on a swarm)."""
 
     town: str
     name: str
@@ -189,6 +191,12 @@ class TownNetwork:
     subnet: str
     gateway: str
     allowed_host_ports: tuple[int, ...]
+    host_address: str | None = None
+
+    @property
+    def listen_address(self) -> str:
+        """The host address the town's MCP and gateway ports must be bound to for agents to reach them."""
+        return self.host_address or self.gateway
 
     def url(self, port: int, path: str = "") -> str:
         return f"http://{self.gateway}:{port}{path}"

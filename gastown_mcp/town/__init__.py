@@ -1,10 +1,10 @@
 """The one domain API: every surface (MCP server, CLI, gateway, supervisors, demos) calls `Town`.
 
 `Town` wires the nouns, one module each: beads, agents, mail, fleet, merges (rigs and the hand-in),
-plans (convoys and acceptance checks), budgets, feed, and the operator's overview (board, needs-you, spend).
-Each method takes the acting `Agent` first, checks it in the guard (permissions and input, beside the roles
-table), and calls the store or the fleet, which nothing outside this package holds. Any call by an agent
-renews its leases.
+plans (convoys and acceptance checks), budgets, feed, the operator's overview (board, needs-you, spend), and
+workspaces (repositories over git smart HTTP). Each method takes the acting `Agent` first, checks it in the guard
+(permissions and input, beside the roles table), and calls the store or the fleet, which nothing outside this
+package holds. Any call by an agent renews its leases.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from gastown_mcp.town.fleet import Fleet, FleetConfig, role_limits
 from gastown_mcp.town.overview import OverviewAPI
 from gastown_mcp.town.plans import PlansAPI
 from gastown_mcp.town.routes import RoutesAPI
+from gastown_mcp.town.workspaces import WorkspacesAPI
 
 __all__ = [
     "OPERATOR",
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 
-class Town(OverviewAPI, BeadsAPI, PlansAPI, BudgetsAPI, RoutesAPI, DogsAPI, FeedAPI):
+class Town(OverviewAPI, BeadsAPI, PlansAPI, BudgetsAPI, RoutesAPI, DogsAPI, FeedAPI, WorkspacesAPI):
     """A town over its store, optionally with a fleet (a container runtime and where agents find the town)."""
 
     def __init__(self, store: Store, settings: Settings, fleet: Fleet | None = None) -> None:

@@ -71,6 +71,9 @@ class FleetConfig:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     agent_uid: int = AGENT_UID  # `[runtime] agent_uid`/`agent_gid`: the ids agents run as and own files by
     agent_gid: int = AGENT_GID
+    # Set for agents on other machines (the swarm): their repository comes over git smart HTTP from here
+    # (`<git_url>/<agent>.git`, town/workspaces.py) instead of bind mounts, and no host directory is mounted.
+    git_url: str | None = None
 
 
 class Fleet:
@@ -109,6 +112,8 @@ class Fleet:
                 meta.update(worktree=str(repo.path), branch=repo.branch)
                 mounts = repo.mounts()
             mounts.append(self._claude_home(name, fresh=True))
+            if self.config.git_url:
+                meta["workspace"], mounts = "http", []
             if bead is not None:
                 self.store.beads.claim(name, bead, lease_seconds)  # a renewal: the lease starts now
             creds = self.store.agents.rotate(actor, name)
@@ -187,6 +192,8 @@ class Fleet:
             owner = (self.config.agent_uid, self.config.agent_gid)
             mounts = rigs.open_agent_repo(rig, name, branch, owner).mounts()
         mounts.append(self._claude_home(name, fresh=False))
+        if self.config.git_url:
+            mounts = []  # over the network: the repository at the town is what it pushed
         extra = {"GASTOWN_RESUME": str(session), "GASTOWN_PROMPT": prompt}
         status = self._launch(name, agent.role, creds.token, creds.gateway_key, meta, mounts, limits, extra)
         resumes = int(str(meta.get("resumes", 0))) + 1
@@ -223,6 +230,7 @@ class Fleet:
             "GASTOWN_SESSION_ID": str(meta["session_id"]),
             **({"GASTOWN_BEAD": str(bead)} if bead else {}),
             **({"GASTOWN_BRANCH": str(branch)} if branch else {}),
+            **({"GASTOWN_GIT_URL": f"{self.config.git_url}/{name}.git"} if self.config.git_url and branch else {}),
             **self.config.extra_env,
             **extra_env,
         }

@@ -1,0 +1,150 @@
+"""Agents on other machines, for real: a 2-worker Docker Swarm on this machine (see conftest.py).
+
+First the containment checks on a worker node. Then a town with `[runtime] backend = "swarm"` works six beads
+with Claude Code polecats (the scripted stand-in as the model): the first four are placed on both workers,
+each gets its repository from the town over git smart HTTP and pushes its branch back; one worker is killed
+while its polecats are mid-bead, the witness sees them gone with their node, and their beads are worked again
+on the other worker. Every bead lands on main exactly once.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from anyio.from_thread import start_blocking_portal
+from e2e.harness import BackgroundTown, ByAgent, Plan, bash, git_repo
+from waits import until
+
+from gastown_mcp import rigs
+from gastown_mcp.config import Settings
+from gastown_mcp.models import MergeState, Verb
+from gastown_mcp.runtime.swarm_selftest import run_on_node
+from gastown_mcp.serving import serve
+from gastown_mcp.standin import build_standin
+from gastown_mcp.town import Town, operator
+
+from .conftest import Swarm
+
+pytestmark = [pytest.mark.docker, pytest.mark.swarm, pytest.mark.slow]
+OP = operator()
+FIRST_WAVE = ("nux", "slit", "rictus", "toast")  # the first names the fleet hands out, in order
+
+
+def test_containment_checks_pass_on_a_worker_node(swarm: Swarm, agent_image: str) -> None:
+    results = run_on_node(swarm.runtime, swarm.workers[1], agent_image)
+    failed = [f"{r.name}: {r.detail}" for r in results if not r.passed]
+    assert not failed, "\n".join(failed)
+    names = {r.name for r in results}
+    for check in (
+        "placed_on_node",
+        "town_port_reachable",
+        "other_host_ports_blocked",
+        "other_agent_unreachable",
+        "no_route_to_internet",
+        "no_new_privileges",
+        "capabilities_empty",
+        "rootfs_read_only",
+        "memory_hog_oom_killed",
+        "fork_bomb_stopped_at_pids_limit",
+        "wallclock_limit_stops_sleeper",
+    ):
+        assert check in names
+
+
+@pytest.fixture
+def swarm_town(tmp_path: Path, swarm: Swarm, agent_image: str) -> Iterator[tuple[Town, ByAgent]]:
+    # The first wave sleeps after claiming, so a node can be killed while its polecats are mid-bead.
+    script = ByAgent(plans={name: Plan(after_claim=[bash("sleep 60", "Think")]) for name in FIRST_WAVE})
+    name = f"sw{secrets.token_hex(3)}"
+    standin = build_standin(script)
+    with start_blocking_portal() as portal, portal.wrap_async_context_manager(serve(standin.app)) as standin_url:
+        town_dir = tmp_path / "town"
+        town_dir.mkdir()
+        settings = Settings.model_validate(
+            {
+                "town_dir": town_dir,
+                "town": {"name": name},
+                "lease": {"seconds": 120},
+                "server": {"port": 0},
+                "gateway": {
+                    "port": 0,
+                    "default_upstream": "standin",
+                    "upstreams": {"standin": {"base_url": standin_url, "key_env": "STANDIN_KEY"}},
+                },
+                "runtime": {
+                    "backend": "swarm",
+                    "image": agent_image,
+                    "limits": {"polecat": {"memory_mb": 512, "cpus": 0.5}},
+                },
+                "scheduler": {"auto": True, "max_polecats": 4, "spawn_per_tick": 4, "interval_seconds": 0.5},
+                "witness": {"interval_seconds": 1, "idle_seconds": 3600},
+            }
+        )
+        rigs.add_rig(town_dir, "sample", str(git_repo(tmp_path / "sample")))
+        process = BackgroundTown(settings, {"STANDIN_KEY": "standin-key"}, swarm.runtime)
+        ready = threading.Event()
+        running = portal.start_task_soon(process.run, lambda _state: ready.set())
+        running.add_done_callback(lambda _future: ready.set())
+        try:
+            assert ready.wait(90), "the town process did not start within 90 s"
+            if running.done():
+                running.result()
+            assert process.town is not None
+            yield process.town, script
+        finally:
+            portal.call(process.stop)
+            running.result(timeout=120)
+            swarm.runtime.cleanup(name)
+            swarm.runtime.remove_network(name)
+
+
+def test_six_beads_on_two_nodes_all_merge_and_a_killed_node_loses_none(
+    swarm: Swarm, swarm_town: tuple[Town, ByAgent]
+) -> None:
+    town, _script = swarm_town
+    name = town.settings.town.name
+    beads = [town.bead_create(OP, f"Write note {i}").id for i in range(6)]
+
+    def placed() -> dict[str, str] | None:
+        """The first wave's nodes, once every one is placed and one of them runs on each worker."""
+        nodes = {a: swarm.runtime.node_of(name, a) for a in FIRST_WAVE}
+        running = {s.agent for s in swarm.runtime.list(name) if s.state == "running"}
+        busy = {nodes[a] for a in FIRST_WAVE if a in running}
+        return nodes if all(nodes.values()) and busy == set(swarm.workers) else None  # type: ignore[return-value]
+
+    try:
+        nodes = until(placed, 300, "the first polecats running on both worker nodes", every_s=1.0)
+    except AssertionError as exc:
+        seen = {s.agent: (s.state, s.reason, swarm.runtime.node_of(name, s.agent)) for s in swarm.runtime.list(name)}
+        logs = {a: swarm.runtime.logs(name, a, 20)[-1500:] for a in seen}
+        raise AssertionError(f"{exc}\nservices: {seen}\nlogs: {logs}") from None
+    assert set(nodes.values()) == set(swarm.workers), nodes  # placed on both worker nodes
+    doomed = swarm.workers[0]
+    running = {s.agent for s in swarm.runtime.list(name) if s.state == "running"}
+    lost = sorted(a for a, n in nodes.items() if n == doomed and a in running)
+    lost_beads = {town.agent(a).metadata["hook"] for a in lost}
+    swarm.kill(doomed)
+
+    def all_merged() -> bool:
+        return all((b := town.bead_show(OP, bead)).status.value == "done" and not b.awaiting_merge for bead in beads)
+
+    until(all_merged, 420, "all six beads merged on main", every_s=2.0)
+
+    merged = town.merge_list(OP, state=[MergeState.merged.value], limit=100)
+    assert sorted(r.bead_id for r in merged) == sorted(beads)  # each bead landed exactly once
+    log = "\n".join(town.rig_log(OP, "sample", limit=50))
+    assert all(log.count(bead) == 1 for bead in beads), log
+    survivor = swarm.workers[1]
+    for request in merged:
+        if request.bead_id in lost_beads:
+            # Finished by a polecat on the other node, not by the one that died with its node.
+            assert request.agent not in lost
+            assert swarm.runtime.node_of(name, request.agent) == survivor
+    for agent in lost:
+        assert town.agent(agent).metadata.get("exit_reason") == "killed"
+    requeued = {e.bead_id for e in town.events(OP, limit=10_000) if e.verb == Verb.bead_released}
+    assert lost_beads <= requeued
