@@ -381,7 +381,7 @@ def run_factory(
             )
         else:
             standin_url = stack.enter_context(serving.serve_in_thread(_standin_app()))
-            upstream = {"standin": {"base_url": standin_url, "key_env": None}}  # the stand-in takes no key
+            upstream = {"standin": {"base_url": standin_url, "key_env": ""}}  # the stand-in takes no key
             default, env = "standin", {}
             model = "the scripted stand-in plays the model: no ANTHROPIC_API_KEY set, no network, no cost"
         console.print(f"[bold]model:[/] {model}")
