@@ -12,7 +12,18 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from gastown_mcp.cli import agents, beads, budget_cmds, dogs_cmds, fleet_cmds, merges, messages, plans, town_cmds
+from gastown_mcp.cli import (
+    agents,
+    beads,
+    budget_cmds,
+    dogs_cmds,
+    fleet_cmds,
+    goals,
+    merges,
+    messages,
+    plans,
+    town_cmds,
+)
 from gastown_mcp.errors import GastownError
 
 __all__ = ["build_app", "main"]
@@ -48,6 +59,7 @@ def build_app() -> typer.Typer:
     budget_cmds.register(app)
     app.add_typer(merges.app, name="mq")
     plans.register(app)
+    goals.register(app)
     return app
 
 

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, emit, note, open_town
+from gastown_mcp.town.goals import RoleUsage
 
 app = typer.Typer(help="Token and USD budgets per agent, rig and town (enforced at the gateway).", no_args_is_help=True)
 
@@ -80,8 +81,14 @@ def usage(
     town_dir: TownDir = None,
     as_agent: AsAgent = None,
     as_json: Json = False,
+    by_role: Annotated[bool, typer.Option("--by-role", help="sum by role, with each role's share of tokens")] = False,
 ) -> None:
-    """Per agent: requests, tokens by kind, USD and what remains of its budgets."""
+    """Per agent: requests, tokens by kind, USD and what remains of its budgets (or --by-role)."""
+    if by_role:
+        with open_town(town_dir) as town:
+            roles = town.usage_by_role(actor(town, as_agent))
+        emit(as_json, roles, lambda c: c.print(role_table(roles)))
+        return
     with open_town(town_dir) as town:
         rows = town.usage(actor(town, as_agent), agent)
 
@@ -104,6 +111,13 @@ def usage(
         c.print(table)
 
     emit(as_json, rows, render)
+
+
+def role_table(roles: list[RoleUsage]) -> Table:
+    table = Table("role", "agents", "requests", "tokens", "USD", "share of tokens", title="model usage by role")
+    for r in roles:
+        table.add_row(r.role, str(r.agents), str(r.requests), _fmt(r.tokens), _fmt(r.cost_usd, True), f"{r.share:.1%}")
+    return table
 
 
 def register(root: typer.Typer) -> None:

@@ -1,7 +1,7 @@
 """The one domain API: every surface (MCP server, CLI, gateway, supervisors, demos) calls `Town`.
 
 `Town` wires the nouns, one module each: beads, agents, mail, fleet, merges (rigs and the hand-in),
-plans (convoys and acceptance checks), budgets, feed. Each method takes the
+plans (convoys and acceptance checks), goals (goals and the overseer's directives), budgets, feed. Each method takes the
 acting `Agent` first, checks it in the guard (permissions and input, beside the roles table), and calls the
 store or the fleet, which nothing outside this package holds. Any call by an agent renews its leases.
 """
@@ -17,6 +17,7 @@ from gastown_mcp.town.budgets import BudgetsAPI
 from gastown_mcp.town.dogs import DogsAPI
 from gastown_mcp.town.feed import FeedAPI
 from gastown_mcp.town.fleet import Fleet, FleetConfig, role_limits
+from gastown_mcp.town.goals import GoalsAPI
 from gastown_mcp.town.plans import PlansAPI
 
 __all__ = [
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 
-class Town(BeadsAPI, PlansAPI, BudgetsAPI, DogsAPI, FeedAPI):
+class Town(GoalsAPI, BeadsAPI, PlansAPI, BudgetsAPI, DogsAPI, FeedAPI):
     """A town over its store, optionally with a fleet (a container runtime and where agents find the town)."""
 
     def __init__(self, store: Store, settings: Settings, fleet: Fleet | None = None) -> None:
