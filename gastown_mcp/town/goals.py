@@ -260,6 +260,8 @@ class GoalsAPI(PlansAPI):
         if directive.bead is not None:
             self._store.beads.get(directive.bead)
         args = {**directive.args(), **({"rig": rig} if rig else {})}
+        if goal is not None:
+            args["text"] = goal.text[:2000]  # what the mayor plans, without another call
         if directive.kind is DirectiveKind.escalate:
             recipient, delivery = OPERATOR, MessageKind.mail
         else:
@@ -403,6 +405,11 @@ class GoalsAPI(PlansAPI):
         """An overseer decision (or a decision not to act) as an event with its reasons."""
         self._require(actor, "directive.issue", "record overseer decisions")
         self._store.goals.record(actor.name, verb, after, bead_id)
+
+    def tell_operator_once(self, actor: Agent, key: str, subject: str, body: str) -> bool:
+        """Mail the human once about `key` (the overseer stopping, say); False when already told."""
+        self._require(actor, "directive.issue", "mail the operator for the overseer")
+        return self._store.health.mail_once(actor.name, OPERATOR, key, subject, body)
 
     def overseer_budget(self, actor: Agent, usd: float | None) -> None:
         """Give the overseer's own agent (its gateway key's owner) its USD budget."""
