@@ -19,6 +19,7 @@ from gastown_mcp.cli import (
     dogs_cmds,
     fleet_cmds,
     goals,
+    mayor_cmds,
     merges,
     messages,
     plans,
@@ -60,6 +61,7 @@ def build_app() -> typer.Typer:
     app.add_typer(merges.app, name="mq")
     plans.register(app)
     goals.register(app)
+    mayor_cmds.register(app)
     return app
 
 

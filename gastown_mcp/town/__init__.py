@@ -18,6 +18,7 @@ from gastown_mcp.town.dogs import DogsAPI
 from gastown_mcp.town.feed import FeedAPI
 from gastown_mcp.town.fleet import Fleet, FleetConfig, role_limits
 from gastown_mcp.town.goals import GoalsAPI
+from gastown_mcp.town.mayor import MayorAPI
 from gastown_mcp.town.plans import PlansAPI
 
 __all__ = [
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 
-class Town(GoalsAPI, BeadsAPI, PlansAPI, BudgetsAPI, DogsAPI, FeedAPI):
+class Town(GoalsAPI, MayorAPI, BeadsAPI, PlansAPI, BudgetsAPI, DogsAPI, FeedAPI):
     """A town over its store, optionally with a fleet (a container runtime and where agents find the town)."""
 
     def __init__(self, store: Store, settings: Settings, fleet: Fleet | None = None) -> None:
