@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gastown_mcp.cli import build_app
+from gastown_mcp.config import Settings
 from gastown_mcp.errors import Conflict, Forbidden, InvalidInput, InvalidTransition, NotFound
 from gastown_mcp.models import Agent, MessageKind, Role
 from gastown_mcp.server.client import connect_http, result_text, serve_http
@@ -240,3 +241,37 @@ def test_usage_by_role_sums_agents_and_gives_shares(town: Town, operator: Agent)
         ("overseer", 1, 100, 0.1),
     ]
     assert town.usage_by_role(operator) == []
+
+
+def test_the_scheduler_holds_a_paused_rig_and_keeps_to_a_directed_polecat_limit(
+    store: Store, settings: Settings, operator: Agent, add_agent: Callable[..., Agent], tmp_path: Path
+) -> None:
+    import subprocess
+
+    from fakes import FakeRuntime
+
+    from gastown_mcp.config import RigSection, SchedulerSection
+    from gastown_mcp.supervisor.reconciler import Reconciler
+    from gastown_mcp.town import Fleet, FleetConfig
+
+    source = tmp_path / "source"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(source)], check=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(source)]
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "initial"], check=True)
+    auto = settings.model_copy(update={"scheduler": SchedulerSection(auto=True), "rigs": {"web": RigSection()}})
+    fleet = Fleet(store, FakeRuntime(), FleetConfig(town="t", town_dir=settings.town_dir, mcp_url="x"))
+    town = Town(store, auto, fleet)
+    town.rig_add(operator, "web", str(source))
+    mayor = add_agent("mayor", Role.mayor)
+    for n in range(4):
+        town.bead_create(operator, f"bead {n}")
+    pause = town.directive_issue(operator, DirectiveIn(kind=DirectiveKind.pause_rig, rig="web", reason="spend"))
+    town.directive_update(mayor, pause.id, "done")
+    reconciler = Reconciler(town)
+    assert [s for s in reconciler.tick() if s.verb == "dispatched"] == []
+    limit = DirectiveIn(kind=DirectiveKind.set_max_polecats, rig="web", max_polecats=2, reason="fewer at once")
+    town.directive_update(mayor, town.directive_issue(operator, limit).id, "done")
+    resume = town.directive_issue(operator, DirectiveIn(kind=DirectiveKind.resume_rig, rig="web", reason="go on"))
+    town.directive_update(mayor, resume.id, "done")
+    assert len([s for s in reconciler.tick() if s.verb == "dispatched"]) == 2
+    assert [s for s in reconciler.tick() if s.verb == "dispatched"] == []
