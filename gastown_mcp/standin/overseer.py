@@ -5,7 +5,8 @@ working its directives through the town's tools) and a planner for the demo's sa
   and directs an unblock of each blocked bead. Nothing else.
 - Mayor: lists its issued directives, takes the newest, acknowledges it, carries it out (plan_goal ->
   plan_create on the goal's text and rig; unblock / cancel / reprioritise -> bead_update) and reports it done
-  (with the convoy for a plan), then looks again; no directive left -> it ends its turn. Stateless like the
+  (with the convoy for a plan); it looks again only when a new directive rode in on a tool result (a nudge),
+  else it ends its turn. Stateless like the
   polecat script: the step rides in each tool_use id, the rest is read back from the conversation.
 - `Loop` routes each request by the tools it offers: submit_plan -> the sample-rig plan, submit_verdict -> the
   reviewer, issue_directives -> overseer, the mayor's directive tools -> mayor, anything else -> polecat.
@@ -26,6 +27,7 @@ from gastown_mcp.standin.polecat import TOOL_PREFIX, Polecat, _result_of, _step
 SUMMARY_MARK = "Town summary (JSON):"
 OVERSEER_TOOL = "issue_directives"
 MAYOR_TOOL = TOOL_PREFIX + "directive_update"
+NUDGED = re.compile(r"NUDGE from \S+ \(#\d+\): DIRECTIVE #")
 
 
 @dataclass
@@ -74,7 +76,9 @@ class MayorScript:
         if step is not None and any(r.is_error for r in results):
             failed = next(r for r in results if r.is_error)
             return Turn([Text(f"Stopping: {calls[-1].name} failed: {failed.text[:500]}")])
-        if step in (None, "done"):
+        if step == "done" and not any(NUDGED.search(r.text) for r in results):
+            return Turn([Text("Directive carried out; nothing else is waiting for me.")])
+        if step in (None, "done"):  # a fresh or resumed session, or a new directive rode in on the last result
             return self._call("list", "directive_list", {"state": "issued"})
         directive = _first_directive(_result_of(conversation, "list"))
         if directive is None:
