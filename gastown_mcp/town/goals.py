@@ -414,7 +414,9 @@ class GoalsAPI(PlansAPI):
     def overseer_budget(self, actor: Agent, usd: float | None) -> None:
         """Give the overseer's own agent (its gateway key's owner) its USD budget."""
         self._require(actor, "town.budget.set", "set budgets")
-        self.model_key(Role.overseer)
+        found = self._store.agents.find(Role.overseer.value)
+        if found is None or found.state.value == "removed":
+            self._store.agents.create("town", Role.overseer.value, Role.overseer)  # its key comes from model_key
         if usd is not None:
             self.budgets.set(actor.name, "agent", Role.overseer.value, usd=usd)
 
