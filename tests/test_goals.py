@@ -222,6 +222,8 @@ def test_the_cli_adds_lists_shows_and_closes_goals(tmp_path: Path) -> None:
     assert "abandoned" in shown.output
     refused = runner.invoke(app, ["goal", "add", "mine", "--town", str(town_dir), "--as", "nobody"])
     assert refused.exit_code != 0
+    by_role = runner.invoke(app, ["usage", "--by-role", "--town", str(town_dir)])
+    assert by_role.exit_code == 0 and "model usage by role" in by_role.output
 
 
 def test_usage_by_role_sums_agents_and_gives_shares(town: Town, operator: Agent) -> None:
