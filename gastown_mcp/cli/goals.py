@@ -11,6 +11,7 @@ import json
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -37,7 +38,7 @@ def _goals_table(goals: list[Goal]) -> Table:
 def _directives_table(found: list[Directive]) -> Table:
     table = Table("directive", "kind", "to", "state", "attempts", "args", "reason", "note")
     for d in found:
-        args = ", ".join(f"{k}={v}" for k, v in d.args.items())
+        args = ", ".join(f"{k}={v}" for k, v in d.args.items() if k != "text")  # the goal's text: goal show
         table.add_row(
             f"#{d.id}", d.kind.value, d.recipient, d.state.value, str(d.attempts), args, d.reason[:60], d.note[:60]
         )
@@ -130,8 +131,11 @@ def directive_issue(
     try:
         given = json.loads(args)
         directive = DirectiveIn.model_validate({**given, "kind": kind, "reason": reason})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(f"bad directive: {problems}") from None
     except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"bad directive: {' '.join(str(exc).split())[:500]}") from None
+        raise InvalidInput(f'--args must be a JSON object such as {{"goal": 3}}: {exc}') from None
     with open_town(town_dir) as town:
         issued = town.directive_issue(actor(town, as_agent), directive)
     emit(as_json, issued, lambda c: c.print(_directives_table([issued])))

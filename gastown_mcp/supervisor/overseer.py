@@ -81,8 +81,7 @@ class Overseer:
         if not self._started:
             self._started = True
             self.town.overseer_budget(self.me, self.cfg.budget_usd)
-            self._cursor = max(self._cursor, 0)
-            triggers |= self._unplanned_goals()  # goals added while the town was down
+            triggers |= self._at_start(steps)  # what happened while the town was down
         events = self.town.events(self.me, after_id=self._cursor, limit=1000)
         if events:
             self._cursor = events[-1].id
@@ -134,10 +133,14 @@ class Overseer:
             return f"budget:{scope}:{name}", f"the {scope} budget {name} is spent"
         return None
 
-    def _unplanned_goals(self) -> dict[str, str]:
+    def _at_start(self, steps: list[Step]) -> dict[str, str]:
+        """Goals whose convoys all landed are achieved; goals with no plan and no directive wake the model."""
         out = {}
         for goal in self.town.goal_list(self.me, "active", 50):
-            if not goal.convoys and not goal.directives:
+            if goal.convoys and all(c.landed for c in goal.convoys):
+                for done in self.town.goals_landed(self.me, goal.convoys[-1].id):
+                    steps.append(Step("achieved", f"goal {done.id}", done.reason))
+            elif not goal.convoys and not goal.directives:
                 out[f"goal:{goal.id}"] = f"goal {goal.id} is active with no plan: {goal.text[:200]}"
         return out
 

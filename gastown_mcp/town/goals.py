@@ -250,7 +250,7 @@ class GoalsAPI(PlansAPI):
         self._require(actor, "directive.issue", "issue directives")
         missing = [name for name in NEEDS[directive.kind] if getattr(directive, name) is None]
         if missing:
-            raise InvalidInput(f"a {directive.kind.value} directive needs {', '.join(missing)}")
+            raise InvalidInput(f"the {directive.kind.value} directive needs {', '.join(missing)}")
         goal = self._goal(directive.goal) if directive.goal is not None else None
         if goal is not None and goal.state is not GoalState.active:
             raise InvalidInput(f"goal {goal.id} is {goal.state.value}; directives are for active goals")

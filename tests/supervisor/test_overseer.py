@@ -153,3 +153,22 @@ def test_with_its_budget_spent_it_stops_directing_tells_the_operator_once_and_th
         town.goal_add(operator, "Fifth goal")
         assert [s.verb for s in again.tick()] == ["stopped"]
         assert len([s for s in mail_to_operator(town, operator) if "overseer stopped" in s]) == 1
+
+
+def test_what_happened_while_the_town_was_down_is_picked_up_at_the_first_tick(
+    store: Store, settings: Settings, operator: Agent, mayor: Agent
+) -> None:
+    with overseen(store, settings) as (town, overseer, _):
+        landed = town.goal_add(operator, "Planned and landed while the town was down")
+        waiting = town.goal_add(operator, "Added while the town was down")
+        plan = town.plan_create(mayor, landed.text)
+        assert plan.convoy is not None
+        town.goal_link(mayor, landed.id, plan.convoy.id)
+        with store.db.write() as tx:
+            tx.execute("UPDATE beads SET status='done' WHERE id=?", (plan.convoy.id,))
+        fresh = Overseer(town, overseer.model)  # started after all of it: its cursor is past these events
+        steps = fresh.tick()
+        assert ("achieved", f"goal {landed.id}") in [(s.verb, s.target) for s in steps]
+        [directive] = town.directive_list(mayor)
+        assert directive.goal == waiting.id and overseer_requests(store) == 1
+        assert fresh.tick() == []
