@@ -161,6 +161,9 @@ async def test_through_the_mcp_client_a_polecat_or_mayor_token_is_refused_goals_
             with anyio.fail_after(10):
                 mine = await mayor.call_tool("directive_list", {})
                 ack = await mayor.call_tool("directive_update", {"id": 1, "state": "acknowledged"})
+        # The directive rode in as a nudge on the mayor's next tool result, once.
+        assert "NUDGE from boss (#" in result_text(mine) and "DIRECTIVE #1 (plan_goal)" in result_text(mine)
+        assert "NUDGE" not in result_text(ack)
         assert [d["kind"] for d in (mine.structured_content or {})["directives"]] == ["plan_goal"]
         assert (ack.structured_content or {})["state"] == "acknowledged"
     assert [g.text for g in town.goal_list(operator)] == ["Greet people"]

@@ -155,9 +155,10 @@ class Overseer:
             answer = self.model.decide(summary, triggers)
         except BudgetExceeded:
             return self._stop("the gateway refused its request: its budget is spent")
-        except GastownError as exc:
-            self.town.overseer_record(self.me, Verb.overseer_decided, {"triggers": triggers, "error": str(exc)[:2000]})
-            return [Step("failed", "model", str(exc))]
+        except Exception as exc:  # whatever the model client raised, the town goes on
+            why = str(exc) if isinstance(exc, GastownError) else f"{type(exc).__name__}: {exc}"
+            self.town.overseer_record(self.me, Verb.overseer_decided, {"triggers": triggers, "error": why[:2000]})
+            return [Step("failed", "model", why)]
         steps: list[Step] = []
         issued: list[dict[str, Any]] = []
         skipped: list[dict[str, str]] = []

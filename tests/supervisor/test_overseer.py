@@ -27,8 +27,10 @@ SENTINEL = "sk-ant-PROVIDER-SENTINEL-0123456789abcdef"
 
 
 @contextlib.contextmanager
-def overseen(store: Store, settings: Settings, **overseer: Any) -> Iterator[tuple[Town, Overseer, Standin]]:
-    standin = build_standin(loop_models(), expected_key=SENTINEL)
+def overseen(
+    store: Store, settings: Settings, script: Any = None, **overseer: Any
+) -> Iterator[tuple[Town, Overseer, Standin]]:
+    standin = build_standin(script or loop_models(), expected_key=SENTINEL)
     with serve_in_thread(standin.app) as upstream:
         cfg = GatewayConfig(upstreams={"standin": Upstream(base_url=upstream)}, default_upstream="standin")
         section = OverseerSection(enabled=True, **overseer)
@@ -172,3 +174,21 @@ def test_what_happened_while_the_town_was_down_is_picked_up_at_the_first_tick(
         [directive] = town.directive_list(mayor)
         assert directive.goal == waiting.id and overseer_requests(store) == 1
         assert fresh.tick() == []
+
+
+def test_a_model_that_fails_is_recorded_once_and_not_retried_every_tick(
+    store: Store, settings: Settings, operator: Agent, mayor: Agent
+) -> None:
+    from gastown_mcp.standin import Fails
+
+    with overseen(store, settings, Fails(400)) as (town, overseer, standin):
+        town.goal_add(operator, "Greet people")
+        [step] = overseer.tick()
+        assert step.verb == "failed" and "400" in step.reason
+        asked = len(standin.requests)
+        for _ in range(5):
+            assert overseer.tick() == []
+        assert len(standin.requests) == asked
+        [decided] = [e for e in town.events(operator, limit=100) if e.verb == Verb.overseer_decided]
+        assert decided.after is not None and "400" in decided.after["error"]
+        assert town.directive_list(mayor) == []
