@@ -25,13 +25,14 @@ goal_app.info.no_args_is_help = directive_app.info.no_args_is_help = True
 
 
 def _goals_table(goals: list[Goal]) -> Table:
-    table = Table("goal", "state", "rig", "convoys", "merged", "open directives", "text")
+    table = Table("goal", "state", "rig", "convoys", "merged", "spent / budget", "open directives", "text")
     for g in goals:
         merged = sum(c.progress.get("merged", 0) for c in g.convoys)
         total = sum(sum(c.progress.values()) for c in g.convoys)
         convoys = ", ".join(f"{c.id}{' (landed)' if c.landed else ''}" for c in g.convoys)
         opened = ", ".join(f"#{d.id} {d.kind.value}" for d in g.directives)
-        table.add_row(str(g.id), g.state.value, g.rig or "", convoys, f"{merged}/{total}", opened, g.text[:80])
+        budget = f"${g.spent_usd:.4f}" + (f" / ${g.budget_usd:.2f}" if g.budget_usd is not None else "")
+        table.add_row(str(g.id), g.state.value, g.rig or "", convoys, f"{merged}/{total}", budget, opened, g.text[:80])
     return table
 
 

@@ -2,7 +2,7 @@
 working its directives through the town's tools) and a planner for the demo's sample rig. Not models.
 
 - Overseer: reads the JSON summary in its prompt; plans each active goal with no convoy and no open directive,
-  and directs an unblock of each blocked bead. Nothing else.
+  asks the human about a goal whose work spent its budget, and directs an unblock of each blocked bead.
 - Mayor: lists its issued directives, takes the newest, acknowledges it, carries it out (plan_goal ->
   plan_create on the goal's text and rig; unblock / cancel / reprioritise -> bead_update) and reports it done
   (with the convoy for a plan); it looks again only when a new directive rode in on a tool result (a nudge),
@@ -51,6 +51,17 @@ class OverseerScript:
                         "goal": goal["id"],
                         **({"rig": goal["rig"]} if goal.get("rig") else {}),
                         "reason": f"goal {goal['id']} is active and has no plan yet",
+                    }
+                )
+        for goal in summary.get("goals", []):
+            budget, spent = goal.get("budget_usd"), goal.get("spent_usd", 0.0)
+            if budget and spent >= budget:
+                directives.append(
+                    {
+                        "kind": "escalate",
+                        "about": f"goal:{goal['id']}:budget",
+                        "question": f"Goal {goal['id']} spent ${spent:.4f} of ${budget:.4f}: raise or abandon it?",
+                        "reason": f"goal {goal['id']} is over its budget",
                     }
                 )
         for bead in summary.get("blocked", []):

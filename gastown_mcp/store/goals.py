@@ -55,6 +55,19 @@ class GoalRepo:
         found = self.db.query("SELECT goal_id FROM goal_convoys WHERE convoy_id=? ORDER BY goal_id", (convoy_id,))
         return [int(r["goal_id"]) for r in found]
 
+    def spent(self, goal_id: int) -> tuple[float, int]:
+        """USD and tokens the gateway metered for agents whose hook was a bead of the goal's convoys."""
+        row = self.db.query_one(
+            """SELECT coalesce(sum(u.cost_usd), 0) AS usd, coalesce(sum(u.input_tokens + u.output_tokens
+                      + u.cache_creation_tokens + u.cache_read_tokens), 0) AS tokens
+               FROM usage u JOIN agents a ON a.name = u.agent
+               WHERE json_extract(a.metadata, '$.hook') IN (
+                   SELECT d.bead_id FROM deps d JOIN goal_convoys g ON g.convoy_id = d.depends_on
+                   WHERE g.goal_id = ? AND d.kind = 'parent')""",
+            (goal_id,),
+        )
+        return (float(row["usd"]), int(row["tokens"])) if row else (0.0, 0)
+
     def link(self, actor: str, goal_id: int, convoy_id: str) -> bool:
         """Link a convoy to a goal; False when it already was."""
         with self.db.write() as tx:

@@ -1,7 +1,8 @@
 """The overseer loop: a deterministic shell around the overseer's model, stepped by `tick()`.
 
 Each tick reads the audit trail after its cursor and keeps only what matters: a goal added, a convoy landed, a
-bead failing again, a directive refused, mail for the overseer or the operator, a budget spent. Nothing that
+bead failing again, a directive refused, mail for the overseer or the operator, a budget spent, a goal's work
+crossing 80 % or 100 % of the goal's budget. Nothing that
 matters -> no model request. A landed convoy achieves its goals without a model. Otherwise the model gets a
 compact summary and chooses directives; the loop issues each unless the same one is open (dedup), backs off a
 directive that did not stick (doubling waits), and after `max_attempts` asks the human once instead; triggers
@@ -24,6 +25,8 @@ from gastown_mcp.town.base import OPERATOR
 from gastown_mcp.town.goals import Directive, DirectiveIn, DirectiveKind
 
 FAILURES = (Verb.bead_blocked, Verb.merge_failed, Verb.verify_failed)
+THRESHOLDS = (0.8, 1.0)  # shares of a goal's budget that wake the overseer once each
+BUDGET_CHECK_SECONDS = 5.0
 
 
 class Model(Protocol):
@@ -69,6 +72,8 @@ class Overseer:
         self._cursor = town.last_event_id(self.me)
         self._started = False
         self._stopped = False
+        self._crossed: dict[int, float] = {}  # goal -> the highest budget threshold it has crossed
+        self._budgets_at = 0.0
         self.tally = Tally()
 
     # -- the loop ----------------------------------------------------------------------------------
@@ -89,6 +94,7 @@ class Overseer:
             found = self._matters(event, steps)
             if found is not None:
                 triggers.setdefault(*found)
+        triggers |= self._goal_budgets()
         if not triggers or self._stopped:
             return steps
         if self.town.overseer_spent(self.me):
@@ -142,6 +148,27 @@ class Overseer:
                     steps.append(Step("achieved", f"goal {done.id}", done.reason))
             elif not goal.convoys and not goal.directives:
                 out[f"goal:{goal.id}"] = f"goal {goal.id} is active with no plan: {goal.text[:200]}"
+        return out
+
+    def _goal_budgets(self) -> dict[str, str]:
+        """A goal whose work crossed a threshold of its budget (usage rows are not events: looked at every
+        `BUDGET_CHECK_SECONDS`). Thresholds crossed before the loop started are noted, not reported."""
+        now = self.clock()
+        if now - self._budgets_at < BUDGET_CHECK_SECONDS:
+            return {}
+        first, self._budgets_at = self._budgets_at == 0.0, now
+        out = {}
+        for goal in self.town.goal_list(self.me, "active", 50):
+            if not goal.budget_usd:
+                continue
+            crossed = max((t for t in THRESHOLDS if goal.spent_usd >= t * goal.budget_usd), default=0.0)
+            if crossed > self._crossed.get(goal.id, 0.0):
+                self._crossed[goal.id] = crossed
+                if not first:
+                    out[f"budget:goal:{goal.id}"] = (
+                        f"goal {goal.id} has spent ${goal.spent_usd:.4f} of its ${goal.budget_usd:.4f} budget "
+                        f"({crossed:.0%} crossed)"
+                    )
         return out
 
     def _escalated(self, about: str) -> bool:

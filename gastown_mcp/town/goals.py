@@ -122,6 +122,7 @@ class Goal(BaseModel):
     text: str
     rig: str | None = None
     budget_usd: float | None = None
+    spent_usd: float = Field(default=0.0, description="metered for the polecats that worked its convoys' beads")
     state: GoalState
     reason: str = ""
     created_by: str
@@ -227,11 +228,13 @@ class GoalsAPI(PlansAPI):
             for d in self._store.goals.directives(("issued", "acknowledged"), limit=500)
             if d["goal_id"] == row["id"]
         ]
+        spent = self._store.goals.spent(row["id"])[0] if convoys else 0.0
         return Goal(
             id=row["id"],
             text=row["text"],
             rig=row["rig"],
             budget_usd=row["budget_usd"],
+            spent_usd=round(spent, 6),
             state=row["state"],
             reason=row["reason"],
             created_by=row["created_by"],
@@ -364,6 +367,7 @@ class GoalsAPI(PlansAPI):
                 "id": g.id,
                 "text": g.text[:500],
                 "rig": g.rig,
+                **({"budget_usd": g.budget_usd, "spent_usd": g.spent_usd} if g.budget_usd is not None else {}),
                 "convoys": [{"id": c.id, "landed": c.landed, "progress": c.progress} for c in g.convoys],
                 "open_directives": [{"id": d.id, "kind": d.kind.value, "state": d.state.value} for d in g.directives],
             }

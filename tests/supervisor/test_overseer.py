@@ -192,3 +192,42 @@ def test_a_model_that_fails_is_recorded_once_and_not_retried_every_tick(
         [decided] = [e for e in town.events(operator, limit=100) if e.verb == Verb.overseer_decided]
         assert decided.after is not None and "400" in decided.after["error"]
         assert town.directive_list(mayor) == []
+
+
+def test_a_goal_whose_work_crosses_its_budget_wakes_it_once_per_threshold(
+    store: Store, settings: Settings, operator: Agent, mayor: Agent, add_agent: Callable[..., Agent]
+) -> None:
+    import anthropic
+
+    clock = [1000.0]
+    with overseen(store, settings) as (town, overseer, _):
+        overseer.clock = lambda: clock[0]
+        goal = town.goal_add(operator, "A goal with a small budget", budget_usd=0.0001)
+        overseer.tick()  # plans it
+        [directive] = town.directive_list(mayor)
+        plan = town.plan_apply(mayor, {"title": "t", "items": [{"key": "a", "title": "A", "complexity": 1,
+                               "acceptance": [{"text": "x", "verify": "true"}]}]})  # fmt: skip
+        town.directive_update(mayor, directive.id, "done", convoy=plan.id)
+        polecat = add_agent("nux", Role.polecat)
+        town.set_agent_state(operator, "nux", polecat.state, "slung", hook=plan.beads[0].id)
+        key = town.agent_token(operator, "nux").gateway_key
+        gateway = overseer.model.model.base_url  # the town's gateway, as the overseer's model reaches it
+        with anthropic.Anthropic(base_url=gateway, api_key=key) as client:  # the polecat's work, metered
+            client.messages.create(
+                model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "work " * 200}]
+            )
+        assert town.goal_show(operator, goal.id).spent_usd > 0.0001
+        before = overseer_requests(store)
+        assert overseer.tick() == []  # within BUDGET_CHECK_SECONDS of the last look: not yet
+        clock[0] += 10
+        steps = overseer.tick()
+        assert any(s.verb == "issued" and f"escalate:about=goal:{goal.id}:budget" in s.target for s in steps)
+        assert overseer_requests(store) == before + 1
+        [decided] = [e for e in town.events(operator, limit=1000) if e.verb == Verb.overseer_decided][-1:]
+        assert decided.after is not None and "budget (100% crossed)" in decided.after["triggers"][0]
+        for _ in range(3):
+            clock[0] += 10
+            assert overseer.tick() == []
+        assert overseer_requests(store) == before + 1
+        [escalation] = [d for d in town.directive_list(operator) if d.kind.value == "escalate"]
+        assert escalation.args["about"] == f"goal:{goal.id}:budget" and escalation.recipient == "operator"
