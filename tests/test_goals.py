@@ -215,8 +215,8 @@ def test_the_cli_adds_lists_shows_and_closes_goals(tmp_path: Path) -> None:
     assert added.exit_code == 0, added.output
     goal = json.loads(added.output)
     assert goal["state"] == "active"
-    listed = runner.invoke(app, ["goal", "list", "--town", str(town_dir)])
-    assert "Greet people" in listed.output
+    listed = runner.invoke(app, ["goal", "list", "--town", str(town_dir)], env={"COLUMNS": "200"})
+    assert "Greet people" in listed.output and "$0.0000" in listed.output
     bad = runner.invoke(app, ["goal", "add", "x", "--rig", "nope", "--town", str(town_dir)])
     assert bad.exit_code != 0 and "error:" in bad.output
     closed = runner.invoke(app, ["goal", "done", str(goal["id"]), "--abandon", "--town", str(town_dir), "--json"])
