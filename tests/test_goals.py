@@ -18,7 +18,8 @@ from gastown_mcp.models import Agent, MessageKind, Role
 from gastown_mcp.server.client import connect_http, result_text, serve_http
 from gastown_mcp.store import Credentials, Store
 from gastown_mcp.town import Town
-from gastown_mcp.town.goals import DirectiveIn, DirectiveKind, GoalState
+from gastown_mcp.town.directives import DirectiveIn, DirectiveKind
+from gastown_mcp.town.goals import GoalState
 
 ONE_ITEM = {
     "title": "Say hello",

@@ -17,7 +17,8 @@ from rich.table import Table
 
 from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, emit, open_town
 from gastown_mcp.errors import InvalidInput
-from gastown_mcp.town.goals import Directive, DirectiveIn, Goal
+from gastown_mcp.town.directives import Directive, DirectiveIn
+from gastown_mcp.town.goals import Goal
 
 goal_app = typer.Typer(help="Goals: what the town should achieve; the overseer directs the mayor toward them.")
 directive_app = typer.Typer(help="Directives: the overseer's tracked instructions to the mayor.")

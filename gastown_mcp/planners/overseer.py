@@ -18,7 +18,7 @@ from gastown_mcp.errors import GastownError
 from gastown_mcp.models import Role, StrictModel
 from gastown_mcp.planners.model import ToolModel
 from gastown_mcp.town import Town
-from gastown_mcp.town.goals import DirectiveIn
+from gastown_mcp.town.directives import DirectiveIn
 
 TOOL = "issue_directives"
 SUMMARY_MARK = "Town summary (JSON):"

@@ -16,7 +16,8 @@ from pydantic import BaseModel, Field
 
 from gastown_mcp.server.views import IDEMPOTENT, READ, WRITE
 from gastown_mcp.town import Town
-from gastown_mcp.town.goals import Directive, DirectiveIn, DirectiveKind, Goal
+from gastown_mcp.town.directives import Directive, DirectiveIn, DirectiveKind
+from gastown_mcp.town.goals import Goal
 
 
 class GoalList(BaseModel):

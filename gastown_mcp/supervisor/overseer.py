@@ -22,7 +22,7 @@ from gastown_mcp.errors import BudgetExceeded, Conflict, GastownError
 from gastown_mcp.models import Event, Role, Verb, now_iso
 from gastown_mcp.town import Town, system_agent
 from gastown_mcp.town.base import OPERATOR
-from gastown_mcp.town.goals import Directive, DirectiveIn, DirectiveKind
+from gastown_mcp.town.directives import Directive, DirectiveIn, DirectiveKind
 
 FAILURES = (Verb.bead_blocked, Verb.merge_failed, Verb.verify_failed)
 THRESHOLDS = (0.8, 1.0)  # shares of a goal's budget that wake the overseer once each

@@ -9,7 +9,6 @@ the human as mail to the operator. A goal is achieved when every convoy linked t
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from enum import StrEnum
@@ -19,10 +18,19 @@ from pydantic import BaseModel, Field
 
 from gastown_mcp import rigs
 from gastown_mcp.errors import InvalidInput, NotFound
-from gastown_mcp.models import CLOSED_STATUSES, Agent, BeadStatus, MessageKind, Role, StrictModel, Verb
+from gastown_mcp.models import CLOSED_STATUSES, Agent, BeadStatus, MessageKind, Role, Verb
 from gastown_mcp.town import guard
 from gastown_mcp.town.base import OPERATOR
 from gastown_mcp.town.budgets import AgentUsage, Budgets
+from gastown_mcp.town.directives import (
+    NEEDS,
+    Directive,
+    DirectiveIn,
+    DirectiveKind,
+    DirectiveState,
+    directive_of,
+    message_body,
+)
 from gastown_mcp.town.plans import PlansAPI
 
 FAILURE_VERBS = (Verb.merge_failed.value, Verb.verify_failed.value, Verb.bead_blocked.value)
@@ -35,86 +43,11 @@ class GoalState(StrEnum):
     abandoned = "abandoned"
 
 
-class DirectiveKind(StrEnum):
-    """The fixed set of things the overseer can ask of the mayor."""
-
-    plan_goal = "plan_goal"
-    reprioritise = "reprioritise"
-    unblock = "unblock"
-    cancel = "cancel"
-    set_max_polecats = "set_max_polecats"
-    pause_rig = "pause_rig"
-    resume_rig = "resume_rig"
-    escalate = "escalate"  # ask the human: goes to the operator, not the mayor
-
-
-class DirectiveState(StrEnum):
-    issued = "issued"
-    acknowledged = "acknowledged"
-    done = "done"
-    refused = "refused"
-
-
-# What each kind needs, and which of its arguments make two directives "the same" (the dedup key).
-NEEDS: dict[DirectiveKind, tuple[str, ...]] = {
-    DirectiveKind.plan_goal: ("goal",),
-    DirectiveKind.reprioritise: ("bead", "priority"),
-    DirectiveKind.unblock: ("bead",),
-    DirectiveKind.cancel: ("bead",),
-    DirectiveKind.set_max_polecats: ("rig", "max_polecats"),
-    DirectiveKind.pause_rig: ("rig",),
-    DirectiveKind.resume_rig: ("rig",),
-    DirectiveKind.escalate: ("about", "question"),
-}
-KEY_ARGS: dict[DirectiveKind, tuple[str, ...]] = {**NEEDS, DirectiveKind.escalate: ("about",)}
-
-
-class DirectiveIn(StrictModel):
-    """One directive as the overseer (model or person) states it."""
-
-    kind: DirectiveKind
-    reason: str = Field(min_length=1, max_length=2000, description="why, in one or two sentences")
-    goal: int | None = Field(default=None, ge=1, description="plan_goal: the goal's id")
-    rig: str | None = Field(default=None, max_length=64, description="the rig (plan_goal optional; rig kinds)")
-    bead: str | None = Field(default=None, max_length=100, description="reprioritise, unblock, cancel: the bead")
-    priority: int | None = Field(default=None, ge=0, le=4, description="reprioritise: 0 highest .. 4 lowest")
-    max_polecats: int | None = Field(default=None, ge=0, le=1000, description="set_max_polecats: the new limit")
-    about: str | None = Field(
-        default=None, max_length=200, description="escalate: a short stable key of the problem (e.g. bead:gt-4f2a)"
-    )
-    question: str | None = Field(default=None, max_length=4000, description="escalate: what the human must decide")
-
-    def args(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model_dump(exclude={"kind", "reason"}).items() if v is not None}
-
-    def key(self) -> str:
-        parts = [f"{name}={getattr(self, name)}" for name in KEY_ARGS[self.kind]]
-        return ":".join([self.kind.value, *parts])
-
-
 class GoalConvoy(BaseModel):
     id: str
     title: str
     landed: bool
     progress: dict[str, int]
-
-
-class Directive(BaseModel):
-    id: int
-    kind: DirectiveKind
-    args: dict[str, Any]
-    goal: int | None = None
-    key: str
-    recipient: str
-    state: DirectiveState
-    reason: str = ""
-    note: str = ""
-    attempts: int = 1
-    next_at: str | None = None
-    created_by: str
-    created_at: str
-    updated_at: str
-    closed_at: str | None = None
 
 
 class Goal(BaseModel):
@@ -130,26 +63,6 @@ class Goal(BaseModel):
     closed_at: str | None = None
     convoys: list[GoalConvoy] = Field(default_factory=list)
     directives: list[Directive] = Field(default_factory=list, description="its open directives")
-
-
-def _directive(row: sqlite3.Row) -> Directive:
-    return Directive(
-        id=row["id"],
-        kind=row["kind"],
-        args=json.loads(row["args"] or "{}"),
-        goal=row["goal_id"],
-        key=row["dedup_key"],
-        recipient=row["recipient"],
-        state=row["state"],
-        reason=row["reason"],
-        note=row["note"],
-        attempts=row["attempts"],
-        next_at=row["next_at"],
-        created_by=row["created_by"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        closed_at=row["closed_at"],
-    )
 
 
 class GoalsAPI(PlansAPI):
@@ -224,7 +137,7 @@ class GoalsAPI(PlansAPI):
             c = self._convoy(cid)
             convoys.append(GoalConvoy(id=c.id, title=c.title, landed=c.landed, progress=c.progress))
         open_ones = [
-            _directive(d)
+            directive_of(d)
             for d in self._store.goals.directives(("issued", "acknowledged"), limit=500)
             if d["goal_id"] == row["id"]
         ]
@@ -271,7 +184,7 @@ class GoalsAPI(PlansAPI):
             recipient, delivery = self._mayor_name(), MessageKind.nudge
             if recipient == OPERATOR:
                 delivery = MessageKind.mail  # no mayor agent: the operator is the mayor, and reads mail
-        body = _body(directive, args, goal)
+        body = message_body(directive, args, goal.text if goal else None)
         directive_id = self._store.goals.issue(
             actor.name,
             kind=directive.kind.value,
@@ -286,19 +199,19 @@ class GoalsAPI(PlansAPI):
             attempts=attempts,
             next_at=next_at,
         )
-        return _directive(self._store.goals.directive(directive_id))
+        return directive_of(self._store.goals.directive(directive_id))
 
     def directive_list(self, actor: Agent, state: str | None = None, limit: int = 50) -> list[Directive]:
         """Directives newest first: the mayor sees those addressed to it, the overseer every one."""
         self._require(actor, "directive.read", "read directives")
         states = (guard.choice(DirectiveState, state, "directive state").value,) if state else ()
         recipient = None if guard.roles.can(actor.role, "directive.issue") else actor.name
-        return [_directive(r) for r in self._store.goals.directives(states, recipient, guard.limit(limit))]
+        return [directive_of(r) for r in self._store.goals.directives(states, recipient, guard.limit(limit))]
 
     def directive_show(self, actor: Agent, directive_id: int) -> Directive:
         self._require(actor, "directive.read", "read directives")
-        found = _directive(self._store.goals.directive(directive_id))
-        self._own_directive(actor, found)
+        found = directive_of(self._store.goals.directive(directive_id))
+        self._owndirective_of(actor, found)
         return found
 
     def directive_update(
@@ -310,23 +223,23 @@ class GoalsAPI(PlansAPI):
         target = guard.choice(DirectiveState, state, "directive state")
         if target is DirectiveState.issued:
             raise InvalidInput("a directive can be set acknowledged, done or refused")
-        found = _directive(self._store.goals.directive(directive_id))
-        self._own_directive(actor, found)
+        found = directive_of(self._store.goals.directive(directive_id))
+        self._owndirective_of(actor, found)
         note = guard.text("note", note, 2000)
         if target is DirectiveState.refused and not note.strip():
             raise InvalidInput("say why in note when you refuse a directive: the overseer reads it")
         if convoy is not None and target is DirectiveState.done and found.goal is not None:
             self.goal_link(actor, found.goal, convoy)
         if target is DirectiveState.done and found.state is not DirectiveState.done:
-            self._apply_rig_directive(actor, found)
-        return _directive(self._store.goals.set_state(actor.name, directive_id, target.value, note))
+            self._apply_rigdirective_of(actor, found)
+        return directive_of(self._store.goals.set_state(actor.name, directive_id, target.value, note))
 
     def directive_history(self, actor: Agent, key: str) -> list[Directive]:
         """Every directive ever issued for the same thing (`key`), oldest first."""
         self._require(actor, "directive.issue", "read directive history")
-        return [_directive(r) for r in self._store.goals.history(key)]
+        return [directive_of(r) for r in self._store.goals.history(key)]
 
-    def _own_directive(self, actor: Agent, directive: Directive) -> None:
+    def _owndirective_of(self, actor: Agent, directive: Directive) -> None:
         if directive.recipient != actor.name and not guard.roles.can(actor.role, "directive.issue"):
             raise NotFound(f"no directive {directive.id} for {actor.name}; list yours with directive_list")
 
@@ -335,7 +248,7 @@ class GoalsAPI(PlansAPI):
         return mayors[0].name if mayors else OPERATOR
 
     # -- rig controls a directive can change (the scheduler reads them) ----------------------------------
-    def _apply_rig_directive(self, actor: Agent, directive: Directive) -> None:
+    def _apply_rigdirective_of(self, actor: Agent, directive: Directive) -> None:
         rig = directive.args.get("rig")
         if not rig or directive.kind not in (
             DirectiveKind.pause_rig,
@@ -455,42 +368,6 @@ def usage_by_role(rows: Sequence[AgentUsage], roles: dict[str, str]) -> list[Rol
         for role, us in by.items()
     ]
     return sorted(out, key=lambda r: -r.tokens)
-
-
-def _body(directive: DirectiveIn, args: dict[str, Any], goal: Goal | None) -> str:
-    """The message that carries a directive: what to do, why, and how to report back."""
-    kind, rig, bead = directive.kind, args.get("rig"), args.get("bead")
-    what = {
-        DirectiveKind.plan_goal: (
-            f"Plan goal {directive.goal}: {goal.text if goal else ''!r}"
-            + (f" on rig {rig}" if rig else "")
-            + ". Call plan_create with this goal"
-            + (f" and rig {rig}" if rig else "")
-            + ", then report done with convoy set to the new convoy's id."
-        ),
-        DirectiveKind.reprioritise: f"Set bead {bead}'s priority to {args.get('priority')} (bead_update).",
-        DirectiveKind.unblock: (
-            f"Unblock bead {bead}: read why it is blocked (bead_show), fix what you can, then set it open "
-            "(bead_update status=open)."
-        ),
-        DirectiveKind.cancel: f"Cancel bead {bead} (bead_update status=cancelled) and say why in a comment.",
-        DirectiveKind.set_max_polecats: (
-            f"Rig {rig} should run at most {args.get('max_polecats')} polecats: report done to apply it."
-        ),
-        DirectiveKind.pause_rig: f"Pause dispatch on rig {rig}: report done to apply it.",
-        DirectiveKind.resume_rig: f"Resume dispatch on rig {rig}: report done to apply it.",
-        DirectiveKind.escalate: f"The overseer needs a decision from you: {directive.question}",
-    }[kind]
-    if kind is DirectiveKind.escalate:
-        return (
-            f"DIRECTIVE #{{id}} (escalate, about {directive.about}): {what}\nWhy: {directive.reason}\n"
-            "Close it with `gastown directive done {id}` once decided."
-        )
-    return (
-        f"DIRECTIVE #{{id}} ({kind.value}) from the overseer: {what}\nWhy: {directive.reason}\n"
-        "Acknowledge it with directive_update (id {id}, state acknowledged), carry it out, then directive_update "
-        "state done, or refused with why in note."
-    )
 
 
 class RoleUsage(BaseModel):
