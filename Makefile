@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CLAUDE_DIR := .cache/npm-claude
 
-.PHONY: all venv test test-fast test-vm test-swarm demo demo-local lint format bench docker image claude localmodel browser screenshots clean
+.PHONY: all venv test test-fast test-vm test-swarm demo demo-factory demo-local lint format bench docker image claude localmodel browser screenshots clean
 
 all: test
 
@@ -40,8 +40,14 @@ test-swarm: venv
 test-vm: venv
 	$(BIN)/python -m pytest -m vm
 
-# The factory: Claude Code polecats in hardened containers (needs Docker: installed and started as root).
+# The seed's loop: goal -> overseer -> mayor (Claude Code) -> plan -> polecats -> verify -> main -> goal achieved
+# (needs Docker: installed and started as root).
 demo: venv
+	@docker info >/dev/null 2>&1 || bash scripts/install-docker.sh
+	$(BIN)/python -m gastown_mcp.loop_demo
+
+# The factory alone: the mayor is a script that creates 8 beads and slings them to Claude Code polecats.
+demo-factory: venv
 	@docker info >/dev/null 2>&1 || bash scripts/install-docker.sh
 	$(BIN)/python -m gastown_mcp.factory_demo
 

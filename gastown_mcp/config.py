@@ -274,6 +274,26 @@ class PlannerSection(_Section):
     timeout_seconds: float = Field(default=300.0, gt=0, description="one model request, end to end")
 
 
+class OverseerSection(_Section):
+    """`[overseer]`: the model loop that directs the mayor toward the operator's goals (in `gastown up`)."""
+
+    enabled: bool = Field(default=False, description="run the overseer loop in `gastown up`")
+    model: str = Field(default="claude-sonnet-4-5", min_length=1, max_length=200)
+    budget_usd: float | None = Field(
+        default=5.0, ge=0, description="the overseer's own USD budget at the gateway; None = no budget of its own"
+    )
+    max_tokens: int = Field(default=2000, ge=256, le=64_000, description="per overseer request")
+    interval_seconds: float = Field(default=2.0, gt=0, description="how often it reads new events (no model call)")
+    failure_threshold: int = Field(default=2, ge=1, description="failures of one bead before the overseer looks")
+    max_attempts: int = Field(
+        default=2, ge=1, description="issues of one directive that did not stick before it asks the human instead"
+    )
+    backoff_seconds: float = Field(
+        default=300.0, ge=0, description="wait before a directive that did not stick is issued again (doubles)"
+    )
+    timeout_seconds: float = Field(default=120.0, gt=0, description="one model request, end to end")
+
+
 class LimitsSection(_Section):
     """`[limits]`: how much of the shared MCP server and bead queue one agent may take (README "Security")."""
 
@@ -363,6 +383,7 @@ class Settings(_Section):
     rigs: dict[str, RigSection] = Field(default_factory=dict)
     scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
     planner: PlannerSection = Field(default_factory=PlannerSection)
+    overseer: OverseerSection = Field(default_factory=OverseerSection)
     dogs: DogsSection = Field(default_factory=DogsSection)
     limits: LimitsSection = Field(default_factory=LimitsSection)
     dashboard: DashboardSection = Field(default_factory=DashboardSection)

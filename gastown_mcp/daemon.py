@@ -29,6 +29,7 @@ from gastown_mcp.runstate import RunState, read_state, state_path
 from gastown_mcp.runtime import Runtime
 from gastown_mcp.supervisor.dogs import Freezer, Kennel
 from gastown_mcp.supervisor.merge_queue import MergeQueue
+from gastown_mcp.supervisor.overseer import Overseer
 from gastown_mcp.supervisor.reconciler import Reconciler
 from gastown_mcp.supervisor.witness import Witness
 from gastown_mcp.town import Town, system_agent
@@ -49,6 +50,7 @@ class TownProcess:
     teardown: bool = False  # on exit also remove the town's containers and network (demos, tests)
     state: RunState | None = None
     town: Town | None = None
+    overseer: Overseer | None = None  # with `[overseer] enabled = true`
     _servers: list[serving.Server] = field(default_factory=list)
     _stopping: anyio.Event | None = None
 
@@ -90,6 +92,13 @@ class TownProcess:
                     outer.start_soon(self._loop, "merge queue", MergeQueue(town).tick)
                     outer.start_soon(self._loop, "dogs", Kennel(town).tick, self.settings.dogs.interval_seconds)
                     outer.start_soon(self._loop, "estop", Freezer(town).tick, 1.0)
+                    if self.settings.overseer.enabled:
+                        from gastown_mcp.planners.overseer import build_overseer
+
+                        self.overseer = Overseer(town, build_overseer(town, self.state.gateway_url))
+                        outer.start_soon(
+                            self._loop, "overseer", self.overseer.tick, self.settings.overseer.interval_seconds
+                        )
                     if threading.current_thread() is threading.main_thread():
                         outer.start_soon(self._signals)  # elsewhere (tests, embedding) the owner calls stop()
                     await self._stopping.wait()

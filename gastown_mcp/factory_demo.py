@@ -1,4 +1,4 @@
-"""The main job for `make demo`: the factory running for real.
+"""`make demo-factory`: the factory running for real (`make demo` runs the whole loop, `loop_demo.py`).
 
 Builds the agent image if needed, starts a town (MCP server, gateway, witness, merge queue, Docker runtime) and
 adds a small sample rig whose gate is its unittest suite. The mayor, a real MCP client with its own token, plans

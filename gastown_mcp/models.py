@@ -142,6 +142,17 @@ class Verb(StrEnum):
     dispatch_held = "dispatch.held"
     dispatch_resumed = "dispatch.resumed"
     orphans_pruned = "orphans.pruned"
+    goal_added = "goal.added"
+    goal_linked = "goal.linked"
+    goal_achieved = "goal.achieved"
+    goal_abandoned = "goal.abandoned"
+    directive_issued = "directive.issued"
+    directive_acknowledged = "directive.acknowledged"
+    directive_done = "directive.done"
+    directive_refused = "directive.refused"
+    overseer_decided = "overseer.decided"
+    overseer_escalated = "overseer.escalated"
+    overseer_stopped = "overseer.stopped"
 
     @classmethod
     def of_agent_state(cls, state: AgentState) -> Verb:

@@ -14,7 +14,7 @@ from gastown_mcp.models import Role
 from gastown_mcp.runtime.image import PROMPTS_DIR, ImageConfig, build_context, tree_digest
 from gastown_mcp.town import roles
 
-TOOL_NAME = re.compile(r"\b(?:bead|town)_[a-z_]*[a-z]\b")
+TOOL_NAME = re.compile(r"\b(?:bead|town|goal|directive|convoy)_[a-z_]*[a-z]\b")
 
 
 def _prompts() -> Traversable:

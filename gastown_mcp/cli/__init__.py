@@ -19,6 +19,8 @@ from gastown_mcp.cli import (
     dashboard_cmds,
     dogs_cmds,
     fleet_cmds,
+    goals,
+    mayor_cmds,
     merges,
     messages,
     plans,
@@ -63,6 +65,8 @@ def build_app() -> typer.Typer:
 
     model_cmds.register(app)
     dashboard_cmds.register(app)
+    goals.register(app)
+    mayor_cmds.register(app)
     return app
 
 

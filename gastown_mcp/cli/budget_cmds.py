@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, emit, note, open_town
+from gastown_mcp.town.goals import RoleUsage
 
 app = typer.Typer(help="Token and USD budgets per agent, rig and town (enforced at the gateway).", no_args_is_help=True)
 
@@ -84,9 +85,16 @@ def usage(
     town_dir: TownDir = None,
     as_agent: AsAgent = None,
     as_json: Json = False,
+    by_role: Annotated[bool, typer.Option("--by-role", help="sum by role, with each role's share of tokens")] = False,
 ) -> None:
     """Per agent: requests, tokens by kind, USD and what remains of its budgets; or, with --by, spend per bead,
-    convoy, role or rig (a model request counts for the bead its agent had claimed)."""
+    convoy, role or rig (a model request counts for the bead its agent had claimed); or --by-role, each role's
+    share of the tokens."""
+    if by_role:
+        with open_town(town_dir) as town:
+            roles = town.usage_by_role(actor(town, as_agent))
+        emit(as_json, roles, lambda c: c.print(role_table(roles)))
+        return
     if by is not None:
         if agent is not None:
             raise typer.BadParameter("give an agent or --by, not both", param_hint="--by")
@@ -134,6 +142,13 @@ def usage(
         c.print(table)
 
     emit(as_json, rows, render)
+
+
+def role_table(roles: list[RoleUsage]) -> Table:
+    table = Table("role", "agents", "requests", "tokens", "USD", "share of tokens", title="model usage by role")
+    for r in roles:
+        table.add_row(r.role, str(r.agents), str(r.requests), _fmt(r.tokens), _fmt(r.cost_usd, True), f"{r.share:.1%}")
+    return table
 
 
 def register(root: typer.Typer) -> None:

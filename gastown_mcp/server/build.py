@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from gastown_mcp.errors import GastownError
 from gastown_mcp.models import Agent
-from gastown_mcp.server import beads, budgets, fleet, merges, plans, resources, town_tools
+from gastown_mcp.server import beads, budgets, fleet, goals, merges, plans, resources, town_tools
 from gastown_mcp.server.identity import Identity, TownTokenVerifier
 from gastown_mcp.town import Town, roles
 
@@ -181,5 +181,6 @@ def build_server(
     budgets.register(mcp, town, run)
     merges.register(mcp, town, run)
     plans.register(mcp, town, run)
+    goals.register(mcp, town, run)
     resources.register(mcp, town, run)
     return mcp

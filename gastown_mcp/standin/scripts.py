@@ -101,6 +101,10 @@ def script_named(name: str) -> Script:
         return Polecat()
     if name == "planner":
         return Models(fallback=Polecat())  # plans and reviews, and works beads like `polecat`
+    if name == "loop":
+        from gastown_mcp.standin.overseer import loop_models
+
+        return loop_models()  # the seed's loop: overseer, mayor, planner, reviewer and polecats
     if name.startswith("error:") and name[6:].isdigit():
         return Fails(int(name[6:]))
-    raise ValueError(f"unknown stand-in script {name!r}; choose hello, echo, polecat, planner or error:<status>")
+    raise ValueError(f"unknown stand-in script {name!r}; choose hello, echo, polecat, planner, loop or error:<status>")

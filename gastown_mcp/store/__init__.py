@@ -10,6 +10,7 @@ from gastown_mcp.store.agents import AgentRepo, Credentials
 from gastown_mcp.store.beads import BeadRepo
 from gastown_mcp.store.db import Database
 from gastown_mcp.store.events import EventRepo
+from gastown_mcp.store.goals import GoalRepo
 from gastown_mcp.store.health import HealthRepo
 from gastown_mcp.store.launches import LaunchRepo
 from gastown_mcp.store.merges import MergeRepo
@@ -35,6 +36,7 @@ class Store:
         self.plans = PlanRepo(self.db, self.beads)
         self.beads.on_cancelled.append(lambda tx, actor, ids: land_convoys(tx, self.beads, actor, ids))
         self.launches = LaunchRepo(self.db, self.beads, self.agents)
+        self.goals = GoalRepo(self.db)
 
     def close(self) -> None:
         self.db.close()

@@ -241,20 +241,59 @@ CREATE INDEX usage_status ON usage (status, at)
     )
 
 
-@migrations(name="m010_upstreams")
-def m010_upstreams(db: UtilsDatabase) -> None:
-    # Why a model call failed (the upstream's error message, or the gateway's own: no key, unreachable), so the
-    # last error of an agent whose calls fail shows in `agent ls`/`status` and the witness can tell the mayor.
-    # The partial index keeps the witness's look at failing agents (every tick) off the successful rows.
+@migrations(name="m007_overseer")
+def m007_overseer(db: UtilsDatabase) -> None:
+    # Goals the operator states and the directives the overseer gives the mayor for them. A directive's
+    # dedup_key is unique among open ones (issued or acknowledged), so the same directive is never given twice
+    # at once; attempts and next_at carry the back-off of one that keeps failing.
     _run(
         db,
-        "ALTER TABLE usage ADD COLUMN error TEXT;\n"
-        "CREATE INDEX usage_errors ON usage (agent, id) WHERE outcome = 'error'",
+        """
+CREATE TABLE goals (
+    id INTEGER PRIMARY KEY,
+    text TEXT NOT NULL,
+    rig TEXT,
+    budget_usd REAL CHECK (budget_usd IS NULL OR budget_usd >= 0),
+    state TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active','achieved','abandoned')),
+    reason TEXT NOT NULL DEFAULT '',
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    closed_at TEXT
+);
+CREATE TABLE goal_convoys (
+    id INTEGER PRIMARY KEY,
+    goal_id INTEGER NOT NULL REFERENCES goals(id) ON DELETE CASCADE,
+    convoy_id TEXT NOT NULL REFERENCES beads(id),
+    created_at TEXT NOT NULL,
+    UNIQUE (goal_id, convoy_id)
+);
+CREATE INDEX goal_convoys_convoy ON goal_convoys (convoy_id);
+CREATE TABLE directives (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN
+        ('plan_goal','reprioritise','unblock','cancel','set_max_polecats','pause_rig','resume_rig','escalate')),
+    args TEXT NOT NULL DEFAULT '{}',
+    goal_id INTEGER REFERENCES goals(id),
+    dedup_key TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    message_id INTEGER,
+    state TEXT NOT NULL DEFAULT 'issued' CHECK (state IN ('issued','acknowledged','done','refused')),
+    reason TEXT NOT NULL DEFAULT '',
+    note TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 1,
+    next_at TEXT,
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    acknowledged_at TEXT,
+    closed_at TEXT
+);
+CREATE UNIQUE INDEX directives_open ON directives (dedup_key) WHERE state IN ('issued','acknowledged');
+CREATE INDEX directives_key ON directives (dedup_key, id);
+CREATE INDEX directives_state ON directives (state, id)
+""",
     )
-
-
-def apply_migrations(conn: sqlite3.Connection) -> None:
-    migrations.apply(UtilsDatabase(conn))
 
 
 @migrations(name="m009_dashboard")
@@ -278,3 +317,19 @@ CREATE INDEX events_claims ON events (actor, at) WHERE verb = 'bead.claimed';
 CREATE INDEX usage_at ON usage (at)
 """,
     )
+
+
+@migrations(name="m010_upstreams")
+def m010_upstreams(db: UtilsDatabase) -> None:
+    # Why a model call failed (the upstream's error message, or the gateway's own: no key, unreachable), so the
+    # last error of an agent whose calls fail shows in `agent ls`/`status` and the witness can tell the mayor.
+    # The partial index keeps the witness's look at failing agents (every tick) off the successful rows.
+    _run(
+        db,
+        "ALTER TABLE usage ADD COLUMN error TEXT;\n"
+        "CREATE INDEX usage_errors ON usage (agent, id) WHERE outcome = 'error'",
+    )
+
+
+def apply_migrations(conn: sqlite3.Connection) -> None:
+    migrations.apply(UtilsDatabase(conn))

@@ -68,7 +68,12 @@ class Reconciler:
             if rig.name in self._paused_until:
                 del self._paused_until[rig.name]
                 steps.append(Step("resumed", rig.name, "the breaker's cool-down is over"))
+            control = self.town.rig_control(rig.name)  # what the overseer's directives changed
+            if control.get("paused"):
+                continue
             rig_max = self.cfg.max_polecats if rig_cfg.max_polecats is None else rig_cfg.max_polecats
+            if control.get("max_polecats") is not None:
+                rig_max = int(control["max_polecats"])
             # Launches of one tick run side by side, so at most as many as the breaker still allows to fail.
             allowance = self.cfg.breaker_failures - len(self._recent(rig.name, now))
             room = min(rig_max - alive.get(rig.name, 0), self.cfg.max_polecats - total, budget, allowance)

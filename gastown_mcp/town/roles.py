@@ -57,9 +57,13 @@ MAYOR = (
         "town.budget",
         "town.usage",
         "plan.create",
+        "goal.read",
+        "directive.read",  # the directives addressed to it
+        "directive.handle",  # acknowledge, complete or refuse them
     }
 )
-OVERSEER = MAYOR | {"town.admin"}
+# Only the overseer (the operator, or its model loop) states goals and gives the mayor directives.
+OVERSEER = MAYOR | {"town.admin", "goal.manage", "directive.issue"}
 DOG = READ | {"town.status", "town.agents", "town.heartbeat", "town.inbox", "town.mail"}
 
 ACTIONS: dict[Role, frozenset[str]] = {
@@ -105,6 +109,12 @@ TOOL_ACTIONS: dict[str, tuple[str, ...]] = {
     "merge_reject": ("merge.admin",),
     "plan_create": ("plan.create",),
     "convoy_show": ("plan.create",),
+    "goal_add": ("goal.manage",),
+    "goal_list": ("goal.read",),
+    "goal_update": ("goal.manage",),
+    "directive_issue": ("directive.issue",),
+    "directive_list": ("directive.read",),
+    "directive_update": ("directive.handle",),
 }
 
 

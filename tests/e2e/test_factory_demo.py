@@ -1,4 +1,5 @@
-"""The main job end to end: real Docker, real Claude Code in the agent image, the scripted stand-in as model."""
+"""The factory alone (`make demo-factory`) end to end: real Docker, real Claude Code in the agent image, the
+scripted stand-in as model."""
 
 from __future__ import annotations
 

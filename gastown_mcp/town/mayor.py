@@ -1,0 +1,53 @@
+"""The mayor as an AI: Claude Code in its own container, with the mayor's tools and no repository of its own.
+
+`mayor_start` records a mayor agent (no rig, so no worktree: it plans and directs, it cannot do a polecat's
+job) and launches it when this process holds the runtime; an ended mayor session is resumed instead of
+replaced, so its transcript carries on. Directives reach it as nudges: on its next tool result while it runs,
+or as the prompt the witness resumes its ended session with (GUPP).
+"""
+
+from __future__ import annotations
+
+from gastown_mcp.errors import Conflict
+from gastown_mcp.models import Agent, AgentState, Role
+from gastown_mcp.town import guard
+from gastown_mcp.town.fleet import FleetAPI, request_agent, role_limits
+
+START_PROMPT = (
+    "You are {name}. Read your directives with directive_list (and town_inbox), carry out each one with the town "
+    "tools, and report it with directive_update."
+)
+
+
+class MayorAPI(FleetAPI):
+    def mayor_start(self, actor: Agent, name: str = "mayor") -> Agent:
+        """Run the mayor as Claude Code in a container (or resume its ended session)."""
+        self._require(actor, "town.spawn", "start the mayor")
+        name = guard.agent_name(name)
+        found = self._store.agents.find(name)
+        if found is not None and found.state is not AgentState.removed:
+            if found.role is not Role.mayor:
+                raise Conflict(f"agent {name!r} is a {found.role.value}; start the mayor under another --name")
+            if found.state.alive or found.launching:
+                raise Conflict(f"{name} is already {found.state.value}; stop it first with `gastown agent stop {name}`")
+            if found.state is AgentState.exited and found.metadata.get("container") is not None:
+                fleet = self._the_fleet()
+                prompt = START_PROMPT.format(name=name)
+                return fleet.resume(actor.name, name, prompt)
+            raise Conflict(
+                f"{name} is a mayor you run yourself (added with `gastown agent add`); remove it with "
+                f"`gastown agent remove {name}` to run it in a container, or pass another --name"
+            )
+        agent = request_agent(
+            self._store,
+            self.settings.town_dir,
+            role_limits(self.settings),
+            actor.name,
+            Role.mayor,
+            lease_seconds=self.settings.lease.seconds,
+            name=name,
+        )
+        self._intent_recorded()
+        if self._fleet is None:
+            return agent  # intent recorded; the town's reconciler starts it
+        return self._fleet.launch(actor.name, name, self.settings.lease.seconds) or self._fleet.started_elsewhere(name)
