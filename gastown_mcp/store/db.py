@@ -103,7 +103,10 @@ class Database:
         self.journal_error: str | None = None  # a journal sync that failed after COMMIT (the dog reports it)
         self.rolled_forward = 0  # journal records applied at open (recovery)
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        # Every open connection and the thread it serves: a thread that ended hands its connection to the
+        # next new thread, so connections stay as many as the threads alive at once (anyio retires idle
+        # worker threads and starts new ones; each used to leave a connection and its file descriptors open).
+        self._all: dict[sqlite3.Connection, threading.Thread] = {}
         self._all_lock = threading.Lock()
         if not self.path.parent.exists():
             raise StoreError(f"town directory {self.path.parent} does not exist; run `gastown init` first")
@@ -150,6 +153,15 @@ class Database:
 
     # -- connections -------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
+        me = threading.current_thread()
+        with self._all_lock:
+            for conn, owner in self._all.items():
+                if not owner.is_alive():
+                    self._all[conn] = me
+                    if conn.in_transaction:  # cannot happen through write(); never inherit an open one
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    return conn
         try:
             conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
@@ -164,8 +176,13 @@ class Database:
                 f"cannot open the town database {self.path}: {exc}; stop the town and run {restore_hint(self.path)}"
             ) from exc
         with self._all_lock:
-            self._all.append(conn)
+            self._all[conn] = me
         return conn
+
+    def connections(self) -> int:
+        """How many connections are open (one per thread that is alive and has used the database)."""
+        with self._all_lock:
+            return len(self._all)
 
     @property
     def conn(self) -> sqlite3.Connection:
