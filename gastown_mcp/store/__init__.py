@@ -10,6 +10,7 @@ from gastown_mcp.store.agents import AgentRepo, Credentials
 from gastown_mcp.store.beads import BeadRepo
 from gastown_mcp.store.db import Database
 from gastown_mcp.store.events import EventRepo
+from gastown_mcp.store.growth import GrowthRepo
 from gastown_mcp.store.health import HealthRepo
 from gastown_mcp.store.launches import LaunchRepo
 from gastown_mcp.store.merges import MergeRepo
@@ -31,6 +32,7 @@ class Store:
         self.messages = MessageRepo(self.db)
         self.events = EventRepo(self.db)
         self.health = HealthRepo(self.db)
+        self.growth = GrowthRepo(self.db)
         self.merges = MergeRepo(self.db, self.beads)
         self.plans = PlanRepo(self.db, self.beads)
         self.launches = LaunchRepo(self.db, self.beads, self.agents)

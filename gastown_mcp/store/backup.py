@@ -154,7 +154,18 @@ def backup(db: Database, dest: Path, *, keep: int = 24) -> BackupInfo:
     manifest.write_text(json.dumps(asdict(info), indent=1))
     _fsync_dir(dest)
     prune(dest, keep)
+    rotate_journal(db, dest)
     return info
+
+
+def rotate_journal(db: Database, dest: Path, *, min_fraction: float = 0.5) -> int:
+    """Drop the journal records every kept verified backup already holds (restore from any of them still
+    works); returns the bytes dropped. Done once they are `min_fraction` of the journal, so the records kept
+    are rewritten about once per byte written."""
+    kept = list_backups(dest)
+    if not kept:
+        return 0
+    return db.trim_journal(min(info.seq for info in kept), min_fraction=min_fraction)
 
 
 def _fsync_dir(path: Path) -> None:

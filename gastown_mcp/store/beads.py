@@ -23,6 +23,7 @@ from gastown_mcp.models import (
     DepKind,
     Verb,
 )
+from gastown_mcp.store import counts as maintained
 from gastown_mcp.store import rows
 from gastown_mcp.store.db import Database, Tx, now_iso
 from gastown_mcp.store.ids import hash_length, random_hash
@@ -193,18 +194,15 @@ class BeadRepo:
         ]
 
     def counts(self) -> dict[str, int]:
-        return {r["status"]: r["n"] for r in self.db.query("SELECT status, count(*) AS n FROM beads GROUP BY status")}
+        """Beads by status (non-zero only), from counts the store maintains: a few key reads at any size."""
+        return {k: n for k, n in maintained.under(self.db.conn, "beads:").items() if k in maintained.BEAD_STATUSES}
 
     def awaiting_merge_count(self) -> int:
-        row = self.db.query_one("SELECT count(*) AS n FROM beads WHERE merge_pending=1")
-        return int(row["n"]) if row else 0
+        return maintained.one(self.db.conn, "beads:merge_pending")
 
     def ready_count(self) -> int:
-        row = self.db.query_one(
-            "SELECT count(*) AS n FROM beads INDEXED BY beads_ready "
-            "WHERE status='open' AND open_blockers=0 AND assignee IS NULL"
-        )
-        return int(row["n"]) if row else 0
+        """Open, unblocked, unclaimed beads (not those whose lease ran out), from the maintained count."""
+        return maintained.one(self.db.conn, "beads:ready")
 
     # -- create ------------------------------------------------------------------------------------
     def create(self, actor: str, **fields: Any) -> Bead:

@@ -27,6 +27,7 @@ from typing import Any
 from gastown_mcp.errors import StoreError
 from gastown_mcp.models import now_iso
 from gastown_mcp.store import journal as jr
+from gastown_mcp.store.counts import recount
 
 BUSY_TIMEOUT_MS = 10_000
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -247,6 +248,26 @@ class Database:
             "error": self.journal_error,
         }
 
+    def trim_journal(self, upto: int, *, min_fraction: float = 0.5) -> int:
+        """Drop the journal's records with seq <= `upto` once they are at least `min_fraction` of the file
+        (so the part kept is copied at most about once per byte written); returns the bytes dropped."""
+        if self.journal is None or self.journal_path is None or not self.journal_path.exists():
+            return 0
+        size = self.journal_path.stat().st_size
+        if size == 0 or jr.offset_after(self.journal_path, upto) < size * min_fraction:
+            return 0
+        return self.journal.trim(upto, self.seq(), self._write_lock)
+
+    @contextlib.contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        """SQLite's write lock with nothing written: every journal append happens under it."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+
     # -- reading and writing -----------------------------------------------------------------------
     def query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         try:
@@ -339,6 +360,8 @@ def replay(db_path: Path, journal_path: Path, after: int) -> int:
                 expect, n = expect + 1, n + 1
             conn.execute(f"DELETE FROM {jr.CHANGES}")
             conn.execute(f"UPDATE {jr.SEQ} SET seq=?", (expect - 1,))
+            if n:
+                recount(conn)  # derived counts: the upserts above did not keep them
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

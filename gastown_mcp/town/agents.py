@@ -54,7 +54,12 @@ class AgentsAPI(TownBase):
     def alive_agents(self, actor: Agent) -> list[Agent]:
         """Agents whose process runs or is starting (see `AgentState.alive`)."""
         self._require(actor, "town.agents", "list agents")
-        return [a for a in self._store.agents.all() if a.state.alive]
+        return self._store.agents.live()
+
+    def resumable_agents(self, actor: Agent) -> list[Agent]:
+        """Exited agents with a nudge waiting: the witness may resume their sessions with it."""
+        self._require(actor, "town.agents", "list agents")
+        return self._store.agents.resumable()
 
     def set_agent_state(self, actor: Agent, name: str, state: AgentState, reason: str = "", **meta: object) -> Agent:
         self._require(actor, "town.agents", "change agent states")

@@ -13,7 +13,6 @@ from typing import Any
 from gastown_mcp.errors import Forbidden, InvalidInput, NotFound
 from gastown_mcp.models import (
     Agent,
-    AgentState,
     Bead,
     BeadResult,
     BeadStatus,
@@ -146,8 +145,8 @@ class BeadsAPI(MergesAPI):
     def _hooks(self) -> dict[str, set[str]]:
         """Bead id -> the live (or requested) agents whose hook it is on: slung to them or reserved for them."""
         hooks: dict[str, set[str]] = {}
-        for a in self._store.agents.all():
-            if a.metadata.get("hook") and (a.state.alive or a.state is AgentState.requested):
+        for a in self._store.agents.live(starting=True):
+            if a.metadata.get("hook"):
                 hooks.setdefault(str(a.metadata["hook"]), set()).add(a.name)
         return hooks
 
