@@ -135,7 +135,7 @@ class AgentRepo:
     def resumable(self) -> list[Agent]:
         """Exited agents with a nudge waiting (the witness resumes their sessions with it)."""
         found = self.db.query(
-            """SELECT a.* FROM messages m INDEXED BY messages_pending JOIN agents a ON a.name = m.recipient
+            """SELECT a.* FROM messages m INDEXED BY messages_pending CROSS JOIN agents a ON a.name = m.recipient
                WHERE m.kind = 'nudge' AND m.state = 'sent' AND a.state = ? GROUP BY a.name ORDER BY a.name""",
             (AgentState.exited.value,),
         )

@@ -248,13 +248,14 @@ class Database:
             "error": self.journal_error,
         }
 
-    def trim_journal(self, upto: int, *, min_fraction: float = 0.5) -> int:
-        """Drop the journal's records with seq <= `upto` once they are at least `min_fraction` of the file
-        (so the part kept is copied at most about once per byte written); returns the bytes dropped."""
+    def trim_journal(self, upto: int, *, min_fraction: float = 0.5, min_bytes: int = 0) -> int:
+        """Drop the journal's records with seq <= `upto` once they are at least `min_fraction` of the file and
+        `min_bytes` (so the part kept is copied about once per byte written); returns the bytes dropped."""
         if self.journal is None or self.journal_path is None or not self.journal_path.exists():
             return 0
         size = self.journal_path.stat().st_size
-        if size == 0 or jr.offset_after(self.journal_path, upto) < size * min_fraction:
+        drop = jr.offset_after(self.journal_path, upto)
+        if size == 0 or drop < size * min_fraction or drop < max(1, min_bytes):
             return 0
         return self.journal.trim(upto, self.seq(), self._write_lock)
 

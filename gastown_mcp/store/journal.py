@@ -156,26 +156,27 @@ class Journal:
         return fd
 
     def _rotated_by_peer(self) -> bool:
-        """Whether the file at our path is a rotation (`trim`) by another process: the rotator records the new
-        file's inode in the sync lock file before anyone can append to it."""
+        """Whether the file now at our path is a rotation (`trim`) by another process: it starts with the marker."""
         try:
-            raw = Path(str(self.path) + ".sync").read_bytes()[:16]
-            return len(raw) == 16 and struct.unpack("<QQ", raw)[0] == os.stat(self.path).st_ino
+            with open(self.path, "rb") as fh:
+                return _is_marker(fh.read(128))
         except OSError:
             return False
 
     def trim(self, upto: int, committed: int, locked: Callable[[], contextlib.AbstractContextManager[Any]]) -> int:
         """Drop the records with seq <= `upto` (every kept backup covers them); returns the bytes dropped.
 
-        The records up to `committed` (the database's sequence number) are final, so they are copied without
+        The new file starts with a marker `{"seq": upto, "rotated": true}`: the journal holds every write after
+        `upto`, and other processes reopen it as a rotation rather than report the journal replaced. The
+        records up to `committed` (the database's sequence number) are final, so they are copied without
         holding anything; the rest is copied under `locked()` (the database's write lock, which every append
-        holds), then the new file replaces the old one and its inode goes into the sync lock file, so other
-        processes reopen it as a rotation rather than report the journal replaced."""
+        holds) before the new file replaces the old one."""
         cut, stable = offset_after(self.path, upto), offset_after(self.path, committed)
         if cut == 0:
             return 0
         part = Path(str(self.path) + ".trim")
         with open(self.path, "rb") as src, open(part, "wb") as dst:
+            dst.write(_marker(upto))
             src.seek(cut)
             _copy(src, dst, max(0, stable - cut))
             with locked(), self._lock:
@@ -256,6 +257,14 @@ class Journal:
             self._fd = self._lock_fd = None
 
 
+def _marker(upto: int) -> bytes:
+    return (json.dumps({"seq": upto, "rotated": True, "changes": []}, separators=(",", ":")) + "\n").encode()
+
+
+def _is_marker(raw: bytes) -> bool:
+    return raw.startswith(b'{"seq":') and b'"rotated":true' in raw[:64]
+
+
 def _seq_of_line(raw: bytes) -> int | None:
     """A line's sequence number, read from its head (`{"seq":N,...`) without parsing the rest."""
     if raw.startswith(b'{"seq":'):
@@ -312,6 +321,8 @@ def read(path: Path, *, after: int = 0) -> Iterator[dict[str, Any]]:
             if i == last:
                 return  # torn tail: that transaction never committed (the line is written before COMMIT)
             raise StoreError(f"the journal {path} is damaged at line {i + 1}: {exc}") from exc
+        if record.get("rotated"):
+            continue  # a rotation's marker: the records up to its seq are in the backups, not here
         if seq > after:
             yield record
 
@@ -336,13 +347,15 @@ def tail_seq(path: Path) -> int:
 
 
 def head_seq(path: Path) -> int:
-    """The first record's sequence number (0 for a missing or empty journal)."""
+    """The first record's sequence number (0 for a missing or empty journal); for a rotated journal, the one
+    after its marker's (what the journal holds from)."""
     if not path.exists():
         return 0
     with open(path, "rb") as fh:
         for raw in fh:
             if raw.strip():
                 with contextlib.suppress(ValueError, KeyError, TypeError):
-                    return int(json.loads(raw)["seq"])
+                    record = json.loads(raw)
+                    return int(record["seq"]) + (1 if record.get("rotated") else 0)
                 return 0
     return 0
