@@ -70,11 +70,12 @@ class AgentGate:
             await self.app(scope, receive, send)
             return
         token = _bearer(scope)
-        access = await self.verifier.verify_token(token) if token else None
-        if access is None:
+        found = self.verifier.check(token) if token else None
+        if found is None:
             await _challenge(send, bad_token=token is not None)
             return
-        with self.verifier.verified(access):
+        access = found[0]
+        with self.verifier.verified(found):
             session_id = _header(scope, SESSION_HEADER)
             if session_id is not None:
                 await self._use(access.client_id, session_id, scope, receive, send)

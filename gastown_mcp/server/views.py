@@ -10,7 +10,7 @@ from typing import Annotated
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from gastown_mcp.models import Agent, Bead, BeadSummary, Message
+from gastown_mcp.models import Agent, Bead, BeadBrief, BeadSummary, Message
 from gastown_mcp.town.budgets import AgentUsage, BudgetStatus
 
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
@@ -100,7 +100,7 @@ class BeadChange(BaseModel):
     attempts: int = 0
 
     @classmethod
-    def of(cls, bead: Bead) -> BeadChange:
+    def of(cls, bead: Bead | BeadBrief) -> BeadChange:
         return cls(
             **bead.model_dump(
                 mode="json", include={"id", "title", "status", "assignee", "lease_expires_at", "attempts"}

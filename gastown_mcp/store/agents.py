@@ -13,6 +13,7 @@ from typing import Any
 
 from gastown_mcp.errors import Conflict, NotFound
 from gastown_mcp.models import ALIVE_STATES, Agent, AgentState, Role, Verb
+from gastown_mcp.store import counts as maintained
 from gastown_mcp.store import rows
 from gastown_mcp.store.db import Database, Tx, now_iso
 
@@ -140,6 +141,17 @@ class AgentRepo:
             (AgentState.exited.value,),
         )
         return [rows.agent(r) for r in found]
+
+    def epoch_and_nudge(self, name: str | None) -> tuple[int, bool]:
+        """One read per MCP call: the identity epoch (bumped by every change to any agent's identity, state or
+        metadata, in that change's transaction) and whether a nudge waits for `name`."""
+        row = self.db.query_one(
+            f"""SELECT (SELECT n FROM _counts WHERE key = '{maintained.EPOCH}') AS e,
+                       EXISTS (SELECT 1 FROM messages INDEXED BY messages_pending
+                               WHERE recipient = ? AND kind = 'nudge' AND state = 'sent') AS p""",
+            (name,),
+        )
+        return (int(row["e"] or 0), bool(row["p"])) if row else (0, False)
 
     def by_token(self, token: str) -> Agent | None:
         row = self.db.query_one("SELECT * FROM agents WHERE token_hash=? AND state != 'removed'", (secret_hash(token),))
