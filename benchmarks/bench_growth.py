@@ -111,6 +111,8 @@ def simulate(agents: int, usage: int, days: int, backup_every: int, compact: boo
                 town.set_agent_state(op, name, AgentState.running)
                 town.agent_exited(op, name, "ok", 0)
                 n += 1
+                if n % 100 == 0:
+                    witness.tick()  # as its 5 s interval would: it keeps up with the events (1,000 a tick)
             usage_rows(store, usage_per_day, sim_now, day * usage_per_day)
             retire_threads(town)
             witness.tick()

@@ -61,7 +61,7 @@ def register(mcp: MCPServer, town: Town, run: Callable[..., Any]) -> None:
     async def bead_show(id: BeadId) -> BeadView:
         return BeadView.of(await run(lambda a: town.bead_show(a, id)))
 
-    @mcp.tool(description="List beads, filtered by status, assignee, label or type (slim rows).", annotations=READ)
+    @mcp.tool(description="List beads, filtered by status, assignee or label (slim rows).", annotations=READ)
     async def bead_list(
         status: list[Literal["open", "in_progress", "blocked", "done", "cancelled"]] = [],  # noqa: B006
         assignee: Annotated[str | None, Field(max_length=40)] = None,
@@ -78,7 +78,7 @@ def register(mcp: MCPServer, town: Town, run: Callable[..., Any]) -> None:
 
     @mcp.tool(description="Claim a bead before working it; omit id to take the top ready bead.", annotations=WRITE)
     async def bead_claim(
-        id: Annotated[str, Field(max_length=200, description="bead id; empty takes the top ready bead")] = "",
+        id: Annotated[str, Field(max_length=200)] = "",  # the description says what empty means
     ) -> BeadChange:
         return BeadChange.of(await run(lambda a: town.bead_claim_brief(a, id)))
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from gastown_mcp.errors import GastownError
 from gastown_mcp.models import Agent
-from gastown_mcp.server import beads, budgets, fleet, merges, plans, resources, town_tools
+from gastown_mcp.server import beads, budgets, fleet, merges, plans, resources, town_tools, views
 from gastown_mcp.server.identity import Identity, TownTokenVerifier
 from gastown_mcp.town import Town, roles
 
@@ -36,7 +36,7 @@ def _as_dict(result: HandlerResult) -> dict[str, Any]:
 
 def _only_tools(result: HandlerResult, allowed: set[str]) -> dict[str, Any]:
     data = _as_dict(result)
-    data["tools"] = [t for t in data.get("tools", []) if t.get("name") in allowed]
+    data["tools"] = views.slim_tools([t for t in data.get("tools", []) if t.get("name") in allowed])
     return data
 
 
