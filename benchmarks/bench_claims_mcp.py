@@ -9,8 +9,9 @@ more CPU per call than either server). Reported: calls/s for each, their ratio (
 over the pairs) and server CPU per call (from /proc, the server process only). The town's event log is read
 back afterwards: every bead claimed once (0 double claims).
 
-Run: .venv/bin/python benchmarks/bench_claims_mcp.py [--clients 1 8 32] [--rounds 3] [--seconds 5]
-Writes benchmarks/results/bench_claims_mcp.json.
+Run: .venv/bin/python benchmarks/bench_claims_mcp.py [--clients 1 8 32] [--rounds 3] [--seconds 5] [--no-durable]
+Writes benchmarks/results/bench_claims_mcp.json (`_no_durable.json` with --no-durable: the journal is written but
+not fsynced before each reply, which shows what the fsync costs against the floor).
 """
 
 from __future__ import annotations
@@ -66,13 +67,14 @@ def floor_app(beads: int) -> Any:
     return mcp.streamable_http_app(host="127.0.0.1")
 
 
-def town_app(town_dir: Path, beads: int, agents: int, info: dict[str, Any]) -> Any:
-    from gastown_mcp.assemble import scratch_town
+def town_app(town_dir: Path, beads: int, agents: int, info: dict[str, Any], durable: bool) -> Any:
+    from gastown_mcp.assemble import open_town
+    from gastown_mcp.config import Settings
     from gastown_mcp.models import now_iso
     from gastown_mcp.server import http_app
     from gastown_mcp.town import operator
 
-    town = scratch_town(town_dir, "bench")
+    town = open_town(Settings.model_validate({"town_dir": town_dir, "dogs": {"durable": durable}}))
     store = town._store  # seeding 10k beads one MCP call at a time would take longer than the runs
     base = time.time() - beads
     with store.db.write() as tx:
@@ -92,12 +94,12 @@ def town_app(town_dir: Path, beads: int, agents: int, info: dict[str, Any]) -> A
     return http_app(town, "127.0.0.1", info["port"])
 
 
-def serve(kind: str, town_dir: Path, beads: int, agents: int) -> None:
+def serve(kind: str, town_dir: Path, beads: int, agents: int, durable: bool = True) -> None:
     from gastown_mcp import serving
 
     sock = serving.bind("127.0.0.1")
     info: dict[str, Any] = {"port": sock.getsockname()[1], "tokens": [None] * agents}
-    app = floor_app(beads) if kind == "floor" else town_app(town_dir, beads, agents, info)
+    app = floor_app(beads) if kind == "floor" else town_app(town_dir, beads, agents, info, durable)
     server = serving.make_server(app, lifespan="on")
     signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
     (town_dir / "ready.json").write_text(json.dumps(info))
@@ -146,12 +148,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def one_run(kind: str, clients: int, seconds: float, beads: int) -> dict[str, Any]:
+def one_run(kind: str, clients: int, seconds: float, beads: int, durable: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"gastown-{kind}-") as tmp:
         town_dir = Path(tmp)
-        proc = subprocess.Popen(
-            [sys.executable, str(HERE), "--serve", kind, "--dir", tmp, "--beads", str(beads), "--agents", str(clients)]
-        )
+        cmd = [
+            sys.executable,
+            str(HERE),
+            "--serve",
+            kind,
+            "--dir",
+            tmp,
+            "--beads",
+            str(beads),
+            "--agents",
+            str(clients),
+        ]
+        proc = subprocess.Popen(cmd + ([] if durable else ["--no-durable"]))
         try:
             deadline = time.time() + 60
             while not (town_dir / "ready.json").exists():
@@ -216,17 +228,21 @@ def main() -> None:
     parser.add_argument("--serve", choices=["floor", "town"], help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)
     parser.add_argument("--agents", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-durable", action="store_true", help="the town skips the journal's fdatasync before each reply"
+    )
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, Path(args.dir), args.beads, args.agents)
+        serve(args.serve, Path(args.dir), args.beads, args.agents, not args.no_durable)
         return
-    print(f"claim + complete over MCP HTTP, server in its own process, {args.seconds:.0f} s per run")
+    sync = "not fsynced (--no-durable)" if args.no_durable else "fsynced before each reply"
+    print(f"claim + complete over MCP HTTP, server in its own process, {args.seconds:.0f} s per run, journal {sync}")
     results = []
     for clients in args.clients:
         pairs = []
         for r in range(args.rounds):
             order = ("floor", "town") if r % 2 == 0 else ("town", "floor")
-            runs = {k: one_run(k, clients, args.seconds, args.beads) for k in order}
+            runs = {k: one_run(k, clients, args.seconds, args.beads, not args.no_durable) for k in order}
             pairs.append(runs)
             ratio = runs["town"]["calls_per_second"] / runs["floor"]["calls_per_second"]
             print(
@@ -254,7 +270,12 @@ def main() -> None:
             f"CPU per call town {summary['town_cpu_ms_per_call_median']:.2f} ms, floor "
             f"{summary['floor_cpu_ms_per_call_median']:.2f} ms, double claims {summary['double_claims']}"
         )
-    write_report("bench_claims_mcp", results, params=vars(args))
+    write_report(
+        "bench_claims_mcp",
+        results,
+        params=vars(args),
+        file="bench_claims_mcp" + ("_no_durable" if args.no_durable else ""),
+    )
 
 
 if __name__ == "__main__":

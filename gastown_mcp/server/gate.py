@@ -97,22 +97,26 @@ class AgentGate:
             del agent.sessions[oldest.id]
             await self._close(oldest.id, scope)
         agent.opening += 1
-        opened: list[str] = []
+        opening = [True]
 
         async def watch(message: Message) -> None:
+            # Known from the moment its id goes out: the client's next request (a GET stream) can arrive
+            # before this request's handler returns, and must find the session to count it busy.
             if message["type"] == "http.response.start" and message["status"] < 400:
                 sid = _header({"headers": message.get("headers", [])}, SESSION_HEADER)
                 if sid is not None:
-                    opened.append(sid)
+                    now = self.clock()
+                    agent.sessions[sid] = _Session(sid, now, now)
+                    if opening:
+                        opening.clear()
+                        agent.opening -= 1
             await send(message)
 
         try:
             await self.app(scope, receive, watch)
         finally:
-            agent.opening -= 1
-            now = self.clock()
-            for sid in opened:
-                agent.sessions[sid] = _Session(sid, now, now)
+            if opening:
+                agent.opening -= 1
 
     async def _use(self, name: str, session_id: str, scope: Scope, receive: Receive, send: Send) -> None:
         agent = self._agents.get(name)
