@@ -351,6 +351,15 @@ class DogsSection(_Section):
     disk_pause_mb: int = Field(default=1024, ge=0, description="... pause dispatch")
     disk_estop_mb: int = Field(default=256, ge=0, description="... emergency stop")
     exited_retention_seconds: float = Field(default=3600.0, ge=0, description="exited containers kept this long")
+    agent_archive_seconds: float = Field(
+        default=86400.0, ge=0, description="exited agents leave the hot agents table after this long"
+    )
+    usage_retention_days: float = Field(
+        default=30.0, ge=1, description="usage rows older than this roll into per-agent daily totals"
+    )
+    events_retention_days: float = Field(
+        default=90.0, ge=1, description="events older than this move to archive/ as compressed JSONL"
+    )
     ratelimit_storm: int = Field(default=5, ge=1, description="upstream 429s in the window that pause dispatch")
     ratelimit_window_seconds: float = Field(default=60.0, gt=0)
     ratelimit_backoff_seconds: float = Field(default=120.0, gt=0, description="dispatch pause after a 429 storm")

@@ -243,6 +243,13 @@ class BeadSummary(_Model):
     assignee: str | None = None
 
 
+class BeadBrief(BeadSummary):
+    """A bead's state right after a write, read inside the write's transaction (no second read of the bead)."""
+
+    lease_expires_at: str | None = None
+    attempts: int = 0
+
+
 class Bead(_Model):
     id: str
     title: str

@@ -61,7 +61,7 @@ def register(mcp: MCPServer, town: Town, run: Callable[..., Any]) -> None:
     async def bead_show(id: BeadId) -> BeadView:
         return BeadView.of(await run(lambda a: town.bead_show(a, id)))
 
-    @mcp.tool(description="List beads, filtered by status, assignee, label or type (slim rows).", annotations=READ)
+    @mcp.tool(description="List beads, filtered by status, assignee or label (slim rows).", annotations=READ)
     async def bead_list(
         status: list[Literal["open", "in_progress", "blocked", "done", "cancelled"]] = [],  # noqa: B006
         assignee: Annotated[str | None, Field(max_length=40)] = None,
@@ -78,9 +78,9 @@ def register(mcp: MCPServer, town: Town, run: Callable[..., Any]) -> None:
 
     @mcp.tool(description="Claim a bead before working it; omit id to take the top ready bead.", annotations=WRITE)
     async def bead_claim(
-        id: Annotated[str, Field(max_length=200, description="bead id; empty takes the top ready bead")] = "",
-    ) -> BeadView:
-        return BeadView.of(await run(lambda a: town.bead_claim(a, id)))
+        id: Annotated[str, Field(max_length=200)] = "",  # the description says what empty means
+    ) -> BeadChange:
+        return BeadChange.of(await run(lambda a: town.bead_claim_brief(a, id)))
 
     @mcp.tool(description="Update a bead: notes, fields, or status (blocked needs a reason).", annotations=WRITE)
     async def bead_update(
@@ -123,7 +123,7 @@ def register(mcp: MCPServer, town: Town, run: Callable[..., Any]) -> None:
         branch: Annotated[str | None, Field(max_length=300)] = None,
         commit: Annotated[str | None, Field(max_length=100)] = None,
     ) -> BeadChange:
-        return BeadChange.of(await run(lambda a: town.bead_complete(a, id, summary, branch, commit)))
+        return BeadChange.of(await run(lambda a: town.bead_complete_brief(a, id, summary, branch, commit)))
 
     @mcp.tool(description="Give a claimed bead back to the ready queue, saying why.", annotations=DESTRUCTIVE)
     async def bead_release(id: BeadId, reason: Annotated[str, Field(max_length=2000)] = "") -> BeadChange:

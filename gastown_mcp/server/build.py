@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from gastown_mcp.errors import GastownError
 from gastown_mcp.models import Agent
-from gastown_mcp.server import beads, budgets, fleet, goals, merges, plans, resources, town_tools
+from gastown_mcp.server import beads, budgets, fleet, goals, merges, plans, resources, town_tools, views
 from gastown_mcp.server.identity import Identity, TownTokenVerifier
 from gastown_mcp.town import Town, roles
 
@@ -36,7 +36,7 @@ def _as_dict(result: HandlerResult) -> dict[str, Any]:
 
 def _only_tools(result: HandlerResult, allowed: set[str]) -> dict[str, Any]:
     data = _as_dict(result)
-    data["tools"] = [t for t in data.get("tools", []) if t.get("name") in allowed]
+    data["tools"] = views.slim_tools([t for t in data.get("tools", []) if t.get("name") in allowed])
     return data
 
 
@@ -73,7 +73,7 @@ async def _scope_reads(ctx: ServerRequestContext[Any, Any], call_next: CallNext,
     """A role lists and reads only its own prompt (the overseer every one) and the resources it may read."""
     key = _READS[ctx.method]
     try:
-        caller = await anyio.to_thread.run_sync(identity.current)
+        caller = identity.resolve().agent
     except GastownError as exc:
         if key is not None:
             return {key: []}
@@ -105,12 +105,14 @@ def build_server(
     verifier: TownTokenVerifier | None = None,
 ) -> MCPServer:
     """A fresh MCP server over `town`: stdio/in-process as `agent`, or HTTP with bearer tokens (`http_url`)."""
-    identity = Identity(town, agent)
+    if agent is None:
+        verifier = verifier or TownTokenVerifier(town)
+    identity = Identity(town, agent, verifier)
     auth_kwargs: dict[str, Any] = {}
     if agent is None:
         base = (http_url or "http://127.0.0.1").rstrip("/")
         auth_kwargs = {
-            "token_verifier": verifier or TownTokenVerifier(town),
+            "token_verifier": verifier,
             "auth": AuthSettings(
                 issuer_url=base,  # type: ignore[arg-type]
                 # No resource URL: the town issues tokens itself, so no OAuth metadata is served or advertised
@@ -127,11 +129,13 @@ def build_server(
         if ctx.method not in ("tools/list", "tools/call"):
             return await call_next(ctx)
         try:
-            caller = await anyio.to_thread.run_sync(identity.current)
+            # One indexed read on the event loop (identity epoch and pending nudge), no thread hand-off.
+            resolved = identity.resolve()
         except GastownError as exc:
             if ctx.method == "tools/list":
                 return ListToolsResult(tools=[])
             return CallToolResult(content=[TextContent(type="text", text=str(exc))], is_error=True)
+        caller = resolved.agent
         allowed = set(roles.tools_for(caller.role))
         if ctx.method == "tools/list":
             return _only_tools(await call_next(ctx), allowed)
@@ -141,7 +145,10 @@ def build_server(
                 content=[TextContent(type="text", text=f"{caller.name} ({caller.role.value}) may not call {name}")],
                 is_error=True,
             )
-        result = await call_next(ctx)
+        with identity.serving(resolved):
+            result = await call_next(ctx)
+        if not resolved.nudged:
+            return result
         nudges = await anyio.to_thread.run_sync(town.take_nudges, caller)
         if nudges:
             if not open_outputs:
@@ -166,11 +173,9 @@ def build_server(
     )
 
     async def run(fn: Callable[[Agent], T]) -> T:
-        def call() -> T:
-            return fn(identity.current())
-
         try:
-            return await anyio.to_thread.run_sync(call)
+            caller = identity.current()  # resolved for this request already: no look-up
+            return await anyio.to_thread.run_sync(fn, caller)
         except GastownError as exc:
             raise ToolError(str(exc)) from exc
 

@@ -70,11 +70,12 @@ class AgentGate:
             await self.app(scope, receive, send)
             return
         token = _bearer(scope)
-        access = await self.verifier.verify_token(token) if token else None
-        if access is None:
+        found = self.verifier.check(token) if token else None
+        if found is None:
             await _challenge(send, bad_token=token is not None)
             return
-        with self.verifier.verified(access):
+        access = found[0]
+        with self.verifier.verified(found):
             session_id = _header(scope, SESSION_HEADER)
             if session_id is not None:
                 await self._use(access.client_id, session_id, scope, receive, send)
@@ -96,22 +97,26 @@ class AgentGate:
             del agent.sessions[oldest.id]
             await self._close(oldest.id, scope)
         agent.opening += 1
-        opened: list[str] = []
+        opening = [True]
 
         async def watch(message: Message) -> None:
+            # Known from the moment its id goes out: the client's next request (a GET stream) can arrive
+            # before this request's handler returns, and must find the session to count it busy.
             if message["type"] == "http.response.start" and message["status"] < 400:
                 sid = _header({"headers": message.get("headers", [])}, SESSION_HEADER)
                 if sid is not None:
-                    opened.append(sid)
+                    now = self.clock()
+                    agent.sessions[sid] = _Session(sid, now, now)
+                    if opening:
+                        opening.clear()
+                        agent.opening -= 1
             await send(message)
 
         try:
             await self.app(scope, receive, watch)
         finally:
-            agent.opening -= 1
-            now = self.clock()
-            for sid in opened:
-                agent.sessions[sid] = _Session(sid, now, now)
+            if opening:
+                agent.opening -= 1
 
     async def _use(self, name: str, session_id: str, scope: Scope, receive: Receive, send: Send) -> None:
         agent = self._agents.get(name)

@@ -1,5 +1,9 @@
 """Who is calling: the fixed agent of a stdio/in-process server, or the agent whose bearer token came with
-the HTTP request. Identity is re-read from the town on every call, so a removed agent stops working at once.
+the HTTP request. Identity is checked on every call against the town's identity epoch (`Town.caller`), so a
+removed, revoked or stopped agent stops working at once, while an unchanged one costs one indexed read.
+
+The caller is resolved once per request, on the event loop: the HTTP gate resolves the token, the role
+middleware and the tool body reuse that answer (and whether a nudge waits) through context variables.
 """
 
 from __future__ import annotations
@@ -8,56 +12,88 @@ import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
 
-import anyio
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 
 from gastown_mcp.errors import Unauthorized
 from gastown_mcp.models import Agent
-from gastown_mcp.town import Town
+from gastown_mcp.town import Caller, Town
 
 
 class TownTokenVerifier:
     """Maps a bearer token to the agent it belongs to; unknown or revoked tokens get 401.
 
     The HTTP gate verifies each request once and marks it `verified`, so the SDK's own check of the same
-    request (which binds sessions to their agent) does not look the token up a second time.
+    request (which binds sessions to their agent) and the role middleware do not look the token up again.
     """
 
     def __init__(self, town: Town) -> None:
         self.town = town
-        self._this_request: ContextVar[AccessToken | None] = ContextVar("gastown_verified", default=None)
+        self._this_request: ContextVar[tuple[AccessToken, Caller] | None] = ContextVar("gastown_verified", default=None)
+
+    def check(self, token: str) -> tuple[AccessToken, Caller] | None:
+        """The token's access and caller (None for an unknown or revoked token); on the event loop: one indexed
+        read while no agent changed (`Town.caller`)."""
+        try:
+            caller = self.town.caller(token=token)
+        except Unauthorized:
+            return None
+        agent = caller.agent
+        return AccessToken(token=token, client_id=agent.name, scopes=[agent.role.value]), caller
 
     @contextlib.contextmanager
-    def verified(self, access: AccessToken) -> Iterator[None]:
-        reset = self._this_request.set(access)
+    def verified(self, found: tuple[AccessToken, Caller]) -> Iterator[None]:
+        """While the request is served, the SDK's check and the role middleware reuse `found`."""
+        reset = self._this_request.set(found)
         try:
             yield
         finally:
             self._this_request.reset(reset)
 
+    def resolved(self, token: str) -> Caller | None:
+        """The caller the gate resolved for this request's `token`, if it did."""
+        known = self._this_request.get()
+        return known[1] if known is not None and known[0].token == token else None
+
     async def verify_token(self, token: str) -> AccessToken | None:
         known = self._this_request.get()
-        if known is not None and known.token == token:
-            return known
-        try:
-            agent = await anyio.to_thread.run_sync(self.town.authenticate, token)
-        except Unauthorized:
-            return None
-        return AccessToken(token=token, client_id=agent.name, scopes=[agent.role.value])
+        if known is not None and known[0].token == token:
+            return known[0]
+        found = self.check(token)
+        return found[0] if found is not None else None
 
 
 class Identity:
     """The agent behind the current call: `fixed` for stdio/in-process, else the bearer token's agent."""
 
-    def __init__(self, town: Town, fixed: Agent | None) -> None:
+    def __init__(self, town: Town, fixed: Agent | None, verifier: TownTokenVerifier | None = None) -> None:
         self.town = town
         self.fixed = fixed
+        self.verifier = verifier
+        self._call: ContextVar[Caller | None] = ContextVar("gastown_caller", default=None)
 
-    def current(self) -> Agent:
+    def resolve(self) -> Caller:
+        """The caller of this request (resolved once per request) and whether a nudge waits for it."""
         if self.fixed is not None:
-            return self.town.agent(self.fixed.name)  # re-read: a removed agent stops working at once
+            return self.town.caller(name=self.fixed.name)
         token = get_access_token()
         if token is None:
             raise Unauthorized("no agent identity on this connection: send `Authorization: Bearer <token>`")
-        return self.town.agent(token.client_id)
+        if self.verifier is not None:
+            known = self.verifier.resolved(token.token)
+            if known is not None:
+                return known
+        return self.town.caller(token=token.token)
+
+    @contextlib.contextmanager
+    def serving(self, caller: Caller) -> Iterator[None]:
+        """While a tool call runs, `current()` is `caller` without another look-up."""
+        reset = self._call.set(caller)
+        try:
+            yield
+        finally:
+            self._call.reset(reset)
+
+    def current(self) -> Agent:
+        known = self._call.get()
+        return known.agent if known is not None else self.resolve().agent

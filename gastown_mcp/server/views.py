@@ -5,12 +5,12 @@ Views are flat and slim on purpose: every role's tool schemas are sent to the mo
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from gastown_mcp.models import Agent, Bead, BeadSummary, Message
+from gastown_mcp.models import Agent, Bead, BeadBrief, BeadSummary, Message
 from gastown_mcp.town.budgets import AgentUsage, BudgetStatus
 
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
@@ -19,6 +19,53 @@ IDEMPOTENT = ToolAnnotations(read_only_hint=False, destructive_hint=False, idemp
 DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False)
 
 BeadId = Annotated[str, Field(max_length=200, description="bead id, e.g. gt-4f2a")]
+
+_NESTED = ("items", "additionalProperties", "not")
+_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+
+
+def slim_schema(node: Any, *, inputs: bool) -> Any:
+    """A tool schema without what costs the model tokens and tells it nothing: pydantic's `title` keys (a
+    title-cased copy of each name), and - in input schemas - the `null` branch of optional arguments and
+    defaults that mean "nothing" (null, "", []): leaving an argument out is how to say that, and the server
+    still accepts them. Output schemas keep their `null` branches: clients validate results against them."""
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "title" and isinstance(value, str):
+            continue
+        if key in _MAPS and isinstance(value, dict):
+            out[key] = {name: slim_schema(sub, inputs=inputs) for name, sub in value.items()}
+        elif key in _LISTS and isinstance(value, list):
+            out[key] = [slim_schema(sub, inputs=inputs) for sub in value]
+        elif key in _NESTED:
+            out[key] = slim_schema(value, inputs=inputs)
+        else:
+            out[key] = value
+    if inputs:
+        branches = out.get("anyOf")
+        if isinstance(branches, list) and len(branches) == 2 and {"type": "null"} in branches:
+            (kept,) = [b for b in branches if b != {"type": "null"}]
+            del out["anyOf"]
+            out = {**kept, **out}
+        if "default" in out and out["default"] in (None, "", []):
+            del out["default"]
+    return out
+
+
+def slim_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`tools/list` entries with slim input and output schemas (see `slim_schema`)."""
+    out = []
+    for tool in tools:
+        tool = dict(tool)
+        if "inputSchema" in tool:
+            tool["inputSchema"] = slim_schema(tool["inputSchema"], inputs=True)
+        if "outputSchema" in tool:
+            tool["outputSchema"] = slim_schema(tool["outputSchema"], inputs=False)
+        out.append(tool)
+    return out
 
 
 class Row(BaseModel):
@@ -100,7 +147,7 @@ class BeadChange(BaseModel):
     attempts: int = 0
 
     @classmethod
-    def of(cls, bead: Bead) -> BeadChange:
+    def of(cls, bead: Bead | BeadBrief) -> BeadChange:
         return cls(
             **bead.model_dump(
                 mode="json", include={"id", "title", "status", "assignee", "lease_expires_at", "attempts"}

@@ -11,6 +11,7 @@ from gastown_mcp.store.beads import BeadRepo
 from gastown_mcp.store.db import Database
 from gastown_mcp.store.events import EventRepo
 from gastown_mcp.store.goals import GoalRepo
+from gastown_mcp.store.growth import GrowthRepo
 from gastown_mcp.store.health import HealthRepo
 from gastown_mcp.store.launches import LaunchRepo
 from gastown_mcp.store.merges import MergeRepo
@@ -32,6 +33,7 @@ class Store:
         self.messages = MessageRepo(self.db)
         self.events = EventRepo(self.db)
         self.health = HealthRepo(self.db)
+        self.growth = GrowthRepo(self.db)
         self.merges = MergeRepo(self.db, self.beads)
         self.plans = PlanRepo(self.db, self.beads)
         self.beads.on_cancelled.append(lambda tx, actor, ids: land_convoys(tx, self.beads, actor, ids))

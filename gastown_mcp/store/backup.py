@@ -25,6 +25,7 @@ from gastown_mcp.store import journal as jr
 from gastown_mcp.store.db import BUSY_TIMEOUT_MS, Database, replay, restore_hint
 
 SIDE_FILES = ("-wal", "-shm")
+TRIM_MIN_BYTES = 8 << 20  # a journal's covered part is dropped only once it is this big
 
 
 @dataclass
@@ -154,7 +155,18 @@ def backup(db: Database, dest: Path, *, keep: int = 24) -> BackupInfo:
     manifest.write_text(json.dumps(asdict(info), indent=1))
     _fsync_dir(dest)
     prune(dest, keep)
+    rotate_journal(db, dest)
     return info
+
+
+def rotate_journal(db: Database, dest: Path) -> int:
+    """Drop the journal records every kept verified backup already holds (restore from any of them still
+    works); returns the bytes dropped. Done once they are half the journal and `TRIM_MIN_BYTES`, so the
+    records kept are rewritten about once per byte written and a small journal is left alone."""
+    kept = list_backups(dest)
+    if not kept:
+        return 0
+    return db.trim_journal(min(info.seq for info in kept), min_fraction=0.5, min_bytes=TRIM_MIN_BYTES)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -16,6 +16,7 @@ from gastown_mcp.errors import Conflict, Forbidden, InvalidInput, InvalidTransit
 from gastown_mcp.models import (
     CLOSED_STATUSES,
     Bead,
+    BeadBrief,
     BeadResult,
     BeadStatus,
     BeadSummary,
@@ -23,6 +24,7 @@ from gastown_mcp.models import (
     DepKind,
     Verb,
 )
+from gastown_mcp.store import counts as maintained
 from gastown_mcp.store import rows
 from gastown_mcp.store.db import Database, Tx, now_iso
 from gastown_mcp.store.ids import hash_length, random_hash
@@ -195,18 +197,15 @@ class BeadRepo:
         ]
 
     def counts(self) -> dict[str, int]:
-        return {r["status"]: r["n"] for r in self.db.query("SELECT status, count(*) AS n FROM beads GROUP BY status")}
+        """Beads by status (non-zero only), from counts the store maintains: a few key reads at any size."""
+        return {k: n for k, n in maintained.under(self.db.conn, "beads:").items() if k in maintained.BEAD_STATUSES}
 
     def awaiting_merge_count(self) -> int:
-        row = self.db.query_one("SELECT count(*) AS n FROM beads WHERE merge_pending=1")
-        return int(row["n"]) if row else 0
+        return maintained.one(self.db.conn, "beads:merge_pending")
 
     def ready_count(self) -> int:
-        row = self.db.query_one(
-            "SELECT count(*) AS n FROM beads INDEXED BY beads_ready "
-            "WHERE status='open' AND open_blockers=0 AND assignee IS NULL"
-        )
-        return int(row["n"]) if row else 0
+        """Open, unblocked, unclaimed beads (not those whose lease ran out), from the maintained count."""
+        return maintained.one(self.db.conn, "beads:ready")
 
     # -- create ------------------------------------------------------------------------------------
     def create(self, actor: str, **fields: Any) -> Bead:
@@ -339,9 +338,23 @@ class BeadRepo:
     # -- claims and leases -------------------------------------------------------------------------
     def claim(self, agent: str, bead_id: str | None, lease_seconds: float) -> Bead:
         """Compare-and-swap: open+unblocked (or lease expired) → in_progress held by `agent`."""
+        return self.get(self.claim_brief(agent, bead_id, lease_seconds).id)
+
+    def claim_brief(self, agent: str, bead_id: str | None, lease_seconds: float) -> BeadBrief:
+        """`claim`, returning the claimed bead's new state as read inside the claim's own transaction."""
         with self.db.write() as tx:
-            bead_id = self._claim(tx, agent, bead_id, lease_seconds)
-        return self.get(bead_id)
+            return self._brief(tx.conn, self._claim(tx, agent, bead_id, lease_seconds))
+
+    def brief(self, bead_id: str) -> BeadBrief:
+        return self._brief(self.db.conn, bead_id)
+
+    def _brief(self, conn: sqlite3.Connection, bead_id: str) -> BeadBrief:
+        row = conn.execute(
+            f"SELECT {SUMMARY_COLS}, lease_expires_at, attempts FROM beads WHERE id=?", (bead_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no bead {bead_id!r}; find ids with bead_list or bead_ready")
+        return BeadBrief(**{k: row[k] for k in row.keys()})  # noqa: SIM118 - sqlite3.Row
 
     def _claim(self, tx: Tx, agent: str, bead_id: str | None, lease_seconds: float) -> str:
         if bead_id is None:
@@ -463,9 +476,15 @@ class BeadRepo:
     ) -> Bead:
         """in_progress → done. With `merge_pending` (work handed in for the merge queue) its dependents keep
         waiting until the merge queue says the commit is on main."""
+        return self.get(self.complete_brief(actor, bead_id, result, require_assignee, merge_pending=merge_pending).id)
+
+    def complete_brief(
+        self, actor: str, bead_id: str, result: BeadResult, require_assignee: str | None, *, merge_pending: bool = False
+    ) -> BeadBrief:
+        """`complete`, returning the bead's new state as read inside the completing transaction."""
         with self.db.write() as tx:
             self._complete(tx, actor, bead_id, result, require_assignee, merge_pending)
-        return self.get(bead_id)
+            return self._brief(tx.conn, bead_id)
 
     def _complete(
         self, tx: Tx, actor: str, bead_id: str, result: BeadResult, require_assignee: str | None, merge_pending: bool

@@ -27,6 +27,7 @@ from typing import Any
 from gastown_mcp.errors import StoreError
 from gastown_mcp.models import now_iso
 from gastown_mcp.store import journal as jr
+from gastown_mcp.store.counts import recount
 
 BUSY_TIMEOUT_MS = 10_000
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -103,8 +104,12 @@ class Database:
         self.journal_error: str | None = None  # a journal sync that failed after COMMIT (the dog reports it)
         self.rolled_forward = 0  # journal records applied at open (recovery)
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        # Every open connection and the thread it serves: a thread that ended hands its connection to the
+        # next new thread, so connections stay as many as the threads alive at once (anyio retires idle
+        # worker threads and starts new ones; each used to leave a connection and its file descriptors open).
+        self._all: dict[sqlite3.Connection, threading.Thread] = {}
         self._all_lock = threading.Lock()
+        self._writer = threading.RLock()  # this process's writers queue here (see `write`)
         if not self.path.parent.exists():
             raise StoreError(f"town directory {self.path.parent} does not exist; run `gastown init` first")
         if must_exist:
@@ -150,6 +155,15 @@ class Database:
 
     # -- connections -------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
+        me = threading.current_thread()
+        with self._all_lock:
+            for conn, owner in self._all.items():
+                if not owner.is_alive():
+                    self._all[conn] = me
+                    if conn.in_transaction:  # cannot happen through write(); never inherit an open one
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    return conn
         try:
             conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
@@ -164,8 +178,13 @@ class Database:
                 f"cannot open the town database {self.path}: {exc}; stop the town and run {restore_hint(self.path)}"
             ) from exc
         with self._all_lock:
-            self._all.append(conn)
+            self._all[conn] = me
         return conn
+
+    def connections(self) -> int:
+        """How many connections are open (one per thread that is alive and has used the database)."""
+        with self._all_lock:
+            return len(self._all)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -230,6 +249,28 @@ class Database:
             "error": self.journal_error,
         }
 
+    def trim_journal(self, upto: int, *, min_fraction: float = 0.5, min_bytes: int = 0) -> int:
+        """Drop the journal's records with seq <= `upto` once they are at least `min_fraction` of the file and
+        `min_bytes` (so the part kept is copied about once per byte written); returns the bytes dropped."""
+        if self.journal is None or self.journal_path is None or not self.journal_path.exists():
+            return 0
+        size = self.journal_path.stat().st_size
+        drop = jr.offset_after(self.journal_path, upto)
+        if size == 0 or drop < size * min_fraction or drop < max(1, min_bytes):
+            return 0
+        return self.journal.trim(upto, self.seq(), self._write_lock)
+
+    @contextlib.contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        """SQLite's write lock with nothing written: every journal append happens under it."""
+        with self._writer:
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            finally:
+                conn.execute("ROLLBACK")
+
     # -- reading and writing -----------------------------------------------------------------------
     def query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         try:
@@ -246,42 +287,48 @@ class Database:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Tx]:
-        """One `BEGIN IMMEDIATE` transaction; commits on success, rolls back on any exception."""
-        conn = self.conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreError(
-                f"the town database is busy ({exc}); another writer held it for over "
-                f"{BUSY_TIMEOUT_MS // 1000}s, retry shortly"
-            ) from exc
-        tx = Tx(conn)
-        try:
-            yield tx
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise StoreError(f"database write failed: {exc}; nothing was changed, retry") from exc
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
+        """One `BEGIN IMMEDIATE` transaction; commits on success, rolls back on any exception.
+
+        Writers of this process queue on a lock before asking SQLite for its write lock: SQLite's own busy
+        handler sleeps (1, 2, 5 ... 100 ms) between tries, so 32 threads contending for it spent most of their
+        time asleep; queued here, the next writer starts the moment the last one commits. The journal sync
+        happens after the lock is released, so one fdatasync can serve several writers (group commit)."""
         span: tuple[int, int] | None = None
-        try:
-            changes = jr.drain(conn)
-            if changes:
-                seq = conn.execute(f"UPDATE {jr.SEQ} SET seq = seq + 1 RETURNING seq").fetchone()[0]
-                if self.journal is not None:
-                    span = self.journal.append(jr.encode(seq, tx.now, changes))
-            conn.execute("COMMIT")
-        except (sqlite3.Error, OSError) as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            if span is not None and self.journal is not None:
-                with contextlib.suppress(OSError):
-                    self.journal.undo(span[0])
-            what = "journal" if isinstance(exc, OSError) else "database"
-            raise StoreError(f"{what} write failed: {exc}; nothing was changed, retry") from exc
+        with self._writer:
+            conn = self.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreError(
+                    f"the town database is busy ({exc}); another writer held it for over "
+                    f"{BUSY_TIMEOUT_MS // 1000}s, retry shortly"
+                ) from exc
+            tx = Tx(conn)
+            try:
+                yield tx
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise StoreError(f"database write failed: {exc}; nothing was changed, retry") from exc
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            try:
+                changes = jr.drain(conn)
+                if changes:
+                    seq = conn.execute(f"UPDATE {jr.SEQ} SET seq = seq + 1 RETURNING seq").fetchone()[0]
+                    if self.journal is not None:
+                        span = self.journal.append(jr.encode(seq, tx.now, changes))
+                conn.execute("COMMIT")
+            except (sqlite3.Error, OSError) as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                if span is not None and self.journal is not None:
+                    with contextlib.suppress(OSError):
+                        self.journal.undo(span[0])
+                what = "journal" if isinstance(exc, OSError) else "database"
+                raise StoreError(f"{what} write failed: {exc}; nothing was changed, retry") from exc
         if span is not None and self.journal is not None:
             self._sync(span[1])
 
@@ -322,6 +369,8 @@ def replay(db_path: Path, journal_path: Path, after: int) -> int:
                 expect, n = expect + 1, n + 1
             conn.execute(f"DELETE FROM {jr.CHANGES}")
             conn.execute(f"UPDATE {jr.SEQ} SET seq=?", (expect - 1,))
+            if n:
+                recount(conn)  # derived counts: the upserts above did not keep them
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -16,7 +16,7 @@ import os
 import sqlite3
 import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,13 +146,62 @@ class Journal:
                 same = False
             if same:
                 return self._fd
-            self.replaced = True
+            if not self._rotated_by_peer():
+                self.replaced = True
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._fd, self._ino, self._synced = fd, os.fstat(fd).st_ino, 0
         return fd
+
+    def _rotated_by_peer(self) -> bool:
+        """Whether the file now at our path is a rotation (`trim`) by another process: it starts with the marker."""
+        try:
+            with open(self.path, "rb") as fh:
+                return _is_marker(fh.read(128))
+        except OSError:
+            return False
+
+    def trim(self, upto: int, committed: int, locked: Callable[[], contextlib.AbstractContextManager[Any]]) -> int:
+        """Drop the records with seq <= `upto` (every kept backup covers them); returns the bytes dropped.
+
+        The new file starts with a marker `{"seq": upto, "rotated": true}`: the journal holds every write after
+        `upto`, and other processes reopen it as a rotation rather than report the journal replaced. The
+        records up to `committed` (the database's sequence number) are final, so they are copied without
+        holding anything; the rest is copied under `locked()` (the database's write lock, which every append
+        holds) before the new file replaces the old one."""
+        cut, stable = offset_after(self.path, upto), offset_after(self.path, committed)
+        if cut == 0:
+            return 0
+        part = Path(str(self.path) + ".trim")
+        with open(self.path, "rb") as src, open(part, "wb") as dst:
+            dst.write(_marker(upto))
+            src.seek(cut)
+            _copy(src, dst, max(0, stable - cut))
+            with locked(), self._lock:
+                _copy(src, dst, None)
+                dst.flush()
+                os.fsync(dst.fileno())
+                ino, size = os.fstat(dst.fileno()).st_ino, dst.tell()
+                lock_fd = os.open(str(self.path) + ".sync", os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+                    os.replace(part, self.path)
+                    dir_fd = os.open(self.path.parent, os.O_RDONLY)
+                    try:
+                        os.fsync(dir_fd)
+                    finally:
+                        os.close(dir_fd)
+                    os.pwrite(lock_fd, struct.pack("<QQ", ino, size), 0)
+                    fcntl.flock(lock_fd, fcntl.LOCK_UN)
+                finally:
+                    os.close(lock_fd)
+                if self._fd is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(self._fd)
+                    self._fd = None
+        return cut
 
     def append(self, line: bytes) -> tuple[int, int]:
         """Write one line; returns (offset before it, offset after it) for `sync()` and `undo()`."""
@@ -208,6 +257,46 @@ class Journal:
             self._fd = self._lock_fd = None
 
 
+def _marker(upto: int) -> bytes:
+    return (json.dumps({"seq": upto, "rotated": True, "changes": []}, separators=(",", ":")) + "\n").encode()
+
+
+def _is_marker(raw: bytes) -> bool:
+    return raw.startswith(b'{"seq":') and b'"rotated":true' in raw[:64]
+
+
+def _seq_of_line(raw: bytes) -> int | None:
+    """A line's sequence number, read from its head (`{"seq":N,...`) without parsing the rest."""
+    if raw.startswith(b'{"seq":'):
+        end = raw.find(b",", 7)
+        with contextlib.suppress(ValueError):
+            return int(raw[7:end])
+    return None
+
+
+def offset_after(path: Path, seq: int) -> int:
+    """The byte offset just past the last complete record with sequence number <= `seq` (0: none)."""
+    offset = 0
+    with open(path, "rb") as fh:
+        for raw in fh:
+            n = _seq_of_line(raw)
+            if n is None or n > seq or not raw.endswith(b"\n"):
+                break
+            offset += len(raw)
+    return offset
+
+
+def _copy(src: Any, dst: Any, limit: int | None) -> None:
+    """Copy `limit` bytes (None: to the end) from `src` to `dst` in large blocks."""
+    while limit is None or limit > 0:
+        block = src.read(1 << 20 if limit is None else min(1 << 20, limit))
+        if not block:
+            return
+        dst.write(block)
+        if limit is not None:
+            limit -= len(block)
+
+
 def encode(seq: int, at: str, changes: list[Change]) -> bytes:
     return (json.dumps({"seq": seq, "at": at, "changes": changes}, separators=(",", ":")) + "\n").encode()
 
@@ -232,6 +321,8 @@ def read(path: Path, *, after: int = 0) -> Iterator[dict[str, Any]]:
             if i == last:
                 return  # torn tail: that transaction never committed (the line is written before COMMIT)
             raise StoreError(f"the journal {path} is damaged at line {i + 1}: {exc}") from exc
+        if record.get("rotated"):
+            continue  # a rotation's marker: the records up to its seq are in the backups, not here
         if seq > after:
             yield record
 
@@ -256,13 +347,15 @@ def tail_seq(path: Path) -> int:
 
 
 def head_seq(path: Path) -> int:
-    """The first record's sequence number (0 for a missing or empty journal)."""
+    """The first record's sequence number (0 for a missing or empty journal); for a rotated journal, the one
+    after its marker's (what the journal holds from)."""
     if not path.exists():
         return 0
     with open(path, "rb") as fh:
         for raw in fh:
             if raw.strip():
                 with contextlib.suppress(ValueError, KeyError, TypeError):
-                    return int(json.loads(raw)["seq"])
+                    record = json.loads(raw)
+                    return int(record["seq"]) + (1 if record.get("rotated") else 0)
                 return 0
     return 0

@@ -15,6 +15,7 @@ from typing import Any
 
 from gastown_mcp.errors import InvalidTransition, NotFound
 from gastown_mcp.models import OPEN_MERGE_STATES, BeadResult, BeadStatus, MergeRequest, MergeState, Verb
+from gastown_mcp.store import counts as maintained
 from gastown_mcp.store import rows
 from gastown_mcp.store.beads import BeadRepo
 from gastown_mcp.store.db import Database, Tx
@@ -67,8 +68,7 @@ class MergeRepo:
         return [r["rig"] for r in found]
 
     def counts(self) -> dict[str, int]:
-        found = self.db.query("SELECT state, count(*) AS n FROM merge_requests GROUP BY state")
-        return {r["state"]: r["n"] for r in found}
+        return maintained.under(self.db.conn, "merges:")
 
     # -- writing -----------------------------------------------------------------------------------
     def hand_in(

@@ -296,6 +296,82 @@ CREATE INDEX directives_state ON directives (state, id)
     )
 
 
+@migrations(name="m008_growth")
+def m008_growth(db: UtilsDatabase) -> None:
+    # Nothing grows without bound. _counts: bead and merge-request counts kept by triggers, so the town's
+    # status is a handful of key reads at any size (derived, not journaled: replay recounts them), plus
+    # `agents_epoch`, bumped by every change to an agent's identity, which token -> agent caches compare.
+    # agents_archive: exited agents moved out of the hot table after a retention (names stay taken).
+    # usage_daily: usage rows past their retention rolled into one row per agent, rig, model and day.
+    from gastown_mcp.store.counts import recount
+
+    _run(
+        db,
+        """
+CREATE TABLE _counts (key TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE agents_archive (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    rig TEXT,
+    state TEXT NOT NULL,
+    token_hash TEXT,
+    gateway_key_hash TEXT,
+    created_at TEXT NOT NULL,
+    last_seen TEXT,
+    removed_at TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    archived_at TEXT NOT NULL
+);
+CREATE TABLE usage_daily (
+    day TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    rig TEXT NOT NULL DEFAULT '',
+    model TEXT NOT NULL,
+    requests INTEGER NOT NULL DEFAULT 0,
+    refused INTEGER NOT NULL DEFAULT 0,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_creation_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    duration_ms REAL NOT NULL DEFAULT 0,
+    last_at TEXT NOT NULL,
+    PRIMARY KEY (day, agent, rig, model)
+);
+CREATE INDEX usage_daily_agent ON usage_daily (agent);
+CREATE INDEX usage_daily_rig ON usage_daily (rig);
+CREATE INDEX messages_pending ON messages (recipient) WHERE kind = 'nudge' AND state = 'sent';
+CREATE INDEX agents_state ON agents (state);
+CREATE INDEX events_at ON events (at)
+""",
+    )
+    ready = "({0}.status = 'open' AND {0}.open_blockers = 0 AND {0}.assignee IS NULL)"
+    bead_sums = (
+        "UPDATE _counts SET n = n {1} 1 WHERE key = 'beads:' || {0}.status; "
+        "UPDATE _counts SET n = n {1} {0}.merge_pending WHERE key = 'beads:merge_pending'; "
+        f"UPDATE _counts SET n = n {{1}} {ready} WHERE key = 'beads:ready';"
+    )
+    merge_sums = "UPDATE _counts SET n = n {1} 1 WHERE key = 'merges:' || {0}.state;"
+    epoch = "UPDATE _counts SET n = n + 1 WHERE key = 'agents_epoch';"
+    changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in ("status", "merge_pending", "open_blockers", "assignee"))
+    for stmt in (
+        f"CREATE TRIGGER _cnt_beads_i AFTER INSERT ON beads BEGIN {bead_sums.format('NEW', '+')} END",
+        f"CREATE TRIGGER _cnt_beads_d AFTER DELETE ON beads BEGIN {bead_sums.format('OLD', '-')} END",
+        "CREATE TRIGGER _cnt_beads_u AFTER UPDATE OF status, merge_pending, open_blockers, assignee ON beads "
+        f"WHEN {changed} BEGIN {bead_sums.format('OLD', '-')} {bead_sums.format('NEW', '+')} END",
+        f"CREATE TRIGGER _cnt_merges_i AFTER INSERT ON merge_requests BEGIN {merge_sums.format('NEW', '+')} END",
+        f"CREATE TRIGGER _cnt_merges_d AFTER DELETE ON merge_requests BEGIN {merge_sums.format('OLD', '-')} END",
+        "CREATE TRIGGER _cnt_merges_u AFTER UPDATE OF state ON merge_requests WHEN OLD.state IS NOT NEW.state "
+        f"BEGIN {merge_sums.format('OLD', '-')} {merge_sums.format('NEW', '+')} END",
+        f"CREATE TRIGGER _cnt_agents_i AFTER INSERT ON agents BEGIN {epoch} END",
+        f"CREATE TRIGGER _cnt_agents_d AFTER DELETE ON agents BEGIN {epoch} END",
+        "CREATE TRIGGER _cnt_agents_u AFTER UPDATE OF name, role, rig, state, token_hash, gateway_key_hash, metadata, "
+        f"removed_at ON agents BEGIN {epoch} END",
+    ):
+        db.execute(stmt)
+    recount(db.conn)
+
+
 @migrations(name="m009_dashboard")
 def m009_dashboard(db: UtilsDatabase) -> None:
     # The operator's dashboard login (hashes only; one live token, rotated by `gastown dashboard token`) and the

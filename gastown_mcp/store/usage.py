@@ -69,12 +69,15 @@ class UsageRepo:
     def spent_so_far(self, tx: Tx, scope: str, name: str) -> tuple[int, float]:
         """Totals already in the usage table for a scope, so a budget set late still counts the past."""
         where, params = _scope_filter(scope, name)
+        sums = (
+            "COALESCE(SUM(input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens), 0), "
+            "COALESCE(SUM(cost_usd), 0)"
+        )
         row = tx.execute(
-            "SELECT COALESCE(SUM(input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens), 0)"
-            f" AS tokens, COALESCE(SUM(cost_usd), 0) AS usd FROM usage WHERE {where}",
-            params,
-        ).fetchone()
-        return int(row["tokens"]), float(row["usd"])
+            f"SELECT {sums} FROM usage WHERE {where} UNION ALL SELECT {sums} FROM usage_daily WHERE {where}",
+            (*params, *params),
+        ).fetchall()
+        return int(row[0][0] + row[1][0]), float(row[0][1] + row[1][1])
 
     def reserved_so_far(self, tx: Tx | sqlite3.Connection, scope: str, name: str) -> tuple[int, float]:
         where, params = _scope_filter(scope, name)
@@ -181,17 +184,25 @@ class UsageRepo:
         return self.db.query("SELECT * FROM usage WHERE agent=? ORDER BY id DESC LIMIT ?", (agent, limit))
 
     def totals_by_agent(self, agent: str | None = None) -> list[sqlite3.Row]:
-        sql = """SELECT agent, MAX(rig) AS rig, COUNT(*) AS requests,
-                 SUM(outcome = 'refused') AS refused,
+        """Per agent: recent usage rows plus the daily totals older rows were rolled into."""
+        where, params = ("WHERE agent=?", (agent,)) if agent is not None else ("", ())
+        sql = f"""SELECT agent, MAX(rig) AS rig, SUM(requests) AS requests, SUM(refused) AS refused,
                  SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens,
-                 SUM(cache_creation_tokens) AS cache_creation_tokens,
-                 SUM(cache_read_tokens) AS cache_read_tokens, SUM(cost_usd) AS cost_usd,
-                 MAX(at) AS last_at, GROUP_CONCAT(DISTINCT NULLIF(upstream, '')) AS upstreams FROM usage"""
-        params: tuple[Any, ...] = ()
-        if agent is not None:
-            sql += " WHERE agent=?"
-            params = (agent,)
-        return self.db.query(sql + " GROUP BY agent ORDER BY agent", params)
+                 SUM(cache_creation_tokens) AS cache_creation_tokens, SUM(cache_read_tokens) AS cache_read_tokens,
+                 SUM(cost_usd) AS cost_usd, MAX(last_at) AS last_at, GROUP_CONCAT(upstreams) AS upstreams FROM (
+                   SELECT agent, rig, COUNT(*) AS requests, SUM(outcome = 'refused') AS refused,
+                          SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens,
+                          SUM(cache_creation_tokens) AS cache_creation_tokens,
+                          SUM(cache_read_tokens) AS cache_read_tokens, SUM(cost_usd) AS cost_usd, MAX(at) AS last_at,
+                          GROUP_CONCAT(DISTINCT NULLIF(upstream, '')) AS upstreams
+                   FROM usage {where} GROUP BY agent
+                   UNION ALL
+                   SELECT agent, NULLIF(MAX(rig), '') AS rig, SUM(requests), SUM(refused), SUM(input_tokens),
+                          SUM(output_tokens), SUM(cache_creation_tokens), SUM(cache_read_tokens), SUM(cost_usd),
+                          MAX(last_at), NULL
+                   FROM usage_daily {where} GROUP BY agent)
+                 GROUP BY agent ORDER BY agent"""
+        return self.db.query(sql, (*params, *params))
 
     def failing(self, agent: str | None = None) -> list[sqlite3.Row]:
         """Per agent whose latest model calls failed (outcome `error`, none `ok` since): how many in a row, the

@@ -139,8 +139,8 @@ class Witness:
 
     def _resumes(self) -> list[Action]:
         out = []
-        for agent in self.town.agents(self.me):
-            if agent.state is not AgentState.exited or agent.metadata.get("exit_reason") not in RESUMABLE:
+        for agent in self.town.resumable_agents(self.me):  # exited with a nudge waiting: no scan of the dead
+            if agent.metadata.get("exit_reason") not in RESUMABLE:
                 continue
             if not agent.metadata.get("session_id"):
                 continue

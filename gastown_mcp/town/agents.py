@@ -12,7 +12,7 @@ from gastown_mcp.errors import NotFound, Unauthorized
 from gastown_mcp.models import Agent, AgentState, BeadSummary, Role, TownStatus
 from gastown_mcp.store import Credentials
 from gastown_mcp.town import guard
-from gastown_mcp.town.base import OPERATOR, TownBase, operator
+from gastown_mcp.town.base import OPERATOR, Caller, TownBase, operator
 
 
 class Heartbeat(BaseModel):
@@ -24,6 +24,21 @@ class Heartbeat(BaseModel):
 
 class AgentsAPI(TownBase):
     # -- identity ----------------------------------------------------------------------------------
+    def caller(self, *, token: str | None = None, name: str | None = None) -> Caller:
+        """The agent behind an MCP bearer `token` (or the fixed agent `name` of a stdio server) and whether a
+        nudge waits for it: one read of the store when nothing about agents changed since the last call."""
+        key = f"t:{token}" if token is not None else f"n:{name}"
+        known = self._identity.agents.get(key)
+        epoch, nudged = self._store.agents.epoch_and_nudge(known.name if known else None)
+        entries = self._identity.at(epoch)
+        agent = entries.get(key)
+        if agent is None:
+            agent = self.authenticate(token) if token is not None else self.agent(str(name))
+            entries[key] = agent  # read after the epoch was: at worst newer than it, never older
+            if known is None or known.name != agent.name:
+                nudged = agent.name != OPERATOR and self._store.messages.has_pending_nudge(agent.name)
+        return Caller(agent, nudged)
+
     def authenticate(self, token: str) -> Agent:
         """The agent an MCP bearer token belongs to; unknown or revoked tokens are refused."""
         agent = self._store.agents.by_token(token) if token else None
@@ -54,7 +69,12 @@ class AgentsAPI(TownBase):
     def alive_agents(self, actor: Agent) -> list[Agent]:
         """Agents whose process runs or is starting (see `AgentState.alive`)."""
         self._require(actor, "town.agents", "list agents")
-        return [a for a in self._store.agents.all() if a.state.alive]
+        return self._store.agents.live()
+
+    def resumable_agents(self, actor: Agent) -> list[Agent]:
+        """Exited agents with a nudge waiting: the witness may resume their sessions with it."""
+        self._require(actor, "town.agents", "list agents")
+        return self._store.agents.resumable()
 
     def set_agent_state(self, actor: Agent, name: str, state: AgentState, reason: str = "", **meta: object) -> Agent:
         self._require(actor, "town.agents", "change agent states")

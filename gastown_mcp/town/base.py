@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import NamedTuple
 
 from gastown_mcp.config import Settings
 from gastown_mcp.models import Agent, AgentState, Role, now_iso
@@ -27,6 +28,31 @@ def system_agent(name: str, role: Role) -> Agent:
     return Agent(name=name, role=role, state=AgentState.running, created_at=now_iso())
 
 
+class Caller(NamedTuple):
+    """Who is calling, and whether a nudge waits for it (it rides on this call's result)."""
+
+    agent: Agent
+    nudged: bool
+
+
+class IdentityCache:
+    """Token (or name) -> agent, valid for one identity epoch. Every change to an agent row bumps the epoch in
+    the change's own transaction, from any process, and every call reads the epoch first: a revoked, removed or
+    stopped agent is refused on its very next call, while an unchanged one costs one indexed read."""
+
+    def __init__(self) -> None:
+        self.epoch = -1
+        self.agents: dict[str, Agent] = {}
+        self.lock = threading.Lock()
+
+    def at(self, epoch: int) -> dict[str, Agent]:
+        """The entries valid at `epoch` (a fresh, empty map when it moved on)."""
+        with self.lock:
+            if epoch != self.epoch:
+                self.epoch, self.agents = epoch, {}
+            return self.agents
+
+
 class TownBase:
     def __init__(self, store: Store, settings: Settings) -> None:
         self._store = store
@@ -34,6 +60,7 @@ class TownBase:
         self._touched: dict[str, float] = {}
         self._touch_lock = threading.Lock()
         self._queue_lock = threading.Lock()  # a polecat's limits are checked and applied as one step
+        self._identity = IdentityCache()
 
     def close(self) -> None:
         """Close the town's database connections (the process is done with this town)."""

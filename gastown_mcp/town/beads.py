@@ -13,8 +13,8 @@ from typing import Any
 from gastown_mcp.errors import Forbidden, InvalidInput, NotFound
 from gastown_mcp.models import (
     Agent,
-    AgentState,
     Bead,
+    BeadBrief,
     BeadResult,
     BeadStatus,
     BeadSummary,
@@ -129,10 +129,14 @@ class BeadsAPI(MergesAPI):
         return self._store.beads.ready(limit=guard.limit(limit))
 
     def bead_claim(self, actor: Agent, bead_id: str | None = None) -> Bead:
+        return self._store.beads.get(self.bead_claim_brief(actor, bead_id).id)
+
+    def bead_claim_brief(self, actor: Agent, bead_id: str | None = None) -> BeadBrief:
+        """`bead_claim`, returning the claimed bead's state from the claim itself (no second read)."""
         self._require(actor, "bead.claim", "claim beads")
         lease = self.settings.lease.seconds
         if guard.roles.can(actor.role, "bead.claim.any"):
-            return self._store.beads.claim(actor.name, bead_id or None, lease)
+            return self._store.beads.claim_brief(actor.name, bead_id or None, lease)
         with self._queue_lock:  # check and claim as one step, so parallel claims cannot pass the check together
             hooks = self._hooks()
             if bead_id:
@@ -141,13 +145,13 @@ class BeadsAPI(MergesAPI):
             target = guard.own_claim(actor, bead_id or None, held, self.settings.limits.polecat_held_beads)
             if target is None:
                 target = self._top_unhooked(actor, hooks)
-            return self._store.beads.claim(actor.name, target, lease)
+            return self._store.beads.claim_brief(actor.name, target, lease)
 
     def _hooks(self) -> dict[str, set[str]]:
         """Bead id -> the live (or requested) agents whose hook it is on: slung to them or reserved for them."""
         hooks: dict[str, set[str]] = {}
-        for a in self._store.agents.all():
-            if a.metadata.get("hook") and (a.state.alive or a.state is AgentState.requested):
+        for a in self._store.agents.live(starting=True):
+            if a.metadata.get("hook"):
                 hooks.setdefault(str(a.metadata["hook"]), set()).add(a.name)
         return hooks
 
@@ -224,11 +228,17 @@ class BeadsAPI(MergesAPI):
     def bead_complete(
         self, actor: Agent, bead_id: str, summary: str, branch: str | None = None, commit: str | None = None
     ) -> Bead:
+        return self._store.beads.get(self.bead_complete_brief(actor, bead_id, summary, branch, commit).id)
+
+    def bead_complete_brief(
+        self, actor: Agent, bead_id: str, summary: str, branch: str | None = None, commit: str | None = None
+    ) -> BeadBrief:
+        """`bead_complete`, returning the bead's state from the completion itself (no second read)."""
         own = self._own_only(actor, "bead.complete", "complete", bead_id)
         if not summary.strip():
             raise InvalidInput("completing a bead needs a summary of what was done")
         if own and self._hand_in(actor, bead_id, guard.text("summary", summary)) is not None:
-            return self._store.beads.get(bead_id)  # done, awaiting merge: the town checked and queued its commit
+            return self._store.beads.brief(bead_id)  # done, awaiting merge: the town checked and queued its commit
         if branch is None and actor.metadata.get("branch"):
             branch = str(actor.metadata["branch"])  # the agent's own branch
         result = BeadResult(
@@ -236,7 +246,7 @@ class BeadsAPI(MergesAPI):
             branch=guard.text("branch", branch, 300) or None,
             commit=guard.text("commit", commit, 100) or None,
         )
-        done = self._store.beads.complete(actor.name, bead_id, result, actor.name if own else None)
+        done = self._store.beads.complete_brief(actor.name, bead_id, result, actor.name if own else None)
         self._intent_recorded()
         return done
 

@@ -270,7 +270,7 @@ class Budgets:
                     tokens_remaining=min(trems) if trems else None,
                     usd_remaining=min(urems) if urems else None,
                     last_at=r["last_at"],
-                    upstreams=sorted((r["upstreams"] or "").split(",")) if r["upstreams"] else [],
+                    upstreams=sorted(set(r["upstreams"].split(","))) if r["upstreams"] else [],
                 )
             )
         return out

@@ -123,8 +123,25 @@ class DogsAPI(FleetAPI):
         state["backup_seq"] = newest[0].seq if newest else None
         return state
 
+    def compact(self, actor: Agent, at: float | None = None) -> dict[str, int]:
+        """Move history past its retention out of the hot tables: exited agents to the archive table, usage
+        rows into daily totals, events into compressed files under archive/. How many rows each moved."""
+        self._require(actor, "town.admin", "compact the town's history")
+        now = time.time() if at is None else at
+        dogs, day = self.settings.dogs, 86400.0
+        growth = self._store.growth
+        return {
+            "agents_archived": growth.archive_agents(now_iso(now - dogs.agent_archive_seconds)),
+            "usage_rolled": growth.roll_usage(now_iso(now - dogs.usage_retention_days * day)),
+            "events_archived": growth.rotate_events(
+                now_iso(now - dogs.events_retention_days * day), self.settings.town_dir / "archive"
+            ),
+        }
+
     def backup_now(self, actor: Agent) -> bk.BackupInfo:
+        """Compact the history, then take a verified backup; the journal drops what every kept backup holds."""
         self._require(actor, "town.admin", "back up the town")
+        self.compact(actor)
         info = bk.backup(self._store.db, self.settings.backups_dir, keep=self.settings.dogs.backup_keep)
         # A verified backup at the current sequence covers whatever the journal lost before it.
         if self._store.db.journal is not None:
@@ -149,8 +166,8 @@ class DogsAPI(FleetAPI):
             listed = self._fleet.runtime.list(self._fleet.config.town)
         except RuntimeUnavailable:
             return None
-        alive = {a.name for a in self._store.agents.all() if a.state.alive}
-        known = {a.name for a in self._store.agents.all()}
+        alive = {a.name for a in self._store.agents.live()}
+        known = {s.agent for s in listed if self._store.agents.taken(s.agent)}
         now = time.time()
         return {
             "unknown": [s.agent for s in listed if s.agent not in known],

@@ -336,14 +336,7 @@ class Fleet:
 
 
 def pick_name(store: Store, role: Role) -> str:
-    taken = store.agents.names()
-    for name in NAME_POOL:
-        if name not in taken:
-            return name
-    n = 1
-    while f"{role.value}-{n}" in taken:
-        n += 1
-    return f"{role.value}-{n}"
+    return store.agents.free_name(list(NAME_POOL), role.value)
 
 
 def is_rig(town_dir: Path, name: str) -> bool:
@@ -529,7 +522,7 @@ class FleetAPI(AgentsAPI, MailAPI):
         """Polecats alive or being started, per rig (what the scheduler's limits count)."""
         self._require(actor, "town.agents", "count agents")
         counts: dict[str, int] = {}
-        for agent in self._store.agents.all(role=Role.polecat):
+        for agent in self._store.agents.live(role=Role.polecat, starting=True):
             if agent.rig and (agent.state.alive or agent.launching):
                 counts[agent.rig] = counts.get(agent.rig, 0) + 1
         return counts
@@ -639,7 +632,7 @@ class FleetAPI(AgentsAPI, MailAPI):
         if self._fleet is None:
             return []
         fleet = self._fleet
-        names = [a.name for a in self._store.agents.all() if a.state.alive and a.metadata.get("container")]
+        names = [a.name for a in self._store.agents.live() if a.metadata.get("container")]
 
         def stop(name: str) -> str | None:
             try:
