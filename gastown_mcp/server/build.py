@@ -120,6 +120,7 @@ def build_server(
         }
 
     open_outputs: set[str] = set()  # tools whose output schema admits an extra `nudges` key
+    known_tools: set[str] = set()  # every registered tool, to tell an unknown name from a forbidden one
 
     async def scope_by_role(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method in _READS:
@@ -137,10 +138,15 @@ def build_server(
             return _only_tools(await call_next(ctx), allowed)
         name = (ctx.params or {}).get("name")
         if name not in allowed:
-            return CallToolResult(
-                content=[TextContent(type="text", text=f"{caller.name} ({caller.role.value}) may not call {name}")],
-                is_error=True,
+            if not known_tools:
+                known_tools.update(t.name for t in await mcp.list_tools())
+            who = f"{caller.name} ({caller.role.value})"
+            text = (
+                f"{who} may not call {name}"
+                if name in known_tools
+                else f"unknown tool {name!r}: there is no such tool; tools/list shows the ones {who} may call"
             )
+            return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
         result = await call_next(ctx)
         nudges = await anyio.to_thread.run_sync(town.take_nudges, caller)
         if nudges:
