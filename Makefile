@@ -11,7 +11,7 @@ CLAUDE_PKG := $(CLAUDE_DIR)/node_modules/@anthropic-ai/claude-code/package.json
 include tests/conformance/versions.mk
 CONFORMANCE_DIR := .cache/npm-conformance
 
-.PHONY: all venv test test-fast test-vm demo demo-local lint format bench docker image claude conformance clean
+.PHONY: all venv install test test-fast test-vm demo demo-local lint format bench docker image claude conformance clean
 
 all: test
 
@@ -29,6 +29,16 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# Puts `gastown` (and Claude Code from `make claude`, unless one is on PATH already) on PATH: links in
+# /usr/local/bin as root, else in ~/.local/bin. The commands keep running from this checkout's .venv.
+PREFIX ?= $(if $(filter 0,$(shell id -u)),/usr/local,$(HOME)/.local)
+install: venv
+	@mkdir -p $(PREFIX)/bin
+	ln -sf $(abspath $(BIN))/gastown $(PREFIX)/bin/gastown
+	@claude=$(abspath $(CLAUDE_DIR))/node_modules/@anthropic-ai/claude-code-linux-x64/claude; \
+	if [ -x "$$claude" ] && ! command -v claude >/dev/null; then ln -sf "$$claude" $(PREFIX)/bin/claude; echo "linked claude"; fi
+	@case ":$$PATH:" in *":$(PREFIX)/bin:"*) ;; *) echo "add $(PREFIX)/bin to PATH: export PATH=\"$(PREFIX)/bin:\$$PATH\"";; esac
 
 # Everything but the VM tests, with nothing skipped: as root it installs and starts Docker as `make demo` does,
 # and it installs Claude Code and the conformance suite from npm.
