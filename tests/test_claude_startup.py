@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
+from conftest import unavailable
 
 from gastown_mcp import assemble
 from gastown_mcp.config import TOWN_FILE, default_town_toml, load_settings
@@ -36,7 +37,7 @@ SLOW_START_S = 7
 @pytest.fixture
 def town_dir(tmp_path: Path) -> Path:
     if not CLAUDE_BIN.exists():
-        pytest.skip(f"Claude Code is not installed at {CLAUDE_BIN}: run `make claude`")
+        unavailable(f"Claude Code is not installed at {CLAUDE_BIN}: run `make claude`")
     path = tmp_path / "town"
     path.mkdir()
     (path / TOWN_FILE).write_text(default_town_toml("startup", "st"))
