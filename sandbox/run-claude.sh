@@ -29,6 +29,8 @@ else
   set -- --session-id "$session" -p "$task"
 fi
 
+# settings.json also makes Claude Code wait for the town's MCP server before its first turn: in -p mode it
+# otherwise connects in the background, and a first turn sent too early has no town tools at all.
 exec claude "$@" \
   --output-format stream-json --verbose \
   --mcp-config "$mcp_config" --strict-mcp-config \

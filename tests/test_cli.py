@@ -7,10 +7,12 @@ import subprocess
 import sys
 import threading
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pytest
+import typer.main
 from typer.testing import CliRunner, Result
 
 from gastown_mcp.cli import build_app
@@ -158,10 +160,67 @@ def test_a_priority_out_of_range_is_one_line_on_stderr(gt: Any) -> None:
     assert_one_error_line(gt("bead", "create", "x", "--priority", "9", ok=False), 2, "priority")
 
 
-def test_a_priority_that_is_not_a_number_keeps_typers_usage_error(gt: Any) -> None:
-    result = gt("bead", "create", "x", "--priority", "high", ok=False)
-    assert result.exit_code == 2
-    assert "Usage:" in result.stderr and "error: " not in result.stderr
+def test_a_priority_that_is_not_a_number_is_one_usage_line_naming_the_help(gt: Any) -> None:
+    result = gt("bead", "create", "x", "-p", "abc", ok=False)
+    assert_one_error_line(result, 2, "'--priority' / '-p'")
+    assert "`gastown bead create --help`" in result.stderr
+
+
+def test_a_missing_argument_and_an_unknown_command_are_one_line_each(run: Any) -> None:
+    assert_one_error_line(run("bead", "create"), 2, "Missing argument 'title'")
+    assert_one_error_line(run("nosuch"), 2, "No such command 'nosuch'")
+
+
+def test_version_prints_the_package_version(run: Any) -> None:
+    result = run("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"gastown {version('gastown_mcp')}"
+
+
+def test_every_command_takes_json_and_town_as_the_readme_says() -> None:
+    exempt = {("image", "build"): {"--town"}}  # there --town means "also build the town image"
+    missing = []
+
+    def walk(command: Any, path: tuple[str, ...]) -> None:
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, (*path, name))
+        if not hasattr(command, "commands"):
+            options = {o for p in command.params for o in getattr(p, "opts", [])}
+            lacking = {"--json", "--town"} - options - exempt.get(path, set())
+            missing.extend(f"{' '.join(path)} {o}" for o in sorted(lacking))
+
+    walk(typer.main.get_command(build_app()), ())
+    assert missing == []
+
+
+def test_a_description_is_read_from_a_file_or_standard_input(gt: Any, run: Any, town_dir: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "spec.md"
+    spec.write_text("Line one.\nLine two with `code`.\n")
+    from_file = as_json(gt("bead", "create", "From a file", "-d", f"@{spec}", "--json"))
+    assert from_file["description"] == "Line one.\nLine two with `code`.\n"
+    piped = run("bead", "create", "From stdin", "-d", "-", "--json", "--town", str(town_dir))
+    assert piped.exit_code == 0, piped.stderr
+    bead = json.loads(piped.stdout)
+    assert bead["description"] == ""  # CliRunner's stdin is empty here
+    updated = CliRunner().invoke(
+        build_app(), ["bead", "update", bead["id"], "-d", "-", "--json", "--town", str(town_dir)], input="piped text"
+    )
+    assert json.loads(updated.stdout)["description"] == "piped text"
+    literal = as_json(gt("bead", "create", "Literal", "-d", "@@handle", "--json"))
+    assert literal["description"] == "@handle"
+    assert_one_error_line(gt("bead", "create", "x", "-d", "@/no/such/file", ok=False), 3, "no file /no/such/file")
+
+
+def test_usage_of_an_unknown_agent_is_not_found(gt: Any) -> None:
+    assert_one_error_line(gt("usage", "ghost", ok=False), 3, "ghost")
+
+
+def test_adding_a_rig_from_a_path_that_does_not_exist_exits_3_like_other_missing_things(gt: Any) -> None:
+    assert_one_error_line(gt("rig", "add", "web", "/no/such/repo", ok=False), 3, "no repository at /no/such/repo")
+
+
+def test_sling_names_its_second_argument_to_as_the_mcp_tool_does(run: Any) -> None:
+    assert "TO" in run("sling", "--help").stdout
 
 
 def test_an_agent_acting_with_as_gets_its_role_refusal(gt: Any) -> None:
@@ -314,7 +373,7 @@ def test_listing_nudges_as_an_agent_is_a_usage_error(gt: Any) -> None:
 
 def test_nudging_without_text_is_a_usage_error(gt: Any) -> None:
     result = gt("nudge", "pc-1", ok=False)
-    assert result.exit_code == 2 and "Usage:" in result.stderr
+    assert_one_error_line(result, 2, "pass AGENT and TEXT")
 
 
 def test_mail_reaches_the_inbox_and_can_be_acknowledged(gt: Any) -> None:
@@ -412,3 +471,28 @@ def test_estop_shows_in_status_and_thaw_lifts_it(gt: Any) -> None:
     assert "EMERGENCY STOP" in gt("status").stdout
     gt("thaw")
     assert "EMERGENCY STOP" not in gt("status").stdout
+
+
+def test_agent_logs_render_claude_codes_stream_json_as_readable_lines() -> None:
+    from gastown_mcp.cli._logs import render_log
+
+    stream = [
+        {"type": "system", "subtype": "init", "session_id": "s-1", "model": "scripted-standin",
+         "mcp_servers": [{"name": "gastown", "status": "connected"}]},
+        {"type": "assistant", "message": {"content": [
+            {"type": "text", "text": "Claiming the bead."},
+            {"type": "tool_use", "name": "mcp__gastown__bead_claim", "input": {"id": "gt-1"}}]}},
+        {"type": "user", "message": {"content": [
+            {"type": "tool_result", "is_error": True, "content": [{"type": "text", "text": "claimed by nux"}]}]}},
+        {"type": "result", "subtype": "success", "is_error": False, "num_turns": 3, "total_cost_usd": 0.0125,
+         "result": "Done."},
+    ]  # fmt: skip
+    text = "gastown: a plain line\n" + "\n".join(json.dumps(e) for e in stream)
+    assert list(render_log(text)) == [
+        "gastown: a plain line",
+        "session s-1: model scripted-standin; MCP: gastown connected",
+        "assistant: Claiming the bead.",
+        '→ mcp__gastown__bead_claim {"id": "gt-1"}',
+        "← error: claimed by nux",
+        "result: success after 3 turns, $0.0125: Done.",
+    ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ from rich.console import Console
 
 from gastown_mcp import assemble
 from gastown_mcp.config import TOWN_FILE, load_settings
-from gastown_mcp.errors import NotFound
+from gastown_mcp.errors import InvalidInput, NotFound
 from gastown_mcp.models import Agent
 from gastown_mcp.town import Town, operator
 
@@ -95,3 +96,23 @@ def emit(as_json: bool, value: Any, render: Callable[[Console], None]) -> None:
 def note(text: str) -> None:
     """A human remark on stderr, so stdout stays clean for pipes."""
     Console(stderr=True).print(text)
+
+
+def text_value(value: str | None, option: str) -> str | None:
+    """A text option's value, or - for `@FILE` - that file's text, or - for `-` - standard input's.
+    `@@...` is the literal text `@...`."""
+    if value is None:
+        return None
+    if value == "-":
+        return sys.stdin.read()
+    if value.startswith("@@"):
+        return value[1:]
+    if value.startswith("@"):
+        path = Path(value[1:]).expanduser()
+        try:
+            return path.read_text()
+        except FileNotFoundError:
+            raise NotFound(f"{option} {value}: no file {path} (write @@ for text that starts with @)") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"{option} {value}: cannot read {path} as text: {exc}") from None
+    return value

@@ -7,19 +7,20 @@ from typing import Annotated
 import typer
 
 from gastown_mcp import console
-from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, emit, open_town
+from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, emit, open_town, text_value
 
 app = typer.Typer(help="Create, find, claim and finish beads (units of work).", no_args_is_help=True)
 
 BeadId = Annotated[str, typer.Argument(help="Bead id, e.g. gt-4f2a.")]
+FROM_FILE = " @FILE reads it from a file, - from standard input."
 Limit = Annotated[int, typer.Option("--limit", "-n", help="At most this many (1-500).")]
 
 
 @app.command("create")
 def create(
     title: Annotated[str, typer.Argument(help="One line saying what to do.")],
-    description: Annotated[str, typer.Option("--description", "-d")] = "",
-    acceptance: Annotated[str, typer.Option("--acceptance", "-a", help="How to tell it is done.")] = "",
+    description: Annotated[str, typer.Option("--description", "-d", help="What to do, in full." + FROM_FILE)] = "",
+    acceptance: Annotated[str, typer.Option("--acceptance", "-a", help="How to tell it is done." + FROM_FILE)] = "",
     type: Annotated[str, typer.Option("--type", "-t", help="task, bug, feature, epic or chore.")] = "task",
     priority: Annotated[int, typer.Option("--priority", "-p", help="0 (highest) to 4 (lowest).")] = 2,
     label: Annotated[list[str] | None, typer.Option("--label", "-l", help="Repeatable.")] = None,
@@ -34,8 +35,8 @@ def create(
         bead = town.bead_create(
             actor(town, as_),
             title,
-            description=description,
-            acceptance=acceptance,
+            description=text_value(description, "--description") or "",
+            acceptance=text_value(acceptance, "--acceptance") or "",
             type=type,
             priority=priority,
             labels=label or (),
@@ -106,8 +107,8 @@ def update(
     status: Annotated[str | None, typer.Option("--status", "-s", help="New status.")] = None,
     reason: Annotated[str, typer.Option("--reason", help="Why the status changes.")] = "",
     title: Annotated[str | None, typer.Option("--title")] = None,
-    description: Annotated[str | None, typer.Option("--description", "-d")] = None,
-    acceptance: Annotated[str | None, typer.Option("--acceptance", "-a")] = None,
+    description: Annotated[str | None, typer.Option("--description", "-d", help="New description." + FROM_FILE)] = None,
+    acceptance: Annotated[str | None, typer.Option("--acceptance", "-a", help="New acceptance." + FROM_FILE)] = None,
     notes: Annotated[str | None, typer.Option("--notes")] = None,
     type: Annotated[str | None, typer.Option("--type", "-t")] = None,
     priority: Annotated[int | None, typer.Option("--priority", "-p")] = None,
@@ -124,8 +125,8 @@ def update(
             status=status,
             reason=reason,
             title=title,
-            description=description,
-            acceptance=acceptance,
+            description=text_value(description, "--description"),
+            acceptance=text_value(acceptance, "--acceptance"),
             notes=notes,
             type=type,
             priority=priority,

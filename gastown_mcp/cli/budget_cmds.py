@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, emit, note, open_town
+from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, emit, note, open_town, print_json
 from gastown_mcp.town.goals import RoleUsage
 
 app = typer.Typer(help="Token and USD budgets per agent, rig and town (enforced at the gateway).", no_args_is_help=True)
@@ -47,10 +47,16 @@ def set_budget(
 
 
 @app.command("clear")
-def clear_budget(scope: Scope, name: Name = None, town_dir: TownDir = None, as_agent: AsAgent = None) -> None:
+def clear_budget(
+    scope: Scope, name: Name = None, town_dir: TownDir = None, as_agent: AsAgent = None, as_json: Json = False
+) -> None:
+    """Remove a budget: that scope has no limit of its own any more."""
     with open_town(town_dir) as town:
         town.budget_clear(actor(town, as_agent), scope, name)
-    note(f"budget {scope} {name or ''} cleared")
+    if as_json:
+        print_json({"cleared": {"scope": scope, "name": name}})
+    else:
+        note(f"budget {scope} {name or ''} cleared")
 
 
 @app.command("show")
@@ -120,6 +126,8 @@ def usage(
         return
     with open_town(town_dir) as town:
         rows = town.usage(actor(town, as_agent), agent)
+        if agent is not None and not rows:
+            town.agent(agent)  # an unknown name is an error (exit 3), not an empty table
 
     def render(c: Console) -> None:
         table = Table(

@@ -7,6 +7,8 @@ the state file it writes, so they use the same network and URLs.
 from __future__ import annotations
 
 import os
+import re
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -17,9 +19,10 @@ from rich.table import Table
 
 from gastown_mcp.cli import agents, model_cmds
 from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, attached_town, emit, note, open_town, print_json
+from gastown_mcp.cli._logs import render_log
 from gastown_mcp.config import TOWN_FILE, load_settings
 from gastown_mcp.daemon import TownProcess, provider_env, read_state, stop_running_town
-from gastown_mcp.errors import RuntimeUnavailable
+from gastown_mcp.errors import NotFound, RuntimeUnavailable
 from gastown_mcp.runtime import build_images, connect_runtime
 from gastown_mcp.town import Town
 
@@ -45,6 +48,7 @@ def up(
     runtime: Annotated[
         bool, typer.Option("--runtime/--no-runtime", help="Attach Docker to run agents in containers.")
     ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print where the town listens, as JSON, once up.")] = False,
 ) -> None:
     """Run the town: MCP server, LLM gateway and witness, until Ctrl-C (agents are stopped gracefully)."""
     with open_town(town_dir) as town:
@@ -60,6 +64,9 @@ def up(
     def ready(state: object) -> None:
         s = process.state
         assert s is not None
+        if as_json:
+            print_json(s)
+            sys.stdout.flush()
         console.print(f"[bold green]town {settings.town.name} is up[/] (pid {s.pid})")
         console.print(f"  MCP      {s.mcp_url}" + (f"  (agents: {s.agent_mcp_url})" if s.agent_mcp_url else ""))
         console.print(
@@ -74,11 +81,14 @@ def up(
     console.print("town stopped")
 
 
-def down(town_dir: TownDir = None) -> None:
+def down(town_dir: TownDir = None, as_json: Json = False) -> None:
     """Stop a town started with `gastown up` (its agents are stopped and their beads requeued)."""
     with open_town(town_dir) as town:
         state = stop_running_town(town.settings)
-    note(f"town process {state.pid} stopped")
+    if as_json:
+        print_json({"stopped": state.pid})
+    else:
+        note(f"town process {state.pid} stopped")
 
 
 def spawn(
@@ -110,10 +120,20 @@ def stop(
     emit(as_json, agent, lambda c: c.print(f"stopped {agent.name}" if done else f"{agent.name}: {_when(town)}"))
 
 
-def logs(name: str, tail: Annotated[int, typer.Option("--tail", "-n")] = 200, town_dir: TownDir = None) -> None:
-    """Print the last lines of an agent container's output."""
+def logs(
+    name: str,
+    tail: Annotated[int, typer.Option("--tail", "-n")] = 200,
+    town_dir: TownDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The raw lines (Claude Code's stream-json).")] = False,
+) -> None:
+    """The last lines of an agent container's output: Claude Code's session as readable lines."""
     with attached_town(town_dir) as town:
-        typer.echo(town.logs(actor(town, None), name, tail))
+        text = town.logs(actor(town, None), name, tail)
+    if as_json:
+        typer.echo(text)
+    else:
+        for line in render_log(text):
+            typer.echo(line)
 
 
 def ls(town_dir: TownDir = None, as_json: Json = False) -> None:
@@ -143,14 +163,14 @@ def ls(town_dir: TownDir = None, as_json: Json = False) -> None:
 
 def sling(
     bead: str,
-    target: Annotated[str, typer.Argument(help="A running agent, or a rig (spawns a polecat).")],
+    to: Annotated[str, typer.Argument(help="A running agent, or a rig (spawns a polecat).")],
     town_dir: TownDir = None,
     as_agent: AsAgent = None,
     as_json: Json = False,
 ) -> None:
     """Put a bead on an agent's hook; slinging to a rig requests a polecat for it (the running town starts it)."""
     with open_town(town_dir) as town:
-        agent = town.sling(actor(town, as_agent), bead, target)
+        agent = town.sling(actor(town, as_agent), bead, to)
     emit(as_json, agent, lambda c: c.print(f"{bead} is on the hook of [bold]{agent.name}[/] ({agent.state.value})"))
 
 
@@ -169,9 +189,16 @@ def rig_add(
     as_json: Json = False,
 ) -> None:
     """Register a project: the town keeps its own clone, and only the merge queue moves its main."""
+    if not _is_url(source) and not Path(source).expanduser().exists():
+        raise NotFound(f"no repository at {source}: pass the path of a git repository with a `main` branch, or a URL")
     with open_town(town_dir) as town:
-        rig = town.rig_add(actor(town, None), name, source)
+        rig = town.rig_add(actor(town, None), name, str(Path(source).expanduser()) if not _is_url(source) else source)
     emit(as_json, rig, lambda c: c.print(f"rig {rig.name} at {rig.repo} (main at {rig.main[:10]})"))
+
+
+def _is_url(source: str) -> bool:
+    """A git URL (`scheme://...` or scp-like `user@host:path`) rather than a local path."""
+    return "://" in source or re.match(r"^[\w.-]+@[\w.-]+:", source) is not None
 
 
 @rig_app.command("list")
@@ -188,11 +215,14 @@ def rig_list(town_dir: TownDir = None, as_json: Json = False) -> None:
 
 
 @rig_app.command("remove")
-def rig_remove(name: str, town_dir: TownDir = None) -> None:
+def rig_remove(name: str, town_dir: TownDir = None, as_json: Json = False) -> None:
     """Forget a rig and delete the town's clone of it."""
     with open_town(town_dir) as town:
         town.rig_remove(actor(town, None), name)
-    note(f"rig {name} removed")
+    if as_json:
+        print_json({"removed": name})
+    else:
+        note(f"rig {name} removed")
 
 
 @image_app.command("build")

@@ -33,10 +33,15 @@ def init(
     directory: Annotated[Path | None, typer.Argument(help="Where to create the town (default: here).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Town name (default: the directory's name).")] = None,
     prefix: Annotated[str, typer.Option("--prefix", help="Bead id prefix: 1-8 lowercase letters/digits.")] = "gt",
+    town_opt: Annotated[
+        Path | None, typer.Option("--town", help="Where to create the town (instead of DIRECTORY).", show_default=False)
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Create a town: a directory with town.toml and the bead database."""
-    town_dir = (directory or Path.cwd()).expanduser().resolve()
+    if directory is not None and town_opt is not None and directory != town_opt:
+        raise typer.BadParameter("give the directory once: as DIRECTORY or as --town", param_hint="--town")
+    town_dir = (directory or town_opt or Path.cwd()).expanduser().resolve()
     if (town_dir / TOWN_FILE).exists():
         raise Conflict(f"{town_dir} is already a town (it has {TOWN_FILE}); use it with --town {town_dir}")
     name = name or town_dir.name or "town"
@@ -69,12 +74,15 @@ def serve(
     host: Annotated[str | None, typer.Option("--host", help="HTTP host (default from town.toml).")] = None,
     port: Annotated[int | None, typer.Option("--port", help="HTTP port (default from town.toml).")] = None,
     town_dir: TownDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="With --http: print the URL as JSON once.")] = False,
 ) -> None:
     """Run the MCP server: over stdio as one agent, or over HTTP for every agent with a token."""
     if http and as_:
         raise typer.BadParameter("over HTTP each request's bearer token names the agent; drop --as", param_hint="--as")
     if not http and not as_:
         raise typer.BadParameter("stdio serves one agent: pass --as NAME (or use --http)", param_hint="--as")
+    if as_json and not http:
+        raise typer.BadParameter("over stdio, stdout belongs to MCP; --json needs --http", param_hint="--json")
     with open_town(town_dir) as town:
         try:
             if http:
@@ -82,6 +90,8 @@ def serve(
 
                 host = host or town.settings.server.host
                 port = town.settings.server.port if port is None else port
+                if as_json:
+                    print_json({"town": town.settings.town.name, "url": f"http://{host}:{port}/mcp"})
                 note(f"serving town {town.settings.town.name} at http://{host}:{port}/mcp (Ctrl-C to stop)")
                 run_http(town, host, port)
             else:

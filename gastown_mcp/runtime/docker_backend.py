@@ -384,7 +384,7 @@ class DockerRuntime:
         if current.state != "running" or current.deadline is None or now <= current.deadline + self.grace_s:
             return current
         with translate_errors(f"stopping agent {current.agent} at its wall-clock limit"):
-            # SIGALRM makes the entrypoint's `timeout` end the command as if its own limit fired (exit 124),
+            # SIGALRM makes the entrypoint end the command as if its own deadline came (exit 124),
             # so the exit reason reads "wallclock" for good; a plain stop follows if that is not enough.
             with contextlib.suppress(docker.errors.APIError):
                 container.kill(signal="SIGALRM")

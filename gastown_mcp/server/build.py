@@ -69,8 +69,11 @@ def _resource_key(uri: str, allowed: set[str]) -> str | None:
     return None
 
 
-async def _scope_reads(ctx: ServerRequestContext[Any, Any], call_next: CallNext, identity: Identity) -> HandlerResult:
-    """A role lists and reads only its own prompt (the overseer every one) and the resources it may read."""
+async def _scope_reads(
+    ctx: ServerRequestContext[Any, Any], call_next: CallNext, identity: Identity, mcp: MCPServer
+) -> HandlerResult:
+    """A role lists and reads only its own prompt (the overseer every one) and the resources it may read; a
+    name or URI the server does not have at all is reported as unknown, not as forbidden."""
     key = _READS[ctx.method]
     try:
         caller = identity.resolve().agent
@@ -83,11 +86,19 @@ async def _scope_reads(ctx: ServerRequestContext[Any, Any], call_next: CallNext,
     who = f"{caller.name} ({caller.role.value})"
     params = ctx.params or {}
     if ctx.method == "prompts/get" and params.get("name") not in prompts:
-        raise MCPError(
-            code=INVALID_PARAMS, message=f"{who} may not read the {params.get('name')} prompt; read {caller.role.value}"
-        )
+        name = params.get("name")
+        if name not in {p.name for p in await mcp.list_prompts()}:
+            raise MCPError(code=INVALID_PARAMS, message=f"unknown prompt {name!r}; prompts/list shows {who}'s")
+        raise MCPError(code=INVALID_PARAMS, message=f"{who} may not read the {name} prompt; read {caller.role.value}")
     if ctx.method == "resources/read" and _resource_key(str(params.get("uri")), resources) is None:
-        raise MCPError(code=INVALID_PARAMS, message=f"{who} may not read {params.get('uri')}")
+        uri = str(params.get("uri"))
+        every = {str(r.uri) for r in await mcp.list_resources()}
+        every |= {t.uri_template for t in await mcp.list_resource_templates()}
+        if _resource_key(uri, every) is None:
+            raise MCPError(
+                code=INVALID_PARAMS, message=f"unknown resource {uri}; resources/list shows {who}'s", data={"uri": uri}
+            )
+        raise MCPError(code=INVALID_PARAMS, message=f"{who} may not read {uri}")
     if key is None:
         return await call_next(ctx)
     data = _as_dict(await call_next(ctx))
@@ -122,10 +133,11 @@ def build_server(
         }
 
     open_outputs: set[str] = set()  # tools whose output schema admits an extra `nudges` key
+    known_tools: set[str] = set()  # every registered tool, to tell an unknown name from a forbidden one
 
     async def scope_by_role(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method in _READS:
-            return await _scope_reads(ctx, call_next, identity)
+            return await _scope_reads(ctx, call_next, identity, mcp)
         if ctx.method not in ("tools/list", "tools/call"):
             return await call_next(ctx)
         try:
@@ -141,10 +153,15 @@ def build_server(
             return _only_tools(await call_next(ctx), allowed)
         name = (ctx.params or {}).get("name")
         if name not in allowed:
-            return CallToolResult(
-                content=[TextContent(type="text", text=f"{caller.name} ({caller.role.value}) may not call {name}")],
-                is_error=True,
+            if not known_tools:
+                known_tools.update(t.name for t in await mcp.list_tools())
+            who = f"{caller.name} ({caller.role.value})"
+            text = (
+                f"{who} may not call {name}"
+                if name in known_tools
+                else f"unknown tool {name!r}: there is no such tool; tools/list shows the ones {who} may call"
             )
+            return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
         with identity.serving(resolved):
             result = await call_next(ctx)
         if not resolved.nudged:

@@ -1,13 +1,15 @@
 """How the server is reached: stdio as one fixed agent, or streamable HTTP at /mcp with a bearer token per
-request (behind DNS-rebinding protection limited to the hosts the town is served on, and the `gate` that
-checks the token once and caps each agent's open sessions).
+request (behind DNS-rebinding protection limited to the hosts the town is served on, CORS for the browser
+origins it allows, and the `gate` that checks the token once and caps each agent's open sessions).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from mcp.server.transport_security import TransportSecuritySettings
+from starlette.middleware.cors import CORSMiddleware
 
 from gastown_mcp.models import Agent
 from gastown_mcp.server.build import build_server
@@ -15,10 +17,33 @@ from gastown_mcp.server.gate import AgentGate
 from gastown_mcp.server.identity import TownTokenVerifier
 from gastown_mcp.town import Town
 
+# A page on this machine may use the server (it still needs an agent's token); a page anywhere else may not,
+# unless `[server] allowed_origins` lists it. DNS rebinding sends the attacker's own origin, never these.
+LOOPBACK_ORIGINS = tuple(
+    f"{scheme}://{host}{port}"
+    for scheme in ("http", "https")
+    for host in ("127.0.0.1", "localhost", "[::1]")
+    for port in ("", ":*")
+)
+# What a browser client sends and must read: the bearer token, the session and protocol headers.
+EXPOSED_HEADERS = ["Mcp-Session-Id", "Mcp-Protocol-Version", "WWW-Authenticate"]
+
 
 def run_stdio(town: Town, agent: Agent) -> None:
     """Serve MCP over stdin/stdout as `agent` (a local, trusted process)."""
     build_server(town, agent).run("stdio")
+
+
+def allowed_origins(hosts: list[str], configured: list[str]) -> list[str]:
+    """Loopback, the server's own origins (each allowed Host over http and https), and the configured ones."""
+    own = [f"{scheme}://{host}" for host in hosts for scheme in ("http", "https")]
+    return list(dict.fromkeys([*LOOPBACK_ORIGINS, *own, *(o.rstrip("/") for o in configured)]))
+
+
+def _origin_pattern(origins: list[str]) -> str:
+    """The regular expression CORS matches origins with: exact ones, and `scheme://host:*` for any port."""
+    parts = [re.escape(o[:-2]) + r"(:\d+)?" if o.endswith(":*") else re.escape(o) for o in origins]
+    return "|".join(parts)
 
 
 def http_app(town: Town, host: str, port: int, allowed_hosts: list[str] | None = None) -> Any:
@@ -27,12 +52,25 @@ def http_app(town: Town, host: str, port: int, allowed_hosts: list[str] | None =
     verifier = TownTokenVerifier(town)
     server = build_server(town, http_url=url, verifier=verifier)
     hosts = [f"{host}:{port}", f"127.0.0.1:{port}", f"localhost:{port}", *(allowed_hosts or [])]
-    security = TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts)
+    origins = allowed_origins(hosts, town.settings.server.allowed_origins)
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+    )
     limits = town.settings.limits
     app = server.streamable_http_app(
         transport_security=security, host=host, session_idle_timeout=limits.session_idle_seconds
     )
-    return AgentGate(app, verifier, sessions_per_agent=limits.sessions_per_agent)
+    gated = AgentGate(app, verifier, sessions_per_agent=limits.sessions_per_agent)
+    # Outside the gate: a browser's preflight carries no token. A foreign origin gets no CORS headers (its
+    # preflight a 400), and the transport's own check refuses its requests with 403.
+    return CORSMiddleware(
+        gated,
+        allow_origin_regex=_origin_pattern(origins),
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=["*"],
+        expose_headers=EXPOSED_HEADERS,
+        max_age=600,
+    )
 
 
 def run_http(town: Town, host: str, port: int) -> None:

@@ -84,6 +84,17 @@ def test_the_host_stops_a_container_past_its_deadline(runtime: DockerRuntime, ag
     assert runtime.status(town_name, "a1").reason == "wallclock"
 
 
+def test_the_entrypoint_ends_a_command_at_its_own_deadline_even_one_that_ignores_term(
+    runtime: DockerRuntime, agent_image: str, town_name: str
+) -> None:
+    stubborn = ("sh", "-c", 'trap "echo ignoring TERM" TERM; while :; do sleep 0.1; done')
+    runtime.launch(spec(town_name, "a1", agent_image, *stubborn, limits=Limits(wallclock_s=1)))
+    status = runtime.wait(town_name, "a1", timeout_s=60)
+    assert (status.exit_code, status.reason) == (124, "wallclock")
+    logs = runtime.logs(town_name, "a1")
+    assert "ignoring TERM" in logs and "wall-clock limit" in logs  # TERM first, KILL after the grace
+
+
 def test_an_unknown_agent_is_not_found_and_removing_it_is_harmless(runtime: DockerRuntime, town_name: str) -> None:
     with pytest.raises(NotFound, match="spawn it first"):
         runtime.status(town_name, "ghost")

@@ -99,6 +99,18 @@ async def test_a_tool_outside_the_role_is_refused_as_a_tool_error(
     assert result_text(result) == f"{name} ({crew[name].role.value}) may not call {tool}"
 
 
+async def test_a_tool_that_does_not_exist_is_reported_as_unknown_not_as_forbidden(
+    connect: Connect, crew: dict[str, Agent]
+) -> None:
+    async with connect(crew["mayor"]) as c:
+        with anyio.fail_after(10):
+            result = await c.call_tool("test_simple_text", {})
+    assert result.is_error
+    assert result_text(result) == (
+        "unknown tool 'test_simple_text': there is no such tool; tools/list shows the ones mayor (mayor) may call"
+    )
+
+
 async def test_a_polecat_may_not_complete_a_bead_another_polecat_holds(
     connect: Connect, crew: dict[str, Agent]
 ) -> None:
