@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from typing import Any
 
 from gastown_mcp.models import MessageKind, Verb, now_iso
@@ -12,6 +13,8 @@ from gastown_mcp.store.db import Database
 from gastown_mcp.store.messages import send_in
 
 ESTOP = "estop"
+FROZEN = "frozen_intervals"  # the last emergency stops as [start, end] epoch seconds
+KEEP_FROZEN = 50
 HOLD = "dispatch_hold"
 MAILED = "dog_mailed:"
 
@@ -50,6 +53,27 @@ class HealthRepo:
             tx.event(actor, verb, before=before, after={"by": actor, "reason": why})
         return before
 
+    def add_frozen(self, start: float, end: float) -> None:
+        """Remember that the town was frozen from `start` to `end` (the last few stops are kept)."""
+        with self.db.write() as tx:
+            row = tx.execute("SELECT value FROM meta WHERE key=?", (FROZEN,)).fetchone()
+            kept = json.loads(row["value"])["intervals"] if row else []
+            kept = [*kept, [start, end]][-KEEP_FROZEN:]
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+                (FROZEN, json.dumps({"intervals": kept})),
+            )
+
+    def frozen_within(self, window_s: float, now: float) -> float:
+        """Seconds the town spent frozen in the last `window_s` seconds (a stop still in force counts to now)."""
+        row = self.db.query_one("SELECT value FROM meta WHERE key=?", (FROZEN,))
+        intervals = [tuple(i) for i in json.loads(row["value"])["intervals"]] if row else []
+        stop = self.get(ESTOP)
+        if stop is not None and stop.get("at"):
+            intervals.append((epoch(str(stop["at"])), now))
+        since = now - window_s
+        return sum(max(0.0, min(end, now) - max(start, since)) for start, end in intervals)
+
     def mail_once(self, sender: str, recipient: str, key: str, subject: str, body: str) -> bool:
         """Mail `recipient` about finding `key` unless already mailed (until `forget(key)`)."""
         with self.db.write() as tx:
@@ -83,3 +107,8 @@ class HealthRepo:
                 (now_iso(time.time() + lease_seconds),),
             )
             tx.execute("UPDATE agents SET last_seen=? WHERE removed_at IS NULL AND last_seen IS NOT NULL", (tx.now,))
+
+
+def epoch(iso: str) -> float:
+    """Epoch seconds of an ISO time as the store writes it."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()

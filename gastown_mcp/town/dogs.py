@@ -41,6 +41,8 @@ class DogsAPI(FleetAPI):
         if lifted is not None:
             # Lease and idle timers did not run while frozen: every holder starts a fresh lease and idle clock.
             self._store.health.restart_timers(self.settings.lease.seconds)
+            # Nor did the wall clock: the host's backstop leaves this time out (the containers' own timers too).
+            self._store.health.add_frozen(health.epoch(str(lifted.get("at") or now_iso())), time.time())
         self.thaw_containers(actor)
         return lifted
 

@@ -579,12 +579,16 @@ class FleetAPI(AgentsAPI, MailAPI):
         return self._fleet is not None
 
     def reap_expired(self, actor: Agent) -> list[str]:
-        """The host-side wall-clock backstop: stop containers past their deadline whose own timer failed."""
+        """The host-side wall-clock backstop: stop containers past their deadline whose own timer failed. Time the
+        town spent frozen (emergency stops) within the longest wall-clock limit does not count."""
         self._require(actor, "town.stop", "stop agents")
         if self._fleet is None:
             return []
+        now = time.time()
+        longest = max([Limits().wallclock_s, *(lim.wallclock_s for lim in self._fleet.config.limits.values())])
+        frozen = self._store.health.frozen_within(longest, now)
         try:
-            return [s.agent for s in self._fleet.runtime.reap_expired(self._fleet.config.town)]
+            return [s.agent for s in self._fleet.runtime.reap_expired(self._fleet.config.town, now - frozen)]
         except RuntimeUnavailable:
             return []
 

@@ -187,3 +187,35 @@ def test_orphan_containers_are_removed_only_with_fix(dtown: Town, operator: Agen
 def test_doctor_runs_the_full_integrity_check(dtown: Town, tmp_path: Path) -> None:
     found = {f.check: f for f in Kennel(dtown, doctor=True).run()}
     assert found["integrity"].state == "green" and found["integrity"].detail == "full check ok"
+
+
+def test_time_spent_frozen_does_not_count_against_the_wall_clock_backstop(
+    store: Store, settings: Settings, operator: Agent
+) -> None:
+    import time
+
+    class Recording(FakeRuntime):
+        def __init__(self) -> None:
+            super().__init__()
+            self.asked: list[float] = []
+
+        def reap_expired(self, town: str | None = None, now: float | None = None) -> list:  # type: ignore[type-arg]
+            assert now is not None
+            self.asked.append(now)
+            return []
+
+    runtime = Recording()
+    town = fleet_town(store, settings, runtime)
+    town.reap_expired(operator)
+    assert abs(runtime.asked[-1] - time.time()) < 5  # never frozen: the backstop uses the real time
+
+    town.estop(operator, "drill")
+    town.thaw(operator, "drill over")
+    [[start, end]] = store.health.get("frozen_intervals")["intervals"]  # type: ignore[index]
+    assert 0 <= end - start < 5  # the stop just lifted was recorded
+
+    now = time.time()
+    store.health.add_frozen(now - 600, now - 300)  # a 5-minute stop earlier today
+    store.health.add_frozen(now - 10 * 86400, now - 10 * 86400 + 3600)  # one long before any running container
+    town.reap_expired(operator)
+    assert 295 < time.time() - runtime.asked[-1] < 320  # the 5 frozen minutes (and the short drill) left out
