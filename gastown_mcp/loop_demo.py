@@ -229,7 +229,7 @@ def run_loop(console: Console | None = None, *, build: bool = True, live: bool =
             from gastown_mcp.standin.overseer import loop_models
 
             url = stack.enter_context(serving.serve_in_thread(build_standin(loop_models()).app))
-            upstream = {"standin": {"base_url": url, "key_env": "STANDIN_KEY"}}
+            upstream = {"standin": {"base_url": url, "key_env": ""}}  # the stand-in takes no key
             default, env = "standin", {}
             model = "the scripted stand-in plays every model: no ANTHROPIC_API_KEY set, no network, no cost"
         console.print(f"[bold]model:[/] {model}")
