@@ -40,7 +40,6 @@ oom_kills() {
 # is kept and passed on as soon as it is.
 child=""
 pending=""
-interrupted=0
 timed_out=0
 killer=""
 timer=""
@@ -52,7 +51,6 @@ send() {
   fi
 }
 forward() {
-  interrupted=1
   sig=$1
   if [ "$sig" = ALRM ]; then
     timed_out=1
@@ -77,20 +75,18 @@ if [ -n "$pending" ]; then
   send "$pending"
 fi
 
-# A trapped signal makes `wait` return 128+signal while the command still runs (or has just ended): wait
-# again. The shell keeps an ended command's status until it is waited for, so the second wait gets the real
-# one; 127 from it means the first wait had already collected the status before the signal's trap ran.
-status=""
+# A trapped signal makes `wait` return 128+signal while the command still runs: wait again while it does.
+# It may also end (and be reaped) just then, so a status above 128 is asked for once more at the end: the
+# shell keeps an ended command's status and gives it to every later `wait` for that pid.
 while :; do
-  interrupted=0
-  code=0
-  wait "$child" || code=$?
-  if [ "$code" -eq 127 ] && [ -n "$status" ]; then
-    break
-  fi
-  status=$code
-  [ "$interrupted" -eq 1 ] || break
+  status=0
+  wait "$child" || status=$?
+  [ "$status" -gt 128 ] && kill -0 "$child" 2>/dev/null || break
 done
+if [ "$status" -gt 128 ]; then
+  status=0
+  wait "$child" || status=$?
+fi
 for helper in $timer $killer; do
   kill "$helper" 2>/dev/null || true
 done
