@@ -195,6 +195,10 @@ class DockerRuntime:
         self.client = client
         # Past its deadline plus this grace, the host stops a container whose own `timeout` did not.
         self.grace_s = grace_s
+        # Time each container spent paused by this process (an emergency stop): its wall clock does not run then,
+        # as the entrypoint's own timer leaves it out too. By container id: when each pause began, and the total.
+        self._paused_at: dict[str, float] = {}
+        self._paused_s: dict[str, float] = {}
 
     @classmethod
     def connect(cls, grace_s: float = 15) -> DockerRuntime:
@@ -262,6 +266,7 @@ class DockerRuntime:
             return False
         with translate_errors(f"pausing agent {agent}"), contextlib.suppress(docker.errors.APIError):
             container.pause()  # an APIError here: it stopped or was paused a moment ago
+            self._paused_at[str(container.id)] = time.time()
             return True
         return False
 
@@ -271,6 +276,10 @@ class DockerRuntime:
             return False
         with translate_errors(f"resuming agent {agent}"), contextlib.suppress(docker.errors.APIError):
             container.unpause()
+            began = self._paused_at.pop(str(container.id), None)
+            if began is not None:
+                key = str(container.id)
+                self._paused_s[key] = self._paused_s.get(key, 0.0) + time.time() - began
             return True
         return False
 
@@ -295,7 +304,8 @@ class DockerRuntime:
         current = status_of(container)
         budget = timeout_s
         if current.deadline is not None:
-            budget = min(timeout_s, max(0.0, current.deadline + self.grace_s - time.time()))
+            frozen = self._paused_s.get(str(container.id), 0.0)
+            budget = min(timeout_s, max(0.0, current.deadline + frozen + self.grace_s - time.time()))
         with translate_errors(f"waiting for agent {agent}"):
             with contextlib.suppress(requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
                 container.wait(timeout=max(1, int(budget + 0.999)))
@@ -381,7 +391,10 @@ class DockerRuntime:
 
     def _enforce_deadline(self, container: Container, now: float) -> ContainerStatus:
         current = status_of(container)
-        if current.state != "running" or current.deadline is None or now <= current.deadline + self.grace_s:
+        if current.state != "running" or current.deadline is None or container.attrs.get("State", {}).get("Paused"):
+            return current  # a paused container's clock does not run
+        frozen = self._paused_s.get(str(container.id), 0.0)
+        if now <= current.deadline + frozen + self.grace_s:
             return current
         with translate_errors(f"stopping agent {current.agent} at its wall-clock limit"):
             # SIGALRM makes the entrypoint end the command as if its own deadline came (exit 124),

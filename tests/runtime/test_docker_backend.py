@@ -95,6 +95,21 @@ def test_the_entrypoint_ends_a_command_at_its_own_deadline_even_one_that_ignores
     assert "ignoring TERM" in logs and "wall-clock limit" in logs  # TERM first, KILL after the grace
 
 
+def test_time_a_container_spends_paused_does_not_count_against_its_own_wall_clock(
+    runtime: DockerRuntime, agent_image: str, town_name: str
+) -> None:
+    command = ("sh", "-c", "echo started; exec sleep 300")
+    runtime.launch(spec(town_name, "a1", agent_image, *command, limits=Limits(wallclock_s=6)))
+    until(lambda: "started" in runtime.logs(town_name, "a1"), 30, "the command to start")
+    assert runtime.pause(town_name, "a1")
+    time.sleep(9)  # frozen past its whole limit, as an emergency stop may hold it
+    assert runtime.unpause(town_name, "a1")
+    time.sleep(1)
+    assert runtime.status(town_name, "a1").state == "running"  # the frozen seconds did not count
+    status = runtime.wait(town_name, "a1", timeout_s=60)
+    assert (status.exit_code, status.reason) == (124, "wallclock")  # the rest of its limit did
+
+
 def test_an_unknown_agent_is_not_found_and_removing_it_is_harmless(runtime: DockerRuntime, town_name: str) -> None:
     with pytest.raises(NotFound, match="spawn it first"):
         runtime.status(town_name, "ghost")
