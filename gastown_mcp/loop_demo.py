@@ -84,6 +84,8 @@ class LoopResult:
     mayor_resumed: bool = False  # its ended session was resumed with the directive
     overseer_ticks: int = 0
     overseer_requests: int = 0
+    verified: int = 0  # beads the deacon ran verify commands for
+    verified_first_time: int = 0  # ... whose first verify run passed
     model: str = ""
     problems: list[str] = field(default_factory=list)
 
@@ -157,6 +159,12 @@ async def _loop(process: TownProcess, console: Console, started: float, live: bo
     events = town.events(op, limit=100_000)
     result.handoffs = [(w, next((e for e in events if e.verb == v and test(e)), None)) for w, v, test in HANDOFFS]
     result.mayor_resumed = any(e.verb == Verb.agent_running and _resumed(e, "mayor") for e in events)
+    first_verify: dict[str, str] = {}
+    for e in events:  # oldest first
+        if e.verb in (Verb.verify_passed, Verb.verify_failed) and e.bead_id:
+            first_verify.setdefault(e.bead_id, e.verb)
+    result.verified = len(first_verify)
+    result.verified_first_time = sum(v == Verb.verify_passed for v in first_verify.values())
     for c in result.goal.convoys:
         result.plan += [(b.id, b.title, b.state) for b in town.convoy_show(op, c.id).beads]
     result.main = town.rig_log(op, RIG, limit=50)
@@ -199,7 +207,8 @@ def _summary(console: Console, result: LoopResult) -> None:
     console.print(
         f"overseer: {result.overseer_requests} model requests in {result.overseer_ticks} ticks "
         f"(an idle tick costs none); overseer + mayor: {result.steering_share:.1%} of all tokens; "
-        f"mayor session resumed with the directive: {'yes' if result.mayor_resumed else 'no'}"
+        f"mayor session resumed with the directive: {'yes' if result.mayor_resumed else 'no'}; "
+        f"verify commands passed the first time for {result.verified_first_time} of {result.verified} beads"
     )
     verdict = "[bold green]goal achieved: the work is on main[/]" if result.ok else "[bold red]the loop stopped[/]"
     console.print(

@@ -48,6 +48,7 @@ def test_a_goal_becomes_merged_work_through_overseer_mayor_refinery_polecats_dea
     assert sorted(title for _, title, _ in result.plan) == sorted(t for _, t, _, _ in SAMPLE)
     assert {state for _, _, state in result.plan} == {"merged"}
     assert len([s for s in result.main if "work by the scripted stand-in" in s]) == len(SAMPLE)
+    assert result.verified == len(SAMPLE) and 0 <= result.verified_first_time <= result.verified
 
     # The overseer asked its model once for the whole run; every other tick cost nothing.
     assert result.overseer_requests == 1 and result.overseer_ticks > 5
