@@ -24,13 +24,14 @@ def token(town_dir: TownDir = None, as_json: Json = False) -> None:
 
 
 @app.command("url")
-def url(town_dir: TownDir = None) -> None:
+def url(town_dir: TownDir = None, as_json: Json = False) -> None:
     """Where the running town serves the dashboard."""
     with open_town(town_dir) as town:
         state = read_state(town.settings)
     if state is None or not state.dashboard_url:
         raise NotFound("no running town with a dashboard here: start one with `gastown up`")
-    typer.echo(state.dashboard_url)
+    address = state.dashboard_url
+    emit(as_json, {"url": address}, lambda c: c.print(address, soft_wrap=True, highlight=False))
 
 
 def register(root: typer.Typer) -> None:

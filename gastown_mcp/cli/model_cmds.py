@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gastown_mcp.assemble import provider_env
-from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, emit, note, open_town
+from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, emit, note, open_town, print_json
 from gastown_mcp.config import Upstream
 from gastown_mcp.errors import InvalidInput
 from gastown_mcp.gateway import localmodel, upstream_keys
@@ -166,6 +166,7 @@ def serve(
     model: Annotated[Path | None, typer.Option("--model", help="A GGUF model file.")] = None,
     alias: Annotated[str, typer.Option("--alias", help="The model name it reports.")] = localmodel.DEFAULT_ALIAS,
     town_dir: TownDir = None,
+    as_json: Json = False,
 ) -> None:
     """Run llama.cpp's server on 127.0.0.1 with a small model, keyed by a file only the town reads, until Ctrl-C."""
     with open_town(town_dir) as town:
@@ -195,7 +196,10 @@ def serve(
     process = localmodel.start(spec, settings.town_dir / "run" / f"model-{upstream}.log")
     try:
         localmodel.wait_ready(spec, process)
-        note(f"local model {alias} ({model_path.name}) at {spec.url} for upstream {upstream}; Ctrl-C stops it")
+        if as_json:  # one line once it answers, for scripts that start it in the background
+            print_json({"upstream": upstream, "url": spec.url, "alias": alias, "model": str(model_path)})
+        else:
+            note(f"local model {alias} ({model_path.name}) at {spec.url} for upstream {upstream}; Ctrl-C stops it")
         process.wait()
     except KeyboardInterrupt:
         pass
