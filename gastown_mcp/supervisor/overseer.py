@@ -1,9 +1,9 @@
 """The overseer loop: a deterministic shell around the overseer's model, stepped by `tick()`.
 
 Each tick reads the audit trail after its cursor and keeps only what matters: a goal added, a convoy landed, a
-bead failing again, a directive refused, mail for the overseer or the operator, a budget spent, a goal's work
-crossing 80 % or 100 % of the goal's budget. Nothing that
-matters -> no model request. A landed convoy achieves its goals without a model. Otherwise the model gets a
+bead failing again, a directive refused, mail for the overseer or the operator, a budget spent, a town or rig
+budget crossing 80 %, a goal's work crossing 80 % or 100 % of the goal's budget. Nothing that matters -> no
+model request. A landed convoy achieves its goals without a model. Otherwise the model gets a
 compact summary and chooses directives; the loop issues each unless the same one is open (dedup), backs off a
 directive that did not stick (doubling waits), and after `max_attempts` asks the human once instead; triggers
 about something already escalated are dropped. A spent overseer budget stops the directing (the town keeps
@@ -26,6 +26,7 @@ from gastown_mcp.town.directives import Directive, DirectiveIn, DirectiveKind
 
 FAILURES = (Verb.bead_blocked, Verb.merge_failed, Verb.verify_failed)
 THRESHOLDS = (0.8, 1.0)  # shares of a goal's budget that wake the overseer once each
+WARN_SHARE = 0.8  # the share of a town or rig budget that wakes it once before the budget is spent
 BUDGET_CHECK_SECONDS = 5.0
 
 
@@ -73,6 +74,7 @@ class Overseer:
         self._started = False
         self._stopped = False
         self._crossed: dict[int, float] = {}  # goal -> the highest budget threshold it has crossed
+        self._warned: set[str] = set()  # town and rig budgets past WARN_SHARE (until they are raised or reset)
         self._budgets_at = 0.0
         self.tally = Tally()
 
@@ -157,7 +159,7 @@ class Overseer:
         if now - self._budgets_at < BUDGET_CHECK_SECONDS:
             return {}
         first, self._budgets_at = self._budgets_at == 0.0, now
-        out = {}
+        out = self._town_budgets(report=not first)
         for goal in self.town.goal_list(self.me, "active", 50):
             if not goal.budget_usd:
                 continue
@@ -168,6 +170,28 @@ class Overseer:
                     out[f"budget:goal:{goal.id}"] = (
                         f"goal {goal.id} has spent ${goal.spent_usd:.4f} of its ${goal.budget_usd:.4f} budget "
                         f"({crossed:.0%} crossed)"
+                    )
+        return out
+
+    def _town_budgets(self, report: bool) -> dict[str, str]:
+        """Town and rig budgets past WARN_SHARE of a limit but not yet spent (a spent one is an event of its
+        own): each wakes it once, until the budget is raised or reset below the share again."""
+        out = {}
+        for b in self.town.budget(self.me):
+            if b.scope.value not in ("town", "rig") or b.exhausted:
+                continue
+            shares = [b.tokens_spent / b.token_limit if b.token_limit else 0.0]
+            shares.append(b.usd_spent / b.usd_limit if b.usd_limit else 0.0)
+            subject = f"budget:{b.scope.value}:{b.name}:warn"
+            if max(shares) < WARN_SHARE:
+                self._warned.discard(subject)
+            elif subject not in self._warned:
+                self._warned.add(subject)
+                if report:
+                    out[subject] = (
+                        f"the {b.scope.value} budget {b.name} is {max(shares):.0%} spent "
+                        f"({WARN_SHARE:.0%} crossed; {b.usd_spent:.4f} of {b.usd_limit} USD, "
+                        f"{b.tokens_spent} of {b.token_limit} tokens)"
                     )
         return out
 

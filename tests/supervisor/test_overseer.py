@@ -231,3 +231,35 @@ def test_a_goal_whose_work_crosses_its_budget_wakes_it_once_per_threshold(
         assert overseer_requests(store) == before + 1
         [escalation] = [d for d in town.directive_list(operator) if d.kind.value == "escalate"]
         assert escalation.args["about"] == f"goal:{goal.id}:budget" and escalation.recipient == "operator"
+
+
+def test_a_town_budget_crossing_eighty_percent_wakes_it_once(
+    store: Store, settings: Settings, operator: Agent, mayor: Agent, add_agent: Callable[..., Agent]
+) -> None:
+    import anthropic
+
+    clock = [1000.0]
+    with overseen(store, settings) as (town, overseer, _):
+        overseer.clock = lambda: clock[0]
+        overseer.tick()  # the first look notes what is already crossed
+        add_agent("nux", Role.polecat)
+        key = town.agent_token(operator, "nux").gateway_key
+        with anthropic.Anthropic(base_url=overseer.model.model.base_url, api_key=key) as client:
+            client.messages.create(
+                model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "work " * 200}]
+            )
+        spent = town.budget_set(operator, "town", tokens=10**9).tokens_spent  # what the town spent so far
+        assert spent > 0
+        town.budget_set(operator, "town", tokens=int(spent / 0.85))  # 85 % spent, not yet exhausted
+        assert not town.budget(operator, "town")[0].exhausted
+        before = overseer_requests(store)
+        clock[0] += 10
+        overseer.tick()
+        assert overseer_requests(store) == before + 1
+        [decided] = [e for e in town.events(operator, limit=1000) if e.verb == Verb.overseer_decided][-1:]
+        assert decided.after is not None and "the town budget" in decided.after["triggers"][0]
+        assert "80% crossed" in decided.after["triggers"][0]
+        for _ in range(3):
+            clock[0] += 10
+            overseer.tick()
+        assert overseer_requests(store) == before + 1  # once, not every look
