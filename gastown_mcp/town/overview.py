@@ -22,6 +22,7 @@ from gastown_mcp.store.overview import COLUMNS, BoardFilter, OverviewRepo
 from gastown_mcp.town import guard
 from gastown_mcp.town.base import OPERATOR, operator
 from gastown_mcp.town.budgets import BudgetsAPI, BudgetStatus
+from gastown_mcp.town.directives import directive_of
 from gastown_mcp.town.dogs import DogsAPI
 from gastown_mcp.town.plans import PlansAPI
 
@@ -249,11 +250,23 @@ class OverviewAPI(PlansAPI, BudgetsAPI, DogsAPI):
         return items
 
     def directives_waiting(self, actor: Agent) -> list[Attention]:
-        """The hook for overseer directives that wait for a human answer (kind "directive"). Directives are not
-        part of this town yet, so there are none; when they are, they are listed here and the dashboard shows
-        them in "needs you" with the rest."""
+        """Overseer directives that wait for a human (escalations, and any directive addressed to the operator
+        because the town has no mayor), still open: the dashboard shows them in "needs you"."""
         self._require(actor, "town.admin", "see what needs the operator")
-        return []
+        found = []
+        for row in self._store.goals.directives(("issued", "acknowledged"), OPERATOR, 50):
+            d = directive_of(row)
+            question = str(d.args.get("question") or d.args.get("about") or d.note or d.reason or "")
+            found.append(
+                Attention(
+                    kind="directive",
+                    title=f"directive #{d.id}: {d.kind.value} ({d.state.value})",
+                    detail=f"{question[:500]} - answer with `gastown directive done {d.id}` or `refuse {d.id}`",
+                    at=d.created_at,
+                    to_operator=True,
+                )
+            )
+        return found
 
     # -- one bead's story ------------------------------------------------------------------------------
     def bead_story(self, actor: Agent, bead_id: str, events: int = 200) -> BeadStory:

@@ -16,6 +16,7 @@ from gastown_mcp.models import Agent, Role
 from gastown_mcp.store import Store
 from gastown_mcp.town import Town, operator
 from gastown_mcp.town.budgets import Estimate, Usage
+from gastown_mcp.town.directives import DirectiveIn, DirectiveKind
 
 
 def spend(town: Town, agent: Agent, tokens: int) -> None:
@@ -79,7 +80,19 @@ def test_needs_you_lists_stops_escalations_blocked_beads_and_budgets(town: Town)
     assert kinds["blocked"].detail == "needs the staging password" and kinds["blocked"].bead_id == bead.id
     assert kinds["escalation"].to_operator and "stalled" in kinds["escalation"].title
     assert "spent" in kinds["budget"].title
-    assert town.directives_waiting(op) == []  # the hook overseer directives plug into
+    assert town.directives_waiting(op) == []
+    asked = town.directive_issue(
+        op,
+        DirectiveIn(
+            kind=DirectiveKind.escalate,
+            about=f"bead:{bead.id}",
+            question="Its gates keep failing: split it or drop it?",
+            reason="failed 3 times",
+        ),
+    )
+    [waiting] = [i for i in town.needs_you(op) if i.kind == "directive"]
+    assert waiting.title == f"directive #{asked.id}: escalate (issued)" and waiting.to_operator
+    assert "split it or drop it?" in waiting.detail and f"gastown directive done {asked.id}" in waiting.detail
 
 
 def test_only_the_operator_reads_needs_you_and_issues_the_dashboard_token(town: Town) -> None:
