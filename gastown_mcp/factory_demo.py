@@ -17,10 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import anyio
 from rich.console import Console, Group
@@ -40,6 +40,7 @@ from gastown_mcp.config import (
     WitnessSection,
 )
 from gastown_mcp.daemon import TownProcess
+from gastown_mcp.errors import GastownError
 from gastown_mcp.models import OPEN_MERGE_STATES, BeadStatus, MergeRequest, MergeState, Verb
 from gastown_mcp.server.client import connect_http, result_text
 from gastown_mcp.town import Town, operator
@@ -69,6 +70,7 @@ PLAN = [
     Planned("f", "Write release notes", ["d", "e"]),
 ]
 SLOTS = 3
+R = TypeVar("R")
 
 
 @dataclass
@@ -370,20 +372,8 @@ def run_factory(
     engine = connect_runtime()
     if build:
         build_images(progress=lambda line: console.print(f"[dim]{line}[/]"))
-    key = os.environ.get("ANTHROPIC_API_KEY")
     with contextlib.ExitStack() as stack:
-        if key:
-            upstream = {"anthropic": {"base_url": "https://api.anthropic.com", "key_env": "ANTHROPIC_API_KEY"}}
-            default, model, env = (
-                "anthropic",
-                "Claude through the gateway (ANTHROPIC_API_KEY is set)",
-                {"ANTHROPIC_API_KEY": key},
-            )
-        else:
-            standin_url = stack.enter_context(serving.serve_in_thread(_standin_app()))
-            upstream = {"standin": {"base_url": standin_url, "key_env": ""}}  # the stand-in takes no key
-            default, env = "standin", {}
-            model = "the scripted stand-in plays the model: no ANTHROPIC_API_KEY set, no network, no cost"
+        upstream, default, env, model = pick_model(stack, _standin_app, "the model")
         console.print(f"[bold]model:[/] {model}")
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gastown-demo-")))
         name = f"demo{os.getpid() % 100000}"
@@ -393,37 +383,69 @@ def run_factory(
         with contextlib.closing(assemble.open_town(settings)) as setup:
             setup.rig_add(operator(), RIG, str(_sample_rig(root)))
         process = TownProcess(settings, env, engine, on_status=lambda s: None, teardown=True)
-        holder: dict[str, FactoryResult] = {}
-
-        async def main() -> None:
-            async with anyio.create_task_group() as tg:
-                ready = anyio.Event()
-                tg.start_soon(process.run, lambda _s: ready.set())
-                await ready.wait()
-                console.print(f"town {name} up: MCP {process.state.mcp_url if process.state else ''}")
-                try:
-                    planned = [Planned(*item) for item in plan or PLAN]
-                    holder["result"] = await _factory(process, console, started, planned, slots, live)
-                finally:
-                    process.stop()
-
-        anyio.run(main)
-        result = holder["result"]
+        planned = [Planned(*item) for item in plan or PLAN]
+        result = run_in_town(process, console, lambda: _factory(process, console, started, planned, slots, live))
         result.model = model
     _summary(console, result)
     return result
 
 
-def main() -> int:
-    try:
-        return 0 if run_factory().ok else 1
-    except Exception as exc:
-        from gastown_mcp.errors import GastownError
+def pick_model(
+    stack: contextlib.ExitStack, standin: Callable[[], Any], plays: str
+) -> tuple[dict[str, Any], str, dict[str, str], str]:
+    """A demo's upstream: Anthropic when ANTHROPIC_API_KEY is set, else the scripted stand-in served here from a
+    thread for as long as `stack` lasts. Returns the upstreams, the default one, the town's environment and
+    what plays the model (`plays`: what the stand-in stands in for)."""
+    key = os.environ.get("ANTHROPIC_API_KEY")
+    if key:
+        upstream = {"anthropic": {"base_url": "https://api.anthropic.com", "key_env": "ANTHROPIC_API_KEY"}}
+        return (
+            upstream,
+            "anthropic",
+            {"ANTHROPIC_API_KEY": key},
+            "Claude through the gateway (ANTHROPIC_API_KEY is set)",
+        )
+    url = stack.enter_context(serving.serve_in_thread(standin()))
+    upstream = {"standin": {"base_url": url, "key_env": ""}}  # the stand-in takes no key
+    return (
+        upstream,
+        "standin",
+        {},
+        f"the scripted stand-in plays {plays}: no ANTHROPIC_API_KEY set, no network, no cost",
+    )
 
-        if isinstance(exc, GastownError):
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        raise
+
+def run_in_town(process: TownProcess, console: Console, body: Callable[[], Awaitable[R]]) -> R:
+    """Start `process`, run `body` once the town is up, and stop the town however `body` ends."""
+    holder: dict[str, R] = {}
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            ready = anyio.Event()
+            tg.start_soon(process.run, lambda _s: ready.set())
+            await ready.wait()
+            name = process.settings.town.name
+            console.print(f"town {name} up: MCP {process.state.mcp_url if process.state else ''}")
+            try:
+                holder["result"] = await body()
+            finally:
+                process.stop()
+
+    anyio.run(main)
+    return holder["result"]
+
+
+def exit_code(run: Callable[[], Any]) -> int:
+    """A demo's exit status: 0 when it ended ok; an expected error is one line on stderr and 1."""
+    try:
+        return 0 if run().ok else 1
+    except GastownError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def main() -> int:
+    return exit_code(run_factory)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from gastown_mcp import assemble, serving
+from gastown_mcp import assemble
 from gastown_mcp.config import (
     GatewaySection,
     LeaseSection,
@@ -40,7 +40,7 @@ from gastown_mcp.config import (
     WitnessSection,
 )
 from gastown_mcp.daemon import TownProcess
-from gastown_mcp.factory_demo import GATES, RIG, _requests_table, _sample_rig
+from gastown_mcp.factory_demo import GATES, RIG, _requests_table, _sample_rig, exit_code, pick_model, run_in_town
 from gastown_mcp.models import Event, Verb
 from gastown_mcp.town import Town, operator
 from gastown_mcp.town.goals import Goal, RoleUsage
@@ -227,20 +227,11 @@ def run_loop(console: Console | None = None, *, build: bool = True, live: bool =
     engine = connect_runtime()
     if build:
         build_images(progress=lambda line: console.print(f"[dim]{line}[/]"))
-    key = os.environ.get("ANTHROPIC_API_KEY")
     with contextlib.ExitStack() as stack:
-        if key:
-            upstream = {"anthropic": {"base_url": "https://api.anthropic.com", "key_env": "ANTHROPIC_API_KEY"}}
-            default, env = "anthropic", {"ANTHROPIC_API_KEY": key}
-            model = "Claude through the gateway (ANTHROPIC_API_KEY is set)"
-        else:
-            from gastown_mcp.standin.app import build_standin
-            from gastown_mcp.standin.overseer import loop_models
+        from gastown_mcp.standin.app import build_standin
+        from gastown_mcp.standin.overseer import loop_models
 
-            url = stack.enter_context(serving.serve_in_thread(build_standin(loop_models()).app))
-            upstream = {"standin": {"base_url": url, "key_env": ""}}  # the stand-in takes no key
-            default, env = "standin", {}
-            model = "the scripted stand-in plays every model: no ANTHROPIC_API_KEY set, no network, no cost"
+        upstream, default, env, model = pick_model(stack, lambda: build_standin(loop_models()).app, "every model")
         console.print(f"[bold]model:[/] {model}")
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gastown-loop-")))
         name = f"loop{os.getpid() % 100000}"
@@ -248,21 +239,7 @@ def run_loop(console: Console | None = None, *, build: bool = True, live: bool =
         with contextlib.closing(assemble.open_town(settings)) as setup:
             setup.rig_add(operator(), RIG, str(_sample_rig(root)))
         process = TownProcess(settings, env, engine, on_status=lambda s: None, teardown=True)
-        holder: dict[str, LoopResult] = {}
-
-        async def main() -> None:
-            async with anyio.create_task_group() as tg:
-                ready = anyio.Event()
-                tg.start_soon(process.run, lambda _s: ready.set())
-                await ready.wait()
-                console.print(f"town {name} up: MCP {process.state.mcp_url if process.state else ''}")
-                try:
-                    holder["result"] = await _loop(process, console, started, live)
-                finally:
-                    process.stop()
-
-        anyio.run(main)
-        result = holder["result"]
+        result = run_in_town(process, console, lambda: _loop(process, console, started, live))
         result.model = model
         result.seconds = time.monotonic() - started
     _summary(console, result)
@@ -270,15 +247,7 @@ def run_loop(console: Console | None = None, *, build: bool = True, live: bool =
 
 
 def main() -> int:
-    try:
-        return 0 if run_loop().ok else 1
-    except Exception as exc:
-        from gastown_mcp.errors import GastownError
-
-        if isinstance(exc, GastownError):
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        raise
+    return exit_code(run_loop)
 
 
 if __name__ == "__main__":
