@@ -390,20 +390,26 @@ def firewall_check(network: TownNetwork) -> CheckResult:
     )
 
 
+def outside_target(stack: contextlib.ExitStack, results: list[CheckResult]) -> Outside | None:
+    """The self-test's outside listener for as long as `stack` lasts, once the host has reached it (recorded in
+    `results`); None when it could not be made or reached: an outside the host cannot reach proves nothing about
+    the agent, so the probe then fails that check."""
+    try:
+        outside = stack.enter_context(outside_listener())
+    except GastownError as exc:
+        results.append(CheckResult("outside_listener_answers_host", False, str(exc)))
+        return None
+    results.append(outside_answers_host(outside))
+    return outside if results[-1].passed else None
+
+
 def run_selftest(runtime: Runtime, image: str = DEFAULT_IMAGE, timeout_s: float = 60) -> list[CheckResult]:
     """Run every containment check; return one result per check (never raises for a failed check)."""
     town = f"selftest-{secrets.token_hex(3)}"
     results: list[CheckResult] = []
     try:
         with contextlib.ExitStack() as stack:
-            outside: Outside | None = None
-            try:
-                outside = stack.enter_context(outside_listener())
-                results.append(outside_answers_host(outside))
-            except GastownError as exc:
-                results.append(CheckResult("outside_listener_answers_host", False, str(exc)))
-            # An outside the host cannot reach proves nothing about the agent; then the probe fails that check.
-            target = outside if results[-1].passed else None
+            target = outside_target(stack, results)
             network = runtime.ensure_network(town, NetworkPolicy())
             # The town port listens on every host address: the probe must find it open on the gateway only.
             with http_listener("") as town_port, http_listener("") as blocked_port:

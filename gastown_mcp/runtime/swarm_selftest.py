@@ -24,8 +24,7 @@ from gastown_mcp.runtime.selftest import (
     Outside,
     host_addresses,
     http_listener,
-    outside_answers_host,
-    outside_listener,
+    outside_target,
 )
 from gastown_mcp.runtime.swarm_backend import SwarmRuntime
 from gastown_mcp.runtime.swarm_spec import TOWN_ALIAS
@@ -40,13 +39,7 @@ def run_on_node(
     results: list[CheckResult] = []
     try:
         with contextlib.ExitStack() as stack:
-            outside: Outside | None = None
-            try:
-                outside = stack.enter_context(outside_listener())
-                results.append(outside_answers_host(outside))
-            except GastownError as exc:
-                results.append(CheckResult("outside_listener_answers_host", False, str(exc)))
-            target = outside if results[-1].passed else None
+            target = outside_target(stack, results)
             town_port = stack.enter_context(http_listener(""))
             blocked_port = stack.enter_context(http_listener(""))
             runtime.ensure_network(town, NetworkPolicy(allowed_host_ports=(town_port, blocked_port)))
