@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import watchfiles
@@ -34,19 +35,22 @@ def _only(journal: Path) -> watchfiles.BaseFilter:
     return JournalOnly()
 
 
+def _options(journal: Path, heartbeat_s: float) -> dict[str, Any]:
+    """How both followers watch: the journal's directory, for the journal and the database's WAL only."""
+    return {
+        "watch_filter": _only(Path(journal)),
+        "recursive": False,
+        "debounce": DEBOUNCE_MS,
+        "step": STEP_MS,
+        "rust_timeout": int(heartbeat_s * 1000),
+        "yield_on_timeout": True,
+    }
+
+
 def journal_changes(journal: Path, heartbeat_s: float = 5.0, stop: threading.Event | None = None) -> Iterator[bool]:
     """Yields True after the journal changed, False after `heartbeat_s` of quiet. Ctrl-C or `stop` ends it."""
-    journal = Path(journal)
     for changes in watchfiles.watch(
-        journal.parent,
-        watch_filter=_only(journal),
-        recursive=False,
-        debounce=DEBOUNCE_MS,
-        step=STEP_MS,
-        rust_timeout=int(heartbeat_s * 1000),
-        yield_on_timeout=True,
-        raise_interrupt=True,
-        stop_event=stop,
+        Path(journal).parent, **_options(journal, heartbeat_s), raise_interrupt=True, stop_event=stop
     ):
         yield bool(changes)
 
@@ -55,15 +59,5 @@ async def ajournal_changes(
     journal: Path, heartbeat_s: float = 15.0, stop: anyio.Event | None = None
 ) -> AsyncGenerator[bool, None]:
     """The async form: True after the journal changed, False after `heartbeat_s` of quiet; ends on `stop`."""
-    journal = Path(journal)
-    async for changes in watchfiles.awatch(
-        journal.parent,
-        watch_filter=_only(journal),
-        recursive=False,
-        debounce=DEBOUNCE_MS,
-        step=STEP_MS,
-        rust_timeout=int(heartbeat_s * 1000),
-        yield_on_timeout=True,
-        stop_event=stop,
-    ):
+    async for changes in watchfiles.awatch(Path(journal).parent, **_options(journal, heartbeat_s), stop_event=stop):
         yield bool(changes)

@@ -28,19 +28,14 @@ from rich.table import Table
 
 from gastown_mcp import assemble
 from gastown_mcp.config import (
-    GatewaySection,
-    LeaseSection,
     OverseerSection,
     RigSection,
-    RuntimeSection,
     SchedulerSection,
-    ServerSection,
     Settings,
-    TownSection,
-    WitnessSection,
 )
 from gastown_mcp.daemon import TownProcess
 from gastown_mcp.factory_demo import GATES, RIG, _requests_table, _sample_rig, exit_code, pick_model, run_in_town
+from gastown_mcp.factory_demo import _settings as factory_settings
 from gastown_mcp.models import Event, Verb
 from gastown_mcp.town import Town, operator
 from gastown_mcp.town.goals import Goal, RoleUsage
@@ -96,18 +91,13 @@ class LoopResult:
 
 
 def _settings(town_dir: Path, name: str, upstream: dict[str, Any], default: str) -> Settings:
-    town_dir.mkdir(parents=True)
-    return Settings(
-        town_dir=town_dir,
-        town=TownSection(name=name, prefix="gt"),
-        lease=LeaseSection(seconds=300),
-        server=ServerSection(port=0),
-        gateway=GatewaySection(port=0, upstreams=upstream, default_upstream=default),
-        witness=WitnessSection(interval_seconds=1.0, idle_seconds=120),
-        runtime=RuntimeSection(),
-        scheduler=SchedulerSection(auto=True, max_polecats=SLOTS, interval_seconds=0.5),
-        overseer=OverseerSection(enabled=True, interval_seconds=0.5, budget_usd=2.0),
-        rigs={RIG: RigSection(gates=GATES)},
+    """The factory demo's town, with the scheduler dispatching on its own and the overseer loop on."""
+    factory = factory_settings(town_dir, name, upstream, default, rig=RigSection(gates=GATES))
+    return factory.model_copy(
+        update={
+            "scheduler": SchedulerSection(auto=True, max_polecats=SLOTS, interval_seconds=0.5),
+            "overseer": OverseerSection(enabled=True, interval_seconds=0.5, budget_usd=2.0),
+        }
     )
 
 

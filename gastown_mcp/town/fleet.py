@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -97,7 +96,7 @@ class Fleet:
         limits = Limits(**meta["limits"]) if isinstance(meta.get("limits"), dict) else Limits()
         rig_obj = rigs.get_rig(self.config.town_dir, agent.rig) if agent.rig else None
         try:
-            disks.agent_dir(self.config.town_dir, name, limits.disk_mb, fresh=True)  # capped on the agents' disk
+            own = disks.agent_dir(self.config.town_dir, name, limits.disk_mb, fresh=True)  # capped, emptied
             mounts: list[Mount] = []
             if rig_obj is not None:
                 # A bead handed back by the merge queue continues from its last hand-in, not from scratch.
@@ -111,7 +110,7 @@ class Fleet:
                 )
                 meta.update(worktree=str(repo.path), branch=repo.branch)
                 mounts = repo.mounts()
-            mounts.append(self._claude_home(name, fresh=True))
+            mounts.append(self._claude_home(own))
             if self.config.git_url:
                 meta["workspace"], mounts = "http", []
             if bead is not None:
@@ -184,14 +183,14 @@ class Fleet:
         meta = dict(agent.metadata)
         meta["generation"] = int(meta.get("generation") or 0) + 1
         limits = Limits(**meta["limits"]) if isinstance(meta.get("limits"), dict) else Limits()
-        disks.agent_dir(self.config.town_dir, name, limits.disk_mb, fresh=False)
+        own = disks.agent_dir(self.config.town_dir, name, limits.disk_mb, fresh=False)
         mounts: list[Mount] = []
         if agent.rig and meta.get("worktree"):
             rig = rigs.get_rig(self.config.town_dir, agent.rig)
             branch = str(meta.get("branch") or rigs.branch_name(name, None))
             owner = (self.config.agent_uid, self.config.agent_gid)
             mounts = rigs.open_agent_repo(rig, name, branch, owner).mounts()
-        mounts.append(self._claude_home(name, fresh=False))
+        mounts.append(self._claude_home(own))
         if self.config.git_url:
             mounts = []  # over the network: the repository at the town is what it pushed
         extra = {"GASTOWN_RESUME": str(session), "GASTOWN_PROMPT": prompt}
@@ -254,12 +253,11 @@ class Fleet:
         )
         return self.runtime.launch(spec)
 
-    def _claude_home(self, name: str, *, fresh: bool) -> Mount:
-        """The agent's ~/.claude on the host, owned by the agent user: sessions outlive their container."""
-        path = Path(self.config.town_dir).resolve() / "agents" / name / "claude"
-        if fresh and path.exists():
-            shutil.rmtree(path)  # a new agent with a reused name starts without the old one's sessions
-        path.mkdir(parents=True, exist_ok=True)
+    def _claude_home(self, agent_dir: Path) -> Mount:
+        """The agent's ~/.claude on the host, in its own directory (a fresh launch emptied that, so a reused name
+        starts without the old agent's sessions), owned by the agent user: sessions outlive their container."""
+        path = agent_dir / "claude"
+        path.mkdir(exist_ok=True)
         owner = (self.config.agent_uid, self.config.agent_gid)
         if not rigs.owned_by(path, owner):  # new, or a session kept from other agent ids (an upgraded town)
             rigs.chown_tree(path, owner)

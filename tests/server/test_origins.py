@@ -68,8 +68,8 @@ async def test_a_foreign_origin_is_refused_even_with_a_valid_token(
 ) -> None:
     add_agent("mayor", "mayor")
     with serve_http(town) as url:
-        preflight = await _preflight(url, "http://evil.example.com")
-        response = await _post(url, credentials["mayor"].token, "http://evil.example.com")
+        preflight = await _preflight(url, "http://evil.invalid")
+        response = await _post(url, credentials["mayor"].token, "http://evil.invalid")
     assert preflight.status_code == 400
     assert "access-control-allow-origin" not in preflight.headers
     assert response.status_code == 403
@@ -80,17 +80,17 @@ async def test_an_origin_listed_in_the_settings_is_allowed_and_others_still_refu
     store: Store, settings: Settings
 ) -> None:
     configured = settings.model_copy(
-        update={"server": ServerSection(allowed_origins=["https://board.example.org", "http://tools.example.org:*"])}
+        update={"server": ServerSection(allowed_origins=["https://board.invalid", "http://tools.invalid:*"])}
     )
     town = Town(store, configured)
     token = town.agent_add(operator(), "mayor", "mayor", None).token
     with serve_http(town) as url:
-        listed = await _post(url, token, "https://board.example.org")
-        any_port = await _post(url, token, "http://tools.example.org:8080")
-        other = await _post(url, token, "https://elsewhere.example.org")
+        listed = await _post(url, token, "https://board.invalid")
+        any_port = await _post(url, token, "http://tools.invalid:8080")
+        other = await _post(url, token, "https://elsewhere.invalid")
     assert (listed.status_code, listed.headers.get("access-control-allow-origin")) == (
         200,
-        "https://board.example.org",
+        "https://board.invalid",
     )
     assert any_port.status_code == 200
     assert other.status_code == 403
