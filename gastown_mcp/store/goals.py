@@ -19,6 +19,7 @@ from gastown_mcp.store.messages import send_in
 
 OPEN = ("issued", "acknowledged")
 NEXT_STATES = {"issued": ("acknowledged", "done", "refused"), "acknowledged": ("done", "refused")}
+CURSOR = "overseer_cursor:"  # meta key prefix: the last event id a loop has read, by loop name
 
 
 class GoalRepo:
@@ -206,6 +207,19 @@ class GoalRepo:
         """An event on its own (an overseer decision and its reasons)."""
         with self.db.write() as tx:
             tx.event(actor, verb, bead_id=bead_id, after=after)
+
+    def cursor(self, name: str) -> int | None:
+        """The last event id the loop `name` has read, or None before its first tick."""
+        row = self.db.query_one("SELECT value FROM meta WHERE key=?", (CURSOR + name,))
+        return int(json.loads(row["value"])["event"]) if row else None
+
+    def set_cursor(self, name: str, event_id: int) -> None:
+        """Keep the loop's cursor (no event: writing one would be news for the loop itself)."""
+        with self.db.write() as tx:
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+                (CURSOR + name, json.dumps({"event": int(event_id)})),
+            )
 
     def failures(self, bead_id: str, verbs: Sequence[str]) -> int:
         """How many times a bead failed (events with one of `verbs`)."""

@@ -1,7 +1,8 @@
 """The overseer loop: a deterministic shell around the overseer's model, stepped by `tick()`.
 
-Each tick reads the audit trail after its cursor and keeps only what matters: a goal added, a convoy landed, a
-bead failing again, a directive refused, mail for the overseer or the operator, a budget spent, a town or rig
+Each tick reads the audit trail after its cursor (kept in the store: a restarted loop resumes where it stopped
+and spends nothing when nothing changed meanwhile) and keeps only what matters: a goal added, a convoy landed,
+a bead failing again, a directive refused, mail for the overseer or the operator, a budget spent, a town or rig
 budget crossing 80 %, a goal's work crossing 80 % or 100 % of the goal's budget. Nothing that matters -> no
 model request. A landed convoy achieves its goals without a model. Otherwise the model gets a
 compact summary and chooses directives; the loop issues each unless the same one is open (dedup), backs off a
@@ -70,7 +71,9 @@ class Overseer:
         self.clock = clock
         self.me = system_agent(name, Role.overseer)
         self.cfg = town.settings.overseer
-        self._cursor = town.last_event_id(self.me)
+        kept = town.overseer_cursor(self.me)
+        self._kept = kept is not None  # a restart: the trail after its cursor holds what happened meanwhile
+        self._cursor = kept if kept is not None else town.last_event_id(self.me)
         self._started = False
         self._stopped = False
         self._crossed: dict[int, float] = {}  # goal -> the highest budget threshold it has crossed
@@ -90,12 +93,14 @@ class Overseer:
             self.town.overseer_budget(self.me, self.cfg.budget_usd)
             triggers |= self._at_start(steps)  # what happened while the town was down
         events = self.town.events(self.me, after_id=self._cursor, limit=1000)
-        if events:
-            self._cursor = events[-1].id
         for event in events:
             found = self._matters(event, steps)
             if found is not None:
                 triggers.setdefault(*found)
+        if events or not self._kept:
+            self._cursor = events[-1].id if events else self._cursor
+            self._kept = True  # kept from now on: the next start of the loop resumes here
+            self.town.overseer_cursor_set(self.me, self._cursor)
         triggers |= self._goal_budgets()
         if not triggers or self._stopped:
             return steps
@@ -142,13 +147,15 @@ class Overseer:
         return None
 
     def _at_start(self, steps: list[Step]) -> dict[str, str]:
-        """Goals whose convoys all landed are achieved; goals with no plan and no directive wake the model."""
+        """Goals whose convoys all landed are achieved; on a first start, goals with no plan and no directive
+        wake the model. A restarted loop reads what happened meanwhile after its kept cursor instead, so it
+        does not review goals it already judged."""
         out = {}
         for goal in self.town.goal_list(self.me, "active", 50):
             if goal.convoys and all(c.landed for c in goal.convoys):
                 for done in self.town.goals_landed(self.me, goal.convoys[-1].id):
                     steps.append(Step("achieved", f"goal {done.id}", done.reason))
-            elif not goal.convoys and not goal.directives:
+            elif not goal.convoys and not goal.directives and not self._kept:
                 out[f"goal:{goal.id}"] = f"goal {goal.id} is active with no plan: {goal.text[:200]}"
         return out
 

@@ -323,6 +323,17 @@ class GoalsAPI(PlansAPI):
         self._require(actor, "directive.issue", "record overseer decisions")
         self._store.goals.record(actor.name, verb, after, bead_id)
 
+    def overseer_cursor(self, actor: Agent) -> int | None:
+        """Where the overseer stopped reading the audit trail (kept in the store: a restart resumes there);
+        None before its first tick, or when the trail is behind it (a town restored from an older backup)."""
+        self._require(actor, "directive.issue", "read the overseer's cursor")
+        found = self._store.goals.cursor(actor.name)
+        return found if found is not None and found <= self._store.events.last_id() else None
+
+    def overseer_cursor_set(self, actor: Agent, event_id: int) -> None:
+        self._require(actor, "directive.issue", "move the overseer's cursor")
+        self._store.goals.set_cursor(actor.name, event_id)
+
     def tell_operator_once(self, actor: Agent, key: str, subject: str, body: str) -> bool:
         """Mail the human once about `key` (the overseer stopping, say); False when already told."""
         self._require(actor, "directive.issue", "mail the operator for the overseer")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -18,7 +19,8 @@ from gastown_mcp.planners import build_models
 from gastown_mcp.planners.overseer import build_overseer
 from gastown_mcp.serving import serve_in_thread
 from gastown_mcp.standin import Standin, build_standin
-from gastown_mcp.standin.overseer import loop_models
+from gastown_mcp.standin.conversation import Conversation, ToolCall, Turn
+from gastown_mcp.standin.overseer import OVERSEER_TOOL, loop_models
 from gastown_mcp.store import Store
 from gastown_mcp.supervisor.overseer import Overseer
 from gastown_mcp.town import Town
@@ -263,3 +265,39 @@ def test_a_town_budget_crossing_eighty_percent_wakes_it_once(
             clock[0] += 10
             overseer.tick()
         assert overseer_requests(store) == before + 1  # once, not every look
+
+
+@dataclass
+class Waits:
+    """An overseer model that judges each wake-up and directs nothing (the goal waits for the human)."""
+
+    name: str = "waits"
+
+    def next_turn(self, conversation: Conversation) -> Turn:
+        return Turn([ToolCall(OVERSEER_TOOL, {"directives": [], "summary": "nothing to direct yet"})])
+
+
+def test_a_restarted_loop_resumes_at_its_kept_cursor_and_spends_nothing_when_nothing_changed(
+    store: Store, settings: Settings, operator: Agent, mayor: Agent
+) -> None:
+    with overseen(store, settings, Waits()) as (town, overseer, _):
+        town.goal_add(operator, "A goal the overseer judged and left waiting")
+        assert [s.verb for s in overseer.tick()] == ["decided"]
+        assert overseer_requests(store) == 1 and town.directive_list(mayor) == []
+    # The town restarts: a new store, town and loop on the same town directory.
+    again = Store(settings)
+    try:
+        with overseen(again, settings, Waits()) as (town, overseer, _):
+            assert overseer.tick() == [] and overseer.tick() == []
+            assert overseer_requests(again) == 1 and overseer.tally.model_requests == 0
+        # Something that matters while it was down: the next start reads it after the kept cursor.
+        Town(again, settings).goal_add(operator, "Added while the overseer was down")
+        with overseen(again, settings, Waits()) as (town, overseer, _):
+            [decided] = overseer.tick()
+            assert decided.verb == "decided" and overseer_requests(again) == 2
+            [event] = [e for e in town.events(operator, limit=1000) if e.verb == Verb.overseer_decided][-1:]
+            assert event.after is not None and event.after["triggers"] == [
+                "goal 2 was added: Added while the overseer was down"
+            ]
+    finally:
+        again.close()
