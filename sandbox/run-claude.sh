@@ -1,16 +1,21 @@
 #!/bin/sh
 # Default agent command: Claude Code headless, talking to the town over MCP HTTP with the agent's token.
+# Arguments go to Claude Code as well (the mayor's command passes `--tools "" --system-prompt ...`: the town's
+# tools only). Without any, the agent gets the built-in tools a polecat works with; Claude Code's others
+# (sub-agents, cron, worktrees, monitors ...) would cost ~10k tokens a request and have no use here.
 # Inputs (environment, set by the runtime): GASTOWN_AGENT, GASTOWN_ROLE, GASTOWN_MCP_URL, GASTOWN_TOKEN,
 # GASTOWN_BEAD (optional), GASTOWN_MAX_TURNS (optional), GASTOWN_SESSION_ID (the session id the town records;
 # made up here when missing). To continue an ended session: GASTOWN_RESUME (its id) and GASTOWN_PROMPT (the
 # next prompt, e.g. a nudge); ~/.claude is a host directory, so a session outlives its container.
 # The model endpoint comes from ANTHROPIC_BASE_URL (the town's gateway) with the agent's virtual key in
-# ANTHROPIC_AUTH_TOKEN; no provider key is ever here.
+# ANTHROPIC_AUTH_TOKEN; no provider key is ever here. GASTOWN_OPT (default /opt/gastown) holds prompts/ and
+# settings.json.
 set -eu
 
+opt="${GASTOWN_OPT:-/opt/gastown}"
 role="${GASTOWN_ROLE:-polecat}"
-prompt_file="/opt/gastown/prompts/${role}.md"
-[ -f "$prompt_file" ] || prompt_file=/opt/gastown/prompts/polecat.md
+prompt_file="$opt/prompts/${role}.md"
+[ -f "$prompt_file" ] || prompt_file="$opt/prompts/polecat.md"
 mcp_config="$HOME/mcp.json"
 umask 077
 printf '{"mcpServers":{"gastown":{"type":"http","url":"%s","headers":{"Authorization":"Bearer %s"}}}}\n' \
@@ -22,18 +27,20 @@ else
   task="You are ${GASTOWN_AGENT:-an agent}. Check your hook and inbox with the town tools and work what is there."
 fi
 
+[ "$#" -gt 0 ] || set -- --tools "Bash,Edit,Write,Read,Glob,Grep"
 if [ -n "${GASTOWN_RESUME:-}" ]; then
-  set -- --resume "$GASTOWN_RESUME" -p "${GASTOWN_PROMPT:?GASTOWN_PROMPT is needed with GASTOWN_RESUME}"
+  set -- "$@" --resume "$GASTOWN_RESUME" -p "${GASTOWN_PROMPT:?GASTOWN_PROMPT is needed with GASTOWN_RESUME}"
 else
   session="${GASTOWN_SESSION_ID:-$(cat /proc/sys/kernel/random/uuid)}"
-  set -- --session-id "$session" -p "$task"
+  set -- "$@" --session-id "$session" -p "$task"
 fi
 
 # settings.json also makes Claude Code wait for the town's MCP server before its first turn: in -p mode it
 # otherwise connects in the background, and a first turn sent too early has no town tools at all.
-exec claude "$@" \
+exec claude \
   --output-format stream-json --verbose \
   --mcp-config "$mcp_config" --strict-mcp-config \
-  --settings /opt/gastown/settings.json \
+  --settings "$opt/settings.json" \
   --append-system-prompt "$(cat "$prompt_file")" \
-  --max-turns "${GASTOWN_MAX_TURNS:-200}"
+  --max-turns "${GASTOWN_MAX_TURNS:-200}" \
+  "$@"

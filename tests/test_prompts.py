@@ -51,7 +51,8 @@ def test_the_dockerfile_copies_the_prompts_where_run_claude_reads_them() -> None
     root = Path(__file__).resolve().parents[1]
     dockerfile = (root / "Dockerfile").read_text()
     assert f"COPY {PROMPTS_DIR}/ /opt/gastown/prompts/" in dockerfile
-    assert "/opt/gastown/prompts/${role}.md" in (root / "sandbox" / "run-claude.sh").read_text()
+    script = (root / "sandbox" / "run-claude.sh").read_text()
+    assert 'opt="${GASTOWN_OPT:-/opt/gastown}"' in script and 'prompt_file="$opt/prompts/${role}.md"' in script
 
 
 def test_a_changed_prompt_changes_the_agent_image_inputs(tmp_path: Path) -> None:

@@ -3,10 +3,10 @@ working its directives through the town's tools) and a planner for the demo's sa
 
 - Overseer: reads the JSON summary in its prompt; plans each active goal with no convoy and no open directive,
   asks the human about a goal whose work spent its budget, and directs an unblock of each blocked bead.
-- Mayor: lists its issued directives, takes the newest, acknowledges it, carries it out (plan_goal ->
-  plan_create on the goal's text and rig; unblock / cancel / reprioritise -> bead_update) and reports it done
-  (with the convoy for a plan); it looks again only when a new directive rode in on a tool result (a nudge),
-  else it ends its turn. Stateless like the
+- Mayor: takes the directive its prompt or the last tool result names (a nudge), or else lists its issued
+  directives and takes the oldest; acknowledges it, carries it out (plan_goal -> plan_create on the goal's text
+  and rig; unblock / cancel / reprioritise -> bead_update) and reports it done (with the convoy for a plan);
+  then it ends its turn unless a new directive rode in on that result. Stateless like the
   polecat script: the step rides in each tool_use id, the rest is read back from the conversation.
 - `Loop` routes each request by the tools it offers: submit_plan -> the sample-rig plan, submit_verdict -> the
   reviewer, issue_directives -> overseer, the mayor's directive tools -> mayor, anything else -> polecat.
@@ -27,7 +27,7 @@ from gastown_mcp.standin.polecat import TOOL_PREFIX, Polecat, _result_of, _step
 SUMMARY_MARK = "Town summary (JSON):"
 OVERSEER_TOOL = "issue_directives"
 MAYOR_TOOL = TOOL_PREFIX + "directive_update"
-NUDGED = re.compile(r"NUDGE from \S+ \(#\d+\): DIRECTIVE #")
+NUDGED = re.compile(r"NUDGE from \S+ \(#\d+\): DIRECTIVE #(\d+)")
 
 
 @dataclass
@@ -87,11 +87,20 @@ class MayorScript:
         if step is not None and any(r.is_error for r in results):
             failed = next(r for r in results if r.is_error)
             return Turn([Text(f"Stopping: {calls[-1].name} failed: {failed.text[:500]}")])
-        if step == "done" and not any(NUDGED.search(r.text) for r in results):
-            return Turn([Text("Directive carried out; nothing else is waiting for me.")])
-        if step in (None, "done"):  # a fresh or resumed session, or a new directive rode in on the last result
-            return self._call("list", "directive_list", {"state": "issued"})
-        directive = _first_directive(_result_of(conversation, "list"))
+        if step in (None, "done"):
+            # A directive in the prompt (a resumed session) or riding in on the last result (a nudge) says
+            # which one to take: no need to list them first.
+            said = [_last_prompt(conversation)] if step is None else [r.text for r in results]
+            nudged = [int(m.group(1)) for text in said for m in NUDGED.finditer(text)]
+            if nudged:
+                return self._call("ack", "directive_update", {"id": nudged[0], "state": "acknowledged"})
+            if step == "done":
+                return Turn([Text("Directive carried out; nothing else is waiting for me.")])
+            return self._call("list", "directive_list", {"state": "issued"})  # a fresh session: look
+        if step == "list":
+            directive = _first_directive(_result_of(conversation, "list"))
+        else:  # what it acknowledged: the directive itself, with its kind and arguments
+            directive = _directive(_result_of(conversation, "ack"))
         if directive is None:
             return Turn([Text("No directive is waiting for me; the scheduler works the ready beads.")])
         did, args = directive["id"], directive.get("args") or {}
@@ -133,6 +142,25 @@ def _first_directive(listed: str) -> dict[str, Any] | None:
         return None
     found = data.get("directives") if isinstance(data, dict) else None
     return found[-1] if isinstance(found, list) and found else None  # oldest first: the list is newest first
+
+
+def _last_prompt(conversation: Conversation) -> str:
+    """Every text block of the latest user message (Claude Code adds its own blocks beside the prompt)."""
+    for m in reversed(conversation.messages):
+        if m.get("role") == "user":
+            content = m.get("content", "")
+            if isinstance(content, str):
+                return content
+            return "\n".join(str(b.get("text", "")) for b in content if isinstance(b, dict) and b.get("type") == "text")
+    return ""
+
+
+def _directive(result: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(result)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and "id" in data and "kind" in data else None
 
 
 def _convoy_id(result: str) -> str | None:

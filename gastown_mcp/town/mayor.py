@@ -4,6 +4,11 @@
 job) and launches it when this process holds the runtime; an ended mayor session is resumed instead of
 replaced, so its transcript carries on. Directives reach it as nudges: on its next tool result while it runs,
 or as the prompt the witness resumes its ended session with (GUPP).
+
+Its Claude Code is cut down to the town's tools: no built-in tools (`--tools ""`: no Bash, Edit, Read ... so
+role discipline is enforced by what it can call) and a short system prompt of its own instead of Claude Code's
+(`--system-prompt`; the mayor's role prompt is appended as for every agent). Claude Code's default prompt and
+built-in tool list are ~19k of the ~22k tokens each request would otherwise send.
 """
 
 from __future__ import annotations
@@ -13,6 +18,13 @@ from gastown_mcp.models import Agent, AgentState, Role
 from gastown_mcp.town import guard
 from gastown_mcp.town.fleet import FleetAPI, request_agent, role_limits
 
+AGENT_COMMAND = "/opt/gastown/run-claude.sh"  # the image's Claude Code launcher; its arguments go to Claude Code
+SYSTEM_PROMPT = (
+    "You are the mayor of a Gas Town, a factory of AI coding agents. You act only through the town's MCP tools "
+    "(mcp__gastown__*): you plan and direct, polecats do the work. Be brief, and end your turn when nothing is "
+    "waiting for you."
+)
+COMMAND = (AGENT_COMMAND, "--tools", "", "--system-prompt", SYSTEM_PROMPT)
 START_PROMPT = (
     "You are {name}. Read your directives with directive_list (and town_inbox), carry out each one with the town "
     "tools, and report it with directive_update."
@@ -44,6 +56,7 @@ class MayorAPI(FleetAPI):
             role_limits(self.settings),
             actor.name,
             Role.mayor,
+            command=COMMAND,
             lease_seconds=self.settings.lease.seconds,
             name=name,
         )
