@@ -23,6 +23,7 @@ from typing import Any
 from gastown_mcp.standin.conversation import Conversation, Text, ToolCall, Turn
 from gastown_mcp.standin.planner import Models, PlannerScript
 from gastown_mcp.standin.polecat import TOOL_PREFIX, Polecat, _result_of, _step
+from gastown_mcp.town.directives import PLAN_CALL
 
 SUMMARY_MARK = "Town summary (JSON):"
 OVERSEER_TOOL = "issue_directives"
@@ -93,7 +94,12 @@ class MayorScript:
             said = [_last_prompt(conversation)] if step is None else [r.text for r in results]
             nudged = [int(m.group(1)) for text in said for m in NUDGED.finditer(text)]
             if nudged:
-                return self._call("ack", "directive_update", {"id": nudged[0], "state": "acknowledged"})
+                ack = self._tool("ack", "directive_update", {"id": nudged[0], "state": "acknowledged"})
+                plan = _plan_arguments(said, nudged[0])
+                if plan is None:
+                    return Turn([Text("Next: ack."), ack])
+                # The message names plan_create's arguments: take the directive and plan it in one turn.
+                return Turn([Text("Next: ack, plan."), ack, self._tool("plan", "plan_create", plan)])
             if step == "done":
                 return Turn([Text("Directive carried out; nothing else is waiting for me.")])
             return self._call("list", "directive_list", {"state": "issued"})  # a fresh session: look
@@ -131,8 +137,25 @@ class MayorScript:
         return self._call("done", "directive_update", {"id": did, "state": "done", "note": f"{directive['kind']} done"})
 
     def _call(self, step: str, tool: str, args: dict[str, Any]) -> Turn:
-        call_id = f"toolu_standin_{step}_{secrets.token_hex(8)}"
-        return Turn([Text(f"Next: {step}."), ToolCall(name=TOOL_PREFIX + tool, input=args, id=call_id)])
+        return Turn([Text(f"Next: {step}."), self._tool(step, tool, args)])
+
+    def _tool(self, step: str, tool: str, args: dict[str, Any]) -> ToolCall:
+        return ToolCall(name=TOOL_PREFIX + tool, input=args, id=f"toolu_standin_{step}_{secrets.token_hex(8)}")
+
+
+def _plan_arguments(texts: list[str], directive_id: int) -> dict[str, Any] | None:
+    """plan_create's arguments as a plan_goal directive's message gives them (None for other directives)."""
+    for text in texts:
+        at = text.find(f"DIRECTIVE #{directive_id} (plan_goal)")
+        start = text.find(PLAN_CALL, at) if at >= 0 else -1
+        if start < 0:
+            continue
+        try:
+            found, _ = json.JSONDecoder().raw_decode(text, start + len(PLAN_CALL))
+        except ValueError:
+            return None
+        return found if isinstance(found, dict) and found.get("goal") else None
+    return None
 
 
 def _first_directive(listed: str) -> dict[str, Any] | None:

@@ -110,16 +110,18 @@ def directive_of(row: sqlite3.Row) -> Directive:
     )
 
 
+PLAN_CALL = "plan_create with "  # followed by its arguments as JSON in a plan_goal directive's message
+
+
 def message_body(directive: DirectiveIn, args: dict[str, Any], goal_text: str | None) -> str:
     """The message that carries a directive: what to do, why, and how to report back."""
     kind, rig, bead = directive.kind, args.get("rig"), args.get("bead")
     what = {
         DirectiveKind.plan_goal: (
-            f"Plan goal {directive.goal}: {goal_text or ''!r}"
+            f"Plan goal {directive.goal}"
             + (f" on rig {rig}" if rig else "")
-            + ". Call plan_create with this goal"
-            + (f" and rig {rig}" if rig else "")
-            + ", then report done with convoy set to the new convoy's id."
+            + f": call {PLAN_CALL}{json.dumps({'goal': goal_text or '', **({'rig': rig} if rig else {})})}, "
+            "then report done with convoy set to the new convoy's id."
         ),
         DirectiveKind.reprioritise: f"Set bead {bead}'s priority to {args.get('priority')} (bead_update).",
         DirectiveKind.unblock: (
