@@ -77,6 +77,7 @@ class LoopResult:
     roles: list[RoleUsage] = field(default_factory=list)
     handoffs: list[tuple[str, Event | None]] = field(default_factory=list)
     mayor_resumed: bool = False  # its ended session was resumed with the directive
+    mayor_command: list[str] = field(default_factory=list)  # its container's command (Claude Code's arguments)
     overseer_ticks: int = 0
     overseer_requests: int = 0
     verified: int = 0  # beads the deacon ran verify commands for
@@ -149,6 +150,7 @@ async def _loop(process: TownProcess, console: Console, started: float, live: bo
     events = town.events(op, limit=100_000)
     result.handoffs = [(w, next((e for e in events if e.verb == v and test(e)), None)) for w, v, test in HANDOFFS]
     result.mayor_resumed = any(e.verb == Verb.agent_running and _resumed(e, "mayor") for e in events)
+    result.mayor_command = [str(c) for c in town.agent("mayor").metadata.get("command") or []]
     first_verify: dict[str, str] = {}
     for e in events:  # oldest first
         if e.verb in (Verb.verify_passed, Verb.verify_failed) and e.bead_id:
@@ -194,6 +196,12 @@ def _summary(console: Console, result: LoopResult) -> None:
     for r in result.roles:
         u.add_row(r.role, str(r.agents), str(r.requests), f"{r.tokens:,}", f"${r.cost_usd:.4f}", f"{r.share:.1%}")
     console.print(u)
+    mayor = next((r for r in result.roles if r.role == "mayor"), None)
+    if mayor is not None and mayor.requests:
+        console.print(
+            f"mayor: {mayor.requests} requests, {mayor.tokens // mayor.requests:,} tokens each on average "
+            "(Claude Code with the town's tools only and its own short system prompt)"
+        )
     console.print(
         f"overseer: {result.overseer_requests} model requests in {result.overseer_ticks} ticks "
         f"(an idle tick costs none); overseer + mayor: {result.steering_share:.1%} of all tokens; "
