@@ -29,6 +29,7 @@ FAILURES = (Verb.bead_blocked, Verb.merge_failed, Verb.verify_failed)
 THRESHOLDS = (0.8, 1.0)  # shares of a goal's budget that wake the overseer once each
 WARN_SHARE = 0.8  # the share of a town or rig budget that wakes it once before the budget is spent
 BUDGET_CHECK_SECONDS = 5.0
+EVENTS_PER_READ = 1000
 
 
 class Model(Protocol):
@@ -92,15 +93,19 @@ class Overseer:
             self._started = True
             self.town.overseer_budget(self.me, self.cfg.budget_usd)
             triggers |= self._at_start(steps)  # what happened while the town was down
-        events = self.town.events(self.me, after_id=self._cursor, limit=1000)
-        for event in events:
-            found = self._matters(event, steps)
-            if found is not None:
-                triggers.setdefault(*found)
-        if events or not self._kept:
-            self._cursor = events[-1].id if events else self._cursor
-            self._kept = True  # kept from now on: the next start of the loop resumes here
-            self.town.overseer_cursor_set(self.me, self._cursor)
+        cursor = self._cursor
+        while True:  # all of it in one tick (a restart may find a long trail): one decision for the lot
+            events = self.town.events(self.me, after_id=cursor, limit=EVENTS_PER_READ)
+            for event in events:
+                found = self._matters(event, steps)
+                if found is not None:
+                    triggers.setdefault(*found)
+            cursor = events[-1].id if events else cursor
+            if len(events) < EVENTS_PER_READ:
+                break
+        if cursor != self._cursor or not self._kept:
+            self._cursor, self._kept = cursor, True  # kept from now on: the next start resumes here
+            self.town.overseer_cursor_set(self.me, cursor)
         triggers |= self._goal_budgets()
         if not triggers or self._stopped:
             return steps

@@ -278,7 +278,7 @@ class Waits:
 
 
 def test_a_restarted_loop_resumes_at_its_kept_cursor_and_spends_nothing_when_nothing_changed(
-    store: Store, settings: Settings, operator: Agent, mayor: Agent
+    store: Store, settings: Settings, operator: Agent, mayor: Agent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with overseen(store, settings, Waits()) as (town, overseer, _):
         town.goal_add(operator, "A goal the overseer judged and left waiting")
@@ -290,14 +290,22 @@ def test_a_restarted_loop_resumes_at_its_kept_cursor_and_spends_nothing_when_not
         with overseen(again, settings, Waits()) as (town, overseer, _):
             assert overseer.tick() == [] and overseer.tick() == []
             assert overseer_requests(again) == 1 and overseer.tally.model_requests == 0
-        # Something that matters while it was down: the next start reads it after the kept cursor.
-        Town(again, settings).goal_add(operator, "Added while the overseer was down")
+        # What matters while it was down: the next start reads all of it after the kept cursor, in one tick
+        # however long the trail (read a few events at a time here), and decides once.
+        down = Town(again, settings)
+        down.goal_add(operator, "Added while the overseer was down")
+        for n in range(5):
+            down.bead_create(operator, f"unrelated work {n}")
+        down.goal_add(operator, "Added later")
+        monkeypatch.setattr("gastown_mcp.supervisor.overseer.EVENTS_PER_READ", 2)
         with overseen(again, settings, Waits()) as (town, overseer, _):
             [decided] = overseer.tick()
             assert decided.verb == "decided" and overseer_requests(again) == 2
+            assert overseer.tick() == [] and overseer_requests(again) == 2
             [event] = [e for e in town.events(operator, limit=1000) if e.verb == Verb.overseer_decided][-1:]
             assert event.after is not None and event.after["triggers"] == [
-                "goal 2 was added: Added while the overseer was down"
+                "goal 2 was added: Added while the overseer was down",
+                "goal 3 was added: Added later",
             ]
     finally:
         again.close()
