@@ -2,7 +2,7 @@
 # Default agent command: Claude Code headless, talking to the town over MCP HTTP with the agent's token.
 # Arguments go to Claude Code as well (the mayor's command passes `--tools "" --system-prompt ...`: the town's
 # tools only). Without any, the agent gets the built-in tools a polecat works with; Claude Code's others
-# (sub-agents, cron, worktrees, monitors ...) would cost ~10k tokens a request and have no use here.
+# (sub-agents, cron, worktrees, monitors ...) would cost ~14k tokens a request and have no use here.
 # Inputs (environment, set by the runtime): GASTOWN_AGENT, GASTOWN_ROLE, GASTOWN_MCP_URL, GASTOWN_TOKEN,
 # GASTOWN_BEAD (optional), GASTOWN_MAX_TURNS (optional), GASTOWN_SESSION_ID (the session id the town records;
 # made up here when missing). To continue an ended session: GASTOWN_RESUME (its id) and GASTOWN_PROMPT (the

@@ -281,3 +281,24 @@ def test_the_scheduler_holds_a_paused_rig_and_keeps_to_a_directed_polecat_limit(
     town.directive_update(mayor, resume.id, "done")
     assert len([s for s in reconciler.tick() if s.verb == "dispatched"]) == 2
     assert [s for s in reconciler.tick() if s.verb == "dispatched"] == []
+
+
+def test_a_plan_goal_message_names_plan_creates_exact_arguments_whatever_the_goal_text(
+    town: Town, operator: Agent, add_agent: Callable[..., Agent]
+) -> None:
+    from gastown_mcp.standin.conversation import Conversation, ToolCall
+    from gastown_mcp.standin.overseer import MayorScript
+
+    add_agent("mayor", Role.mayor)
+    text = 'Say "héllo", then {braces} and a newline:\nsecond line'
+    goal = town.goal_add(operator, text)
+    issued = town.directive_issue(operator, DirectiveIn(kind=DirectiveKind.plan_goal, goal=goal.id, reason="no plan"))
+    [nudge] = town.nudges(operator, to="mayor")
+    # A mayor resumed with it (the scripted one here) acknowledges and plans it in one turn, from the message alone.
+    prompt = {"role": "user", "content": [{"type": "text", "text": nudge.nudge_line()}]}
+    turn = MayorScript().next_turn(Conversation({"messages": [prompt]}))
+    calls = [(b.name, b.input) for b in turn.blocks if isinstance(b, ToolCall)]
+    assert calls == [
+        ("mcp__gastown__directive_update", {"id": issued.id, "state": "acknowledged"}),
+        ("mcp__gastown__plan_create", {"goal": text}),
+    ]

@@ -116,11 +116,10 @@ PLAN_CALL = "plan_create with "  # followed by its arguments as JSON in a plan_g
 def message_body(directive: DirectiveIn, args: dict[str, Any], goal_text: str | None) -> str:
     """The message that carries a directive: what to do, why, and how to report back."""
     kind, rig, bead = directive.kind, args.get("rig"), args.get("bead")
+    plan = json.dumps({"goal": goal_text or "", **({"rig": rig} if rig else {})}, ensure_ascii=False)
     what = {
         DirectiveKind.plan_goal: (
-            f"Plan goal {directive.goal}"
-            + (f" on rig {rig}" if rig else "")
-            + f": call {PLAN_CALL}{json.dumps({'goal': goal_text or '', **({'rig': rig} if rig else {})})}, "
+            f"Plan goal {directive.goal}" + (f" on rig {rig}" if rig else "") + f": call {PLAN_CALL}{plan}, "
             "then report done with convoy set to the new convoy's id."
         ),
         DirectiveKind.reprioritise: f"Set bead {bead}'s priority to {args.get('priority')} (bead_update).",
