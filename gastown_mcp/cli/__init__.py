@@ -1,43 +1,98 @@
 """The `gastown` command line: thin commands that parse, call `Town`, and print (rich tables or --json).
 
-One typer sub-app per noun (`bead`, `agent`, `mail`, ...) lives in its own module here; add a new noun by
-writing `gastown_mcp/cli/<noun>.py` with an `app` and adding it in `build_app()`. Every `GastownError` becomes
+One module per noun (`bead`, `agent`, `mail`, ...) lives here, each with a `register(app)` that adds its
+commands. `COMMANDS` names every top-level command and its module: a command's module is imported only when
+that command runs (or `--help` lists it), so `gastown bead ready` loads neither Docker, the gateway nor the MCP
+SDK. Add a command by adding it in its module's `register()` and its name to `COMMANDS` (a test checks the two
+agree). Every `GastownError` becomes
 one line on stderr (`error: ...`) and the error's exit code, in `_Group.invoke` and nowhere else; a usage error
 (a bad option value, a missing argument) is one such line too, with exit code 2, in `_Group.main`.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
+from difflib import get_close_matches
 from typing import Any
 
 import typer
+import typer.main
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 
-from gastown_mcp.cli import (
-    agents,
-    beads,
-    budget_cmds,
-    dashboard_cmds,
-    dogs_cmds,
-    fleet_cmds,
-    goals,
-    mayor_cmds,
-    merges,
-    messages,
-    plans,
-    town_cmds,
-)
 from gastown_mcp.errors import GastownError
 
-__all__ = ["build_app", "main"]
+__all__ = ["COMMANDS", "build_app", "load_commands", "main"]
+
+# Every top-level command -> the modules (in this package) whose `register(app)` add it and its subcommands
+# (`plans` adds `bead import`, `fleet_cmds` adds `agent spawn|stop|logs|ls`), in `--help` order.
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "init": ("town_cmds",),
+    "serve": ("town_cmds",),
+    "status": ("town_cmds",),
+    "feed": ("town_cmds",),
+    "export": ("town_cmds",),
+    "nudge": ("messages",),
+    "inbox": ("messages",),
+    "up": ("fleet_cmds",),
+    "down": ("fleet_cmds",),
+    "sling": ("fleet_cmds",),
+    "doctor": ("fleet_cmds",),
+    "backup": ("dogs_cmds",),
+    "restore": ("dogs_cmds",),
+    "estop": ("dogs_cmds",),
+    "thaw": ("dogs_cmds",),
+    "usage": ("budget_cmds",),
+    "plan": ("plans",),
+    "bead": ("beads", "plans"),
+    "agent": ("agents", "fleet_cmds"),
+    "mail": ("messages",),
+    "rig": ("fleet_cmds",),
+    "image": ("fleet_cmds",),
+    "budget": ("budget_cmds",),
+    "mq": ("merges",),
+    "convoy": ("plans",),
+    "route": ("model_cmds",),
+    "model": ("model_cmds",),
+    "dashboard": ("dashboard_cmds",),
+    "goal": ("goals",),
+    "directive": ("goals",),
+    "mayor": ("mayor_cmds",),
+}
+
+
+def load_commands(modules: tuple[str, ...]) -> dict[str, Any]:
+    """The click commands that the `register()` of these `gastown_mcp.cli` modules add, by name."""
+    sub = typer.Typer()
+    for module in modules:
+        importlib.import_module(f"gastown_mcp.cli.{module}").register(sub)
+    return dict(typer.main.get_group(sub).commands)
 
 
 class _Group(TyperGroup):
-    """The root command group: the one place expected errors turn into a line on stderr and an exit code."""
+    """The root command group: loads a command's module when that command is asked for, and is the one place
+    expected errors turn into a line on stderr and an exit code."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*COMMANDS, *(name for name in self.commands if name not in COMMANDS)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            for name, command in load_commands(COMMANDS[cmd_name]).items():
+                self.commands.setdefault(name, command)
+        return self.commands.get(cmd_name)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except UsageError as exc:
+            matches = get_close_matches(args[0], self.list_commands(ctx)) if args else []
+            if matches and "Did you mean" not in exc.message:
+                suggestions = ", ".join(f"{m!r}" for m in matches)
+                exc.message = f"{exc.message.rstrip('.')}. Did you mean {suggestions}?"
+            raise
 
     def invoke(self, ctx: Any) -> Any:  # typer's vendored click.Context
         try:
@@ -79,6 +134,8 @@ class _Group(TyperGroup):
 
 def _version(value: bool) -> None:
     if value:
+        from importlib.metadata import PackageNotFoundError, version
+
         try:
             typer.echo(f"gastown {version('gastown_mcp')}")
         except PackageNotFoundError:  # run from a source tree that was never installed
@@ -102,23 +159,7 @@ def build_app() -> typer.Typer:
         no_args_is_help=True,
         pretty_exceptions_show_locals=False,  # locals can hold agent tokens
     )
-    app.callback()(_root)
-
-    town_cmds.register(app)
-    app.add_typer(beads.app, name="bead")
-    app.add_typer(agents.app, name="agent")
-    messages.register(app)
-    fleet_cmds.register(app)
-    dogs_cmds.register(app)
-    budget_cmds.register(app)
-    app.add_typer(merges.app, name="mq")
-    plans.register(app)
-    from gastown_mcp.cli import model_cmds  # `gastown route` and `gastown model`
-
-    model_cmds.register(app)
-    dashboard_cmds.register(app)
-    goals.register(app)
-    mayor_cmds.register(app)
+    app.callback()(_root)  # the commands themselves come from COMMANDS, each when it is asked for
     return app
 
 
