@@ -63,11 +63,18 @@ COMMANDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def load_commands(modules: tuple[str, ...]) -> dict[str, Any]:
-    """The click commands that the `register()` of these `gastown_mcp.cli` modules add, by name."""
+def load_commands(modules: tuple[str, ...], name: str | None = None) -> dict[str, Any]:
+    """The click commands that the `register()` of these `gastown_mcp.cli` modules add, by name; with `name`, only
+    that one is built (typer reads every parameter of a command to build it)."""
     sub = typer.Typer()
     for module in modules:
         importlib.import_module(f"gastown_mcp.cli.{module}").register(sub)
+    if name is not None:
+        only = typer.Typer()
+        only.registered_commands = [c for c in sub.registered_commands if c.name == name]
+        only.registered_groups = [g for g in sub.registered_groups if g.name == name]
+        if only.registered_commands or only.registered_groups:
+            sub = only
     return dict(typer.main.get_group(sub).commands)
 
 
@@ -80,7 +87,7 @@ class _Group(TyperGroup):
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name not in self.commands and cmd_name in COMMANDS:
-            for name, command in load_commands(COMMANDS[cmd_name]).items():
+            for name, command in load_commands(COMMANDS[cmd_name], cmd_name).items():
                 self.commands.setdefault(name, command)
         return self.commands.get(cmd_name)
 

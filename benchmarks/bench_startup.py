@@ -1,0 +1,139 @@
+"""Start-up time of the `gastown` command against `python -c pass`, in one run, as whole processes.
+
+Times, round after round in turn: `python -c pass` (the reference), `gastown bead ready`, `gastown status` (both
+against a real town made here, with beads and agents in it) and `gastown serve --as mayor` from its spawn to
+its answer to `initialize` over stdio, through the real `mcp` client (the JSON-RPC handshake). Wall time is
+spawn to exit (to the answer, for `serve`); CPU is the child's user + system time from the kernel. Ratios are
+taken round by round, so a machine that speeds up or slows down during the run moves both sides.
+An installed package carries its bytecode; the source tree is byte-compiled first so a checkout is measured
+the same way. Run: `.venv/bin/python benchmarks/bench_startup.py` (figures to stdout and to
+benchmarks/results/bench_startup.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+from _report import write_report
+from mcp import Client, StdioServerParameters
+
+import gastown_mcp
+from gastown_mcp.assemble import open_town
+from gastown_mcp.config import load_settings
+from gastown_mcp.models import Role
+from gastown_mcp.town import operator
+
+GASTOWN = str(Path(sys.executable).with_name("gastown"))
+
+
+def make_town(root: Path, beads: int) -> Path:
+    """A town made by `gastown init`, then beads (some blocked, some claimed) and agents through `Town`."""
+    town_dir = root / "town"
+    subprocess.run([GASTOWN, "init", str(town_dir), "--name", "bench"], check=True, capture_output=True)
+    town = open_town(load_settings(town_dir))
+    try:
+        boss = operator()
+        town.agent_add(boss, "mayor", Role.mayor)
+        polecats = [town.agent_add(boss, f"polecat-{i}", Role.polecat).agent for i in range(5)]
+        made = [town.bead_create(boss, f"bead {i}", priority=i % 5).id for i in range(beads)]
+        for blocked, blocker in zip(made[1::10], made[::10], strict=False):
+            town.bead_link(boss, blocked, blocker, "blocks")
+        for polecat, bead_id in zip(polecats, made[2::7], strict=False):
+            town.bead_claim(polecat, bead_id)
+    finally:
+        town.close()
+    return town_dir
+
+
+def run_process(argv: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall seconds from spawn to exit, and the child's CPU seconds (user + system)."""
+    start = time.perf_counter()
+    child = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    err = child.stderr.read().decode() if child.stderr else ""
+    if child.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({child.returncode}): {err}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+async def serve_initialize(town_dir: Path) -> float:
+    """Seconds from spawning `gastown serve --as mayor` to its answer to `initialize` (the client is then up)."""
+    params = StdioServerParameters(command=GASTOWN, args=["serve", "--town", str(town_dir), "--as", "mayor"])
+    start = time.perf_counter()
+    async with Client(params, mode="legacy") as client:  # type: ignore[arg-type]
+        answered = time.perf_counter() - start
+        tools = await client.list_tools()
+        if not tools.tools:
+            raise SystemExit("serve answered initialize but lists no tools")
+    return answered
+
+
+def summary(values: list[float], scale: float = 1.0, digits: int = 1) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values) * scale, digits),
+        "min": round(min(values) * scale, digits),
+        "max": round(max(values) * scale, digits),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=15, help="Rounds; each runs every command once.")
+    parser.add_argument("--beads", type=int, default=200, help="Beads in the town.")
+    args = parser.parse_args()
+    compileall.compile_dir(str(Path(gastown_mcp.__file__).parent), quiet=1)
+    with tempfile.TemporaryDirectory(prefix="gastown-startup-") as tmp:
+        town_dir = make_town(Path(tmp), args.beads)
+        env_town = ["--town", str(town_dir)]
+        commands: dict[str, Callable[[], tuple[float, float]]] = {
+            "python -c pass": lambda: run_process([sys.executable, "-c", "pass"], town_dir),
+            "gastown bead ready": lambda: run_process([GASTOWN, "bead", "ready", *env_town], town_dir),
+            "gastown status": lambda: run_process([GASTOWN, "status", *env_town], town_dir),
+        }
+        wall: dict[str, list[float]] = {name: [] for name in [*commands, "gastown serve --as mayor"]}
+        cpu: dict[str, list[float]] = {name: [] for name in commands}
+        for name, once in commands.items():  # warm the page cache once
+            once()
+        anyio.run(serve_initialize, town_dir)
+        for _ in range(args.rounds):
+            for name, once in commands.items():
+                w, c = once()
+                wall[name].append(w)
+                cpu[name].append(c)
+            wall["gastown serve --as mayor"].append(anyio.run(serve_initialize, town_dir))
+    ref_wall, ref_cpu = wall["python -c pass"], cpu["python -c pass"]
+    results: dict[str, dict[str, object]] = {}
+    print(f"{args.rounds} rounds, {args.beads} beads; medians [min..max]; ratio = this / python -c pass, per round")
+    for name, walls in wall.items():
+        row: dict[str, object] = {"wall_ms": summary(walls, 1000)}
+        ratio = summary([w / r for w, r in zip(walls, ref_wall, strict=True)], digits=2)
+        row["wall_ratio"] = ratio
+        line = f"{name:<26} wall {row['wall_ms']['median']:7.1f} ms  x{ratio['median']:5.2f} [{ratio['min']}..{ratio['max']}]"  # type: ignore[index]
+        if name in cpu:
+            row["cpu_ms"] = summary(cpu[name], 1000)
+            cpu_ratio = summary([c / r for c, r in zip(cpu[name], ref_cpu, strict=True)], digits=2)
+            row["cpu_ratio"] = cpu_ratio
+            line += f"   cpu {row['cpu_ms']['median']:6.1f} ms  x{cpu_ratio['median']:5.2f}"  # type: ignore[index]
+        results[name] = row
+        print(line)
+    load = os.getloadavg()
+    print(f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cpus")
+    write_report(
+        "bench_startup", results, rounds=args.rounds, beads=args.beads, load_average=[round(x, 1) for x in load]
+    )
+
+
+if __name__ == "__main__":
+    main()
