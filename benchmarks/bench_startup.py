@@ -35,6 +35,26 @@ from gastown_mcp.town import operator
 
 GASTOWN = str(Path(sys.executable).with_name("gastown"))
 
+# The floor under any typer command: a one-command app (typer builds pydantic adapters for its options) that
+# prints a rich table read from the town database. `import mcp` is the floor under `serve`.
+TYPER_FLOOR = """
+import sqlite3
+import typer
+from rich.console import Console
+from rich.table import Table
+app = typer.Typer()
+@app.callback()
+def root() -> None: ...
+@app.command()
+def ready(limit: int = typer.Option(20, "--limit"), town: str = typer.Option(".", "--town"),
+          as_json: bool = typer.Option(False, "--json")) -> None:
+    table = Table("id", "title")
+    for row in sqlite3.connect(town + "/town.db").execute("SELECT id, title FROM beads LIMIT ?", (limit,)):
+        table.add_row(*row)
+    Console().print(table)
+app()
+"""
+
 
 def make_town(root: Path, beads: int) -> Path:
     """A town made by `gastown init`, then beads (some blocked, some claimed) and agents through `Town`."""
@@ -72,7 +92,7 @@ async def serve_initialize(town_dir: Path) -> float:
     """Seconds from spawning `gastown serve --as mayor` to its answer to `initialize` (the client is then up)."""
     params = StdioServerParameters(command=GASTOWN, args=["serve", "--town", str(town_dir), "--as", "mayor"])
     start = time.perf_counter()
-    async with Client(params, mode="legacy") as client:  # type: ignore[arg-type]
+    async with Client(params, mode="legacy") as client:
         answered = time.perf_counter() - start
         tools = await client.list_tools()
         if not tools.tools:
@@ -101,10 +121,14 @@ def main() -> None:
             "python -c pass": lambda: run_process([sys.executable, "-c", "pass"], town_dir),
             "gastown bead ready": lambda: run_process([GASTOWN, "bead", "ready", *env_town], town_dir),
             "gastown status": lambda: run_process([GASTOWN, "status", *env_town], town_dir),
+            "floor: typer command + rich": lambda: run_process(
+                [sys.executable, "-c", TYPER_FLOOR, "ready", *env_town], town_dir
+            ),
+            "floor: python -c 'import mcp'": lambda: run_process([sys.executable, "-c", "import mcp"], town_dir),
         }
         wall: dict[str, list[float]] = {name: [] for name in [*commands, "gastown serve --as mayor"]}
         cpu: dict[str, list[float]] = {name: [] for name in commands}
-        for name, once in commands.items():  # warm the page cache once
+        for once in commands.values():  # warm the page cache once
             once()
         anyio.run(serve_initialize, town_dir)
         for _ in range(args.rounds):
@@ -113,26 +137,30 @@ def main() -> None:
                 wall[name].append(w)
                 cpu[name].append(c)
             wall["gastown serve --as mayor"].append(anyio.run(serve_initialize, town_dir))
-    ref_wall, ref_cpu = wall["python -c pass"], cpu["python -c pass"]
-    results: dict[str, dict[str, object]] = {}
+    results = {name: row(wall[name], cpu.get(name), wall["python -c pass"], cpu["python -c pass"]) for name in wall}
     print(f"{args.rounds} rounds, {args.beads} beads; medians [min..max]; ratio = this / python -c pass, per round")
-    for name, walls in wall.items():
-        row: dict[str, object] = {"wall_ms": summary(walls, 1000)}
-        ratio = summary([w / r for w, r in zip(walls, ref_wall, strict=True)], digits=2)
-        row["wall_ratio"] = ratio
-        line = f"{name:<26} wall {row['wall_ms']['median']:7.1f} ms  x{ratio['median']:5.2f} [{ratio['min']}..{ratio['max']}]"  # type: ignore[index]
-        if name in cpu:
-            row["cpu_ms"] = summary(cpu[name], 1000)
-            cpu_ratio = summary([c / r for c, r in zip(cpu[name], ref_cpu, strict=True)], digits=2)
-            row["cpu_ratio"] = cpu_ratio
-            line += f"   cpu {row['cpu_ms']['median']:6.1f} ms  x{cpu_ratio['median']:5.2f}"  # type: ignore[index]
-        results[name] = row
+    for name, r in results.items():
+        ms, wr = r["wall_ms"], r["wall_ratio"]
+        line = f"{name:<30} wall {ms['median']:7.1f} ms  x{wr['median']:5.2f} [{wr['min']}..{wr['max']}]"
+        if "cpu_ms" in r:
+            line += f"   cpu {r['cpu_ms']['median']:6.1f} ms  x{r['cpu_ratio']['median']:5.2f}"
         print(line)
-    load = os.getloadavg()
-    print(f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cpus")
-    write_report(
-        "bench_startup", results, rounds=args.rounds, beads=args.beads, load_average=[round(x, 1) for x in load]
-    )
+    load = [round(x, 1) for x in os.getloadavg()]
+    print(f"load average {load[0]} {load[1]} {load[2]} on {os.cpu_count()} cpus")
+    write_report("bench_startup", results, rounds=args.rounds, beads=args.beads, load_average=load)
+
+
+def row(
+    walls: list[float], cpus: list[float] | None, ref_wall: list[float], ref_cpu: list[float]
+) -> dict[str, dict[str, float]]:
+    out = {
+        "wall_ms": summary(walls, 1000),
+        "wall_ratio": summary([w / r for w, r in zip(walls, ref_wall, strict=True)], digits=2),
+    }
+    if cpus is not None:
+        out["cpu_ms"] = summary(cpus, 1000)
+        out["cpu_ratio"] = summary([c / r for c, r in zip(cpus, ref_cpu, strict=True)], digits=2)
+    return out
 
 
 if __name__ == "__main__":
