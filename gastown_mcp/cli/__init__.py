@@ -171,4 +171,9 @@ def build_app() -> typer.Typer:
 
 
 def main() -> None:
+    from gastown_mcp.cli import stdio_front
+
+    # `serve --as NAME` answers `initialize` before typer or the MCP SDK load (see stdio_front)
+    if stdio_front.serve_from_argv(sys.argv[1:]):
+        return
     build_app()(prog_name="gastown")

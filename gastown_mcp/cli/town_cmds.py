@@ -94,9 +94,9 @@ def serve(
                 run_http(town, host, port)
             else:
                 agent = town.agent(as_ or "")
-                from gastown_mcp.server import run_stdio
+                from gastown_mcp.cli import stdio_front
 
-                run_stdio(town, agent)  # stdout belongs to the protocol: print nothing here
+                stdio_front.serve(town, agent)  # stdout belongs to the protocol: print nothing here
         except KeyboardInterrupt:
             pass
 
