@@ -76,12 +76,14 @@ def serve_from_argv(argv: list[str]) -> bool:
     if parsed is None:
         return False
     name, town_dir = parsed
+    candidate = (town_dir or Path.cwd()).expanduser()
     from gastown_mcp import assemble
-    from gastown_mcp.cli._edge import find_town_dir
-    from gastown_mcp.config import load_settings
+    from gastown_mcp.config import TOWN_FILE, load_settings
 
+    if not (candidate / TOWN_FILE).is_file():
+        return False  # the command says where to find or make a town
     try:
-        town = assemble.open_town(load_settings(find_town_dir(town_dir)))
+        town = assemble.open_town(load_settings(candidate))
     except Exception:
         return False
     try:

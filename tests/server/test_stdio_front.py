@@ -128,3 +128,44 @@ async def test_an_unknown_or_removed_agent_is_refused_before_any_answer_even_wit
         [GASTOWN, *params.args], input=json.dumps(request) + "\n", capture_output=True, text=True, timeout=60
     )
     assert (done.returncode, done.stdout, done.stderr.strip()) == (3, "", error)
+
+
+async def test_the_cached_answer_goes_out_before_the_sdk_or_typer_is_imported(
+    settings: Settings, crew: dict[str, Agent]
+) -> None:
+    await _initialize(settings, "polecat-1")
+    kept = json.loads(_cached(settings)[0].read_text())
+    request = {
+        "jsonrpc": "2.0",
+        "id": "first",
+        "method": "initialize",
+        "params": {
+            "protocolVersion": kept["key"]["protocol_version"],
+            "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"},
+        },
+    }
+    # `gastown`'s own entry point, with the front's write noting which libraries were loaded at that moment
+    code = (
+        "import sys\n"
+        "from gastown_mcp.cli import stdio_front\n"
+        "write = stdio_front.Wire.write\n"
+        "def noting(self, data):\n"
+        "    sys.stderr.write(repr(sorted({'mcp', 'mcp_types', 'typer'} & set(sys.modules))) + '\\n')\n"
+        "    write(self, data)\n"
+        "stdio_front.Wire.write = noting\n"
+        "from gastown_mcp.cli import main\n"
+        "main()\n"
+    )
+    args = serve(settings, "polecat-1").args
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        input=json.dumps(request) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert answers == [{"jsonrpc": "2.0", "id": "first", "result": kept["result"]}]  # once: the server's dropped
+    assert done.stderr.splitlines()[0] == "[]"
