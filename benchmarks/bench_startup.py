@@ -2,8 +2,10 @@
 
 Times, round after round in turn: `python -c pass` (the reference), `gastown bead ready`, `gastown status` (both
 against a real town made here, with beads and agents in it) and `gastown serve --as mayor` from its spawn to
-its answer to `initialize` over stdio, through the real `mcp` client (the JSON-RPC handshake). Wall time is
-spawn to exit (to the answer, for `serve`); CPU is the child's user + system time from the kernel. Ratios are
+its answer to `initialize` over stdio, through the real `mcp` client (the JSON-RPC handshake): with the answer
+an earlier start cached (the front answers before the SDK loads), to its answer to the `tools/list` after it
+(the server proper is up), and with no cached answer (a town's first start). Wall time is spawn to exit (to the
+answer, for `serve`); CPU is the child's user + system time from the kernel. Ratios are
 taken round by round, so a machine that speeds up or slows down during the run moves both sides.
 An installed package carries its bytecode; the source tree is byte-compiled first so a checkout is measured
 the same way. Run: `.venv/bin/python benchmarks/bench_startup.py` (figures to stdout and to
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -29,6 +32,7 @@ from mcp import Client, StdioServerParameters
 
 import gastown_mcp
 from gastown_mcp.assemble import open_town
+from gastown_mcp.cli.stdio_front import CACHE_DIR
 from gastown_mcp.config import load_settings
 from gastown_mcp.models import Role
 from gastown_mcp.town import operator
@@ -36,7 +40,8 @@ from gastown_mcp.town import operator
 GASTOWN = str(Path(sys.executable).with_name("gastown"))
 
 # The floor under any typer command: a one-command app (typer builds pydantic adapters for its options) that
-# prints a rich table read from the town database. `import mcp` is the floor under `serve`.
+# prints a rich table read from the town database. `import mcp` is the floor under a server's first answer;
+# importing the town (to check the agent) is the floor under the stdio front's.
 TYPER_FLOOR = """
 import sqlite3
 import typer
@@ -54,6 +59,13 @@ def ready(limit: int = typer.Option(20, "--limit"), town: str = typer.Option("."
     Console().print(table)
 app()
 """
+
+
+SERVE_ROWS = (
+    "serve --as mayor: initialize",
+    "serve --as mayor: tools/list",
+    "serve: initialize, none cached",
+)
 
 
 def make_town(root: Path, beads: int) -> Path:
@@ -88,16 +100,21 @@ def run_process(argv: list[str], cwd: Path) -> tuple[float, float]:
     return wall, usage.ru_utime + usage.ru_stime
 
 
-async def serve_initialize(town_dir: Path) -> float:
-    """Seconds from spawning `gastown serve --as mayor` to its answer to `initialize` (the client is then up)."""
+async def serve_initialize(town_dir: Path, cached: bool = True) -> tuple[float, float]:
+    """Seconds from spawning `gastown serve --as mayor` to its answer to `initialize` (the client is then up),
+    and to its answer to `tools/list` (the server proper is up). `cached=False` first removes the answer an
+    earlier start cached, so `initialize` waits for the SDK as it does on a town's first start."""
+    if not cached:
+        shutil.rmtree(town_dir / CACHE_DIR, ignore_errors=True)
     params = StdioServerParameters(command=GASTOWN, args=["serve", "--town", str(town_dir), "--as", "mayor"])
     start = time.perf_counter()
     async with Client(params, mode="legacy") as client:
         answered = time.perf_counter() - start
         tools = await client.list_tools()
+        listed = time.perf_counter() - start
         if not tools.tools:
             raise SystemExit("serve answered initialize but lists no tools")
-    return answered
+    return answered, listed
 
 
 def summary(values: list[float], scale: float = 1.0, digits: int = 1) -> dict[str, float]:
@@ -125,8 +142,12 @@ def main() -> None:
                 [sys.executable, "-c", TYPER_FLOOR, "ready", *env_town], town_dir
             ),
             "floor: python -c 'import mcp'": lambda: run_process([sys.executable, "-c", "import mcp"], town_dir),
+            # what the stdio front loads before it answers: the town, to check the agent
+            "floor: import the town": lambda: run_process(
+                [sys.executable, "-c", "import gastown_mcp.assemble"], town_dir
+            ),
         }
-        wall: dict[str, list[float]] = {name: [] for name in [*commands, "gastown serve --as mayor"]}
+        wall: dict[str, list[float]] = {name: [] for name in [*commands, *SERVE_ROWS]}
         cpu: dict[str, list[float]] = {name: [] for name in commands}
         for once in commands.values():  # warm the page cache once
             once()
@@ -136,7 +157,10 @@ def main() -> None:
                 w, c = once()
                 wall[name].append(w)
                 cpu[name].append(c)
-            wall["gastown serve --as mayor"].append(anyio.run(serve_initialize, town_dir))
+            first, _listed = anyio.run(serve_initialize, town_dir, False)
+            answered, listed = anyio.run(serve_initialize, town_dir)
+            for name, value in zip(SERVE_ROWS, (answered, listed, first), strict=True):
+                wall[name].append(value)
     results = {name: row(wall[name], cpu.get(name), wall["python -c pass"], cpu["python -c pass"]) for name in wall}
     print(f"{args.rounds} rounds, {args.beads} beads; medians [min..max]; ratio = this / python -c pass, per round")
     for name, r in results.items():

@@ -23,7 +23,6 @@ a file whose key does not match (another version, edited server source) is ignor
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
@@ -163,9 +162,7 @@ def take_wire() -> Wire:
     os.close(null)
     sys.stdout.flush()
     os.dup2(2, 1)
-    os.set_inheritable(in_fd, False)
-    os.set_inheritable(out_fd, False)
-    reader = io.open(in_fd, "rb", closefd=True)  # noqa: UP020 - a descriptor, not a path
+    reader = open(in_fd, "rb")  # noqa: SIM115 - the wire's reader lives as long as the server
     return Wire(reader=reader, out_fd=out_fd, first=reader.readline())
 
 
@@ -184,7 +181,7 @@ def answer_first(wire: Wire, town: Town, agent: Agent) -> None:
     params = message.get("params")
     if not _plain_initialize(params):
         return
-    version = params["protocolVersion"]
+    version: str = params["protocolVersion"]  # type: ignore[index]
     if not _SAFE.fullmatch(version):
         return
     wire.key = cache_key(agent.role.value, version)
