@@ -13,16 +13,17 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gastown_mcp.config import Settings
 from gastown_mcp.errors import InvalidInput, NotFound
 from gastown_mcp.models import Role, Verb, now_iso
 from gastown_mcp.runstate import RunState, pid_namespace, read_state
-from gastown_mcp.runtime import NetworkPolicy, Runtime, connect_runtime
-from gastown_mcp.serving import bind
 from gastown_mcp.store import Store
 from gastown_mcp.town import Fleet, FleetConfig, Town, role_limits, system_agent
+
+if TYPE_CHECKING:  # the runtime and the servers load only where a command needs them (CLI start-up time)
+    from gastown_mcp.runtime import Runtime
 
 
 def open_town(
@@ -102,6 +103,8 @@ def attach_town(settings: Settings) -> Town:
     if state is None or state.agent_mcp_url is None:
         raise NotFound("no running town with a container runtime here: start one with `gastown up`")
     config = fleet_config(settings, state.agent_mcp_url, state.agent_gateway_url, state.network)
+    from gastown_mcp.runtime import connect_runtime
+
     return open_town(settings, config, connect_runtime(settings.runtime))
 
 
@@ -123,7 +126,9 @@ def assemble_process(
     """Bind the MCP and gateway ports, make the town network (with a runtime), and build town and apps."""
     from gastown_mcp.gateway import build_gateway
     from gastown_mcp.githttp import with_git
+    from gastown_mcp.runtime import NetworkPolicy
     from gastown_mcp.server import http_app
+    from gastown_mcp.serving import bind
 
     s = settings
     mcp_socks = listen(s.server.host, s.server.port, "server")
@@ -191,6 +196,8 @@ def provider_env(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
 def listen(host: str, port: int, section: str) -> list[socket.socket]:
     """Sockets for a `[server]`, `[gateway]` or `[dashboard]` host: always loopback (the state file's URLs use
     it), plus the configured address. `0.0.0.0` is one wildcard socket, which also covers the town network's bridge."""
+    from gastown_mcp.serving import bind
+
     if host in ("127.0.0.1", "localhost"):
         return [bind("127.0.0.1", port)]
     try:

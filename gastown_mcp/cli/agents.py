@@ -89,3 +89,7 @@ def remove(
     with open_town(town_dir) as town:
         agent = town.agent_remove(actor(town, None), name, reason)
     emit(as_json, agent, lambda c: c.print(f"removed agent [bold]{agent.name}[/]; beads it held were released"))
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="agent")

@@ -194,3 +194,7 @@ def link(
     with open_town(town_dir) as town:
         dep = town.bead_link(actor(town, as_), bead_id, other, kind)
     emit(as_json, dep, lambda c: c.print(f"linked {dep.bead_id} → {dep.depends_on} ({dep.kind.value})"))
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="bead")

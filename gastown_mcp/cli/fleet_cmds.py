@@ -12,17 +12,16 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import anyio
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from gastown_mcp.cli import agents, model_cmds
+from gastown_mcp.cli import agents
 from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, attached_town, emit, note, open_town, print_json
 from gastown_mcp.cli._logs import render_log
 from gastown_mcp.config import TOWN_FILE, load_settings
-from gastown_mcp.daemon import TownProcess, provider_env, read_state, stop_running_town
 from gastown_mcp.errors import NotFound, RuntimeUnavailable
+from gastown_mcp.runstate import read_state
 from gastown_mcp.runtime import build_images, connect_runtime
 from gastown_mcp.town import Town
 
@@ -51,6 +50,11 @@ def up(
     as_json: Annotated[bool, typer.Option("--json", help="Print where the town listens, as JSON, once up.")] = False,
 ) -> None:
     """Run the town: MCP server, LLM gateway and witness, until Ctrl-C (agents are stopped gracefully)."""
+    import anyio
+
+    from gastown_mcp.cli import model_cmds  # the gateway, servers and supervisors load only for `up`
+    from gastown_mcp.daemon import TownProcess, provider_env
+
     with open_town(town_dir) as town:
         settings = town.settings
         routes, warnings = model_cmds.upstream_lines(town, os.environ)
@@ -83,6 +87,8 @@ def up(
 
 def down(town_dir: TownDir = None, as_json: Json = False) -> None:
     """Stop a town started with `gastown up` (its agents are stopped and their beads requeued)."""
+    from gastown_mcp.daemon import stop_running_town
+
     with open_town(town_dir) as town:
         state = stop_running_town(town.settings)
     if as_json:
@@ -138,6 +144,8 @@ def logs(
 
 def ls(town_dir: TownDir = None, as_json: Json = False) -> None:
     """Agents with their container state, branch and hook."""
+    from gastown_mcp.cli import model_cmds
+
     with open_town(town_dir) as town:
         found = town.agents(actor(town, None))
         errors = model_cmds.model_errors(town)

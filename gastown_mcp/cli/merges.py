@@ -84,3 +84,7 @@ def mq_reject(
     with open_town(town_dir) as town:
         found = town.merge_reject(actor(town, as_agent), request, reason)
     emit(as_json, found, lambda c: c.print(f"merge request {found.id} rejected; {found.bead_id} is back for rework"))
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="mq")

@@ -18,10 +18,8 @@ from rich.table import Table
 
 from gastown_mcp import assemble, console
 from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, emit, note, open_town, print_json
-from gastown_mcp.cli.model_cmds import error_text as model_error_text
 from gastown_mcp.config import TOWN_FILE, TownSection, default_town_toml, load_settings
 from gastown_mcp.errors import Conflict, InvalidInput
-from gastown_mcp.follow import journal_changes
 from gastown_mcp.models import Event
 from gastown_mcp.town import Town, roles
 from gastown_mcp.town.feed import EventSource
@@ -96,9 +94,9 @@ def serve(
                 run_http(town, host, port)
             else:
                 agent = town.agent(as_ or "")
-                from gastown_mcp.server import run_stdio
+                from gastown_mcp.cli import stdio_front
 
-                run_stdio(town, agent)  # stdout belongs to the protocol: print nothing here
+                stdio_front.serve(town, agent)  # stdout belongs to the protocol: print nothing here
         except KeyboardInterrupt:
             pass
 
@@ -132,6 +130,8 @@ def status(as_: AsAgent = None, town_dir: TownDir = None, as_json: Json = False)
                 u.input_tokens + u.output_tokens + u.cache_creation_tokens + u.cache_read_tokens for u in usage
             )
             c.print(f"model spend: {tokens:,} tokens, ${spent:.4f} over {len(usage)} agents (`gastown usage`)")
+        if failing:
+            from gastown_mcp.cli.model_cmds import error_text as model_error_text
         for f in failing:
             c.print(f"[red]model calls failing[/] {f.agent}: {escape(model_error_text(f))}", highlight=False)
 
@@ -202,6 +202,8 @@ def feed(
         for event in past:
             show(event)
         if follow:
+            from gastown_mcp.follow import journal_changes  # file watching loads only for --follow
+
             cursor = past[-1].id if past else (since or 0)
             follow_events(events, cursor, bead, agent, show, journal_changes(town.settings.journal_path))
 

@@ -1,5 +1,8 @@
 """Append-only schema migrations (sqlite-utils `Migrations`). Never edit one that has shipped: add another.
 
+`migrations(name=...)` declares one as sqlite-utils' decorator does; sqlite-utils itself is loaded only when a
+migration is pending, so opening a current database (every CLI command) costs one read of the applied names.
+
 Numbering is fixed by owner so parallel work never collides: m001 core tables, m002 gateway (usage,
 budgets, routes), m003 merges (merge requests). A new migration goes at the end of its file section.
 """
@@ -7,11 +10,55 @@ budgets, routes), m003 merges (merge requests). A new migration goes at the end 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from sqlite_utils import Database as UtilsDatabase
-from sqlite_utils.migrations import Migrations
+if TYPE_CHECKING:
+    from sqlite_utils import Database as UtilsDatabase
 
-migrations = Migrations("gastown")
+Step = Callable[["UtilsDatabase"], None]
+
+
+class _Declared:
+    """The migrations in order, declared like sqlite-utils' `Migrations(set_name)` and applied by it."""
+
+    table = "_sqlite_migrations"  # sqlite-utils' record of what it applied
+
+    def __init__(self, set_name: str) -> None:
+        self.set_name = set_name
+        self.steps: list[tuple[str, Step, bool]] = []
+
+    def __call__(self, *, name: str | None = None, transactional: bool = True) -> Callable[[Step], Step]:
+        def inner(fn: Step) -> Step:
+            step = name or fn.__name__
+            if any(step == known for known, _, _ in self.steps):
+                raise ValueError(f"migration {step!r} is declared twice in {self.set_name!r}")
+            self.steps.append((step, fn, transactional))
+            return fn
+
+        return inner
+
+    def pending(self, conn: sqlite3.Connection) -> list[str]:
+        try:
+            rows = conn.execute(f"SELECT name FROM {self.table} WHERE migration_set = ?", (self.set_name,))
+            applied = {r[0] for r in rows}
+        except sqlite3.OperationalError:  # no table yet: a new database
+            applied = set()
+        return [step for step, _, _ in self.steps if step not in applied]
+
+    def apply(self, conn: sqlite3.Connection) -> None:
+        if not self.pending(conn):
+            return
+        from sqlite_utils import Database
+        from sqlite_utils.migrations import Migrations
+
+        run = Migrations(self.set_name)
+        for step, fn, transactional in self.steps:
+            run(name=step, transactional=transactional)(fn)
+        run.apply(Database(conn))
+
+
+migrations = _Declared("gastown")
 
 
 def _run(db: UtilsDatabase, statements: str) -> None:
@@ -408,4 +455,4 @@ def m010_upstreams(db: UtilsDatabase) -> None:
 
 
 def apply_migrations(conn: sqlite3.Connection) -> None:
-    migrations.apply(UtilsDatabase(conn))
+    migrations.apply(conn)
