@@ -19,21 +19,21 @@ from typing import Any
 import anthropic
 import pytest
 from mcp import Client
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_pb2
 
 from gastown_mcp import rigs
 from gastown_mcp.config import GatewaySection, OtelSection, RigSection, Settings, Upstream
 from gastown_mcp.errors import InvalidInput
 from gastown_mcp.gateway import build_gateway
 from gastown_mcp.models import Agent, AgentState
-from gastown_mcp.serving import serve
 from gastown_mcp.server import build_server
+from gastown_mcp.serving import serve
 from gastown_mcp.standin import Hello, build_standin
 from gastown_mcp.store import Store
 from gastown_mcp.supervisor.merge_queue import MergeQueue
 from gastown_mcp.telemetry import Tracing, build_tracing, run_ids
 from gastown_mcp.town import Town
 
-trace_pb2 = pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "-c", "safe.directory=*"]
 KEY = "sk-ant-standin-key"
 
