@@ -17,12 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import anyio
 import pytest
 from mcp import Client
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_pb2
 
 from gastown_mcp import rigs
-from gastown_mcp.config import GatewaySection, OtelSection, RigSection, Settings, Upstream
+from gastown_mcp.config import (
+    DashboardSection,
+    GatewaySection,
+    OtelSection,
+    RigSection,
+    ServerSection,
+    Settings,
+    Upstream,
+)
 from gastown_mcp.errors import InvalidInput
 from gastown_mcp.gateway import build_gateway
 from gastown_mcp.models import Agent, AgentState
@@ -32,7 +41,7 @@ from gastown_mcp.standin import Hello, build_standin
 from gastown_mcp.store import Store
 from gastown_mcp.supervisor.merge_queue import MergeQueue
 from gastown_mcp.telemetry import Tracing, build_tracing, run_ids
-from gastown_mcp.town import Town
+from gastown_mcp.town import Town, operator
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "-c", "safe.directory=*"]
 KEY = "sk-ant-standin-key"
@@ -229,3 +238,46 @@ def test_a_town_toml_with_an_otel_endpoint_builds_a_tracer(tmp_path: Path, colle
     with pytest.raises(InvalidInput, match=r"\[otel\] endpoint 'collector:4318' is not an http"):
         (tmp_path / "town.toml").write_text('[otel]\nendpoint = "collector:4318"\n')
         load_settings(tmp_path, env={})
+
+
+def test_gastown_up_with_an_otel_endpoint_traces_the_claim_and_the_model_call_of_a_run(
+    settings: Settings, collector: Collector
+) -> None:
+    from dashboard.test_up import up
+
+    from gastown_mcp.server.client import connect_http
+    from gastown_mcp.serving import serve_in_thread
+
+    op = operator()
+    with serve_in_thread(build_standin(Hello()).app) as upstream:
+        gateway = GatewaySection.model_validate(
+            {"port": 0, "upstreams": {"standin": {"base_url": upstream, "key_env": ""}}, "default_upstream": "standin"}
+        )
+        s = settings.model_copy(
+            update={
+                "server": ServerSection(port=0),
+                "gateway": gateway,
+                "dashboard": DashboardSection(enabled=False),
+                "otel": OtelSection(endpoint=collector.url),
+            }
+        )
+        store = Store(s)
+        town = Town(store, s)
+        creds = town.agent_add(op, "nux", "polecat")
+        bead = town.bead_create(op, "traced")
+        store.close()
+
+        async def claim(url: str) -> None:
+            async with connect_http(url, creds.token) as mcp:
+                assert _result(await mcp.call_tool("bead_claim", {"id": bead.id}))["id"] == bead.id
+
+        with up(s) as state:
+            anyio.run(claim, state.mcp_url)
+            model = anthropic.Anthropic(base_url=state.gateway_url, api_key=creds.gateway_key)
+            model.messages.create(model="scripted-standin", max_tokens=50, messages=[{"role": "user", "content": "go"}])
+    # Stopping the town sent what was queued.
+    trace_id, root_id = run_ids(bead.id, "nux")
+    run = {s.name: s for s in collector.spans if s.trace_id == trace_id}
+    assert set(run) == {"bead.claim", "tool bead_claim", "model.call"}
+    assert all(s.parent == root_id for s in run.values())
+    assert run["model.call"].attrs["gastown.tokens"] > 0
