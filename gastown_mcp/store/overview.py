@@ -340,6 +340,18 @@ class OverviewRepo:
             cursor = int(r["id"])
         return out, cursor
 
+    def change_stamp(self) -> tuple[int, ...]:
+        """Changes whenever anything is written: every write transaction appends to the journal (its size only
+        grows until it is rotated, which changes its inode) and commits into the WAL."""
+        stamp: list[int] = []
+        for path in (self.db.journal_path, self.db.path.with_name(self.db.path.name + "-wal")):
+            try:
+                st = path.stat() if path is not None else None
+            except FileNotFoundError:
+                st = None
+            stamp += [st.st_ino, st.st_size, st.st_mtime_ns] if st is not None else [0, 0, 0]
+        return tuple(stamp)
+
     # -- traces ----------------------------------------------------------------------------------------
     def last_claim(self, agent: str) -> str | None:
         """The bead `agent` last claimed: the bead its model calls and tool calls count for."""

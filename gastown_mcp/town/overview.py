@@ -407,6 +407,11 @@ class OverviewAPI(PlansAPI, BudgetsAPI, DogsAPI):
             estop=self.frozen() is not None,
         )
 
+    def change_stamp(self, actor: Agent) -> tuple[int, ...]:
+        """A value that changes whenever the town's data does (any write), for views that redraw only then."""
+        self._require(actor, "town.status", "read the town's state")
+        return self._overview.change_stamp()
+
     def dispatch_latencies(self, actor: Agent, after_id: int) -> list[tuple[int, float]]:
         """(claim event id, seconds from ready to claimed) for claims after event `after_id`, oldest first."""
         self._require(actor, "town.status", "read the town's metrics")
