@@ -8,7 +8,8 @@ WAL frame by it: watching both means the wake-up after a commit is never missed.
 `journal_changes` is for synchronous followers (`gastown feed --follow`), `ajournal_changes` for the
 dashboard's live feed. Both also wake every `heartbeat_s` with nothing changed, so a caller can check its
 connection or a replaced journal file; the watch is on the town directory (not recursive), so a journal
-that is replaced is still followed.
+that is replaced is still followed. The watch starts at the first iteration, after the caller's first read:
+the first wake-up therefore always says True, so what was written in between is read then, not missed.
 """
 
 from __future__ import annotations
@@ -51,18 +52,22 @@ def _options(journal: Path, heartbeat_s: float) -> dict[str, Any]:
 
 def journal_changes(journal: Path, heartbeat_s: float = 5.0, stop: threading.Event | None = None) -> Iterator[bool]:
     """Yields True after the journal changed, False after `heartbeat_s` of quiet. Ctrl-C or `stop` ends it."""
+    first = True
     for changes in watchfiles.watch(
         Path(journal).parent, **_options(journal, heartbeat_s), raise_interrupt=True, stop_event=stop
     ):
-        yield bool(changes)
+        yield bool(changes) or first
+        first = False
 
 
 async def ajournal_changes(
     journal: Path, heartbeat_s: float = 15.0, stop: anyio.Event | None = None
 ) -> AsyncGenerator[bool, None]:
     """The async form: True after the journal changed, False after `heartbeat_s` of quiet; ends on `stop`."""
+    first = True
     async for changes in watchfiles.awatch(Path(journal).parent, **_options(journal, heartbeat_s), stop_event=stop):
-        yield bool(changes)
+        yield bool(changes) or first
+        first = False
 
 
 class WorktreeActivity:
