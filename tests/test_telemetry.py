@@ -281,3 +281,22 @@ def test_gastown_up_with_an_otel_endpoint_traces_the_claim_and_the_model_call_of
     assert set(run) == {"bead.claim", "tool bead_claim", "model.call"}
     assert all(s.parent == root_id for s in run.values())
     assert run["model.call"].attrs["gastown.tokens"] > 0
+
+
+class BrokenTracing:
+    """An exporter side that fails on every span (a hand-written fake of a broken SDK)."""
+
+    def span(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the tracer is broken (forced by the test)")
+
+    run = span
+
+
+def test_a_span_that_cannot_be_made_never_fails_the_claim_or_completion(town: Town, operator: Agent) -> None:
+    from gastown_mcp.town.traces import Traces
+
+    town.traces = Traces(BrokenTracing(), town._store)  # type: ignore[arg-type]
+    creds = town.agent_add(operator, "nux", "polecat")
+    bead = town.bead_create(operator, "still works")
+    assert town.bead_claim(creds.agent, bead.id).assignee == "nux"
+    assert town.bead_complete(creds.agent, bead.id, "done anyway").status.value == "done"

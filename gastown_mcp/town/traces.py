@@ -8,9 +8,11 @@ when `[otel] endpoint` is set; every hook is skipped with one attribute test oth
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import logging
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gastown_mcp.models import Agent, MergeRequest
 from gastown_mcp.store import Store
@@ -21,6 +23,21 @@ if TYPE_CHECKING:
     from gastown_mcp.store.usage import UsageRow
 
 ISO = "%Y-%m-%dT%H:%M:%S.%fZ"
+log = logging.getLogger("gastown_mcp.telemetry")
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def _never_raises(fn: F) -> F:
+    """A span that cannot be made is logged, never turned into a failed claim, tool call or model call."""
+
+    @functools.wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception as exc:
+            log.warning("telemetry: %s failed: %s", fn.__name__, exc, exc_info=True)
+
+    return guarded  # type: ignore[return-value]
 
 
 def _ns(iso: str | None, default: int) -> int:
@@ -38,19 +55,23 @@ class Traces:
     def _who(self, agent: Agent) -> dict[str, Any]:
         return {"gastown.agent": agent.name, "gastown.role": agent.role.value, "gastown.rig": agent.rig or ""}
 
+    @_never_raises
     def claimed(self, agent: Agent, bead_id: str, start_ns: int) -> None:
         attrs = {**self._who(agent), "gastown.bead_id": bead_id}
         self.tracing.span("bead.claim", bead_id, agent.name, start_ns, now_ns(), attrs)
 
+    @_never_raises
     def completed(self, agent: Agent, bead_id: str, start_ns: int, error: str | None = None) -> None:
         attrs = {**self._who(agent), "gastown.bead_id": bead_id}
         self.tracing.span("bead.complete", bead_id, agent.name, start_ns, now_ns(), attrs, error=error)
 
+    @_never_raises
     def tool_call(self, agent: Agent, tool: str, start_ns: int, error: str | None = None) -> None:
         bead = self._repo.last_claim(agent.name)
         attrs = {**self._who(agent), "gastown.bead_id": bead or "", "mcp.tool.name": tool}
         self.tracing.span(f"tool {tool}", bead, agent.name, start_ns, now_ns(), attrs, error=error)
 
+    @_never_raises
     def model_call(self, row: UsageRow) -> None:
         """A metered model request (the gateway's `on_settled`): its tokens and USD, on its bead's trace."""
         end = now_ns()
@@ -76,6 +97,7 @@ class Traces:
         error = row.error if row.outcome == "error" else None
         self.tracing.span("model.call", bead, row.agent, end - int(row.duration_ms * 1e6), end, attrs, error=error)
 
+    @_never_raises
     def landed(self, rig: str, requests: Sequence[MergeRequest], commit: str) -> None:
         """Each request's landing on main (from when it went into testing), then its run's root span."""
         end = now_ns()
