@@ -1,10 +1,16 @@
-"""The dashboard at 100k beads: board pages p50/p95 against `/healthz` of the same server (the reference), the
-live feed's latency from a write to the SSE client, and the town process's CPU on an idle town with a live
-feed open versus none.
+"""The dashboard at 100k beads: board pages p50/p95 against `/healthz` of the same server (the reference),
+`/metrics` (its first scrape, which counts every claim and merge of the town's history, and later ones), the
+live feed's latency from a write to the SSE client and to a real browser's page, and the dashboard process's
+CPU on an idle town with nothing open, a live feed open, and a browser showing the overview (panels
+refreshing, live feed open).
 
-The town is built like bench_ready's (100k beads, a lived-in status mix, every third bead labelled), the
-dashboard is served by its own process (uvicorn, one worker), and the client (an HTTP client logged in as the
-operator) runs here. Run: `.venv/bin/python benchmarks/bench_dashboard.py` (figures also go to
+The town is built like bench_ready's (100k beads, a lived-in status mix, every third bead labelled) plus the
+events of its history (a claim for every bead that was worked, a testing spell and a landing for every done
+bead). Before each timed request of a page the benchmark writes to the town (a bead's notes, not timed), so
+every panel is drawn afresh; one more row times the overview when nothing changed (panels drawn from the store
+are then reused). The dashboard is served by its own process (uvicorn, one worker); the client (an HTTP client logged in
+as the operator) runs here, and the browser is Debian's headless Chromium driven by Selenium (skipped with a
+note when it is not installed). Run: `.venv/bin/python benchmarks/bench_dashboard.py` (figures also go to
 benchmarks/results/dashboard.json).
 """
 
@@ -12,12 +18,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import multiprocessing
 import os
 import random
+import shutil
+import signal
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +37,7 @@ from bench_ready import build, percentile
 
 from gastown_mcp.config import DashboardSection, Settings
 from gastown_mcp.dashboard import build_dashboard
+from gastown_mcp.models import now_iso
 from gastown_mcp.serving import bind, make_server
 from gastown_mcp.store import Store
 from gastown_mcp.town import Town, operator
@@ -40,10 +51,14 @@ PAGES = {
     "filtered by rig label": "/panel/board?label=web",
     "title search": "/panel/board?q=bead%204242",
     "overview page (all panels)": "/",
+    "/metrics (after the first scrape)": "/metrics",
 }
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
 
 
 def serve(town_dir: str, sock: Any) -> None:
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints where the dashboard process is
     settings = Settings(town_dir=Path(town_dir))
     town = Town(Store(settings), settings)
     port = sock.getsockname()[1]
@@ -63,15 +78,17 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200, help="requests per page")
     parser.add_argument("--feed-writes", type=int, default=50)
     parser.add_argument("--idle-seconds", type=float, default=20.0)
+    parser.add_argument("--no-browser", action="store_true", help="skip the figures taken in headless Chromium")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gastown-bench-dash-") as tmp:
         settings = Settings(town_dir=Path(tmp))
         store = Store(settings)
         t0 = time.perf_counter()
         mix = build(store, args.beads, random.Random(7))
+        history = add_history(store, random.Random(8))
         town = Town(store, settings)
         token = town.operator_token(operator())
-        print(f"built {args.beads:,} beads in {time.perf_counter() - t0:.1f}s: {mix}")
+        print(f"built {args.beads:,} beads and {history:,} events in {time.perf_counter() - t0:.1f}s: {mix}")
         sock = bind("127.0.0.1")
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         child = multiprocessing.get_context("fork").Process(target=serve, args=(tmp, sock), daemon=True)
@@ -98,29 +115,45 @@ def run(url: str, token: str, town: Town, pid: int, args: argparse.Namespace) ->
                 raise
             time.sleep(0.1)
     assert c.post("/login", data={"token": token}).status_code == 303
-    pages: dict[str, dict[str, float]] = {}
+    probe = town.bead_create(operator(), "probe: written before each timed request").id
+    t = time.perf_counter()
+    first = c.get("/metrics")
+    first_ms = (time.perf_counter() - t) * 1000
+    assert first.status_code == 200 and "gastown_dispatch_latency_seconds_count" in first.text
+    print(f"/metrics, first scrape (counts the whole history): {first_ms:.0f} ms")
+    pages: dict[str, dict[str, float]] = {"/metrics, first scrape": {"ms": round(first_ms, 1)}}
     print(f"{'page':<44} {'p50 ms':>8} {'p95 ms':>8} {'p50 / ref':>9}")
-    for label, path in PAGES.items():
+    op = operator()
+    pages_run = [(label, path, True) for label, path in PAGES.items()]
+    pages_run.append(("overview page, nothing changed since the last", "/", False))
+    for label, path, changed in pages_run:
         for _ in range(5):
             assert c.get(path).status_code == 200
         samples = []
-        for _ in range(args.calls):
+        for i in range(args.calls):
+            if changed:  # a write (not timed) before each request: every panel is drawn, none reused
+                town.bead_update(op, probe, notes=f"{label} {i}")
             t = time.perf_counter()
             r = c.get(path)
             samples.append((time.perf_counter() - t) * 1000)
             assert r.status_code == 200 and "stale-banner" not in r.text, path
         p50, p95 = percentile(samples, 50), percentile(samples, 95)
-        ref = pages.get("reference: /healthz", {}).get("p50_ms", p50)
+        ref = pages.get("reference: /healthz", {}).get("p50_ms", p50) or p50
         pages[label] = {"p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "ratio_to_reference": round(p50 / ref, 1)}
         print(f"{label:<44} {p50:>8.2f} {p95:>8.2f} {p50 / ref:>8.1f}x")
     feed = feed_latency(c, town, args.feed_writes)
     print(f"live feed, write -> SSE client: p50 {feed['p50_ms']:.1f} ms, p95 {feed['p95_ms']:.1f} ms")
     idle = idle_cpu(c, pid, args.idle_seconds)
     print(
-        f"town process CPU on an idle town over {args.idle_seconds:.0f}s: no live feed {idle['closed_cpu_s']:.3f}s, "
-        f"one live feed open {idle['open_cpu_s']:.3f}s"
+        f"dashboard process CPU on an idle town over {args.idle_seconds:.0f}s: nothing open "
+        f"{idle['closed_cpu_s']:.3f}s, one live feed open {idle['open_cpu_s']:.3f}s"
     )
-    return {"pages": pages, "feed": feed, "idle": idle}
+    out: dict[str, Any] = {"pages": pages, "feed": feed, "idle": idle}
+    if CHROMIUM and CHROMEDRIVER and not args.no_browser:
+        out["browser"] = in_browser(url, token, town, pid, args)
+    elif not args.no_browser:
+        print("browser figures skipped: install chromium and chromium-driver (make browser)")
+    return out
 
 
 def feed_latency(c: httpx2.Client, town: Town, writes: int) -> dict[str, float]:
@@ -162,6 +195,102 @@ def idle_cpu(c: httpx2.Client, pid: int, seconds: float) -> dict[str, float]:
     opened = cpu_seconds(pid) - before
     stop.set()
     return {"seconds": seconds, "closed_cpu_s": round(closed, 3), "open_cpu_s": round(opened, 3)}
+
+
+def add_history(store: Store, rng: random.Random) -> int:
+    """The events a lived-in town has for its beads: a claim for every bead that was worked (done or in
+    progress), then for done ones a testing spell of the merge queue and the landing. Returns how many."""
+    rows = store.db.query("SELECT id, status, created_at FROM beads WHERE status IN ('done', 'in_progress')")
+    events = []
+    for r in rows:
+        created = datetime.strptime(r["created_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+        claimed = created + rng.uniform(0.2, 30)
+        agent = f"polecat-{rng.randrange(32)}"
+        events.append((now_iso(claimed), agent, "bead.claimed", r["id"], agent))
+        if r["status"] == "done":
+            testing = claimed + rng.uniform(60, 600)
+            events.append((now_iso(testing), "refinery", "merge.testing", r["id"], None))
+            events.append((now_iso(testing + rng.uniform(2, 120)), "refinery", "merge.merged", r["id"], None))
+            events.append((now_iso(testing + 1), "refinery", "bead.merged", r["id"], None))
+    events.sort()
+    with store.db.write() as tx:
+        tx.conn.executemany("INSERT INTO events (at, actor, verb, bead_id, agent) VALUES (?,?,?,?,?)", events)
+    store.db.conn.execute("ANALYZE")
+    return len(events)
+
+
+def in_browser(url: str, token: str, town: Town, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    """In headless Chromium: the live feed's latency from a write to the bead's line on the page, and the
+    dashboard process's CPU with the overview open (its panels refresh and its live feed is open)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    profile = tempfile.mkdtemp(prefix="gastown-bench-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM or ""
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,1000",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER or ""), options=options)
+    driver.set_page_load_timeout(60)
+    op = operator()
+    try:
+        driver.get(url + "/feed")
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "token"))
+        driver.find_element(By.ID, "token").send_keys(token)
+        driver.find_element(By.ID, "login").click()
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "feed-list"))
+        # The page notes when each bead's line appears (its own clock: the same wall clock as this process).
+        driver.execute_script(
+            """window.__seen = {};
+            new MutationObserver(() => {
+              const now = Date.now();
+              document.querySelectorAll('#feed-list a[href^="/bead/"]').forEach((a) => {
+                if (!(a.textContent in window.__seen)) window.__seen[a.textContent] = now;
+              });
+            }).observe(document.body, {childList: true, subtree: true});"""
+        )
+        time.sleep(1)
+        got: list[float] = []
+        for i in range(args.feed_writes):
+            sent = time.time() * 1000
+            bead = town.bead_create(op, f"browser probe {i}")
+            seen = WebDriverWait(driver, 30, poll_frequency=0.05).until(
+                lambda d, b=bead.id: d.execute_script("return window.__seen[arguments[0]]", b)
+            )
+            got.append(float(seen) - sent)
+            time.sleep(0.05)
+        feed = {
+            "writes": args.feed_writes,
+            "p50_ms": round(percentile(got, 50), 1),
+            "p95_ms": round(percentile(got, 95), 1),
+        }
+        print(
+            f"live feed, write -> line on the page (Chromium): p50 {feed['p50_ms']:.1f} ms, p95 {feed['p95_ms']:.1f} ms"
+        )
+        driver.get(url + "/")
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "panel-board"))
+        time.sleep(2)
+        before = cpu_seconds(pid)
+        time.sleep(args.idle_seconds)
+        opened = cpu_seconds(pid) - before
+        print(f"dashboard process CPU over {args.idle_seconds:.0f}s with the overview open in Chromium: {opened:.3f}s")
+        return {"feed": feed, "overview_open_cpu_s": round(opened, 3), "seconds": args.idle_seconds}
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -129,6 +129,7 @@ def assemble_process(
     from gastown_mcp.runtime import NetworkPolicy
     from gastown_mcp.server import http_app
     from gastown_mcp.serving import bind
+    from gastown_mcp.telemetry import build_tracing
 
     s = settings
     mcp_socks = listen(s.server.host, s.server.port, "server")
@@ -154,7 +155,9 @@ def assemble_process(
     if s.server.host not in ("127.0.0.1", "localhost", "0.0.0.0"):
         extra_hosts.append(f"{s.server.host}:{mcp_port}")  # with 0.0.0.0, list client names in allowed_hosts
     mcp = with_git(http_app(town, "127.0.0.1", mcp_port, [*s.server.allowed_hosts, *extra_hosts]), town)
-    gateway = build_gateway(town, provider_env)
+    tracing = build_tracing(s.otel)
+    traces = town.trace_with(tracing) if tracing is not None else None
+    gateway = build_gateway(town, provider_env, on_settled=traces.model_call if traces is not None else None)
     apps: list[tuple[Any, list[socket.socket]]] = [(mcp, mcp_socks), (gateway, gw_socks)]
     dashboard_url = None
     if s.dashboard.enabled:

@@ -384,6 +384,25 @@ class DashboardSection(_Section):
     session_hours: float = Field(default=12.0, gt=0, description="a login lasts this long")
 
 
+class OtelSection(_Section):
+    """`[otel]`: optional OpenTelemetry export of one trace per bead run (off unless `endpoint` is set)."""
+
+    endpoint: str | None = Field(
+        default=None, description="an OTLP/HTTP collector's base URL, e.g. http://127.0.0.1:4318 (spans to /v1/traces)"
+    )
+    service_name: str = Field(default="gastown", min_length=1, description="the `service.name` of every span")
+    timeout_seconds: float = Field(default=5.0, gt=0, description="one export's deadline")
+
+    @model_validator(mode="after")
+    def _http_url(self) -> OtelSection:
+        if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
+            raise ValueError(
+                f"[otel] endpoint {self.endpoint!r} is not an http(s) URL: give the collector's OTLP/HTTP base URL "
+                "(e.g. http://127.0.0.1:4318), or remove the key to turn export off"
+            )
+        return self
+
+
 class Settings(_Section):
     """Everything configurable about one town."""
 
@@ -401,6 +420,7 @@ class Settings(_Section):
     dogs: DogsSection = Field(default_factory=DogsSection)
     limits: LimitsSection = Field(default_factory=LimitsSection)
     dashboard: DashboardSection = Field(default_factory=DashboardSection)
+    otel: OtelSection = Field(default_factory=OtelSection)
 
     def rig(self, name: str) -> RigSection:
         """The settings of a rig (defaults when town.toml has no `[rigs.<name>]`)."""

@@ -112,6 +112,7 @@ class TownProcess:
                 path.unlink()
             # Nothing is left running or exited: containers and (with no agent left) the network go.
             await anyio.to_thread.run_sync(town.teardown, SHUTDOWN)
+            witness.close()
             town.close()
 
     def stop(self) -> None:

@@ -3,16 +3,19 @@ and commits into the database's write-ahead log (`town.db-wal`), so a file watch
 inotify on Linux) says when to read events again. The journal line is written just before the commit, the
 WAL frame by it: watching both means the wake-up after a commit is never missed.
 
+`WorktreeActivity` watches agents' worktrees the same way for the witness's idle check.
+
 `journal_changes` is for synchronous followers (`gastown feed --follow`), `ajournal_changes` for the
 dashboard's live feed. Both also wake every `heartbeat_s` with nothing changed, so a caller can check its
 connection or a replaced journal file; the watch is on the town directory (not recursive), so a journal
-that is replaced is still followed.
+that is replaced is still followed. The watch starts at the first iteration, after the caller's first read:
+the first wake-up therefore always says True, so what was written in between is read then, not missed.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +52,107 @@ def _options(journal: Path, heartbeat_s: float) -> dict[str, Any]:
 
 def journal_changes(journal: Path, heartbeat_s: float = 5.0, stop: threading.Event | None = None) -> Iterator[bool]:
     """Yields True after the journal changed, False after `heartbeat_s` of quiet. Ctrl-C or `stop` ends it."""
+    first = True
     for changes in watchfiles.watch(
         Path(journal).parent, **_options(journal, heartbeat_s), raise_interrupt=True, stop_event=stop
     ):
-        yield bool(changes)
+        yield bool(changes) or first
+        first = False
 
 
 async def ajournal_changes(
     journal: Path, heartbeat_s: float = 15.0, stop: anyio.Event | None = None
 ) -> AsyncGenerator[bool, None]:
     """The async form: True after the journal changed, False after `heartbeat_s` of quiet; ends on `stop`."""
+    first = True
     async for changes in watchfiles.awatch(Path(journal).parent, **_options(journal, heartbeat_s), stop_event=stop):
-        yield bool(changes)
+        yield bool(changes) or first
+        first = False
+
+
+class WorktreeActivity:
+    """When each watched worktree last changed, recorded by one file watch (inotify) over all of them.
+
+    `watch(roots)` sets what is watched; it returns once the watch is in place, so a change made after it is
+    never missed. A thread of its own records the time (`clock`) of each change under a root; nothing walks a
+    tree. `last_change(root)` is None for a root not under a working watch (the caller decides what to do: the
+    witness then walks the tree as before), else the last change seen (0.0: none yet).
+    """
+
+    def __init__(self, clock: Callable[[], float], *, debounce_ms: int = 50, heartbeat_s: float = 5.0) -> None:
+        self.clock = clock
+        self.debounce_ms = debounce_ms
+        self.heartbeat_ms = int(heartbeat_s * 1000)
+        self.error: str | None = None  # why the last watch could not be made (too many inotify watches, ...)
+        self._asked: frozenset[str] = frozenset()  # what the caller last asked to watch
+        self._roots: frozenset[str] = frozenset()  # what is watched
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._notify: Any = None
+        self._swap = threading.Event()  # a new watch replaced the one the thread waits on
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, roots: Iterable[str | Path]) -> None:
+        wanted = frozenset(str(Path(r)) for r in roots)
+        if wanted == self._asked or self._closed.is_set():
+            return
+        self._asked = wanted
+        from watchfiles._rust_notify import RustNotify  # documented as the Rust backend's direct interface
+
+        notify = None
+        if wanted:
+            try:
+                try:
+                    notify = RustNotify(sorted(wanted), False, False, 300, True, True)
+                except FileNotFoundError:  # a worktree removed since it was listed: watch the others
+                    wanted = frozenset(r for r in wanted if Path(r).is_dir())
+                    notify = RustNotify(sorted(wanted), False, False, 300, True, True) if wanted else None
+                self.error = None
+            except (OSError, RuntimeError) as exc:  # the inotify limits are reached
+                self.error = str(exc)
+        with self._lock:
+            self._roots = wanted if notify is not None else frozenset()
+            self._last = {r: self._last.get(r, 0.0) for r in self._roots}
+            self._notify = notify
+            self._swap.set()
+        if notify is not None and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="worktree-watch", daemon=True)
+            self._thread.start()
+
+    def last_change(self, root: str | Path) -> float | None:
+        with self._lock:
+            return self._last.get(str(Path(root)))
+
+    def close(self) -> None:
+        self._closed.set()
+        self._swap.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            if self._notify is not None:
+                self._notify.close()
+                self._notify = None
+
+    def _run(self) -> None:
+        current = None
+        while not self._closed.is_set():
+            with self._lock:
+                self._swap.clear()
+                if current is not None and current is not self._notify:
+                    current.close()  # replaced while this thread waited on it
+                current = self._notify
+            if current is None:
+                self._swap.wait()
+                continue
+            changes = current.watch(self.debounce_ms, STEP_MS, self.heartbeat_ms, self._swap)  # 'stop' on a swap
+            if isinstance(changes, set) and changes:
+                self._record({path for _, path in changes})
+
+    def _record(self, paths: set[str]) -> None:
+        now = self.clock()
+        with self._lock:
+            for root in self._roots:
+                prefix = root.rstrip("/") + "/"
+                if any(p == root or p.startswith(prefix) for p in paths):
+                    self._last[root] = now

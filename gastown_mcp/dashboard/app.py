@@ -100,6 +100,7 @@ class Dashboard:
         self.settings = settings
         self.op = operator()
         self.sessions = Sessions(settings.session_hours)
+        self.observed = prom.Observed()
         self.env = Environment(
             loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]), auto_reload=False
         )
@@ -264,8 +265,12 @@ class Dashboard:
 
     # -- the rest --------------------------------------------------------------------------------------
     async def metrics(self, request: Request) -> Response:
-        snapshot = await self._call(lambda: self.town.metrics(self.op))
-        return PlainTextResponse(prom.render(snapshot), media_type=prom.CONTENT_TYPE)
+        def read() -> prom.MetricsSnapshot:
+            self.observed.catch_up(self.town, self.op)
+            return self.town.metrics(self.op)
+
+        snapshot = await self._call(read)
+        return PlainTextResponse(prom.render(snapshot, self.observed), media_type=prom.CONTENT_TYPE)
 
     async def static_file(self, request: Request) -> Response:
         name = request.path_params["name"]

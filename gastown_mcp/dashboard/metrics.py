@@ -1,10 +1,18 @@
 """`/metrics` in the Prometheus text format (0.0.4): beads, claims, expired leases, agents, model tokens and
-USD by agent/role/rig, gateway latency as a histogram, merge queue depth and gate runs, the emergency stop."""
+USD by agent/role/rig, gateway latency as a histogram, merge queue depth, gate runs and gate time, dispatch
+latency (ready to claimed), the emergency stop.
+
+Gate time and dispatch latency are histograms over the town's events (`Observed`): each scrape reads only the
+events after the last one counted, so a scrape stays cheap however long the town has run.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Sequence
 
+from gastown_mcp.models import Agent
+from gastown_mcp.town import Town
 from gastown_mcp.town.overview import MetricsSnapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -34,7 +42,65 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def render(m: MetricsSnapshot) -> str:
+DISPATCH_BOUNDS_S = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+GATE_BOUNDS_S = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+BATCH = 5000  # events the store reads per call (`OverviewRepo.dispatch_latencies`, `gate_times`)
+
+
+class Histogram:
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * len(self.bounds)  # per bucket, not cumulative
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.count += 1
+        self.sum += value
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+
+    def samples(self) -> list[Sample]:
+        out: list[Sample] = []
+        running = 0
+        for bound, n in zip(self.bounds, self.counts, strict=True):
+            running += n
+            out.append(("_bucket", {"le": _num(bound)}, running))
+        out += [("_bucket", {"le": "+Inf"}, self.count), ("_count", {}, self.count), ("_sum", {}, self.sum)]
+        return out
+
+
+class Observed:
+    """Dispatch latency and gate time, counted from the town's events as they come (one per dashboard)."""
+
+    def __init__(self) -> None:
+        self.dispatch = Histogram(DISPATCH_BOUNDS_S)
+        self.gate = Histogram(GATE_BOUNDS_S)
+        self._claims = 0  # the last claim event counted
+        self._gates = 0  # the event before the first testing spell not counted yet
+        self._lock = threading.Lock()
+
+    def catch_up(self, town: Town, actor: Agent) -> None:
+        with self._lock:
+            while True:
+                found = town.dispatch_latencies(actor, self._claims)
+                for event_id, seconds in found:
+                    self.dispatch.observe(seconds)
+                    self._claims = event_id
+                if len(found) < BATCH:
+                    break
+            while True:
+                spells, cursor = town.gate_times(actor, self._gates)
+                for seconds in spells:
+                    self.gate.observe(seconds)
+                moved, self._gates = cursor != self._gates, cursor
+                if len(spells) < BATCH or not moved:
+                    break
+
+
+def render(m: MetricsSnapshot, observed: Observed | None = None) -> str:
     usage_tokens: list[Sample] = [
         ("", {"agent": u["agent"], "role": u["agent_role"], "rig": u["usage_rig"], "kind": k[: -len("_tokens")]}, u[k])
         for u in m.usage
@@ -104,6 +170,18 @@ def render(m: MetricsSnapshot) -> str:
             "counter",
             "Gate runs of the merge queue.",
             [("", {"rig": k}, v) for k, v in sorted(gate_runs.items())],
+        ),
+        _family(
+            "gastown_merge_gate_seconds",
+            "histogram",
+            "Seconds a merge request spent in testing: rebase, gates, verify commands, review and landing.",
+            (observed or Observed()).gate.samples(),
+        ),
+        _family(
+            "gastown_dispatch_latency_seconds",
+            "histogram",
+            "Seconds from a bead becoming ready (created, released, reopened or unblocked) to its claim.",
+            (observed or Observed()).dispatch.samples(),
         ),
         _family("gastown_nudges_pending", "gauge", "Nudges not delivered yet.", [("", {}, m.pending_nudges)]),
         _family("gastown_estop", "gauge", "1 while the emergency stop is in force.", [("", {}, int(m.estop))]),

@@ -8,7 +8,9 @@ reason; a panel that never rendered says it is unavailable. Never a blank panel,
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -151,6 +153,13 @@ PANELS: dict[str, Panel] = {
 }
 
 
+# Panels drawn from the store alone: redrawn only when the town's data changed (or after REDRAW_S), so an
+# open dashboard on an idle town costs next to nothing. The others also show what the runtime or git says.
+FROM_STORE = frozenset({"needs", "board", "merges", "convoys", "spend", "feed", "status"})
+REDRAW_S = 60.0
+DRAWN_KEPT = 256
+
+
 class PanelRenderer:
     """Renders panels and remembers each one's last good HTML (per panel and query) for the stale view."""
 
@@ -159,14 +168,30 @@ class PanelRenderer:
         self.town = town
         self.op = op
         self._last: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[Markup, float]] = {}
+        # (panel, query, csrf) -> (the town's change stamp, when drawn, the HTML), oldest first
+        self._drawn: OrderedDict[tuple[Any, ...], tuple[tuple[int, ...], float, Markup]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def render(self, name: str, q: Query, csrf: str) -> Markup:
         """Runs in a worker thread: reads the town and draws the panel (or its stale or unavailable form)."""
         panel = PANELS[name]
         key = (name, tuple(sorted(q.items())))
+        drawn_key = (name, key[1], csrf)
         try:
+            stamp = self.town.change_stamp(self.op) if name in FROM_STORE else None  # a read like any other
+            if stamp is not None:
+                with self._lock:
+                    drawn = self._drawn.get(drawn_key)
+                if drawn is not None and drawn[0] == stamp and time.monotonic() - drawn[1] < REDRAW_S:
+                    return drawn[2]
             data = panel.load(self.town, self.op, q)
             html = Markup(self.env.get_template(panel.template).render(csrf=csrf, columns=BOARD_COLUMNS, **data))
+            if stamp is not None:
+                with self._lock:
+                    self._drawn[drawn_key] = (stamp, time.monotonic(), html)
+                    self._drawn.move_to_end(drawn_key)
+                    while len(self._drawn) > DRAWN_KEPT:
+                        self._drawn.popitem(last=False)
         except InvalidInput as exc:  # the operator's own input (a filter): say so, nothing is stale
             return Markup(self.env.get_template("panel_error.html").render(kind="input", error=str(exc)))
         except Exception as exc:  # any failure to read: show the last data, marked stale

@@ -7,6 +7,7 @@ place where domain errors become tool errors.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -163,7 +164,11 @@ def build_server(
             )
             return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
         with identity.serving(resolved):
+            started = time.time_ns()
             result = await call_next(ctx)
+        if town.traces is not None:  # `[otel] endpoint` set: the call's span on its bead's trace
+            failed = _as_dict(result).get("isError") or None
+            await anyio.to_thread.run_sync(town.traces.tool_call, caller, str(name), started, failed and "tool error")
         if not resolved.nudged:
             return result
         nudges = await anyio.to_thread.run_sync(town.take_nudges, caller)

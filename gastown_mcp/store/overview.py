@@ -12,6 +12,7 @@ import secrets
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from gastown_mcp.models import Verb
@@ -295,6 +296,99 @@ class OverviewRepo:
             "SELECT rig, state, count(*) AS n, sum(gate_runs) AS gate_runs FROM merge_requests GROUP BY rig, state"
         )
 
+    def dispatch_latencies(self, after_id: int, limit: int = 5000) -> list[tuple[int, float]]:
+        """(claim event id, seconds from the bead becoming ready to that claim) for claims after `after_id`.
+
+        Ready is the latest of: the bead's creation, its last release or reopening before the claim, and the
+        last landing, completion or cancellation of each bead that blocked it. A rowid range scan of new events.
+        """
+        found = self.db.query(
+            f"""SELECT c.id, c.at AS claimed, max(
+                      b.created_at,
+                      coalesce((SELECT max(e.at) FROM events e INDEXED BY events_bead WHERE e.bead_id = c.bead_id
+                                AND e.id < c.id AND e.verb IN ('{Verb.bead_released.value}',
+                                '{Verb.bead_reopened.value}')), ''),
+                      coalesce((SELECT max(e.at) FROM deps d JOIN events e INDEXED BY events_bead
+                                ON e.bead_id = d.depends_on AND e.id < c.id AND e.verb IN
+                                ('{Verb.bead_merged.value}', '{Verb.bead_done.value}', '{Verb.bead_cancelled.value}')
+                                WHERE d.bead_id = c.bead_id AND d.kind = 'blocks'), '')) AS ready
+               FROM events c JOIN beads b ON b.id = c.bead_id
+               WHERE c.id > ? AND c.verb = '{Verb.bead_claimed.value}' ORDER BY c.id LIMIT ?""",
+            (after_id, limit),
+        )
+        return [(int(r["id"]), max(0.0, _seconds(r["ready"], r["claimed"]))) for r in found]
+
+    def gate_times(self, after_id: int, limit: int = 5000) -> tuple[list[float], int]:
+        """Seconds each merge request spent in testing (rebase, gates, verify, review, landing), for testing
+        spells that began after event `after_id` and have ended; and the event id to resume from (the first
+        spell still under way stops the scan, so it is counted once it ends)."""
+        found = self.db.query(
+            f"""SELECT t.id, t.at AS started,
+                      (SELECT min(o.at) FROM events o INDEXED BY events_bead WHERE o.bead_id = t.bead_id
+                       AND o.id > t.id AND o.verb IN ('{Verb.merge_merged.value}', '{Verb.merge_failed.value}',
+                       '{Verb.merge_conflicted.value}', '{Verb.merge_rejected.value}', '{Verb.merge_queued.value}')
+                      ) AS ended
+               FROM events t WHERE t.id > ? AND t.verb = '{Verb.merge_testing.value}' ORDER BY t.id LIMIT ?""",
+            (after_id, limit),
+        )
+        out: list[float] = []
+        cursor = after_id
+        for r in found:
+            if r["ended"] is None:
+                break
+            out.append(max(0.0, _seconds(r["started"], r["ended"])))
+            cursor = int(r["id"])
+        return out, cursor
+
+    def change_stamp(self) -> tuple[int, ...]:
+        """Changes whenever anything is written: every write transaction appends to the journal (its size only
+        grows until it is rotated, which changes its inode) and commits into the WAL."""
+        stamp: list[int] = []
+        for path in (self.db.journal_path, self.db.path.with_name(self.db.path.name + "-wal")):
+            try:
+                st = path.stat() if path is not None else None
+            except FileNotFoundError:
+                st = None
+            stamp += [st.st_ino, st.st_size, st.st_mtime_ns] if st is not None else [0, 0, 0]
+        return tuple(stamp)
+
+    # -- traces ----------------------------------------------------------------------------------------
+    def last_claim(self, agent: str) -> str | None:
+        """The bead `agent` last claimed: the bead its model calls and tool calls count for."""
+        row = self.db.query_one(
+            "SELECT bead_id FROM events INDEXED BY events_claims WHERE verb = 'bead.claimed' AND actor = ? "
+            "ORDER BY at DESC LIMIT 1",
+            (agent,),
+        )
+        return str(row["bead_id"]) if row else None
+
+    def run_spend(self, bead_id: str, agent: str) -> dict[str, Any]:
+        """The run of `bead_id` by `agent`: when it was claimed, and the tokens and USD metered since."""
+        claim = self.db.query_one(
+            "SELECT max(at) AS at FROM events INDEXED BY events_bead WHERE bead_id = ? AND actor = ? AND verb IN "
+            f"('{Verb.bead_claimed.value}', '{Verb.bead_taken_over.value}')",
+            (bead_id, agent),
+        )
+        since = claim["at"] if claim and claim["at"] else None
+        row = self.db.query_one(
+            f"""SELECT count(*) AS requests, coalesce(sum(u.input_tokens), 0) AS input_tokens,
+                      coalesce(sum(u.output_tokens), 0) AS output_tokens,
+                      coalesce(sum(u.cache_creation_tokens), 0) AS cache_creation_tokens,
+                      coalesce(sum(u.cache_read_tokens), 0) AS cache_read_tokens,
+                      coalesce(sum({TOKENS}), 0) AS tokens, coalesce(sum(u.cost_usd), 0) AS cost_usd
+               FROM usage u INDEXED BY usage_agent WHERE u.agent = ? AND u.at >= ? AND u.outcome != 'refused'""",
+            (agent, since or ""),
+        )
+        return {"claimed_at": since, **(dict(row) if row else {})}
+
+    def testing_since(self, bead_id: str) -> str | None:
+        """When the bead's merge request last went into testing."""
+        row = self.db.query_one(
+            "SELECT max(at) AS at FROM events INDEXED BY events_bead WHERE bead_id = ? AND verb = ?",
+            (bead_id, Verb.merge_testing.value),
+        )
+        return row["at"] if row and row["at"] else None
+
     # -- the operator's login --------------------------------------------------------------------------
     def issue_operator_token(self, actor: str) -> str:
         """A new operator token (shown once); every earlier one stops working."""
@@ -313,3 +407,9 @@ class OverviewRepo:
             "SELECT 1 FROM operator_tokens WHERE token_hash = ? AND revoked_at IS NULL", (secret_hash(token),)
         )
         return row is not None
+
+
+def _seconds(first: str, last: str) -> float:
+    """Seconds between two of the store's timestamps (ISO 8601, UTC, `Z`)."""
+    fmt = "%Y-%m-%dT%H:%M:%S.%fZ"
+    return (datetime.strptime(last, fmt) - datetime.strptime(first, fmt)).total_seconds()

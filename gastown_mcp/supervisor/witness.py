@@ -20,6 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from gastown_mcp.errors import GastownError
+from gastown_mcp.follow import WorktreeActivity
 from gastown_mcp.models import Agent, AgentState, BeadStatus, Role, Verb, now_iso
 from gastown_mcp.runtime import ContainerStatus
 from gastown_mcp.town import Town, system_agent
@@ -84,11 +85,17 @@ def latest_change(root: Path, budget: int = 20_000) -> float:
 
 
 class Witness:
-    def __init__(self, town: Town, *, clock: Callable[[], float] = time.time, name: str = "witness") -> None:
+    def __init__(
+        self, town: Town, *, clock: Callable[[], float] = time.time, name: str = "witness", watch: bool = True
+    ) -> None:
         self.town = town
         self.clock = clock
         self.me = system_agent(name, Role.witness)
         self.cfg = town.settings.witness
+        # Worktree changes come from a file watch; a tree is walked only on the tick that starts watching it
+        # (what changed before the watch began), or when it cannot be watched.
+        self.activity = WorktreeActivity(clock) if watch else None
+        self._walked: dict[str, float] = {}  # root -> newest mtime found by the walk that preceded its watch
         self._last_event = town.last_event_id(self.me)
         self._told: set[tuple[str, int]] = set()  # (agent, first failed usage row) streaks the mayor heard of
 
@@ -198,13 +205,20 @@ class Witness:
             )
         return out
 
+    def close(self) -> None:
+        """Stop watching worktrees (the loop that ticks this witness is ending)."""
+        if self.activity is not None:
+            self.activity.close()
+
     def _idle(self) -> list[Action]:
         out = []
-        now = self.clock()
         limit = self.cfg.idle_seconds
-        for agent in self._alive():
-            if agent.state is AgentState.starting or agent.role is not Role.polecat:
-                continue  # only agents with work on their hook are expected to keep moving
+        working = [
+            a for a in self._alive() if a.state is not AgentState.starting and a.role is Role.polecat
+        ]  # only agents with work on their hook are expected to keep moving
+        self._watch([str(a.metadata["worktree"]) for a in working if a.metadata.get("worktree")])
+        now = self.clock()
+        for agent in working:
             last = max(
                 _epoch(agent.last_seen) or _epoch(agent.created_at) or now,
                 self._worktree_change(agent),
@@ -325,9 +339,24 @@ class Witness:
             if e.actor == self.me.name and e.verb in (Verb.bead_released, Verb.bead_blocked) and e.at >= since
         )
 
+    def _watch(self, roots: list[str]) -> None:
+        if self.activity is None:
+            return
+        fresh = [r for r in roots if r not in self._walked]
+        for root in fresh:  # before the watch starts: a change made after the walk is seen by the watch
+            self._walked[root] = latest_change(Path(root)) if Path(root).is_dir() else 0.0
+        for root in set(self._walked) - set(roots):
+            del self._walked[root]
+        self.activity.watch(r for r in roots if r not in fresh or Path(r).is_dir())
+
     def _worktree_change(self, agent: Agent) -> float:
         path = agent.metadata.get("worktree")
-        return latest_change(Path(path)) if path and Path(path).is_dir() else 0.0
+        if not path:
+            return 0.0
+        seen = self.activity.last_change(path) if self.activity is not None else None
+        if seen is not None:
+            return max(seen, self._walked.get(path, 0.0))
+        return latest_change(Path(path)) if Path(path).is_dir() else 0.0  # not watched: walk it
 
     def _exit_reason(self, agent: Agent, status: ContainerStatus | None) -> str:
         if status is None or status.state == "missing":

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from gastown_mcp.config import Settings
 from gastown_mcp.models import Agent, AgentState, Role, now_iso
 from gastown_mcp.store import Store
 from gastown_mcp.town import guard
+
+if TYPE_CHECKING:
+    from gastown_mcp.town.traces import Traces
 
 OPERATOR = guard.OPERATOR
 
@@ -54,6 +57,8 @@ class IdentityCache:
 
 
 class TownBase:
+    traces: Traces | None = None  # spans of bead runs, only with `[otel] endpoint` (see town/traces.py)
+
     def __init__(self, store: Store, settings: Settings) -> None:
         self._store = store
         self.settings = settings
@@ -64,6 +69,8 @@ class TownBase:
 
     def close(self) -> None:
         """Close the town's database connections (the process is done with this town)."""
+        if self.traces is not None:
+            self.traces.tracing.close()  # sends the spans still queued
         self._store.close()
 
     def _require(self, actor: Agent, action: str, what: str) -> None:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from gastown_mcp.errors import Forbidden, InvalidInput, NotFound
+from gastown_mcp.errors import Forbidden, GastownError, InvalidInput, NotFound
 from gastown_mcp.models import (
     Agent,
     Bead,
@@ -133,6 +133,14 @@ class BeadsAPI(MergesAPI):
 
     def bead_claim_brief(self, actor: Agent, bead_id: str | None = None) -> BeadBrief:
         """`bead_claim`, returning the claimed bead's state from the claim itself (no second read)."""
+        if self.traces is None:
+            return self._claim_brief(actor, bead_id)
+        start = time.time_ns()
+        brief = self._claim_brief(actor, bead_id)
+        self.traces.claimed(actor, brief.id, start)
+        return brief
+
+    def _claim_brief(self, actor: Agent, bead_id: str | None) -> BeadBrief:
         self._require(actor, "bead.claim", "claim beads")
         lease = self.settings.lease.seconds
         if guard.roles.can(actor.role, "bead.claim.any"):
@@ -234,6 +242,20 @@ class BeadsAPI(MergesAPI):
         self, actor: Agent, bead_id: str, summary: str, branch: str | None = None, commit: str | None = None
     ) -> BeadBrief:
         """`bead_complete`, returning the bead's state from the completion itself (no second read)."""
+        if self.traces is None:
+            return self._complete_brief(actor, bead_id, summary, branch, commit)
+        start = time.time_ns()
+        try:
+            brief = self._complete_brief(actor, bead_id, summary, branch, commit)
+        except GastownError as exc:
+            self.traces.completed(actor, bead_id, start, str(exc))
+            raise
+        self.traces.completed(actor, bead_id, start)
+        return brief
+
+    def _complete_brief(
+        self, actor: Agent, bead_id: str, summary: str, branch: str | None, commit: str | None
+    ) -> BeadBrief:
         own = self._own_only(actor, "bead.complete", "complete", bead_id)
         if not summary.strip():
             raise InvalidInput("completing a bead needs a summary of what was done")

@@ -197,6 +197,8 @@ class MergesAPI(FleetAPI):
             return False
         self._store.merges.merged(actor.name, ids, new)
         self._intent_recorded()  # beads waiting on these are ready now
+        if self.traces is not None:
+            self.traces.landed(rig, [self._store.merges.get(i) for i in ids], new)
         return True
 
     def merge_requeue(self, actor: Agent, ids: Sequence[int], why: str) -> None:

@@ -19,12 +19,14 @@ from gastown_mcp.errors import GastownError, InvalidInput, Unauthorized
 from gastown_mcp.models import Agent, Bead, BeadStatus, BeadType, Event, MergeRequest, Message, Role, now_iso
 from gastown_mcp.store import rows
 from gastown_mcp.store.overview import COLUMNS, BoardFilter, OverviewRepo
+from gastown_mcp.telemetry import Tracing
 from gastown_mcp.town import guard
 from gastown_mcp.town.base import OPERATOR, operator
 from gastown_mcp.town.budgets import BudgetsAPI, BudgetStatus
 from gastown_mcp.town.directives import directive_of
 from gastown_mcp.town.dogs import DogsAPI
 from gastown_mcp.town.plans import PlansAPI
+from gastown_mcp.town.traces import Traces
 
 __all__ = ["BOARD_COLUMNS", "BoardFilter", "OverviewAPI"]
 
@@ -142,6 +144,11 @@ class OverviewAPI(PlansAPI, BudgetsAPI, DogsAPI):
         if self._overview_repo is None:
             self._overview_repo = OverviewRepo(self._store.db)
         return self._overview_repo
+
+    def trace_with(self, tracing: Tracing) -> Traces:
+        """Export a trace per bead run through `tracing` (`[otel] endpoint`); see `gastown_mcp/telemetry.py`."""
+        self.traces = Traces(tracing, self._store)
+        return self.traces
 
     # -- the operator's login --------------------------------------------------------------------------
     def operator_token(self, actor: Agent) -> str:
@@ -399,6 +406,22 @@ class OverviewAPI(PlansAPI, BudgetsAPI, DogsAPI):
             pending_nudges=self._store.messages.pending_count(),
             estop=self.frozen() is not None,
         )
+
+    def change_stamp(self, actor: Agent) -> tuple[int, ...]:
+        """A value that changes whenever the town's data does (any write), for views that redraw only then."""
+        self._require(actor, "town.status", "read the town's state")
+        return self._overview.change_stamp()
+
+    def dispatch_latencies(self, actor: Agent, after_id: int) -> list[tuple[int, float]]:
+        """(claim event id, seconds from ready to claimed) for claims after event `after_id`, oldest first."""
+        self._require(actor, "town.status", "read the town's metrics")
+        return self._overview.dispatch_latencies(after_id)
+
+    def gate_times(self, actor: Agent, after_id: int) -> tuple[list[float], int]:
+        """Seconds merge requests spent in testing, for spells begun after event `after_id` and ended; and the
+        event id to ask from next time."""
+        self._require(actor, "town.status", "read the town's metrics")
+        return self._overview.gate_times(after_id)
 
 
 def _budget_warning(b: BudgetStatus) -> str:

@@ -136,6 +136,9 @@ def test_metrics_are_prometheus_text(site: Site) -> None:
     assert 'gastown_beads{status="open"} 1' in text.text
     assert 'gastown_agents{role="polecat",state="running"} 1' in text.text
     assert 'gastown_gateway_request_duration_seconds_bucket{le="+Inf"} 0' in text.text
+    assert "# TYPE gastown_merge_gate_seconds histogram" in text.text
+    assert "# TYPE gastown_dispatch_latency_seconds histogram" in text.text
+    assert "gastown_dispatch_latency_seconds_count 0" in text.text
 
 
 @pytest.mark.parametrize("path", ["/", "/board", "/agents", "/merges", "/convoys", "/spend", "/feed"])

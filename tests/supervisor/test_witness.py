@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes import BrokenEngine, Clock, FakeRuntime
+from waits import until
 
 from gastown_mcp import rigs
 from gastown_mcp.config import SchedulerSection, Settings, WitnessSection
@@ -53,8 +55,10 @@ def runtime() -> FakeRuntime:
 
 
 @pytest.fixture
-def witness(wtown: Town, runtime: FakeRuntime, clock: Clock) -> Witness:
-    return Witness(wtown, clock=clock)
+def witness(wtown: Town, runtime: FakeRuntime, clock: Clock) -> Iterator[Witness]:
+    w = Witness(wtown, clock=clock)
+    yield w
+    w.close()
 
 
 def _launched(town: Town, operator: Agent, runtime: FakeRuntime, name: str, worktree: Path | None = None) -> Agent:
@@ -170,6 +174,13 @@ def test_an_idle_polecat_is_nudged_then_escalated_as_stalled(
     assert runtime.stopped == []  # idleness never stops an agent
 
 
+def _wait_seen(witness: Witness, tree: Path, since: float) -> None:
+    """Until the witness's file watch has recorded a change in `tree` at or after `since` (a bounded wait)."""
+    activity = witness.activity
+    assert activity is not None
+    until(lambda: (activity.last_change(tree) or 0) >= since, 10, f"the file watch to see a write in {tree}")
+
+
 def test_a_working_polecat_is_never_nudged_or_stopped(
     wtown: Town, operator: Agent, witness: Witness, clock: Clock, runtime: FakeRuntime, tmp_path: Path
 ) -> None:
@@ -177,16 +188,55 @@ def test_a_working_polecat_is_never_nudged_or_stopped(
     tree.mkdir()
     worker = _launched(wtown, operator, runtime, "polecat-1", tree)
     wtown.bead_claim(worker, wtown.bead_create(operator, "job").id)
-    for _ in range(5):
+    assert witness.tick() == []  # the tick that starts watching the worktree
+    for i in range(5):
         clock.advance(50)
-        # The agent edits a file in its worktree (no tool call): that is work.
-        f = tree / "main.py"
-        f.write_text("print('hi')\n")
-        os.utime(f, (clock(), clock()))
+        # The agent edits a file in its worktree (no tool call): that is work, seen by the file watch.
+        written = clock()
+        (tree / "main.py").write_text(f"print({i})\n")
+        _wait_seen(witness, tree, written)
         assert witness.tick() == []
     assert runtime.stopped == []
     assert not wtown._store.messages.has_pending_nudge("polecat-1")
     assert wtown._store.agents.get("polecat-1").state is AgentState.running
+
+
+def test_after_the_first_tick_a_tick_does_not_walk_the_worktree_and_a_quiet_one_is_idle(
+    wtown: Town,
+    operator: Agent,
+    witness: Witness,
+    clock: Clock,
+    runtime: FakeRuntime,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tree = tmp_path / "wt"
+    for d in range(20):
+        (tree / f"d{d}").mkdir(parents=True)
+        for f in range(20):
+            (tree / f"d{d}" / f"f{f}.py").write_text("x\n")
+    worker = _launched(wtown, operator, runtime, "polecat-1", tree)
+    wtown.bead_claim(worker, wtown.bead_create(operator, "job").id)
+    scans: list[str] = []
+    real_scandir = os.scandir
+
+    def counting(path: Any = ".") -> Any:
+        scans.append(str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", counting)
+    assert witness.tick() == []
+    assert len(scans) == 21  # the first tick walks the tree once: what changed before the watch began
+    scans.clear()
+    for _ in range(3):
+        clock.advance(30)
+        written = clock()
+        (tree / "d7" / "f3.py").write_text(f"y{written}\n")  # deep in the tree
+        _wait_seen(witness, tree, written)
+        assert witness.tick() == []
+    clock.advance(61)
+    assert [a.verb for a in witness.tick()] == [Did.nudged]  # no change for 61 s: idle
+    assert scans == []  # no tick after the first read a directory of the tree
 
 
 def test_tool_calls_keep_a_polecat_from_being_idle(
