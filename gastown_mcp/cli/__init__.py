@@ -29,6 +29,7 @@ from gastown_mcp.cli import (
     merges,
     messages,
     plans,
+    swarm_cmds,
     town_cmds,
 )
 from gastown_mcp.errors import GastownError
@@ -119,6 +120,7 @@ def build_app() -> typer.Typer:
     dashboard_cmds.register(app)
     goals.register(app)
     mayor_cmds.register(app)
+    swarm_cmds.register(app)
     return app
 
 

@@ -1,7 +1,8 @@
 """A real multi-node Docker Swarm on this machine: this engine is the manager, and two worker nodes are
 containers running their own Docker engine (Debian's docker.io, `Dockerfile.node`) on an internal network the
 fixture creates, so the nodes reach this machine and nothing else. The agent image reaches each node by
-`docker save | docker load`. Everything is removed afterwards, and this engine leaves the swarm it joined.
+`gastown swarm load-image` (`docker save` here, `docker load` in the node, then a check
+through the swarm). Everything is removed afterwards, and this engine leaves the swarm it joined.
 
 The nodes run with every capability this machine grants but CAP_SYS_RESOURCE (which it does not grant, so
 `--privileged` fails here), unconfined seccomp and AppArmor, and the host's cgroup tree, which an engine inside
@@ -15,19 +16,21 @@ import os
 import secrets
 import subprocess
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner, Result
 from waits import until
 
+from gastown_mcp.cli import build_app
 from gastown_mcp.runtime.docker_backend import DockerRuntime
 from gastown_mcp.runtime.swarm_backend import SwarmRuntime
 
 HERE = Path(__file__).resolve().parent
 NODE_IMAGE = "gastown-swarm-node:latest"
 NODE_MEMORY = "2g"
+VIA = "docker exec -i {hostname} docker load"  # how `gastown swarm load-image` reaches a node's engine here
 
 
 def unavailable(reason: str) -> None:
@@ -55,14 +58,9 @@ def docker(*args: str, stdin: bytes | None = None, check: bool = True) -> str:
     return done.stdout.decode().strip()
 
 
-def _load_image(node: str, image: str) -> None:
-    save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
-    try:
-        subprocess.run(["docker", "exec", "-i", node, "docker", "load", "-q"], stdin=save.stdout, check=True)
-    finally:
-        if save.stdout is not None:
-            save.stdout.close()
-        save.wait(timeout=60)
+def gastown(*args: str) -> Result:
+    """The `gastown` command line, in this process."""
+    return CliRunner().invoke(build_app(), list(args), env={"GASTOWN_TOWN": "", "COLUMNS": "200"})
 
 
 @pytest.fixture(scope="session")
@@ -104,10 +102,13 @@ def swarm(docker_runtime: DockerRuntime, agent_image: str, root: None) -> Iterat
             address = docker("inspect", "-f", template, node)
             docker("exec", node, "docker", "swarm", "join", "--token", token, "--advertise-addr", address,
                    f"{manager}:2377")  # fmt: skip
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda n: _load_image(n, agent_image), workers))
         runtime = SwarmRuntime(client, placement=("node.role==worker",), grace_s=2)
         until(lambda: sum(n["state"] == "ready" for n in runtime.nodes()) == 3, 60, "three ready nodes")
+        # The operator's command, with the nodes' engines reached by `docker exec` instead of ssh.
+        loaded = gastown(
+            "swarm", "load-image", "--image", agent_image, "--via", "docker exec -i {hostname} docker load"
+        )
+        assert loaded.exit_code == 0, loaded.output
         yield Swarm(runtime, network, manager, workers)
     finally:
         for node in workers:

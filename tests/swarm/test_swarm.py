@@ -1,6 +1,7 @@
 """Agents on other machines, for real: a 2-worker Docker Swarm on this machine (see conftest.py).
 
-First the containment checks on a worker node. Then a town with `[runtime] backend = "swarm"` works six beads
+First `gastown doctor --sandbox` in a swarm town: the containment checks on this engine and on the node
+its agents may be placed on. Then a town with `[runtime] backend = "swarm"` works six beads
 with Claude Code polecats (the scripted stand-in as the model): the first four are placed on both workers,
 each gets its repository from the town over git smart HTTP and pushes its branch back; one worker is killed
 while its polecats are mid-bead, the witness sees them gone with their node, and their beads are worked again
@@ -9,6 +10,7 @@ on the other worker. Every bead lands on main exactly once.
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import threading
@@ -23,12 +25,11 @@ from waits import until
 from gastown_mcp import rigs
 from gastown_mcp.config import Settings
 from gastown_mcp.models import MergeState, Verb
-from gastown_mcp.runtime.swarm_selftest import run_on_node
 from gastown_mcp.serving import serve
 from gastown_mcp.standin import build_standin
 from gastown_mcp.town import Town, operator
 
-from .conftest import Swarm
+from .conftest import Swarm, gastown
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm, pytest.mark.slow]
 OP = operator()
@@ -53,11 +54,25 @@ def release(town: Town, agent: str) -> None:
     )
 
 
-def test_containment_checks_pass_on_a_worker_node(swarm: Swarm, agent_image: str) -> None:
-    results = run_on_node(swarm.runtime, swarm.workers[1], agent_image)
-    failed = [f"{r.name}: {r.detail}" for r in results if not r.passed]
+def test_doctor_sandbox_runs_the_containment_checks_on_each_node_agents_may_use(
+    swarm: Swarm, agent_image: str, tmp_path: Path
+) -> None:
+    # A swarm town whose agents may run on the second worker only: the checks run here and on that node.
+    node = swarm.workers[1]
+    town_dir = tmp_path / "town"
+    town_dir.mkdir()
+    (town_dir / "town.toml").write_text(
+        f'[town]\nname = "doc"\n\n[runtime]\nbackend = "swarm"\nimage = "{agent_image}"\n'
+        f'swarm_placement = ["node.role==worker", "node.hostname=={node}"]\n'
+    )
+    done = gastown("doctor", "--sandbox", "--json", "--town", str(town_dir))
+    results = json.loads(done.stdout)
+    failed = [f"{r['name']}: {r['detail']}" for r in results if not r["passed"]]
     assert not failed, "\n".join(failed)
-    names = {r.name for r in results}
+    assert done.exit_code == 0, done.output
+    names = {r["name"] for r in results}
+    assert not any(n.startswith(swarm.workers[0]) for n in names)  # not a node this town places agents on
+    assert "no_new_privileges" in names  # this engine's own checks (gates run here)
     for check in (
         "placed_on_node",
         "town_port_reachable",
@@ -71,7 +86,7 @@ def test_containment_checks_pass_on_a_worker_node(swarm: Swarm, agent_image: str
         "fork_bomb_stopped_at_pids_limit",
         "wallclock_limit_stops_sleeper",
     ):
-        assert check in names
+        assert f"{node}: {check}" in names
 
 
 @pytest.fixture
