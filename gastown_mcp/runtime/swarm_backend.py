@@ -78,7 +78,7 @@ class SwarmRuntime:
             raise RuntimeUnavailable(
                 '[runtime] backend = "swarm" needs this engine to be a swarm manager: run '
                 "`docker swarm init --advertise-addr ADDRESS` here and `docker swarm join` on each worker, "
-                "then load the agent image on every node (`docker save IMAGE | ssh NODE docker load`)"
+                "then load the agent image on every node (`gastown swarm load-image`)"
             )
 
     def close(self) -> None:
@@ -126,7 +126,7 @@ class SwarmRuntime:
                 raise RuntimeUnavailable(
                     f"launching agent {spec.agent} on the swarm ({name}): {why}. Check `docker node ls`, the "
                     "placement constraints ([runtime] swarm_placement) and that every node has the image "
-                    f"{spec.image} (`docker save {spec.image} | ssh NODE docker load`)"
+                    f"{spec.image} as built now (`gastown swarm load-image`, again after every image build)"
                 )
             time.sleep(POLL_S)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import shlex
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import docker
 import docker.errors
 
-from gastown_mcp.errors import InvalidInput, NotFound, RuntimeUnavailable
+from gastown_mcp.errors import GastownError, InvalidInput, NotFound, RuntimeUnavailable
 from gastown_mcp.runtime.docker_errors import translate_errors
 from gastown_mcp.runtime.swarm_backend import SwarmRuntime
 
@@ -85,19 +86,24 @@ def load_image(
     results: dict[str, NodeLoad] = {}
 
     def one(node: dict[str, str]) -> None:
-        command = [part.format(hostname=node["hostname"], address=node["address"]) for part in template]
-        progress(f"{node['hostname']}: {' '.join(command)}")
-        loaded, detail = _stream(runtime, image, command)
-        present, why = check_image(runtime, node["hostname"], image_id) if loaded else (False, "")
-        results[node["hostname"]] = NodeLoad(node["hostname"], loaded, present, detail if not loaded else why)
-        progress(f"{node['hostname']}: {'ok' if present else 'FAILED'} {results[node['hostname']].detail}")
+        host = node["hostname"]
+        command = [part.format(hostname=host, address=node["address"]) for part in template]
+        progress(f"{host}: {' '.join(command)}")
+        try:
+            loaded, detail = _stream(runtime, image, command)
+            present, why = check_image(runtime, host, image_id) if loaded else (False, "")
+            results[host] = NodeLoad(host, loaded, present, why if loaded else detail)
+        except GastownError as exc:
+            results[host] = NodeLoad(host, False, False, str(exc))
+        progress(f"{host}: {'ok' if results[host].present else 'FAILED'} {results[host].detail}")
 
     threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in targets]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(LOAD_TIMEOUT_S + CHECK_TIMEOUT_S)
-    return [results.get(n["hostname"]) or NodeLoad(n["hostname"], False, False, "timed out") for n in targets]
+    late = f"no result within {LOAD_TIMEOUT_S + CHECK_TIMEOUT_S:.0f} s"
+    return [results.get(n["hostname"]) or NodeLoad(n["hostname"], False, False, late) for n in targets]
 
 
 def _chunks(runtime: SwarmRuntime, image: str) -> Iterator[bytes]:
@@ -107,26 +113,30 @@ def _chunks(runtime: SwarmRuntime, image: str) -> Iterator[bytes]:
 
 def _stream(runtime: SwarmRuntime, image: str, command: list[str]) -> tuple[bool, str]:
     """`docker save image | command`: whether the command took it all and succeeded, and what it said."""
-    try:
-        loader = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    except OSError as exc:
-        return False, f"cannot run {command[0]}: {exc}"
-    assert loader.stdin is not None
-    try:
-        for chunk in _chunks(runtime, image):
-            loader.stdin.write(chunk)
-        loader.stdin.close()
-    except BrokenPipeError:
-        pass  # the loader quit early: its exit status and output say why
-    except RuntimeUnavailable as exc:
-        loader.kill()
-        return False, str(exc)
-    try:
-        out, _ = loader.communicate(timeout=LOAD_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        loader.kill()
-        return False, f"{command[0]} did not finish within {LOAD_TIMEOUT_S:.0f} s"
-    text = out.decode(errors="replace").strip()
+    with tempfile.TemporaryFile() as said:
+        try:
+            loader = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=said, stderr=subprocess.STDOUT)
+        except OSError as exc:
+            return False, f"cannot run {command[0]}: {exc}"
+        assert loader.stdin is not None
+        try:
+            with loader.stdin:
+                for chunk in _chunks(runtime, image):
+                    loader.stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # the loader quit early: its exit status and output say why
+        except RuntimeUnavailable as exc:
+            loader.kill()
+            loader.wait()
+            return False, str(exc)
+        try:
+            loader.wait(timeout=LOAD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            loader.kill()
+            loader.wait()
+            return False, f"{command[0]} did not finish within {LOAD_TIMEOUT_S:.0f} s"
+        said.seek(0)
+        text = said.read().decode(errors="replace").strip()
     return loader.returncode == 0, text[-300:] or f"exit {loader.returncode}"
 
 

@@ -29,7 +29,7 @@ from gastown_mcp.serving import serve
 from gastown_mcp.standin import build_standin
 from gastown_mcp.town import Town, operator
 
-from .conftest import Swarm, gastown
+from .nodes import Swarm, gastown
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm, pytest.mark.slow]
 OP = operator()
@@ -54,15 +54,13 @@ def release(town: Town, agent: str) -> None:
     )
 
 
-def test_doctor_sandbox_runs_the_containment_checks_on_each_node_agents_may_use(
-    swarm: Swarm, agent_image: str, tmp_path: Path
-) -> None:
+def test_doctor_sandbox_runs_the_containment_checks_on_each_node_agents_may_use(swarm: Swarm, tmp_path: Path) -> None:
     # A swarm town whose agents may run on the second worker only: the checks run here and on that node.
     node = swarm.workers[1]
     town_dir = tmp_path / "town"
     town_dir.mkdir()
     (town_dir / "town.toml").write_text(
-        f'[town]\nname = "doc"\n\n[runtime]\nbackend = "swarm"\nimage = "{agent_image}"\n'
+        f'[town]\nname = "doc"\n\n[runtime]\nbackend = "swarm"\nimage = "{swarm.image}"\n'
         f'swarm_placement = ["node.role==worker", "node.hostname=={node}"]\n'
     )
     done = gastown("doctor", "--sandbox", "--json", "--town", str(town_dir))
@@ -90,7 +88,7 @@ def test_doctor_sandbox_runs_the_containment_checks_on_each_node_agents_may_use(
 
 
 @pytest.fixture
-def swarm_town(tmp_path: Path, swarm: Swarm, agent_image: str) -> Iterator[tuple[Town, ByAgent]]:
+def swarm_town(tmp_path: Path, swarm: Swarm) -> Iterator[tuple[Town, ByAgent]]:
     # The first wave holds after claiming, so a node can be killed while its polecats are mid-bead.
     script = ByAgent(plans={name: Plan(after_claim=[HOLD]) for name in FIRST_WAVE})
     name = f"sw{secrets.token_hex(3)}"
@@ -111,7 +109,7 @@ def swarm_town(tmp_path: Path, swarm: Swarm, agent_image: str) -> Iterator[tuple
                 },
                 "runtime": {
                     "backend": "swarm",
-                    "image": agent_image,
+                    "image": swarm.image,
                     "limits": {"polecat": {"memory_mb": 512, "cpus": 0.5}},
                 },
                 "scheduler": {"auto": True, "max_polecats": 4, "spawn_per_tick": 4, "interval_seconds": 0.5},
