@@ -33,7 +33,9 @@ from waits import until
 HERE = Path(__file__).resolve().parent
 NODE_IMAGE = "gastown-swarm-node:latest"
 NODE_MEMORY = "2g"
-VIA = "docker exec -i {hostname} docker load"  # how `gastown swarm load-image` reaches a node's engine here
+# How the town reaches a node's own engine here (`ssh {hostname} docker` on real machines).
+NODE_DOCKER = "docker exec {hostname} docker"
+VIA = "docker exec -i {hostname} docker load"  # `gastown swarm load-image`'s way onto a node
 ENGINE_START_S = 180.0
 NODES_READY_S = 180.0
 
@@ -114,7 +116,9 @@ def local_swarm(client: docker.DockerClient, agent_image: str) -> Iterator[Swarm
             # readiness below is what counts.
             docker_cli("exec", node, "docker", "swarm", "join", "--token", token, "--advertise-addr", address,
                        f"{manager}:2377", check=False)  # fmt: skip
-        runtime = SwarmRuntime(client, placement=("node.role==worker",), grace_s=2, relay_image=image)
+        runtime = SwarmRuntime(
+            client, placement=("node.role==worker",), grace_s=2, relay_image=image, node_docker=NODE_DOCKER
+        )
         until(lambda: sum(n["state"] == "ready" for n in runtime.nodes()) == 3, NODES_READY_S, "three ready nodes")
         # The operator's command, with the nodes' engines reached by `docker exec` instead of ssh.
         loaded = gastown("swarm", "load-image", "--image", image, "--via", VIA)

@@ -19,14 +19,15 @@ from pathlib import Path
 
 import pytest
 from anyio.from_thread import start_blocking_portal
-from e2e.harness import BackgroundTown, ByAgent, Plan, git_repo
+from e2e.harness import BackgroundTown, ByAgent, Plan, agent_named_in, git_repo, is_resumed
 from waits import until
 
 from gastown_mcp import rigs
 from gastown_mcp.config import Settings
 from gastown_mcp.models import MergeState, Verb
+from gastown_mcp.runtime.swarm_spec import service_name
 from gastown_mcp.serving import serve
-from gastown_mcp.standin import build_standin
+from gastown_mcp.standin import Conversation, Standin, build_standin
 from gastown_mcp.town import Town, operator
 
 from .nodes import Swarm, gastown
@@ -44,6 +45,17 @@ WAIT_FOR_GO = (
     "do sleep 2; i=$((i+1)); done; echo released"
 )
 HOLD = ("Bash", {"command": WAIT_FOR_GO, "description": "Wait for the go-ahead", "timeout": 600_000})
+
+
+def paused_on_node(swarm: Swarm, town: str, agent: str, node: str) -> bool:
+    """What the node's own engine says of the agent's task container (not what the town thinks)."""
+    service = swarm.runtime.client.services.list(filters={"name": service_name(town, agent)})[0]
+    tasks = [t for t in service.tasks() if t["Status"]["State"] == "running"]
+    cid = tasks[0]["Status"]["ContainerStatus"]["ContainerID"]
+    out = subprocess.run(
+        ["docker", "exec", node, "docker", "inspect", "-f", "{{.State.Paused}}", cid], capture_output=True, check=True
+    )
+    return out.stdout.decode().strip() == "true"
 
 
 def release(town: Town, agent: str) -> None:
@@ -88,7 +100,7 @@ def test_doctor_sandbox_runs_the_containment_checks_on_each_node_agents_may_use(
 
 
 @pytest.fixture
-def swarm_town(tmp_path: Path, swarm: Swarm) -> Iterator[tuple[Town, ByAgent]]:
+def swarm_town(tmp_path: Path, swarm: Swarm) -> Iterator[tuple[Town, Standin]]:
     # The first wave holds after claiming, so a node can be killed while its polecats are mid-bead.
     script = ByAgent(plans={name: Plan(after_claim=[HOLD]) for name in FIRST_WAVE})
     name = f"sw{secrets.token_hex(3)}"
@@ -126,7 +138,7 @@ def swarm_town(tmp_path: Path, swarm: Swarm) -> Iterator[tuple[Town, ByAgent]]:
             if running.done():
                 running.result()
             assert process.town is not None
-            yield process.town, script
+            yield process.town, standin
         finally:
             portal.call(process.stop)
             running.result(timeout=120)
@@ -135,9 +147,9 @@ def swarm_town(tmp_path: Path, swarm: Swarm) -> Iterator[tuple[Town, ByAgent]]:
 
 
 def test_six_beads_on_two_nodes_all_merge_and_a_killed_node_loses_none(
-    swarm: Swarm, swarm_town: tuple[Town, ByAgent]
+    swarm: Swarm, swarm_town: tuple[Town, Standin]
 ) -> None:
-    town, _script = swarm_town
+    town, standin = swarm_town
     name = town.settings.town.name
     beads = [town.bead_create(OP, f"Write note {i}").id for i in range(6)]
 
@@ -155,6 +167,14 @@ def test_six_beads_on_two_nodes_all_merge_and_a_killed_node_loses_none(
         seen = {s.agent: (s.state, s.reason, swarm.runtime.node_of(name, s.agent)) for s in swarm.runtime.list(name)}
         logs = {a: swarm.runtime.logs(name, a, 20)[-1500:] for a in seen}
         raise AssertionError(f"{exc}\nservices: {seen}\nlogs: {logs}") from None
+    # An emergency stop freezes them where they run: each task's container paused on its node; thaw resumes.
+    town.estop(OP, "swarm freeze check")
+    assert sorted(town.paused_containers(OP) or []) == sorted(FIRST_WAVE)
+    for agent, node in nodes.items():
+        assert paused_on_node(swarm, name, agent, node), f"{agent} is not paused on {node}"
+    town.thaw(OP, "checked")
+    assert town.paused_containers(OP) == []
+    assert not any(paused_on_node(swarm, name, agent, node) for agent, node in nodes.items())
     doomed = swarm.workers[0]
     lost = sorted(a for a, n in nodes.items() if n == doomed)  # held: none of them can finish before the kill
     lost_beads = {town.agent(a).metadata["hook"] for a in lost}
@@ -182,3 +202,21 @@ def test_six_beads_on_two_nodes_all_merge_and_a_killed_node_loses_none(
         assert town.agent(agent).metadata.get("exit_reason") == "killed"
     requeued = {e.bead_id for e in town.events(OP, limit=10_000) if e.verb == Verb.bead_released}
     assert lost_beads <= requeued
+
+    # A nudge to an ended polecat resumes its Claude Code session on whatever node the swarm picks: the
+    # transcript came back from the town (its session branch), so the same conversation goes on.
+    again = next(a for a in FIRST_WAVE if a not in lost)
+    text = "Resume check 5d1e: say what you did."
+    town.nudge(OP, again, text)
+
+    def resumed_and_ended() -> bool:
+        agent = town.agent(again)
+        return int(str(agent.metadata.get("resumes") or 0)) == 1 and agent.state.value == "exited"
+
+    until(resumed_and_ended, 240, f"{again} resumed and ended again", every_s=1.0)
+    assert town.agent(again).metadata.get("exit_reason") == "ok", swarm.runtime.logs(name, again, 40)
+    asked = [Conversation(r.body) for r in list(standin.requests) if r.path == "/v1/messages"]
+    last = [c for c in asked if agent_named_in(c) == again][-1]
+    assert is_resumed(last) and text in last.last_user_text
+    earlier = [b.get("name") for m in last.messages if isinstance(m.get("content"), list) for b in m["content"]]
+    assert "mcp__gastown__bead_complete" in earlier
