@@ -9,9 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from gastown_mcp.cli import build_app
-from gastown_mcp.errors import Forbidden
+from gastown_mcp.errors import Forbidden, InvalidInput
 from gastown_mcp.runtime.docker_backend import exit_reason
 from gastown_mcp.runtime.protocol import LaunchSpec, Limits, Mount
+from gastown_mcp.runtime.swarm_freeze import node_command
 from gastown_mcp.runtime.swarm_selftest import may_place
 from gastown_mcp.runtime.swarm_spec import WORK_REPO, service_spec, task_status
 
@@ -106,3 +107,10 @@ def test_load_image_refuses_a_bad_load_command_before_touching_any_engine(via: s
     done = CliRunner().invoke(build_app(), ["swarm", "load-image", "--via", via], env={"GASTOWN_TOWN": ""})
     assert done.exit_code != 0
     assert "--via" in done.output and "ssh {hostname} docker load" in done.output
+
+
+def test_a_node_docker_command_is_checked_when_the_runtime_is_made_not_at_an_emergency_stop() -> None:
+    assert node_command("ssh {hostname} docker", "w1", "10.0.0.5") == ["ssh", "w1", "docker"]
+    assert node_command("docker -H ssh://gastown@{address}", "w1", "10.0.0.5")[-1] == "ssh://gastown@10.0.0.5"
+    with pytest.raises(InvalidInput, match="swarm_node_docker"):
+        node_command("ssh {host} docker", "w1", "10.0.0.5")
