@@ -111,14 +111,20 @@ def run_town(backend: str, runtime: Runtime, beads: int, polecats: int, image: s
             running.result(timeout=180)
             runtime.cleanup(name)
             runtime.remove_network(name)
-    starting = {e.agent: _at(e.at) for e in events if e.verb == Verb.agent_starting and e.agent}
-    up = {e.agent: _at(e.at) for e in reversed(events) if e.verb == Verb.agent_running and e.agent}
-    launch = [up[a] - starting[a] for a in up if a in starting]
+    starting: dict[str, float] = {}
+    up: dict[str, float] = {}
+    created: dict[str, float] = {}
     claimed: dict[str, str] = {}
-    for e in sorted(events, key=lambda e: e.id):
-        if e.verb == Verb.bead_claimed and e.bead_id and e.agent and e.bead_id not in claimed:
-            claimed[e.bead_id] = e.agent
-    created = {e.bead_id: _at(e.at) for e in events if e.verb == Verb.bead_created and e.bead_id}
+    for e in sorted(events, key=lambda e: e.id):  # the first of each
+        if e.verb == Verb.agent_starting and e.agent:
+            starting.setdefault(e.agent, _at(e.at))
+        elif e.verb == Verb.agent_running and e.agent:
+            up.setdefault(e.agent, _at(e.at))
+        elif e.verb == Verb.bead_created and e.bead_id:
+            created.setdefault(e.bead_id, _at(e.at))
+        elif e.verb == Verb.bead_claimed and e.bead_id and e.agent:
+            claimed.setdefault(e.bead_id, e.agent)
+    launch = [up[a] - starting[a] for a in up if a in starting]
     first_wave = ids[:polecats]
     dispatch = [up[claimed[b]] - created[b] for b in first_wave if b in claimed and claimed[b] in up]
     return {

@@ -213,7 +213,7 @@ def test_six_beads_on_two_nodes_all_merge_and_a_killed_node_loses_none(
         agent = town.agent(again)
         return int(str(agent.metadata.get("resumes") or 0)) == 1 and agent.state.value == "exited"
 
-    until(resumed_and_ended, 240, f"{again} resumed and ended again", every_s=1.0)
+    until(resumed_and_ended, 180, f"{again} resumed and ended again", every_s=1.0)
     assert town.agent(again).metadata.get("exit_reason") == "ok", swarm.runtime.logs(name, again, 40)
     asked = [Conversation(r.body) for r in list(standin.requests) if r.path == "/v1/messages"]
     last = [c for c in asked if agent_named_in(c) == again][-1]
