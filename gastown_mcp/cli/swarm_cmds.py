@@ -3,7 +3,6 @@ its nodes (no registry: `docker save` here, a load command per node, then a chec
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -11,12 +10,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gastown_mcp.cli._edge import Json, TownDir, emit
-from gastown_mcp.config import TOWN_FILE, load_settings
+from gastown_mcp.cli._edge import Json, TownDir, emit, find_town_dir
+from gastown_mcp.config import TOWN_FILE, RuntimeSection, load_settings
 from gastown_mcp.errors import RuntimeUnavailable
-from gastown_mcp.runtime.protocol import DEFAULT_IMAGE
 from gastown_mcp.runtime.swarm_backend import SwarmRuntime
 from gastown_mcp.runtime.swarm_images import DEFAULT_VIA, load_image, via_template
+from gastown_mcp.runtime.swarm_selftest import may_place
 
 app = typer.Typer(help='The Docker Swarm agents run on ([runtime] backend = "swarm").', no_args_is_help=True)
 
@@ -25,23 +24,26 @@ def register(root: typer.Typer) -> None:
     root.add_typer(app, name="swarm")
 
 
-def _town_image(town_dir: Path | None) -> str:
-    """The town's `[runtime] image` when a town is given or found here, else the default agent image."""
-    here = town_dir or Path(os.environ.get("GASTOWN_TOWN") or Path.cwd()).expanduser()
-    if (here / TOWN_FILE).is_file():
-        return load_settings(here).runtime.image
-    return DEFAULT_IMAGE
+def _town_runtime(town_dir: Path | None) -> RuntimeSection:
+    """The `[runtime]` of the town given or found here, else the defaults."""
+    here = (town_dir or Path.cwd()).expanduser()
+    if town_dir is not None or (here / TOWN_FILE).is_file():
+        return load_settings(find_town_dir(town_dir)).runtime
+    return RuntimeSection()
 
 
 @app.command("nodes")
-def nodes(as_json: Json = False) -> None:
-    """Every node of the swarm this engine manages: hostname, role, state, availability, address."""
-    found = SwarmRuntime.connect().nodes()
+def nodes(town_dir: TownDir = None, as_json: Json = False) -> None:
+    """Every node of the swarm this engine manages: hostname, role, state, availability, address, and whether
+    the town's `[runtime] swarm_placement` lets agents run there."""
+    placement = _town_runtime(town_dir).swarm_placement
+    found = [{**n, "agents": may_place(n, placement)} for n in SwarmRuntime.connect().nodes()]
 
     def render(console: Console) -> None:
-        table = Table("hostname", "role", "state", "availability", "address")
+        table = Table("hostname", "role", "state", "availability", "address", "agents")
         for n in found:
-            table.add_row(n["hostname"], n["role"], n["state"], n["availability"], n["address"])
+            row = [str(n[k]) for k in ("hostname", "role", "state", "availability", "address")]
+            table.add_row(*row, "yes" if n["agents"] else "no")
         console.print(table)
 
     emit(as_json, found, render)
@@ -69,7 +71,7 @@ def load_image_cmd(
     """Put the agent image on every ready node but this one (no registry), then check that the swarm runs it
     there by image ID. Run it after `gastown image build` and after a node joins. Exit 1 if any node failed."""
     via_template(via)  # a bad command is refused before anything is saved
-    wanted = image or _town_image(town_dir)
+    wanted = image or _town_runtime(town_dir).image
     runtime = SwarmRuntime.connect()
     console = Console(stderr=True)
     results = load_image(runtime, wanted, via=via, nodes=node or (), progress=lambda line: console.print(line))

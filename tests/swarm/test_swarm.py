@@ -75,6 +75,11 @@ def test_doctor_sandbox_runs_the_containment_checks_on_each_node_agents_may_use(
         f'[town]\nname = "doc"\n\n[runtime]\nbackend = "swarm"\nimage = "{swarm.image}"\n'
         f'swarm_placement = ["node.role==worker", "node.hostname=={node}"]\n'
     )
+    listed = gastown("swarm", "nodes", "--json")
+    assert listed.exit_code == 0, listed.output
+    found = json.loads(listed.stdout)
+    assert {n["hostname"] for n in found if n["state"] == "ready" and n["role"] == "worker"} == set(swarm.workers)
+    assert all(n["agents"] == (n["role"] == "worker") for n in found)  # the default placement: workers only
     done = gastown("doctor", "--sandbox", "--json", "--town", str(town_dir))
     results = json.loads(done.stdout)
     failed = [f"{r['name']}: {r['detail']}" for r in results if not r["passed"]]
