@@ -35,7 +35,6 @@ from gastown_mcp.config import TOWN_FILE, load_settings
 from gastown_mcp.daemon import TownProcess, provider_env, read_state, stop_running_town
 from gastown_mcp.errors import NotFound, RuntimeUnavailable
 from gastown_mcp.runtime import build_images, connect_runtime
-from gastown_mcp.runtime.swarm_backend import SwarmRuntime
 from gastown_mcp.town import Town
 
 rig_app = typer.Typer(help="Register projects (rigs) the town works on.", no_args_is_help=True)
@@ -279,6 +278,7 @@ def doctor(
     in_town = town_dir is not None or (Path.cwd() / TOWN_FILE).is_file()
     section = load_settings(find_town_dir(town_dir)).runtime if in_town else None
     if section is not None and section.backend == "swarm":  # this engine, then every node agents may run on
+        from gastown_mcp.runtime.swarm_backend import SwarmRuntime
         from gastown_mcp.runtime.swarm_selftest import run_on_nodes
 
         results = run_on_nodes(SwarmRuntime.connect(placement=section.swarm_placement), section.image)

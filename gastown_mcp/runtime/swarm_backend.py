@@ -122,8 +122,8 @@ class SwarmRuntime:
         deadline = time.monotonic() + self.start_timeout_s
         while True:
             status, error = self._status_and_error(spec.town, spec.agent)
-            if status.state == "running" or (status.state == "exited" and status.reason == "ok"):
-                return status
+            if status.state == "running" or (status.state == "exited" and self._ran(spec.town, spec.agent)):
+                return status  # started (a task may run and end between two looks: a memory hog, a quick job)
             if status.state == "exited" or time.monotonic() > deadline:
                 why = error or f"its task is still {status.state} after {self.start_timeout_s:.0f} s"
                 self.remove(spec.town, spec.agent)
@@ -344,6 +344,15 @@ class SwarmRuntime:
             if raw in PENDING or raw == "running":
                 error = f"node {task.get('NodeID')} stopped answering"
         return status, error
+
+    def _ran(self, town: str, agent: str) -> bool:
+        """Whether the agent's newest task had a container that ran and ended (complete, or failed with an exit
+        code), as opposed to a task the node rejected or never started (no image, no room)."""
+        service = self._find(town, agent)
+        task = self._newest_tasks([service.id]).get(service.id) if service is not None else None
+        status = (task or {}).get("Status") or {}
+        container = status.get("ContainerStatus") or {}
+        return status.get("State") in ("complete", "failed") and bool(container.get("ContainerID"))
 
     def _hook_config(self) -> tuple[str, str]:
         """The swarm config holding the push hook, named by its content (made once, shared by every agent)."""
