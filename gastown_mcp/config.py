@@ -247,6 +247,12 @@ class RuntimeSection(_Section):
     swarm_work_mb: int = Field(
         default=2048, ge=64, description="size of a swarm agent's /work (memory: counted in its memory limit)"
     )
+    swarm_node_docker: str = Field(
+        default="",
+        description="command that runs `docker` against one swarm node's own engine ({hostname}, {address} filled "
+        "in, e.g. 'ssh {hostname} docker'); lets an emergency stop pause agents on their nodes. Empty: it holds "
+        "the gateway and dispatch only",
+    )
 
 
 class RigSection(_Section):

@@ -55,6 +55,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "goal": ("goals",),
     "directive": ("goals",),
     "mayor": ("mayor_cmds",),
+    "swarm": ("swarm_cmds",),
 }
 
 

@@ -17,7 +17,18 @@ from rich.console import Console
 from rich.table import Table
 
 from gastown_mcp.cli import agents
-from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, attached_town, emit, note, open_town, print_json
+from gastown_mcp.cli._edge import (
+    AsAgent,
+    Json,
+    TownDir,
+    actor,
+    attached_town,
+    emit,
+    find_town_dir,
+    note,
+    open_town,
+    print_json,
+)
 from gastown_mcp.cli._logs import render_log
 from gastown_mcp.config import TOWN_FILE, load_settings
 from gastown_mcp.errors import NotFound, RuntimeUnavailable
@@ -265,16 +276,24 @@ def doctor(
     as_json: Json = False,
 ) -> None:
     """Health checks (database, journal, backups, disk, orphans, Docker, gateway) as a table; exit 1 on red.
-    With --sandbox, prove containment from inside a container (pass/fail table)."""
+    With --sandbox, prove containment from inside a container (pass/fail table); in a town with
+    `[runtime] backend = "swarm"`, on this engine and then on each swarm node agents may run on."""
     if not sandbox:
         from gastown_mcp.cli.dogs_cmds import run_doctor
 
         run_doctor(town_dir, fix, as_json, lambda: connect_runtime().describe())
         return
-    rt = connect_runtime()
-    from gastown_mcp.runtime.selftest import run_selftest
+    in_town = town_dir is not None or (Path.cwd() / TOWN_FILE).is_file()
+    section = load_settings(find_town_dir(town_dir)).runtime if in_town else None
+    if section is not None and section.backend == "swarm":  # this engine, then every node agents may run on
+        from gastown_mcp.runtime.swarm_backend import SwarmRuntime
+        from gastown_mcp.runtime.swarm_selftest import run_on_nodes
 
-    results = run_selftest(rt)
+        results = run_on_nodes(SwarmRuntime.connect(placement=section.swarm_placement), section.image)
+    else:
+        from gastown_mcp.runtime.selftest import run_selftest
+
+        results = run_selftest(connect_runtime())
     failed = [r for r in results if not r.passed]
     if as_json:
         print_json([{"name": r.name, "passed": r.passed, "detail": r.detail} for r in results])

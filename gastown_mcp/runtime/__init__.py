@@ -79,6 +79,9 @@ def connect_runtime(backend: str | RuntimeSection = "docker") -> Runtime:
         if section is None:
             return SwarmRuntime.connect(placement=DEFAULT_PLACEMENT)
         return SwarmRuntime.connect(
-            placement=section.swarm_placement, work_mb=section.swarm_work_mb, relay_image=section.image
+            placement=section.swarm_placement,
+            work_mb=section.swarm_work_mb,
+            relay_image=section.image,
+            node_docker=section.swarm_node_docker,
         )
     raise InvalidInput(f"[runtime] backend = {name!r} is not one of: {', '.join(BACKENDS)}")

@@ -23,7 +23,7 @@ import docker
 import docker.errors
 
 from gastown_mcp.errors import Conflict, NotFound, RuntimeUnavailable
-from gastown_mcp.runtime import swarm_network
+from gastown_mcp.runtime import swarm_freeze, swarm_network
 from gastown_mcp.runtime.docker_backend import DockerRuntime, _check_image_user, exit_reason
 from gastown_mcp.runtime.docker_errors import connect, translate_errors
 from gastown_mcp.runtime.protocol import (
@@ -55,6 +55,7 @@ class SwarmRuntime:
         work_mb: int = WORK_MB,
         start_timeout_s: float = START_TIMEOUT_S,
         relay_image: str = "gastown-agent:latest",
+        node_docker: str = "",
     ) -> None:
         self.client = client
         self.local = DockerRuntime(client, grace_s=grace_s)  # gates: on the manager, next to the rig
@@ -63,6 +64,9 @@ class SwarmRuntime:
         self.work_mb = work_mb
         self.start_timeout_s = start_timeout_s
         self.relay_image = relay_image
+        self.node_docker = node_docker  # `[runtime] swarm_node_docker`: docker on one node (swarm_freeze.py)
+        if node_docker:
+            swarm_freeze.node_command(node_docker, "h", "a")  # a bad template fails now, not at an emergency stop
 
     @classmethod
     def connect(cls, **kwargs: Any) -> SwarmRuntime:
@@ -78,7 +82,7 @@ class SwarmRuntime:
             raise RuntimeUnavailable(
                 '[runtime] backend = "swarm" needs this engine to be a swarm manager: run '
                 "`docker swarm init --advertise-addr ADDRESS` here and `docker swarm join` on each worker, "
-                "then load the agent image on every node (`docker save IMAGE | ssh NODE docker load`)"
+                "then load the agent image on every node (`gastown swarm load-image`)"
             )
 
     def close(self) -> None:
@@ -118,15 +122,15 @@ class SwarmRuntime:
         deadline = time.monotonic() + self.start_timeout_s
         while True:
             status, error = self._status_and_error(spec.town, spec.agent)
-            if status.state == "running" or (status.state == "exited" and status.reason == "ok"):
-                return status
+            if status.state == "running" or (status.state == "exited" and self._ran(spec.town, spec.agent)):
+                return status  # started (a task may run and end between two looks: a memory hog, a quick job)
             if status.state == "exited" or time.monotonic() > deadline:
                 why = error or f"its task is still {status.state} after {self.start_timeout_s:.0f} s"
                 self.remove(spec.town, spec.agent)
                 raise RuntimeUnavailable(
                     f"launching agent {spec.agent} on the swarm ({name}): {why}. Check `docker node ls`, the "
                     "placement constraints ([runtime] swarm_placement) and that every node has the image "
-                    f"{spec.image} (`docker save {spec.image} | ssh NODE docker load`)"
+                    f"{spec.image} as built now (`gastown swarm load-image`, again after every image build)"
                 )
             time.sleep(POLL_S)
 
@@ -217,15 +221,54 @@ class SwarmRuntime:
                 reaped.append(self._expire(status.town, status.agent))
         return reaped + self.local.reap_expired(town, now)
 
-    # Services cannot be frozen in place: an emergency stop holds the gateway and dispatch instead.
+    # A service cannot be frozen through the manager: with `node_docker` (a way to each node's own engine) the
+    # task's container is paused on its node; without it an emergency stop holds the gateway and dispatch only.
     def pause(self, town: str, agent: str) -> bool:
-        return self._find(town, agent) is None and self.local.pause(town, agent)
+        if self._find(town, agent) is None:
+            return self.local.pause(town, agent)
+        return self._on_node(town, agent, "pause")
 
     def unpause(self, town: str, agent: str) -> bool:
-        return self._find(town, agent) is None and self.local.unpause(town, agent)
+        if self._find(town, agent) is None:
+            return self.local.unpause(town, agent)
+        return self._on_node(town, agent, "unpause")
 
     def paused(self, town: str) -> builtins.list[str]:
-        return self.local.paused(town)
+        found = self.local.paused(town)
+        if not self.node_docker:
+            return found
+        by_node: dict[str, dict[str, str]] = {}  # node id -> container id -> agent
+        services = self._services(town)
+        tasks = self._newest_tasks([s.id for s in services])
+        for service in services:
+            task = tasks.get(service.id) or {}
+            cid = str(((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID") or "")
+            if cid and (task.get("Status") or {}).get("State") == "running":
+                agent = str((service.attrs["Spec"].get("Labels") or {}).get(LABEL_AGENT, ""))
+                by_node.setdefault(str(task.get("NodeID")), {})[cid] = agent
+        nodes = {n["id"]: n for n in self.nodes() if n["state"] == "ready"}
+        for node_id, containers in by_node.items():
+            node = nodes.get(node_id)
+            if node is None:
+                continue  # a node that is down: its agents read killed, not paused
+            ps = ("ps", "-q", "--no-trunc", "--filter", "status=paused")
+            ok, out = swarm_freeze.node_docker(self.node_docker, node["hostname"], node["address"], *ps)
+            if ok:
+                found += [containers[c] for c in out.split() if c in containers]
+        return sorted(found)
+
+    def _on_node(self, town: str, agent: str, verb: str) -> bool:
+        """`docker pause|unpause` of the agent's running task container, on its node."""
+        if not self.node_docker:
+            return False
+        service = self._find(town, agent)
+        task = self._newest_tasks([service.id]).get(service.id) if service is not None else None
+        status = (task or {}).get("Status") or {}
+        cid = str((status.get("ContainerStatus") or {}).get("ContainerID") or "")
+        node = next((n for n in self.nodes() if task and n["id"] == task.get("NodeID")), None)
+        if not cid or status.get("State") != "running" or node is None or node["state"] != "ready":
+            return False
+        return swarm_freeze.node_docker(self.node_docker, node["hostname"], node["address"], verb, cid)[0]
 
     # -- beyond the protocol --------------------------------------------------------------------------
 
@@ -301,6 +344,15 @@ class SwarmRuntime:
             if raw in PENDING or raw == "running":
                 error = f"node {task.get('NodeID')} stopped answering"
         return status, error
+
+    def _ran(self, town: str, agent: str) -> bool:
+        """Whether the agent's newest task had a container that ran and ended (complete, or failed with an exit
+        code), as opposed to a task the node rejected or never started (no image, no room)."""
+        service = self._find(town, agent)
+        task = self._newest_tasks([service.id]).get(service.id) if service is not None else None
+        status = (task or {}).get("Status") or {}
+        container = status.get("ContainerStatus") or {}
+        return status.get("State") in ("complete", "failed") and bool(container.get("ContainerID"))
 
     def _hook_config(self) -> tuple[str, str]:
         """The swarm config holding the push hook, named by its content (made once, shared by every agent)."""

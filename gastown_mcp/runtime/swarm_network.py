@@ -9,6 +9,7 @@ local internal bridge (whose host firewall lets it reach only the town's ports o
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 import docker
@@ -23,6 +24,7 @@ from gastown_mcp.runtime.swarm_spec import TOWN_ALIAS
 
 LABEL_RELAY = "gastown.relay"  # not LABEL_TOWN: the relay is no agent, so orphan sweeps never see it
 LABEL_PORTS = "gastown.relay.ports"
+GONE_TIMEOUT_S = 20.0
 
 # A TCP relay in the standard library: each listening port forwards to the same port on the town's address.
 RELAY_SOURCE = r"""
@@ -137,7 +139,8 @@ def _start_relay(client: docker.DockerClient, town: str, local: TownNetwork, por
 
 
 def ensure_agent_network(client: docker.DockerClient, town: str, agent: str) -> str:
-    """An internal overlay network for one agent with the relay on it as `town`; returns its name."""
+    """An internal overlay network for one agent with the relay on it as `town`; returns its ID (a service
+    naming it by name could meet an older network of that name still being removed)."""
     name = agent_network_name(town, agent)
     with translate_errors(f"creating the network of agent {agent}"):
         relay = _find(client, relay_name(town))
@@ -158,7 +161,7 @@ def ensure_agent_network(client: docker.DockerClient, town: str, agent: str) -> 
         if relay.id not in (net.attrs.get("Containers") or {}):
             with contextlib.suppress(docker.errors.APIError):  # already connected (a retried launch)
                 net.connect(relay, aliases=[TOWN_ALIAS])
-    return name
+    return str(net.id)
 
 
 def remove_agent_network(client: docker.DockerClient, town: str, agent: str) -> None:
@@ -172,8 +175,19 @@ def remove_agent_network(client: docker.DockerClient, town: str, agent: str) -> 
         if relay is not None:
             with contextlib.suppress(docker.errors.APIError):
                 net.disconnect(relay, force=True)
-        with contextlib.suppress(docker.errors.APIError):  # the engine may still be removing the task
+        try:
             net.remove()
+        except docker.errors.APIError:
+            return  # the engine is still removing the task: the network stays, and a relaunch reuses it
+        # The manager may list a removed network a little longer: a relaunch that found it then would name a
+        # network about to vanish ("network ... not found"), so wait until it is gone.
+        deadline = time.monotonic() + GONE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                client.networks.get(name)
+            except docker.errors.NotFound:
+                return
+            time.sleep(0.25)
 
 
 def remove(client: docker.DockerClient, town: str) -> None:

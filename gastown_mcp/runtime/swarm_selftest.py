@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from gastown_mcp.errors import GastownError
@@ -25,9 +26,42 @@ from gastown_mcp.runtime.selftest import (
     host_addresses,
     http_listener,
     outside_target,
+    run_selftest,
 )
 from gastown_mcp.runtime.swarm_backend import SwarmRuntime
 from gastown_mcp.runtime.swarm_spec import TOWN_ALIAS
+
+
+def run_on_nodes(runtime: SwarmRuntime, image: str = DEFAULT_IMAGE) -> list[CheckResult]:
+    """`gastown doctor --sandbox` on a swarm: the local checks on this engine (gates run here), then every check
+    on each ready node agents may be placed on, each result named `<node>: <check>`. A swarm with no such node
+    fails one check saying so."""
+    results = run_selftest(runtime.local, image)
+    nodes = [
+        n["hostname"]
+        for n in runtime.nodes()
+        if n["state"] == "ready" and n["availability"] == "active" and may_place(n, runtime.placement)
+    ]
+    if not nodes:
+        results.append(CheckResult("swarm_nodes", False, "no ready node agents may be placed on (`docker node ls`)"))
+    for node in nodes:
+        results += [CheckResult(f"{node}: {r.name}", r.passed, r.detail) for r in run_on_node(runtime, node, image)]
+    return results
+
+
+def may_place(node: dict[str, str], placement: Sequence[str]) -> bool:
+    """Whether the swarm may place an agent on `node` by `placement`, judged on `node.hostname`, `node.role`
+    and `node.id` (`==` and `!=`); other constraints (labels, platform) count as met, so the checks run on
+    every node that might take agents, never on fewer."""
+    fields = {"node.hostname": node["hostname"], "node.role": node["role"], "node.id": node["id"]}
+    for constraint in placement:
+        for op in ("!=", "=="):
+            key, sep, value = (part.strip() for part in constraint.partition(op))
+            if sep and key in fields:
+                if (fields[key] == value) != (op == "=="):
+                    return False
+                break
+    return True
 
 
 def run_on_node(

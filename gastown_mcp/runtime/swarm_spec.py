@@ -45,24 +45,57 @@ WORK_REPO = f"{WORK_DIR}/repo"
 # Likewise the agent's home: /home/agent in the image would come up owned by root, so HOME is a fresh path.
 SWARM_HOME = "/run/gastown-home"
 HOOKS_DIR = "/opt/gastown-git/hooks"
+# Claude Code's session (the transcript a resume continues) travels through the town as well: the hooks, and
+# the script below when the agent's command ends, commit `~/.claude/projects` to a branch of the agent's own
+# (the town takes only branches under `polecat/<agent>/`) and push it; a resumed agent's container, on any
+# node, checks it out into its fresh home before Claude Code starts.
+SESSION_BRANCH = "polecat/$GASTOWN_AGENT/claude-session"
 WORKSPACE_SCRIPT = rf"""set -eu
-if [ -n "${{GASTOWN_GIT_URL:-}}" ]; then
-  auth="Authorization: Bearer ${{GASTOWN_TOKEN:?}}"
-  branch="${{GASTOWN_BRANCH:?GASTOWN_BRANCH is needed with GASTOWN_GIT_URL}}"
-  git -c http.extraHeader="$auth" clone --quiet --no-tags --branch "$branch" "$GASTOWN_GIT_URL" {WORK_REPO}
-  cd {WORK_REPO}
-  git config http.extraHeader "$auth"
-  git config core.hooksPath {HOOKS_DIR}
-  git branch --quiet main origin/main 2>/dev/null || true
+if [ -z "${{GASTOWN_GIT_URL:-}}" ]; then
+  [ "$#" -gt 0 ] || set -- /opt/gastown/run-claude.sh
+  exec "$@"
+fi
+auth="Authorization: Bearer ${{GASTOWN_TOKEN:?}}"
+branch="${{GASTOWN_BRANCH:?GASTOWN_BRANCH is needed with GASTOWN_GIT_URL}}"
+git -c http.extraHeader="$auth" clone --quiet --no-tags --branch "$branch" "$GASTOWN_GIT_URL" {WORK_REPO}
+cd {WORK_REPO}
+git config http.extraHeader "$auth"
+git config core.hooksPath {HOOKS_DIR}
+git branch --quiet main origin/main 2>/dev/null || true
+session="origin/{SESSION_BRANCH}"
+if [ -n "${{GASTOWN_RESUME:-}}" ] && git rev-parse -q --verify "$session" >/dev/null; then
+  mkdir -p "$HOME/.claude"
+  GIT_INDEX_FILE="$(mktemp -u)" git --work-tree="$HOME/.claude" checkout "$session" -- .
 fi
 [ "$#" -gt 0 ] || set -- /opt/gastown/run-claude.sh
-exec "$@"
+# The command runs as a child, so that when it ends (or is stopped: the signal is passed on) the session is
+# saved at the town before the container goes.
+"$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null || true' TERM INT
+set +e
+wait "$child"
+status=$?
+while [ "$status" -gt 128 ] && kill -0 "$child" 2>/dev/null; do
+  wait "$child"
+  status=$?
+done
+sh {HOOKS_DIR}/post-commit
+exit "$status"
 """
 # The hooks come as a swarm config (a read-only file the engine mounts with exec allowed): a tmpfs of this
 # engine's service API is always noexec, so a hook written into the repository could not run.
-PUSH_HOOK = """#!/bin/sh
+PUSH_HOOK = f"""#!/bin/sh
 git push --quiet origin "+refs/heads/$GASTOWN_BRANCH:refs/heads/$GASTOWN_BRANCH" >&2 \\
   || echo "gastown: pushing $GASTOWN_BRANCH to the town failed" >&2
+[ -d "$HOME/.claude/projects" ] || exit 0
+index="$(mktemp -u)"
+GIT_INDEX_FILE="$index" git --work-tree="$HOME/.claude" add -A -- projects \\
+  && tree="$(GIT_INDEX_FILE="$index" git write-tree)" \\
+  && commit="$(echo session | git -c user.name=gastown -c user.email=gastown@localhost commit-tree "$tree")" \\
+  && git push --quiet origin "+$commit:refs/heads/{SESSION_BRANCH}" >&2 \\
+  || echo "gastown: saving the Claude Code session to the town failed" >&2
+rm -f "$index"
 """
 HOOKS = ("post-commit", "post-rewrite")
 

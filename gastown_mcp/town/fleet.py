@@ -178,6 +178,17 @@ class Fleet:
             raise Conflict(f"{name} is {agent.state.value}; only an exited agent's session can be resumed")
         if not prompt.strip():
             raise InvalidInput("resuming a session needs a prompt: the text the agent should act on next")
+        # Starting, not exited, from here on: an exited agent without a container is an orphan to the dogs,
+        # which would remove its repository while the new container (seconds away on a swarm) clones it.
+        self.store.agents.set_state(actor, name, AgentState.starting, "resuming")
+        try:
+            return self._resume(actor, agent, str(session), prompt)
+        except BaseException:
+            self.store.agents.set_state(actor, name, AgentState.exited, "resume failed")
+            raise
+
+    def _resume(self, actor: str, agent: Agent, session: str, prompt: str) -> Agent:
+        name = agent.name
         self.runtime.remove(self.config.town, name)
         creds = self.store.agents.rotate(actor, name)
         meta = dict(agent.metadata)

@@ -6,10 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
-from gastown_mcp.errors import Forbidden
+from gastown_mcp.cli import build_app
+from gastown_mcp.errors import Forbidden, InvalidInput
 from gastown_mcp.runtime.docker_backend import exit_reason
 from gastown_mcp.runtime.protocol import LaunchSpec, Limits, Mount
+from gastown_mcp.runtime.swarm_freeze import node_command
+from gastown_mcp.runtime.swarm_selftest import may_place
 from gastown_mcp.runtime.swarm_spec import WORK_REPO, service_spec, task_status
 
 SPEC = LaunchSpec(
@@ -86,3 +90,27 @@ def test_a_task_reads_as_the_local_backend_would_say_it(
 def test_a_task_that_ends_after_its_deadline_reads_wallclock() -> None:
     late = task("shutdown", 143, at="1970-01-01T00:02:00Z")
     assert task_status(LABELS, "svc", late, {"n1": True}, exit_reason).reason == "wallclock"
+
+
+def test_doctor_checks_the_nodes_placement_allows_and_no_fewer() -> None:
+    worker = {"id": "n1", "hostname": "w1", "role": "worker"}
+    manager = {"id": "n0", "hostname": "m", "role": "manager"}
+    assert may_place(worker, ["node.role==worker"]) and not may_place(manager, ["node.role==worker"])
+    assert not may_place(worker, ["node.role == worker", "node.hostname!=w1"])
+    assert may_place(manager, [])
+    # Constraints it cannot judge (labels) count as met: the checks run on every node that might take agents.
+    assert may_place(worker, ["node.labels.gpu==yes"])
+
+
+@pytest.mark.parametrize("via", ["ssh {host} docker load", "ssh '{hostname} docker load", ""])
+def test_load_image_refuses_a_bad_load_command_before_touching_any_engine(via: str) -> None:
+    done = CliRunner().invoke(build_app(), ["swarm", "load-image", "--via", via], env={"GASTOWN_TOWN": ""})
+    assert done.exit_code != 0
+    assert "--via" in done.output and "ssh {hostname} docker load" in done.output
+
+
+def test_a_node_docker_command_is_checked_when_the_runtime_is_made_not_at_an_emergency_stop() -> None:
+    assert node_command("ssh {hostname} docker", "w1", "10.0.0.5") == ["ssh", "w1", "docker"]
+    assert node_command("docker -H ssh://gastown@{address}", "w1", "10.0.0.5")[-1] == "ssh://gastown@10.0.0.5"
+    with pytest.raises(InvalidInput, match="swarm_node_docker"):
+        node_command("ssh {host} docker", "w1", "10.0.0.5")
