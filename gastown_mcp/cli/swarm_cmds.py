@@ -17,7 +17,7 @@ from gastown_mcp.runtime.swarm_backend import SwarmRuntime
 from gastown_mcp.runtime.swarm_images import DEFAULT_VIA, load_image, via_template
 from gastown_mcp.runtime.swarm_selftest import may_place
 
-app = typer.Typer(help='The Docker Swarm agents run on ([runtime] backend = "swarm").', no_args_is_help=True)
+app = typer.Typer(help='The Docker Swarm agents run on (\\[runtime] backend = "swarm").', no_args_is_help=True)
 
 
 def register(root: typer.Typer) -> None:
@@ -25,7 +25,7 @@ def register(root: typer.Typer) -> None:
 
 
 def _town_runtime(town_dir: Path | None) -> RuntimeSection:
-    """The `[runtime]` of the town given or found here, else the defaults."""
+    """The `\\[runtime]` of the town given or found here, else the defaults."""
     here = (town_dir or Path.cwd()).expanduser()
     if town_dir is not None or (here / TOWN_FILE).is_file():
         return load_settings(find_town_dir(town_dir)).runtime
@@ -35,7 +35,7 @@ def _town_runtime(town_dir: Path | None) -> RuntimeSection:
 @app.command("nodes")
 def nodes(town_dir: TownDir = None, as_json: Json = False) -> None:
     """Every node of the swarm this engine manages: hostname, role, state, availability, address, and whether
-    the town's `[runtime] swarm_placement` lets agents run there."""
+    the town's `\\[runtime] swarm_placement` lets agents run there."""
     placement = _town_runtime(town_dir).swarm_placement
     found = [{**n, "agents": may_place(n, placement)} for n in SwarmRuntime.connect().nodes()]
 
@@ -52,7 +52,7 @@ def nodes(town_dir: TownDir = None, as_json: Json = False) -> None:
 @app.command("load-image")
 def load_image_cmd(
     image: Annotated[
-        str | None, typer.Option("--image", help="The image (default: the town's [runtime] image).")
+        str | None, typer.Option("--image", help="The image (default: the town's \\[runtime] image).")
     ] = None,
     via: Annotated[
         str,
