@@ -19,7 +19,7 @@ from conftest import unavailable
 from planning import planning_services
 
 from gastown_mcp.config import Settings
-from gastown_mcp.models import Agent
+from gastown_mcp.models import Agent, Role
 from gastown_mcp.server.client import serve_http
 from gastown_mcp.standin import Standin
 from gastown_mcp.standin.conversation import count_tokens
@@ -27,6 +27,7 @@ from gastown_mcp.standin.overseer import MAYOR_TOOL, loop_models
 from gastown_mcp.store import Store
 from gastown_mcp.town import Town, mayor
 from gastown_mcp.town.directives import DirectiveIn, DirectiveKind
+from gastown_mcp.town.roles import tools_for
 
 pytestmark = pytest.mark.claude
 
@@ -80,6 +81,10 @@ def test_the_mayors_command_gives_claude_code_no_built_in_tools_and_its_own_shor
     assert command == list(mayor.COMMAND) and command[0] == mayor.AGENT_COMMAND
     assert command[command.index("--tools") + 1] == ""
     assert command[command.index("--system-prompt") + 1] == mayor.SYSTEM_PROMPT
+    hidden = command[command.index("--disallowedTools") + 1].split(",")
+    mayors_tools = {mayor.TOOL_PREFIX + tool for tool in tools_for(Role.mayor)}
+    assert hidden and set(hidden) < mayors_tools  # each a real tool of the role, and never all of them
+    assert mayor.TOOL_PREFIX + "plan_create" not in hidden and mayor.TOOL_PREFIX + "directive_update" not in hidden
 
 
 def test_a_mayor_session_with_only_the_town_tools_still_plans_and_acknowledges_its_directives(
@@ -138,6 +143,7 @@ def test_a_mayor_session_with_only_the_town_tools_still_plans_and_acknowledges_i
     for body in requests:
         tools = [str(t["name"]) for t in body["tools"]]  # type: ignore[index, union-attr]
         assert tools and all(name.startswith("mcp__gastown__") for name in tools), tools
+        assert not {mayor.TOOL_PREFIX + t for t in mayor.HIDDEN_TOOLS} & set(tools)  # hidden from the AI mayor
         system = str(body["system"])
         assert mayor.SYSTEM_PROMPT in system and "# You are the mayor of Gas Town" in system
         assert "You are an agent working with the user" not in system  # Claude Code's own prompt is replaced

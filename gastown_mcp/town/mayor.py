@@ -8,7 +8,10 @@ or as the prompt the witness resumes its ended session with (GUPP).
 Its Claude Code is cut down to the town's tools: no built-in tools (`--tools ""`: no Bash, Edit, Read ... so
 role discipline is enforced by what it can call) and a short system prompt of its own instead of Claude Code's
 (`--system-prompt`; the mayor's role prompt is appended as for every agent). Claude Code's default prompt and
-built-in tool list are ~19k of the ~22k tokens each request would otherwise send.
+built-in tool list are ~19k of the ~22k tokens each request would otherwise send. Of the mayor role's own tools,
+those for a polecat's or the refinery's job (claim, complete, release, link, heartbeat, spawn, set a budget,
+usage, merge admin) are hidden from the AI mayor's session (`--disallowedTools`): its directives never need
+them, and each tool's definition is sent with every request. The operator acting as mayor keeps them all.
 """
 
 from __future__ import annotations
@@ -24,7 +27,30 @@ SYSTEM_PROMPT = (
     "(mcp__gastown__*): you plan and direct, polecats do the work. Be brief, and end your turn when nothing is "
     "waiting for you."
 )
-COMMAND = (AGENT_COMMAND, "--tools", "", "--system-prompt", SYSTEM_PROMPT)
+# The mayor role's tools its AI session is not given (see the module docstring); `tools_for(Role.mayor)` has each.
+HIDDEN_TOOLS = (
+    "bead_claim",
+    "bead_complete",
+    "bead_release",
+    "bead_link",
+    "town_heartbeat",
+    "town_spawn",
+    "town_budget_set",
+    "town_usage",
+    "merge_show",
+    "merge_retry",
+    "merge_reject",
+)
+TOOL_PREFIX = "mcp__gastown__"
+COMMAND = (
+    AGENT_COMMAND,
+    "--tools",
+    "",
+    "--disallowedTools",
+    ",".join(TOOL_PREFIX + tool for tool in HIDDEN_TOOLS),
+    "--system-prompt",
+    SYSTEM_PROMPT,
+)
 START_PROMPT = (
     "You are {name}. Read your directives with directive_list (and town_inbox), carry out each one with the town "
     "tools, and report it with directive_update."
