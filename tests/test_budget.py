@@ -138,14 +138,21 @@ def test_a_budget_shows_what_requests_in_flight_have_reserved(store: Store) -> N
     assert (shown.reserved_tokens, shown.reserved_usd, shown.tokens_spent) == (0, 0, 20)
 
 
-def test_a_gateway_start_releases_every_reservation_another_instance_made(store: Store) -> None:
+def test_a_gateway_start_charges_every_reservation_another_instance_made_in_full(store: Store) -> None:
     budgets = Budgets(store)
     budgets.set("overseer", "agent", "a", tokens=100)
-    budgets.reserve("a", None, "m", Estimate(tokens=60, usd=0), owner="gw-dead")
-    budgets.reserve("a", None, "m", Estimate(tokens=30, usd=0))  # from before owners were recorded
+    budgets.reserve("a", None, "m", Estimate(tokens=60, usd=0.5), owner="gw-dead")
+    budgets.reserve("a", None, "m", Estimate(tokens=30, usd=0.25))  # from before owners were recorded
     mine = budgets.reserve("a", None, "m", Estimate(tokens=5, usd=0), owner="gw-live")
-    assert budgets.release_not_owned_by("gw-live") == 2
-    assert budgets.show("agent", "a")[0].reserved_tokens == 5
+    charged = budgets.settle_leftovers("gw-live")
+    assert [(r.agent, r.tokens, r.cost_usd, r.outcome) for r in charged] == [
+        ("a", 60, 0.5, "abandoned"),
+        ("a", 30, 0.25, "abandoned"),
+    ]
+    [shown] = budgets.show("agent", "a")
+    assert (shown.reserved_tokens, shown.tokens_spent, shown.usd_spent, shown.exhausted) == (5, 90, 0.75, False)
+    assert budgets.usage("a")[0].requests == 2
+    assert budgets.settle_leftovers("gw-live") == []
     budgets.settle(mine, Usage())
 
 

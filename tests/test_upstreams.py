@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import anyio
 import pytest
 from fakes import FakeRuntime
 
@@ -43,14 +44,23 @@ class Gw:
         return anthropic.AsyncAnthropic(base_url=self.url, api_key=self.key, max_retries=0)
 
     async def ask(self, model: str) -> int:
-        """One request; the HTTP status it got."""
+        """One request; the HTTP status it got, once its usage row is written (a request the gateway refuses
+        is recorded before it answers, one it forwarded just after the answer's last byte)."""
+        before = self.rows()
         try:
             await self.client().messages.create(
                 model=model, max_tokens=16, messages=[{"role": "user", "content": "hi"}]
             )
+            status = 200
         except anthropic.APIStatusError as exc:
-            return exc.status_code
-        return 200
+            status = exc.status_code
+        with anyio.fail_after(10):
+            while self.rows() == before:
+                await anyio.sleep(0.01)
+        return status
+
+    def rows(self) -> int:
+        return sum(u.requests for u in self.town.usage(operator()))
 
 
 @contextlib.asynccontextmanager

@@ -4,7 +4,7 @@
 enforces budgets through the town's one `Budgets` and picks upstreams through its one `Routes`, configured by
 `[gateway]` (`config.GatewaySection`). Provider keys arrive once, from the edge, in `provider_env`; agents
 only ever hold their virtual key. Each app is one gateway instance with an id of its own: it owns the budget
-reservations it makes, and on start releases every reservation a previous (dead) instance left behind.
+reservations it makes, and on start charges in full every reservation a previous (dead) instance left behind.
 """
 
 from __future__ import annotations
@@ -68,10 +68,14 @@ def build_gateway(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # The town process is the only gateway: a reservation this instance did not make was made by one that
-        # died mid-request (SIGKILL, OOM, power loss) and would otherwise hold its budgets.
-        released = budgets.release_not_owned_by(instance)
-        if released:
-            log.warning("gateway released %d budget reservations left by a previous gateway", released)
+        # died mid-request (SIGKILL, OOM, power loss), perhaps after its client had the whole response. Its usage
+        # was never recorded, so it is charged in full (a usage row, outcome `abandoned`, saying so).
+        charged = budgets.settle_leftovers(instance)
+        if charged:
+            log.warning(
+                "gateway charged %d requests a previous gateway left unsettled in full (%d tokens)",
+                len(charged), sum(row.tokens for row in charged),
+            )  # fmt: skip
         try:
             yield
         finally:

@@ -2,14 +2,15 @@
 back, meter, settle.
 
 Raw ASGI so the key is checked before a byte of body is read, bytes go out the moment they arrive, and a client
-hang-up is seen (uvicorn's `send` is silent after a disconnect, so a watcher task reads `receive`). Usage is
-settled before the client sees the end of its response, and fails closed: a reply whose usage cannot be
-recorded becomes a 503 (or, once streaming, an SSE `error` event in place of `message_stop`).
+hang-up is seen (uvicorn's `send` is silent after a disconnect, so a watcher task reads `receive`). Reads
+(key, stop switch, route) run on the event loop; the two writes run in a worker thread. The reservation is
+written before forwarding and fails closed (a store that cannot record it gets a 503, nothing is forwarded);
+the usage row is written after the response's last byte, and a reservation left by a gateway that died in
+between is charged in full by the next one's start, so a response a client received is always metered.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -31,18 +32,18 @@ from gastown_mcp.gateway.wire import (
     forward_headers,
     redact,
     response_headers,
-    sse_error,
 )
 from gastown_mcp.models import Agent
 from gastown_mcp.town import Town
-from gastown_mcp.town.budgets import Reservation, Usage, UsageRow
+from gastown_mcp.town.budgets import Estimate, Reservation, Usage, UsageRow
 
 __all__ = ["MessagesProxy", "Refusal"]
 
 _UNRECORDED = (
-    "gastown: the gateway could not record this request's usage ({exc}), so it fails closed; the operator must "
-    "make the town's store writable again (disk full? read-only?)"
+    "gastown: the gateway could not record this request's usage reservation ({exc}), so it fails closed before "
+    "forwarding; the operator must make the town's store writable again (disk full? read-only?)"
 )
+_UNREADABLE = "gastown: the gateway cannot read the town's store ({exc})"
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,10 @@ class MessagesProxy:
         started = time.perf_counter()
         metered = scope["path"].rstrip("/") == "/v1/messages"
         try:
-            agent = await self._authenticate(scope)
+            agent = self._authenticate(scope)
             body = await _read_body(scope, receive, *self._body_limit(metered))
             checked = check(body, scope["headers"], agent.role.value, self.config, metered=metered)
-            admitted = await anyio.to_thread.run_sync(self._admit, agent, checked, len(body), metered)
+            admitted = await self._admit(agent, checked, len(body), metered)
         except Refusal as r:
             await _send_error(send, r.status, r.error_type, r.message, r.headers)
             return
@@ -97,45 +98,56 @@ class MessagesProxy:
             await self._relay(request, receive, send, settlement)
         finally:
             with anyio.CancelScope(shield=True):
-                await settlement.last_chance()
+                await settlement.settle()
 
     # -- steps -------------------------------------------------------------------------------------
-    async def _authenticate(self, scope: Scope) -> Agent:
-        """The virtual key, from the headers alone: nothing of the body is read for an unknown caller."""
+    def _authenticate(self, scope: Scope) -> Agent:
+        """The virtual key, from the headers alone: nothing of the body is read for an unknown caller. One
+        indexed read, on the event loop (a WAL reader never waits for a writer)."""
         key = _virtual_key(scope)
         if not key:
             raise Refusal(401, "authentication_error", "no gateway key: send it as x-api-key or Bearer")
         try:
-            return await anyio.to_thread.run_sync(self.town.gateway_agent, key)
+            return self.town.gateway_agent(key)
         except Unauthorized:
             raise Refusal(401, "authentication_error", "unknown or revoked gateway key") from None
         except StoreError as exc:
-            raise Refusal(503, "api_error", f"gastown: the gateway cannot read the town's store ({exc})") from None
+            raise Refusal(503, "api_error", _UNREADABLE.format(exc=exc)) from None
 
     def _body_limit(self, metered: bool) -> tuple[int, str]:
         if metered:
             return self.config.max_body_bytes, "max_body_bytes"
         return self.config.max_count_tokens_body_bytes, "max_count_tokens_body_bytes"
 
-    def _admit(self, agent: Agent, checked: Checked, body_len: int, metered: bool) -> Admitted:
-        """In a worker thread: route and reserve (the DB work before forwarding)."""
-        stop = self.town.frozen()
+    async def _admit(self, agent: Agent, checked: Checked, body_len: int, metered: bool) -> Admitted:
+        """Stop switch and route (reads, on the loop), then the reservation (the one write before forwarding,
+        in a worker thread): it is durable before a byte of the answer can reach the client."""
+        model = checked.model
+        try:
+            stop = self.town.frozen()
+            name = self.routes.pick(agent.name, model)
+        except StoreError as exc:
+            raise Refusal(503, "api_error", _UNREADABLE.format(exc=exc)) from None
         if stop is not None:
             by, why = stop.get("by"), stop.get("reason")
             msg = f"gastown: the town is stopped (emergency stop by {by}: {why}); retry after `gastown thaw`"
             raise Refusal(503, "api_error", msg)
-        model = checked.model
-        name = self.routes.pick(agent.name, model)
         if name is None or name not in self.config.upstreams:
             raise Refusal(500, "api_error", f"gateway route for {agent.name}/{model} names unknown upstream {name!r}")
         upstream = self.config.upstreams[name]
         if upstream.key_ref is not None and name not in self.keys:
-            self._failed_before_sending(agent, checked, name, _no_key(name, upstream, model), metered)
+            message = _no_key(name, upstream, model)
+            await anyio.to_thread.run_sync(self._failed_before_sending, agent, checked, name, message, metered)
         if not metered:
             return Admitted(agent, name, None)
         estimate = self.budgets.prices.estimate(model, body_len, checked.max_tokens, upstream.price)
+        res = await anyio.to_thread.run_sync(self._reserve, agent, model, estimate)
+        return Admitted(agent, name, res)
+
+    def _reserve(self, agent: Agent, model: str, estimate: Estimate) -> Reservation:
+        """In a worker thread: reserve, or refuse with what to do."""
         try:
-            res = self.budgets.reserve(agent.name, agent.rig, model, estimate, owner=self.instance)
+            return self.budgets.reserve(agent.name, agent.rig, model, estimate, owner=self.instance)
         except BudgetBusy as exc:
             retry = str(self.config.busy_retry_after_seconds)
             raise Refusal(429, "rate_limit_error", str(exc), {"retry-after": retry}) from exc
@@ -151,7 +163,6 @@ class MessagesProxy:
         except StoreError as exc:
             self.log.error("gateway refused %s: cannot write its reservation: %s", agent.name, exc)
             raise Refusal(503, "api_error", _UNRECORDED.format(exc=exc)) from exc
-        return Admitted(agent, name, res)
 
     def _failed_before_sending(
         self, agent: Agent, checked: Checked, upstream: str, message: str, metered: bool
@@ -180,7 +191,8 @@ class MessagesProxy:
         return headers
 
     async def _relay(self, request: httpx2.Request, receive: Receive, send: Send, settlement: _Settlement) -> None:
-        """Forward and copy the answer back, settling before the client sees its end."""
+        """Forward and copy the answer back as it comes; what it was (status, outcome, usage) is left in
+        `settlement`, which the caller settles once the last byte is out."""
         meter = settlement.meter
         try:
             response = await self.client.send(request, stream=True)
@@ -191,38 +203,26 @@ class MessagesProxy:
                 f"({type(exc).__name__}); is its model server running? `gastown route list` shows the routes"
             )
             settlement.status, settlement.outcome, settlement.error = 502, "error", msg
-            with contextlib.suppress(StoreError):  # recorded before the client hears of it, like every reply
-                await settlement.settle(502, "error")
             await _send_error(send, 502, "api_error", msg)
             return
         status = settlement.status = response.status_code
+        ok = 200 <= status < 300
         settlement.outcome = "abandoned"
         try:
-            is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
-            if not is_sse:
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
                 data = redact(await response.aread(), self._secrets)
-                if 200 <= status < 300:
+                if ok:
                     meter.read_json(data)
                 else:
                     settlement.error = _error_message(data, status, settlement.admitted.upstream_name)
-                try:
-                    await settlement.settle(status, "ok" if 200 <= status < 300 else "error")
-                except StoreError as exc:
-                    await _send_error(send, 503, "api_error", _UNRECORDED.format(exc=exc))
-                    return
+                settlement.outcome = "ok" if ok else "error"
                 await send(_start(status, response_headers(response.headers.raw, len(data))))
                 await send({"type": "http.response.body", "body": data, "more_body": False})
                 return
             await send(_start(status, response_headers(response.headers.raw, None)))
-            redactor = StreamRedactor(self.keys.values())
-            gone, held = await _pump(response, receive, send, meter, redactor)
-            if gone:
-                return
-            try:
-                await settlement.settle(status, "ok" if meter.finished else "abandoned")
-            except StoreError as exc:
-                held = sse_error("api_error", _UNRECORDED.format(exc=exc))
-            await send({"type": "http.response.body", "body": held, "more_body": False})
+            await _pump(response, receive, send, meter, StreamRedactor(self.keys.values()))
+            if meter.finished:  # `message_stop` passed (a client may hang up once it has it)
+                settlement.outcome = "ok" if ok else "error"
         except httpx2.HTTPError:
             return  # upstream broke mid-stream: meter what passed
         finally:
@@ -230,8 +230,9 @@ class MessagesProxy:
 
 
 class _Settlement:
-    """Settles one request's reservation exactly once: on the success path before the client sees the end
-    (a `StoreError` then reaches the client), otherwise at the very end (client gone, upstream broke)."""
+    """Settles one request's reservation exactly once, after the client has had the last byte (or is gone).
+    If the row cannot be written, the reservation stays in the store: it holds its budgets, and the next
+    gateway's start charges it in full (`Budgets.settle_leftovers`)."""
 
     def __init__(
         self, proxy: MessagesProxy, admitted: Admitted, meter: Meter, checked: Checked, started: float
@@ -241,8 +242,8 @@ class _Settlement:
         self.error: str | None = None
         self.done = False
 
-    async def settle(self, status: int, outcome: str) -> None:
-        reservation = self.admitted.reservation
+    async def settle(self) -> None:
+        reservation, status = self.admitted.reservation, self.status
         if self.done or reservation is None:
             return
         self.done = True
@@ -250,55 +251,47 @@ class _Settlement:
         usage = meter.usage() if 200 <= status < 300 else Usage()
         ms = (time.perf_counter() - self.started) * 1000
         upstream = proxy.config.upstreams[self.admitted.upstream_name]
-        error = self.error or meter.error
-        row = await anyio.to_thread.run_sync(
-            lambda: proxy.budgets.settle(
-                reservation,
-                usage,
-                model=meter.model or self.checked.model,
-                upstream=self.admitted.upstream_name,
-                status=status,
-                outcome=outcome,
-                duration_ms=ms,
-                stream=self.checked.stream,
-                price=upstream.price,
-                error=error,
+        try:
+            row = await anyio.to_thread.run_sync(
+                lambda: proxy.budgets.settle(
+                    reservation,
+                    usage,
+                    model=meter.model or self.checked.model,
+                    upstream=self.admitted.upstream_name,
+                    status=status,
+                    outcome=self.outcome,
+                    duration_ms=ms,
+                    stream=self.checked.stream,
+                    price=upstream.price,
+                    error=self.error or meter.error,
+                )
             )
-        )
+        except StoreError as exc:
+            proxy.log.error(
+                "gateway could not record usage for %s (%s %s): %s; its reservation stays, and the gateway's next "
+                "start charges it in full", self.admitted.agent.name, status, self.outcome, exc,
+            )  # fmt: skip
+            return
         proxy.log.info(
             "gateway %s %s %s %s in=%d out=%d cw=%d cr=%d $%.6f %.1fms",
-            self.admitted.agent.name, row.model, status, outcome, row.input_tokens, row.output_tokens,
+            self.admitted.agent.name, row.model, status, self.outcome, row.input_tokens, row.output_tokens,
             row.cache_creation_tokens, row.cache_read_tokens, row.cost_usd, ms,
         )  # fmt: skip
         if proxy.on_settled is not None:
             proxy.on_settled(row)
 
-    async def last_chance(self) -> None:
-        """Settle whatever was not settled on the way out; the client can no longer be told if this fails."""
-        try:
-            await self.settle(self.status, self.outcome)
-        except StoreError as exc:
-            self.proxy.log.error(
-                "gateway could not record usage for %s (%s %s): %s; its reservation stays until the gateway restarts",
-                self.admitted.agent.name, self.status, self.outcome, exc,
-            )  # fmt: skip
-
 
 async def _pump(
     response: httpx2.Response, receive: Receive, send: Send, meter: Meter, redactor: StreamRedactor
-) -> tuple[bool, bytes]:
-    """Copy SSE bytes through as they come, redacted; from the chunk that ends the message (`message_stop`)
-    on, hold them back so usage is settled first. Returns (client hung up, bytes held back)."""
-    gone = False
-    held = b""
+) -> None:
+    """Copy SSE bytes through as they come, redacted, metering them on the way, until the upstream ends or
+    the client hangs up."""
     async with anyio.create_task_group() as tg:
 
         async def watch() -> None:
-            nonlocal gone
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    gone = True
                     tg.cancel_scope.cancel()
                     return
 
@@ -306,12 +299,10 @@ async def _pump(
         async for chunk in response.aiter_raw():
             meter.feed(chunk)
             out = redactor.feed(chunk)
-            if meter.finished or held:
-                held += out
-            elif out:
+            if out:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
+        await send({"type": "http.response.body", "body": redactor.flush(), "more_body": False})
         tg.cancel_scope.cancel()
-    return gone, held + redactor.flush()
 
 
 def _no_key(name: str, upstream: Upstream, model: str) -> str:

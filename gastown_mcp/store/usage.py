@@ -138,9 +138,10 @@ class UsageRepo:
         )
         return int(cur.lastrowid or 0)
 
-    def release_not_owned_by(self, tx: Tx, owner: str) -> int:
-        """Delete every reservation another (or no) gateway instance made; how many went."""
-        return tx.execute("DELETE FROM reservations WHERE owner IS NULL OR owner != ?", (owner,)).rowcount
+    def reservations_not_owned_by(self, tx: Tx, owner: str) -> list[sqlite3.Row]:
+        """Every reservation another (or no) gateway instance made."""
+        sql = "SELECT * FROM reservations WHERE owner IS NULL OR owner != ? ORDER BY id"
+        return tx.execute(sql, (owner,)).fetchall()
 
     def take_reservation(self, tx: Tx, reservation_id: int) -> sqlite3.Row | None:
         row = tx.execute("SELECT * FROM reservations WHERE id=?", (reservation_id,)).fetchone()

@@ -5,7 +5,9 @@ Overspend bound: a request is admitted only while spent + live reservations < li
 reserves an upper bound of what it can consume (body bytes + max_tokens), so the final spend of any scope
 stays below its limit plus the largest single reservation, however many requests run at once. Every admitted
 request writes its reservation (tagged with the gateway instance that owns it), so a store that cannot be
-written refuses work before it is forwarded, and a gateway's start releases what a dead one left behind.
+written refuses work before it is forwarded. A reservation is settled (released, its usage row written) after
+the response's last byte; one that a dead gateway left behind is charged in full by the next gateway's start,
+so a response a client received is metered even if the gateway died before its usage row.
 """
 
 from __future__ import annotations
@@ -357,18 +359,22 @@ class Budgets:
             request_id=request_id,
             error=error[:500] if error else None,
         )
-        keys = keys_for(reservation.agent, reservation.rig)
         with self.db.write() as tx:
             if reservation.id is not None:
                 self.repo.take_reservation(tx, reservation.id)
-            self.repo.insert_usage(tx, row)
-            if row.tokens or row.cost_usd:
-                self.repo.add_spent(tx, keys, row.tokens, row.cost_usd)
-                for b in self.repo.budgets(tx, keys):
-                    tl, ul = b["token_limit"], b["usd_limit"]
-                    if (tl is not None and b["tokens_spent"] >= tl) or (ul is not None and b["usd_spent"] >= ul):
-                        self._exhausted(tx, b, reservation.agent)
+            self._record(tx, row)
         return row
+
+    def _record(self, tx: Tx, row: UsageRow) -> None:
+        """Write a usage row and add its spend to every scope it counts in, stamping those it exhausts."""
+        keys = keys_for(row.agent, row.rig)
+        self.repo.insert_usage(tx, row)
+        if row.tokens or row.cost_usd:
+            self.repo.add_spent(tx, keys, row.tokens, row.cost_usd)
+            for b in self.repo.budgets(tx, keys):
+                tl, ul = b["token_limit"], b["usd_limit"]
+                if (tl is not None and b["tokens_spent"] >= tl) or (ul is not None and b["usd_spent"] >= ul):
+                    self._exhausted(tx, b, row.agent)
 
     def refused(
         self,
@@ -387,11 +393,37 @@ class Budgets:
         res = Reservation(id=None, agent=agent, rig=rig, model=model, tokens=0, usd=0.0)
         self.settle(res, Usage(), status=status, outcome=outcome, stream=stream, upstream=upstream, error=error)
 
-    def release_not_owned_by(self, owner: str) -> int:
-        """Drop every reservation not made by gateway instance `owner` (run at gateway start: the town process
-        is the only gateway, so anything else was left by one that died mid-request)."""
+    def settle_leftovers(self, owner: str) -> list[UsageRow]:
+        """Charge in full every reservation not made by gateway instance `owner` (run at gateway start: the town
+        process is the only gateway, so anything else was left by one that died mid-request, perhaps after its
+        client had the whole response). Its actual usage was never recorded, so each becomes a usage row (outcome
+        `abandoned`, its error saying why) for the reservation itself: the upper bound of what it could cost."""
+        out = []
         with self.db.write() as tx:
-            return self.repo.release_not_owned_by(tx, owner)
+            for r in self.repo.reservations_not_owned_by(tx, owner):
+                self.repo.take_reservation(tx, r["id"])
+                row = UsageRow(
+                    agent=r["agent"],
+                    rig=r["rig"],
+                    model=r["model"],
+                    upstream="",
+                    input_tokens=r["tokens"],  # the kinds are unknown: the bound is body bytes + max_tokens
+                    output_tokens=0,
+                    cache_creation_tokens=0,
+                    cache_read_tokens=0,
+                    cost_usd=r["usd"],
+                    duration_ms=0.0,
+                    status=0,
+                    outcome="abandoned",
+                    stream=False,
+                    error=(
+                        f"the gateway stopped before this request's usage was recorded (reserved {r['created_at']}); "
+                        f"charged its whole reservation: {r['tokens']:,} tokens, ${r['usd']:.6f}"
+                    ),
+                )
+                self._record(tx, row)
+                out.append(row)
+        return out
 
     def release_stale(self, older_than_seconds: float) -> int:
         """Drop reservations left by a crashed process (run at gateway start)."""
