@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from gastown_mcp.town.budgets import (
     Route,
     Routes,
     Usage,
+    WriteLockTaken,
 )
 
 
@@ -212,3 +214,23 @@ def test_routes_pick_the_most_specific_rule(store: Store) -> None:
     assert routes.pick("polecat-1", "claude-haiku-4-5") == "local"
     assert routes.pick("polecat-1", "claude-opus-4-5") == "anthropic"
     assert routes.clear("mayor", agent="polecat-7") and routes.pick("polecat-7", "x") == "anthropic"
+
+
+def test_a_reserve_that_must_not_wait_changes_nothing_while_another_writer_holds_the_lock(store: Store) -> None:
+    budgets = Budgets(store)
+    budgets.set("overseer", "town", tokens=1000)
+    other = sqlite3.connect(store.settings.db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process mid-write
+    try:
+        with pytest.raises(WriteLockTaken):
+            budgets.reserve("a", None, "m", Estimate(tokens=10, usd=0), sync=False, wait=False)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert budgets.show("town")[0].reserved_tokens == 0
+    held = budgets.reserve("a", None, "m", Estimate(tokens=10, usd=0), sync=False, wait=False)
+    assert budgets.show("town")[0].reserved_tokens == 10
+    budgets.sync()  # the journal line is on disk: a restore would have it
+    budgets.settle(held, Usage(output_tokens=3), sync=False, wait=False)
+    budgets.sync()
+    assert budgets.show("town")[0].tokens_spent == 3

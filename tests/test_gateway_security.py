@@ -240,12 +240,12 @@ class _FailingDatabase:
         self.real = real
         self.allowed: int | None = None
 
-    def write(self) -> Any:
+    def write(self, **kw: Any) -> Any:
         if self.allowed is not None:
             if self.allowed <= 0:
                 raise StoreError("database write failed: database or disk is full; nothing was changed, retry")
             self.allowed -= 1
-        return self.real.write()
+        return self.real.write(**kw)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)

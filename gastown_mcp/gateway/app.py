@@ -11,11 +11,14 @@ between is charged in full by the next one's start, so a response a client recei
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import anyio
 import httpx2
@@ -35,9 +38,11 @@ from gastown_mcp.gateway.wire import (
 )
 from gastown_mcp.models import Agent
 from gastown_mcp.town import Town
-from gastown_mcp.town.budgets import Estimate, Reservation, Usage, UsageRow
+from gastown_mcp.town.budgets import Estimate, Reservation, Usage, UsageRow, WriteLockTaken
 
 __all__ = ["MessagesProxy", "Refusal"]
+
+T = TypeVar("T")
 
 _UNRECORDED = (
     "gastown: the gateway could not record this request's usage reservation ({exc}), so it fails closed before "
@@ -74,6 +79,7 @@ class MessagesProxy:
         self.log = log
         self.on_settled = on_settled
         self.instance = instance  # this gateway's id: the owner of the reservations it makes
+        self._syncing = self._sync_again = False  # a journal sync runs / writes came while it ran
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -141,19 +147,47 @@ class MessagesProxy:
         if not metered:
             return Admitted(agent, name, None)
         estimate = self.budgets.prices.estimate(model, body_len, checked.max_tokens, upstream.price)
-        res = await anyio.to_thread.run_sync(self._reserve, agent, model, estimate)
+        res = await self._write(functools.partial(self._reserve, agent, model, estimate))
         return Admitted(agent, name, res)
 
-    def _reserve(self, agent: Agent, model: str, estimate: Estimate) -> Reservation:
-        """In a worker thread: reserve, or refuse with what to do."""
+    async def _write(self, write: Callable[..., T]) -> T:
+        """A store write from the event loop, with no thread hand-off when it can: made on the loop if the write
+        lock is free at once (a few indexed statements), else in a worker thread. Either way it has committed
+        when this returns (durable against a crash of this process); the journal's fdatasync (durable against
+        power loss) follows in a worker thread, one for however many writes came meanwhile."""
         try:
-            return self.budgets.reserve(agent.name, agent.rig, model, estimate, owner=self.instance)
+            return write(sync=False, wait=False)
+        except WriteLockTaken:
+            return await anyio.to_thread.run_sync(functools.partial(write, sync=False, wait=True))
+        finally:
+            self._sync_soon()
+
+    def _sync_soon(self) -> None:
+        if self._syncing:
+            self._sync_again = True
+            return
+        self._syncing, self._sync_again = True, False
+        asyncio.get_running_loop().run_in_executor(None, self.budgets.sync).add_done_callback(self._synced)
+
+    def _synced(self, done: asyncio.Future[None]) -> None:
+        self._syncing = False
+        if not done.cancelled() and done.exception() is not None:
+            self.log.error("gateway could not sync the town's journal: %s", done.exception())
+        if self._sync_again:
+            self._sync_soon()
+
+    def _reserve(self, agent: Agent, model: str, estimate: Estimate, *, sync: bool, wait: bool) -> Reservation:
+        """Reserve, or refuse with what to do."""
+        try:
+            return self.budgets.reserve(
+                agent.name, agent.rig, model, estimate, owner=self.instance, sync=sync, wait=wait
+            )
         except BudgetBusy as exc:
             retry = str(self.config.busy_retry_after_seconds)
             raise Refusal(429, "rate_limit_error", str(exc), {"retry-after": retry}) from exc
         except BudgetExceeded as exc:
             try:
-                self.budgets.refused(agent.name, agent.rig, model, self.config.exhausted_status)
+                self.budgets.refused(agent.name, agent.rig, model, self.config.exhausted_status, sync=sync, wait=wait)
             except StoreError as store_exc:
                 self.log.error("gateway could not record a refusal for %s: %s", agent.name, store_exc)
             self.log.warning("gateway refused %s: budget exhausted", agent.name)
@@ -252,8 +286,9 @@ class _Settlement:
         ms = (time.perf_counter() - self.started) * 1000
         upstream = proxy.config.upstreams[self.admitted.upstream_name]
         try:
-            row = await anyio.to_thread.run_sync(
-                lambda: proxy.budgets.settle(
+            row = await proxy._write(
+                functools.partial(
+                    proxy.budgets.settle,
                     reservation,
                     usage,
                     model=meter.model or self.checked.model,

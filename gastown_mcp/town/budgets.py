@@ -24,12 +24,12 @@ from pydantic import Field
 from gastown_mcp.config import Price
 from gastown_mcp.errors import BudgetBusy, BudgetExceeded, InvalidInput
 from gastown_mcp.models import Agent, StrictModel, Verb, now_iso
-from gastown_mcp.store.db import Database, Tx
+from gastown_mcp.store.db import Database, Tx, WriteLockTaken
 from gastown_mcp.store.usage import TOWN, BudgetKey, UsageRepo, UsageRow
 from gastown_mcp.town.agents import AgentsAPI
 from gastown_mcp.town.routes import Route, Routes
 
-__all__ = ["Price", "Route", "Routes", "UsageRow"]
+__all__ = ["Price", "Route", "Routes", "UsageRow", "WriteLockTaken"]
 
 GATEWAY_ACTOR = "gateway"
 
@@ -295,15 +295,25 @@ class Budgets:
 
     # -- gateway surface ---------------------------------------------------------------------------
     def reserve(
-        self, agent: str, rig: str | None, model: str, estimate: Estimate, owner: str | None = None
+        self,
+        agent: str,
+        rig: str | None,
+        model: str,
+        estimate: Estimate,
+        owner: str | None = None,
+        *,
+        sync: bool = True,
+        wait: bool = True,
     ) -> Reservation:
         """Admit a request or raise: `BudgetExceeded` when a scope is spent, `BudgetBusy` when reserved,
         `StoreError` when the reservation cannot be written. `owner` is the gateway instance making it.
+        `sync` and `wait` are the store's (`Database.write`): an event loop passes `wait=False` and gets
+        `WriteLockTaken`, nothing changed, when another writer holds the lock.
 
         The reservation is written even when no budget applies: it is the admission write that proves usage
         can be recorded (a full disk refuses here, before anything is forwarded), and it shows in flight."""
         keys = keys_for(agent, rig)
-        with self.db.write() as tx:
+        with self.db.write(sync=sync, wait=wait) as tx:
             for row in self.repo.budgets(tx, keys):
                 tl, ul = row["token_limit"], row["usd_limit"]
                 label = _label(row)
@@ -338,9 +348,12 @@ class Budgets:
         request_id: str | None = None,
         price: Price | None = None,
         error: str | None = None,
+        sync: bool = True,
+        wait: bool = True,
     ) -> UsageRow:
         """Release the reservation, record one usage row, and add the actual spend to every scope (`price`
-        replaces the table's: an upstream's own; `error` says why a failed request failed)."""
+        replaces the table's: an upstream's own; `error` says why a failed request failed; `sync` and `wait`
+        as for `reserve`)."""
         model = model or reservation.model
         row = UsageRow(
             agent=reservation.agent,
@@ -359,11 +372,15 @@ class Budgets:
             request_id=request_id,
             error=error[:500] if error else None,
         )
-        with self.db.write() as tx:
+        with self.db.write(sync=sync, wait=wait) as tx:
             if reservation.id is not None:
                 self.repo.take_reservation(tx, reservation.id)
             self._record(tx, row)
         return row
+
+    def sync(self) -> None:
+        """Make the writes made with `sync=False` durable against power loss (one fdatasync)."""
+        self.db.sync()
 
     def _record(self, tx: Tx, row: UsageRow) -> None:
         """Write a usage row and add its spend to every scope it counts in, stamping those it exhausts."""
@@ -387,11 +404,16 @@ class Budgets:
         outcome: str = "refused",
         upstream: str = "",
         error: str | None = None,
+        sync: bool = True,
+        wait: bool = True,
     ) -> None:
         """Record a refused request (zero tokens) so usage reports show how often an agent hit its limit, or
         (`outcome="error"`) a request the gateway could not send on, with why."""
         res = Reservation(id=None, agent=agent, rig=rig, model=model, tokens=0, usd=0.0)
-        self.settle(res, Usage(), status=status, outcome=outcome, stream=stream, upstream=upstream, error=error)
+        self.settle(
+            res, Usage(), status=status, outcome=outcome, stream=stream, upstream=upstream, error=error,
+            sync=sync, wait=wait,
+        )  # fmt: skip
 
     def settle_leftovers(self, owner: str) -> list[UsageRow]:
         """Charge in full every reservation not made by gateway instance `owner` (run at gateway start: the town
