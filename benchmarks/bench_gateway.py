@@ -245,6 +245,14 @@ async def run(args: argparse.Namespace) -> None:
             f"{secs:.2f} s ({total / secs:.0f} streams/s); gateway CPU {cpu1 - cpu0:.2f} s "
             f"({(cpu1 - cpu0) / secs * 100:.0f}% of one core), RSS {rss / 1024:.0f} MiB (peak {peak / 1024:.0f} MiB)"
         )
+        # Each usage row follows its response's last byte: give the last ones a moment before stopping.
+        expected = 60 + 2 * args.requests + args.streams * args.rounds
+        bench = assemble.open_town(load_settings(town, env={}))
+        for _ in range(100):
+            if sum(u.requests for u in bench.usage(operator())) >= expected:
+                break
+            await asyncio.sleep(0.1)
+        bench.close()
     finally:
         for p in (gateway, bare, standin):
             p.terminate()
@@ -254,7 +262,6 @@ async def run(args: argparse.Namespace) -> None:
     [status] = bench.budget(operator(), "town") if args.budget else [None]
     bench.close()
     rows, out = sum(u.requests for u in metered), sum(u.output_tokens for u in metered)
-    expected = 60 + 2 * args.requests + args.streams * args.rounds
     results["metered"] = {"rows": rows, "expected": expected, "output_tokens": out}
     print(f"  metered rows {rows} of {expected} requests sent, output tokens {out}", end="")
     print(f"; reserved afterwards {status.reserved_tokens}" if status is not None else "")

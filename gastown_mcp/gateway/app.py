@@ -43,6 +43,7 @@ from gastown_mcp.town.budgets import Estimate, Reservation, Usage, UsageRow, Wri
 __all__ = ["MessagesProxy", "Refusal"]
 
 T = TypeVar("T")
+SYNC_DELAY_S = 0.005  # how long the gateway's writes may wait for the journal's fdatasync (power loss only)
 
 _UNRECORDED = (
     "gastown: the gateway could not record this request's usage reservation ({exc}), so it fails closed before "
@@ -163,11 +164,16 @@ class MessagesProxy:
             self._sync_soon()
 
     def _sync_soon(self) -> None:
+        """Have the journal synced `SYNC_DELAY_S` from now, in a worker thread: one fdatasync (and one thread
+        wake-up) for every write made until then."""
         if self._syncing:
             self._sync_again = True
             return
         self._syncing, self._sync_again = True, False
-        asyncio.get_running_loop().run_in_executor(None, self.budgets.sync).add_done_callback(self._synced)
+        loop = asyncio.get_running_loop()
+        loop.call_later(
+            SYNC_DELAY_S, lambda: loop.run_in_executor(None, self.budgets.sync).add_done_callback(self._synced)
+        )
 
     def _synced(self, done: asyncio.Future[None]) -> None:
         self._syncing = False

@@ -81,12 +81,17 @@ class PriceTable:
 
     def __init__(self, overrides: Mapping[str, Price] | None = None) -> None:
         self.rules: list[tuple[str, Price]] = [*(overrides or {}).items(), *default_prices().items()]
+        self._by_model: dict[str, Price] = {}  # the rules are fixed: each model's price is looked up once
 
     def price(self, model: str) -> Price:
-        for pattern, price in self.rules:
-            if fnmatch.fnmatchcase(model, pattern):
-                return price
-        return Price(input=0, output=0)
+        known = self._by_model.get(model)
+        if known is not None:
+            return known
+        found = next((price for pattern, price in self.rules if fnmatch.fnmatchcase(model, pattern)), None)
+        found = found or Price(input=0, output=0)
+        if len(self._by_model) < 1024:  # model ids come from requests: bound what is kept
+            self._by_model[model] = found
+        return found
 
     def cost(self, model: str, usage: Usage, price: Price | None = None) -> float:
         p = price or self.price(model)
@@ -387,8 +392,7 @@ class Budgets:
         keys = keys_for(row.agent, row.rig)
         self.repo.insert_usage(tx, row)
         if row.tokens or row.cost_usd:
-            self.repo.add_spent(tx, keys, row.tokens, row.cost_usd)
-            for b in self.repo.budgets(tx, keys):
+            for b in self.repo.add_spent(tx, keys, row.tokens, row.cost_usd):
                 tl, ul = b["token_limit"], b["usd_limit"]
                 if (tl is not None and b["tokens_spent"] >= tl) or (ul is not None and b["usd_spent"] >= ul):
                     self._exhausted(tx, b, row.agent)
