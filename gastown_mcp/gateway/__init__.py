@@ -14,12 +14,14 @@ import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
 import httpx2
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from gastown_mcp.config import GatewayConfig, RouteRule, Upstream
 from gastown_mcp.gateway.app import MessagesProxy
@@ -27,6 +29,24 @@ from gastown_mcp.town import Town
 from gastown_mcp.town.budgets import UsageRow
 
 __all__ = ["GatewayConfig", "RouteRule", "Upstream", "build_gateway", "upstream_keys"]
+
+
+_PROXIED = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
+
+
+class _Gateway(Starlette):
+    """The Starlette app, except that model requests go straight to the proxy (raw ASGI, which answers its own
+    errors) without passing every message of a response through Starlette's routing and middleware."""
+
+    def __init__(self, proxy: MessagesProxy, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.proxy = proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in _PROXIED:
+            await self.proxy(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def upstream_keys(config: GatewayConfig, provider_env: Mapping[str, str]) -> dict[str, str]:
@@ -84,7 +104,8 @@ def build_gateway(
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True, "upstreams": sorted(config.upstreams)})
 
-    app = Starlette(
+    app = _Gateway(
+        proxy,
         routes=[
             Route("/v1/messages", proxy, methods=["POST"]),
             Route("/v1/messages/count_tokens", proxy, methods=["POST"]),
