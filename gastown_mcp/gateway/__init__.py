@@ -16,6 +16,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+import anyio
 import httpx2
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,7 +25,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gastown_mcp.config import GatewayConfig, RouteRule, Upstream
-from gastown_mcp.gateway.app import MessagesProxy
+from gastown_mcp.gateway.app import JournalSyncer, MessagesProxy
 from gastown_mcp.town import Town
 from gastown_mcp.town.budgets import UsageRow
 
@@ -96,10 +97,13 @@ def build_gateway(
                 "gateway charged %d requests a previous gateway left unsettled in full (%d tokens)",
                 len(charged), sum(row.tokens for row in charged),
             )  # fmt: skip
+        syncer = JournalSyncer(budgets.sync, log)
+        syncer.start()
         try:
             yield
         finally:
             await client.aclose()
+            await anyio.to_thread.run_sync(syncer.stop)
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True, "upstreams": sorted(config.upstreams)})

@@ -11,10 +11,10 @@ between is charged in full by the next one's start, so a response a client recei
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,10 +40,10 @@ from gastown_mcp.models import Agent
 from gastown_mcp.town import Town
 from gastown_mcp.town.budgets import Estimate, Reservation, Usage, UsageRow, WriteLockTaken
 
-__all__ = ["MessagesProxy", "Refusal"]
+__all__ = ["JournalSyncer", "MessagesProxy", "Refusal"]
 
 T = TypeVar("T")
-SYNC_DELAY_S = 0.005  # how long the gateway's writes may wait for the journal's fdatasync (power loss only)
+SYNC_INTERVAL_S = 0.02  # how long the gateway's writes may wait for the journal's fdatasync (power loss only)
 
 _UNRECORDED = (
     "gastown: the gateway could not record this request's usage reservation ({exc}), so it fails closed before "
@@ -80,7 +80,6 @@ class MessagesProxy:
         self.log = log
         self.on_settled = on_settled
         self.instance = instance  # this gateway's id: the owner of the reservations it makes
-        self._syncing = self._sync_again = False  # a journal sync runs / writes came while it ran
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -155,32 +154,11 @@ class MessagesProxy:
         """A store write from the event loop, with no thread hand-off when it can: made on the loop if the write
         lock is free at once (a few indexed statements), else in a worker thread. Either way it has committed
         when this returns (durable against a crash of this process); the journal's fdatasync (durable against
-        power loss) follows in a worker thread, one for however many writes came meanwhile."""
+        power loss) follows within `SYNC_INTERVAL_S`, made by the `JournalSyncer`."""
         try:
             return write(sync=False, wait=False)
         except WriteLockTaken:
             return await anyio.to_thread.run_sync(functools.partial(write, sync=False, wait=True))
-        finally:
-            self._sync_soon()
-
-    def _sync_soon(self) -> None:
-        """Have the journal synced `SYNC_DELAY_S` from now, in a worker thread: one fdatasync (and one thread
-        wake-up) for every write made until then."""
-        if self._syncing:
-            self._sync_again = True
-            return
-        self._syncing, self._sync_again = True, False
-        loop = asyncio.get_running_loop()
-        loop.call_later(
-            SYNC_DELAY_S, lambda: loop.run_in_executor(None, self.budgets.sync).add_done_callback(self._synced)
-        )
-
-    def _synced(self, done: asyncio.Future[None]) -> None:
-        self._syncing = False
-        if not done.cancelled() and done.exception() is not None:
-            self.log.error("gateway could not sync the town's journal: %s", done.exception())
-        if self._sync_again:
-            self._sync_soon()
 
     def _reserve(self, agent: Agent, model: str, estimate: Estimate, *, sync: bool, wait: bool) -> Reservation:
         """Reserve, or refuse with what to do."""
@@ -267,6 +245,37 @@ class MessagesProxy:
             return  # upstream broke mid-stream: meter what passed
         finally:
             await response.aclose()
+
+
+class JournalSyncer:
+    """Makes the gateway's writes durable against power loss: a thread that wakes every `interval` seconds on
+    its own clock and, when writes were made since, runs one fdatasync of the journal. The event loop never
+    signals it: waking a thread costs the loop more than the write itself did."""
+
+    def __init__(self, sync: Callable[[], None], log: logging.Logger, interval: float = SYNC_INTERVAL_S) -> None:
+        self.sync, self.log, self.interval = sync, log, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gateway-journal-sync", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after one last sync."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._once()
+        self._once()
+
+    def _once(self) -> None:
+        try:
+            self.sync()
+        except Exception as exc:  # a dead syncer would leave every later write unsynced: report and go on
+            self.log.error("gateway could not sync the town's journal: %s", exc)
 
 
 class _Settlement:

@@ -360,6 +360,8 @@ class Database:
 
     def sync(self) -> None:
         """Make every write this process committed with `sync=False` durable (one fdatasync of the journal)."""
+        if not self._unsynced:
+            return
         with self._writer:
             end, self._unsynced = self._unsynced, 0
         if end and self.journal is not None:
