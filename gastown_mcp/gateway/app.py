@@ -11,6 +11,7 @@ between is charged in full by the next one's start, so a response a client recei
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -43,6 +44,7 @@ from gastown_mcp.town.budgets import Estimate, Reservation, Usage, UsageRow, Wri
 __all__ = ["JournalSyncer", "MessagesProxy", "Refusal"]
 
 T = TypeVar("T")
+SETTLE_DELAY_S = 0.01  # how long a usage row may wait to go with the next reservation's transaction
 SYNC_INTERVAL_S = 0.02  # how long the gateway's writes may wait for the journal's fdatasync (power loss only)
 
 _UNRECORDED = (
@@ -80,6 +82,9 @@ class MessagesProxy:
         self.log = log
         self.on_settled = on_settled
         self.instance = instance  # this gateway's id: the owner of the reservations it makes
+        self._settled: list[tuple[Reservation, UsageRow]] = []  # finished requests whose rows wait to be written
+        self._flush_at: asyncio.TimerHandle | None = None
+        self._flushing: set[asyncio.Future[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -103,8 +108,7 @@ class MessagesProxy:
         try:
             await self._relay(request, receive, send, settlement)
         finally:
-            with anyio.CancelScope(shield=True):
-                await settlement.settle()
+            settlement.settle()
 
     # -- steps -------------------------------------------------------------------------------------
     def _authenticate(self, scope: Scope) -> Agent:
@@ -147,8 +151,17 @@ class MessagesProxy:
         if not metered:
             return Admitted(agent, name, None)
         estimate = self.budgets.prices.estimate(model, body_len, checked.max_tokens, upstream.price)
-        res = await self._write(functools.partial(self._reserve, agent, model, estimate))
-        return Admitted(agent, name, res)
+        settled, self._settled = self._settled, []
+        try:
+            got = await self._write(functools.partial(self._reserve, settled, agent, model, estimate))
+        except StoreError as exc:
+            self._unrecorded(settled, exc)
+            self.log.error("gateway refused %s: cannot write its reservation: %s", agent.name, exc)
+            raise Refusal(503, "api_error", _UNRECORDED.format(exc=exc)) from exc
+        self._recorded(settled)
+        if isinstance(got, Refusal):
+            raise got
+        return Admitted(agent, name, got)
 
     async def _write(self, write: Callable[..., T]) -> T:
         """A store write from the event loop, with no thread hand-off when it can: made on the loop if the write
@@ -160,27 +173,77 @@ class MessagesProxy:
         except WriteLockTaken:
             return await anyio.to_thread.run_sync(functools.partial(write, sync=False, wait=True))
 
-    def _reserve(self, agent: Agent, model: str, estimate: Estimate, *, sync: bool, wait: bool) -> Reservation:
-        """Reserve, or refuse with what to do."""
+    def _reserve(
+        self,
+        settled: list[tuple[Reservation, UsageRow]],
+        agent: Agent,
+        model: str,
+        estimate: Estimate,
+        *,
+        sync: bool,
+        wait: bool,
+    ) -> Reservation | Refusal:
+        """Settle what finished since the last write and reserve, in one transaction; a refusal (what to do) is
+        returned, once the settled rows are written. A `StoreError` means nothing was written."""
+        status = self.config.exhausted_status
         try:
             return self.budgets.reserve(
-                agent.name, agent.rig, model, estimate, owner=self.instance, sync=sync, wait=wait
-            )
+                agent.name, agent.rig, model, estimate, owner=self.instance,
+                settled=settled, refused_status=status, sync=sync, wait=wait,
+            )  # fmt: skip
         except BudgetBusy as exc:
             retry = str(self.config.busy_retry_after_seconds)
-            raise Refusal(429, "rate_limit_error", str(exc), {"retry-after": retry}) from exc
+            return Refusal(429, "rate_limit_error", str(exc), {"retry-after": retry})
         except BudgetExceeded as exc:
-            try:
-                self.budgets.refused(agent.name, agent.rig, model, self.config.exhausted_status, sync=sync, wait=wait)
-            except StoreError as store_exc:
-                self.log.error("gateway could not record a refusal for %s: %s", agent.name, store_exc)
             self.log.warning("gateway refused %s: budget exhausted", agent.name)
-            raise Refusal(
-                self.config.exhausted_status, _error_type(self.config.exhausted_status), f"gastown: {exc}"
-            ) from exc
+            return Refusal(status, _error_type(status), f"gastown: {exc}")
+
+    # -- settling ----------------------------------------------------------------------------------
+    def _settle_soon(self, reservation: Reservation, row: UsageRow) -> None:
+        """Queue a finished request's usage row: it goes with the next reservation's transaction, or on its own
+        after `SETTLE_DELAY_S` when no request comes (one write, not two, per request under load)."""
+        self._settled.append((reservation, row))
+        if self._flush_at is None:
+            self._flush_at = asyncio.get_running_loop().call_later(SETTLE_DELAY_S, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flush_at = None
+        if self._settled:
+            task = asyncio.ensure_future(self.flush())
+            self._flushing.add(task)
+            task.add_done_callback(self._flushing.discard)
+
+    async def flush(self) -> None:
+        """Write every queued usage row now (at shutdown, and when no reservation took them along)."""
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush_at = None
+        settled, self._settled = self._settled, []
+        if not settled:
+            return
+        try:
+            await self._write(functools.partial(self.budgets.settle_rows, settled))
         except StoreError as exc:
-            self.log.error("gateway refused %s: cannot write its reservation: %s", agent.name, exc)
-            raise Refusal(503, "api_error", _UNRECORDED.format(exc=exc)) from exc
+            self._unrecorded(settled, exc)
+            return
+        self._recorded(settled)
+
+    def _recorded(self, settled: list[tuple[Reservation, UsageRow]]) -> None:
+        for _, row in settled:
+            self.log.info(
+                "gateway %s %s %s %s in=%d out=%d cw=%d cr=%d $%.6f %.1fms",
+                row.agent, row.model, row.status, row.outcome, row.input_tokens, row.output_tokens,
+                row.cache_creation_tokens, row.cache_read_tokens, row.cost_usd, row.duration_ms,
+            )  # fmt: skip
+            if self.on_settled is not None:
+                self.on_settled(row)
+
+    def _unrecorded(self, settled: list[tuple[Reservation, UsageRow]], exc: StoreError) -> None:
+        for _, row in settled:
+            self.log.error(
+                "gateway could not record usage for %s (%s %s): %s; its reservation stays, and the gateway's next "
+                "start charges it in full", row.agent, row.status, row.outcome, exc,
+            )  # fmt: skip
 
     def _failed_before_sending(
         self, agent: Agent, checked: Checked, upstream: str, message: str, metered: bool
@@ -279,9 +342,10 @@ class JournalSyncer:
 
 
 class _Settlement:
-    """Settles one request's reservation exactly once, after the client has had the last byte (or is gone).
-    If the row cannot be written, the reservation stays in the store: it holds its budgets, and the next
-    gateway's start charges it in full (`Budgets.settle_leftovers`)."""
+    """Settles one request's reservation exactly once, after the client has had the last byte (or is gone):
+    its usage row is queued (`MessagesProxy._settle_soon`). If the row cannot be written, the reservation
+    stays in the store: it holds its budgets, and the next gateway's start charges it in full
+    (`Budgets.settle_leftovers`)."""
 
     def __init__(
         self, proxy: MessagesProxy, admitted: Admitted, meter: Meter, checked: Checked, started: float
@@ -291,44 +355,26 @@ class _Settlement:
         self.error: str | None = None
         self.done = False
 
-    async def settle(self) -> None:
+    def settle(self) -> None:
         reservation, status = self.admitted.reservation, self.status
         if self.done or reservation is None:
             return
         self.done = True
         proxy, meter = self.proxy, self.meter
-        usage = meter.usage() if 200 <= status < 300 else Usage()
-        ms = (time.perf_counter() - self.started) * 1000
         upstream = proxy.config.upstreams[self.admitted.upstream_name]
-        try:
-            row = await proxy._write(
-                functools.partial(
-                    proxy.budgets.settle,
-                    reservation,
-                    usage,
-                    model=meter.model or self.checked.model,
-                    upstream=self.admitted.upstream_name,
-                    status=status,
-                    outcome=self.outcome,
-                    duration_ms=ms,
-                    stream=self.checked.stream,
-                    price=upstream.price,
-                    error=self.error or meter.error,
-                )
-            )
-        except StoreError as exc:
-            proxy.log.error(
-                "gateway could not record usage for %s (%s %s): %s; its reservation stays, and the gateway's next "
-                "start charges it in full", self.admitted.agent.name, status, self.outcome, exc,
-            )  # fmt: skip
-            return
-        proxy.log.info(
-            "gateway %s %s %s %s in=%d out=%d cw=%d cr=%d $%.6f %.1fms",
-            self.admitted.agent.name, row.model, status, self.outcome, row.input_tokens, row.output_tokens,
-            row.cache_creation_tokens, row.cache_read_tokens, row.cost_usd, ms,
-        )  # fmt: skip
-        if proxy.on_settled is not None:
-            proxy.on_settled(row)
+        row = proxy.budgets.usage_row(
+            reservation,
+            meter.usage() if 200 <= status < 300 else Usage(),
+            model=meter.model or self.checked.model,
+            upstream=self.admitted.upstream_name,
+            status=status,
+            outcome=self.outcome,
+            duration_ms=(time.perf_counter() - self.started) * 1000,
+            stream=self.checked.stream,
+            price=upstream.price,
+            error=self.error or meter.error,
+        )
+        proxy._settle_soon(reservation, row)
 
 
 async def _pump(

@@ -15,9 +15,9 @@ from __future__ import annotations
 import fnmatch
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import Field
 
@@ -307,39 +307,71 @@ class Budgets:
         estimate: Estimate,
         owner: str | None = None,
         *,
+        settled: Sequence[tuple[Reservation, UsageRow]] = (),
+        refused_status: int | None = None,
         sync: bool = True,
         wait: bool = True,
     ) -> Reservation:
         """Admit a request or raise: `BudgetExceeded` when a scope is spent, `BudgetBusy` when reserved,
         `StoreError` when the reservation cannot be written. `owner` is the gateway instance making it.
+        `settled` (reservation, usage row) pairs of finished requests are settled first, in the same
+        transaction: they are written even when the admission is refused, and not at all on a `StoreError`.
+        With `refused_status`, a request refused because a budget is spent is recorded (as by `refused`) in
+        that transaction too.
         `sync` and `wait` are the store's (`Database.write`): an event loop passes `wait=False` and gets
         `WriteLockTaken`, nothing changed, when another writer holds the lock.
 
         The reservation is written even when no budget applies: it is the admission write that proves usage
         can be recorded (a full disk refuses here, before anything is forwarded), and it shows in flight."""
-        keys = keys_for(agent, rig)
+        refusal: BudgetExceeded | None = None
         with self.db.write(sync=sync, wait=wait) as tx:
-            for row in self.repo.budgets(tx, keys):
-                tl, ul = row["token_limit"], row["usd_limit"]
-                label = _label(row)
-                if (tl is not None and row["tokens_spent"] >= tl) or (ul is not None and row["usd_spent"] >= ul):
-                    self._exhausted(tx, row, agent)
-                    raise BudgetExceeded(
-                        f"{label} budget is spent ({_spent_text(row)}); the gateway refuses further model "
-                        "requests until the operator raises it with `gastown budget set`"
-                    )
-                rt, ru = self.repo.reserved_so_far(tx, row["scope"], row["name"])
-                if (tl is not None and row["tokens_spent"] + rt >= tl) or (
-                    ul is not None and row["usd_spent"] + ru >= ul
-                ):
-                    raise BudgetBusy(
-                        f"{label} budget is fully reserved by requests in flight ({_spent_text(row)}); "
-                        "retry when they finish"
-                    )
-            rid = self.repo.add_reservation(tx, agent, rig, model, estimate.tokens, estimate.usd, owner)
+            for done, row in settled:
+                self._settle(tx, done, row)
+            try:
+                rid = self._admit(tx, agent, rig, model, estimate, owner)
+            except BudgetExceeded as exc:  # commit the settled rows (and the budget marked spent), then refuse
+                refusal = exc
+                if refused_status is not None and not isinstance(exc, BudgetBusy):
+                    none = Reservation(id=None, agent=agent, rig=rig, model=model, tokens=0, usd=0.0)
+                    self._record(tx, self.usage_row(none, Usage(), status=refused_status, outcome="refused"))
+        if refusal is not None:
+            raise refusal
         return Reservation(id=rid, agent=agent, rig=rig, model=model, tokens=estimate.tokens, usd=estimate.usd)
 
+    def _admit(self, tx: Tx, agent: str, rig: str | None, model: str, estimate: Estimate, owner: str | None) -> int:
+        for row in self.repo.budgets(tx, keys_for(agent, rig)):
+            tl, ul = row["token_limit"], row["usd_limit"]
+            label = _label(row)
+            if (tl is not None and row["tokens_spent"] >= tl) or (ul is not None and row["usd_spent"] >= ul):
+                self._exhausted(tx, row, agent)
+                raise BudgetExceeded(
+                    f"{label} budget is spent ({_spent_text(row)}); the gateway refuses further model "
+                    "requests until the operator raises it with `gastown budget set`"
+                )
+            rt, ru = self.repo.reserved_so_far(tx, row["scope"], row["name"])
+            if (tl is not None and row["tokens_spent"] + rt >= tl) or (ul is not None and row["usd_spent"] + ru >= ul):
+                raise BudgetBusy(
+                    f"{label} budget is fully reserved by requests in flight ({_spent_text(row)}); "
+                    "retry when they finish"
+                )
+        return self.repo.add_reservation(tx, agent, rig, model, estimate.tokens, estimate.usd, owner)
+
     def settle(
+        self,
+        reservation: Reservation,
+        usage: Usage,
+        *,
+        sync: bool = True,
+        wait: bool = True,
+        **row: Any,
+    ) -> UsageRow:
+        """Release the reservation, record one usage row, and add the actual spend to every scope (`row`: the
+        keywords of `usage_row`; `sync` and `wait` as for `reserve`)."""
+        made = self.usage_row(reservation, usage, **row)
+        self.settle_rows([(reservation, made)], sync=sync, wait=wait)
+        return made
+
+    def usage_row(
         self,
         reservation: Reservation,
         usage: Usage,
@@ -353,14 +385,11 @@ class Budgets:
         request_id: str | None = None,
         price: Price | None = None,
         error: str | None = None,
-        sync: bool = True,
-        wait: bool = True,
     ) -> UsageRow:
-        """Release the reservation, record one usage row, and add the actual spend to every scope (`price`
-        replaces the table's: an upstream's own; `error` says why a failed request failed; `sync` and `wait`
-        as for `reserve`)."""
+        """The usage row that settles `reservation` (`price` replaces the table's: an upstream's own; `error`
+        says why a failed request failed). Nothing is written."""
         model = model or reservation.model
-        row = UsageRow(
+        return UsageRow(
             agent=reservation.agent,
             rig=reservation.rig,
             model=model,
@@ -377,15 +406,19 @@ class Budgets:
             request_id=request_id,
             error=error[:500] if error else None,
         )
-        with self.db.write(sync=sync, wait=wait) as tx:
-            if reservation.id is not None:
-                self.repo.take_reservation(tx, reservation.id)
-            self._record(tx, row)
-        return row
 
-    def sync(self) -> None:
-        """Make the writes made with `sync=False` durable against power loss (one fdatasync)."""
-        self.db.sync()
+    def settle_rows(
+        self, settled: Sequence[tuple[Reservation, UsageRow]], *, sync: bool = True, wait: bool = True
+    ) -> None:
+        """Settle finished requests, (reservation, usage row) pairs, in one transaction."""
+        with self.db.write(sync=sync, wait=wait) as tx:
+            for reservation, row in settled:
+                self._settle(tx, reservation, row)
+
+    def _settle(self, tx: Tx, reservation: Reservation, row: UsageRow) -> None:
+        if reservation.id is not None:
+            self.repo.take_reservation(tx, reservation.id)
+        self._record(tx, row)
 
     def _record(self, tx: Tx, row: UsageRow) -> None:
         """Write a usage row and add its spend to every scope it counts in, stamping those it exhausts."""
@@ -396,6 +429,10 @@ class Budgets:
                 tl, ul = b["token_limit"], b["usd_limit"]
                 if (tl is not None and b["tokens_spent"] >= tl) or (ul is not None and b["usd_spent"] >= ul):
                     self._exhausted(tx, b, row.agent)
+
+    def sync(self) -> None:
+        """Make the writes made with `sync=False` durable against power loss (one fdatasync)."""
+        self.db.sync()
 
     def refused(
         self,
