@@ -3,10 +3,13 @@ back, meter, settle.
 
 Raw ASGI so the key is checked before a byte of body is read, bytes go out the moment they arrive, and a client
 hang-up is seen (uvicorn's `send` is silent after a disconnect, so a watcher task reads `receive`). Reads
-(key, stop switch, route) run on the event loop; the two writes run in a worker thread. The reservation is
-written before forwarding and fails closed (a store that cannot record it gets a 503, nothing is forwarded);
-the usage row is written after the response's last byte, and a reservation left by a gateway that died in
-between is charged in full by the next one's start, so a response a client received is always metered.
+(key, stop switch, route) run on the event loop, and so do the writes when the write lock is free at once (a
+worker thread takes them when it is not): a thread hand-off costs more than the write. The reservation is
+written before forwarding and fails closed (a store that cannot record it gets a 503, nothing is forwarded).
+The usage row is written after the response's last byte, with the next request's reservation or within
+`SETTLE_DELAY_S`; a reservation left by a gateway that died in between is charged in full by the next one's
+start, so a response a client received is always metered. Writes are committed (durable against a crash)
+before they count; the journal's fdatasync (power loss) follows within `SYNC_INTERVAL_S`.
 """
 
 from __future__ import annotations
