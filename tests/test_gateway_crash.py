@@ -1,9 +1,10 @@
-"""A finished response is always metered, even when the gateway dies between the response's last byte and its
-usage row: the reservation written before the request is forwarded is settled by the next gateway's start.
+"""A response a client received is always metered, even when the gateway dies before its usage row: the
+reservation written before the request is forwarded is charged in full by the next gateway's start.
 
-The gateway runs as a process of its own (the real app, uvicorn, the town's SQLite file) so it can be killed
-with SIGKILL. The "crash window" is made by holding the database's write lock from here while the response
-passes: the usage row cannot be written, the client still gets every byte, and then the gateway is killed.
+A stream's text goes out as it comes; only its end (`message_stop`) waits for the usage row. So a client can
+hold the whole answer, text and usage, when the gateway is killed. The gateway runs as a process of its own
+(the real app, uvicorn, the town's SQLite file) so it can be killed with SIGKILL; the stand-in holds back its
+`message_stop` until the kill, which makes the moment exact.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import multiprocessing as mp
 import os
 import signal
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ pytestmark = pytest.mark.slow
 SENTINEL = "sk-ant-PROVIDER-SENTINEL-0123456789abcdef"
 WAIT_S = 30
 MSG = {"model": "scripted-standin", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+STOP = b"event: message_stop"
 
 
 def gateway_process(town_dir: str, upstream: str, pipe: Any) -> None:
@@ -68,63 +69,66 @@ class Gateway:
         assert self.proc.exitcode == -signal.SIGKILL
 
 
-class Held:
-    """Wraps the real stand-in: each `/v1/messages` request waits for `release` once it has `arrived`."""
+def _text(sse: bytes) -> str:
+    events = [json.loads(line[5:]) for line in sse.decode().splitlines() if line.startswith("data:")]
+    return "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
+
+
+class HoldsTheEnd:
+    """Wraps the real stand-in: a stream's `message_stop` waits for `release`; everything before it passes."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.arrived, self.release = anyio.Event(), anyio.Event()
+        self.release = anyio.Event()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == "/v1/messages":
-            self.arrived.set()
-            await self.release.wait()
-        await self.app(scope, receive, send)
+        async def held_send(message: Any) -> None:
+            body = message.get("body", b"")
+            if message["type"] == "http.response.body" and STOP in body:
+                cut = body.index(STOP)
+                await send({**message, "body": body[:cut], "more_body": True})
+                await self.release.wait()
+                message = {**message, "body": body[cut:]}
+            await send(message)
+
+        await self.app(scope, receive, held_send)
 
 
-async def _whole(http: httpx2.AsyncClient, url: str, key: str, body: dict[str, Any]) -> httpx2.Response:
-    async with http.stream("POST", url + "/v1/messages", json=body, headers={"x-api-key": key}) as r:
-        await r.aread()
-    return r
-
-
-@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
-async def test_a_response_received_whole_is_metered_though_the_gateway_died_before_its_usage_row(
-    store: Store, settings: Settings, stream: bool
+async def test_a_stream_whose_client_had_the_whole_answer_is_metered_though_the_gateway_died_before_its_row(
+    store: Store, settings: Settings
 ) -> None:
     key = store.agents.create("test", "polecat-1", Role.polecat, rig="web").gateway_key
     budgets = Budgets(store)
     budgets.set("operator", "town", tokens=1_000_000)
     standin = build_standin(Hello(), expected_key=SENTINEL)
-    held = Held(standin.app)
-    locker = sqlite3.connect(settings.db_path, isolation_level=None, timeout=WAIT_S)
-    async with serve(held) as upstream:
+    upstream_app = HoldsTheEnd(standin.app)
+    received = bytearray()
+    async with serve(upstream_app) as upstream:
         gateway = Gateway(settings.town_dir, upstream)
         try:
             await gateway.started(key)
             async with httpx2.AsyncClient(timeout=WAIT_S) as http, anyio.create_task_group() as tg:
-                got: list[httpx2.Response] = []
 
                 async def ask() -> None:
-                    got.append(await _whole(http, gateway.url, key, {**MSG, "stream": stream}))
+                    body = {**MSG, "stream": True}
+                    with pytest.raises(httpx2.HTTPError):  # the gateway dies under it
+                        async with http.stream(
+                            "POST", gateway.url + "/v1/messages", json=body, headers={"x-api-key": key}
+                        ) as r:
+                            async for chunk in r.aiter_raw():
+                                received.extend(chunk)
 
                 tg.start_soon(ask)
                 with anyio.fail_after(WAIT_S):
-                    await held.arrived.wait()  # admitted: its reservation is written, the request forwarded
-                locker.execute("BEGIN IMMEDIATE")  # from here on the gateway cannot write a usage row
-                held.release.set()
-            [r] = got
-            assert r.status_code == 200, r.text
-            if stream:
-                assert b"event: message_stop" in r.content and b"event: error" not in r.content
-            else:
-                assert json.loads(r.content)["usage"]["output_tokens"] > 0
+                    while b"event: message_delta" not in received:  # the whole text, and its usage
+                        await anyio.sleep(0.01)
+                gateway.kill()  # before `message_stop`, and so before the usage row
         finally:
-            gateway.kill()  # between the response's last byte and its usage row
-            if locker.in_transaction:
-                locker.execute("ROLLBACK")
-            locker.close()
-        assert store.db.query("SELECT * FROM usage WHERE outcome != 'refused'") == []
+            upstream_app.release.set()
+            if gateway.proc.is_alive():
+                gateway.kill()
+        assert _text(bytes(received)) == "Hello from the scripted stand-in." and STOP not in received
+        assert store.db.query("SELECT * FROM usage") == []
         [left] = budgets.show("town")
         assert left.reserved_tokens > 0 and left.tokens_spent == 0
 

@@ -231,7 +231,7 @@ async def test_a_chunked_body_over_the_limit_gets_413(store: Store, key: str) ->
     assert r.status_code == 413 and "max_body_bytes" in _error(r)
 
 
-# -- 6. usage that cannot be recorded: refused before forwarding, or charged in full later -----------
+# -- 6. usage that cannot be recorded fails closed ---------------------------------------------------
 class _FailingDatabase:
     """The real town `Database`, except that once `allowed` writes have gone through, `write()` raises the
     store's own `StoreError` as a full disk makes it do (sqlite 'database or disk is full')."""
@@ -280,27 +280,35 @@ async def test_a_store_that_cannot_write_refuses_requests_with_503_before_forwar
     assert [r.path for r in t.standin.requests] == ["/v1/messages/count_tokens"]  # nothing forwarded
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
-async def test_a_reply_whose_usage_row_cannot_be_written_keeps_its_reservation_until_the_next_start_charges_it(
-    store: Store, key: str, stream: bool
-) -> None:
-    budgets = Budgets(store)
-    budgets.set("overseer", "town", tokens=20_000)
+async def test_a_reply_whose_usage_cannot_be_recorded_becomes_a_503(store: Store, key: str) -> None:
     failing = _FailingStore(store)
     async with town(store, Hello(), domain_store=failing) as t:
         await _started(t.url, key)
-        failing.db.allowed = 1  # the reservation; the usage row then fails
-        r = await _post(t.url, key, {**MSG, "stream": stream})
-    assert r.status_code == 200 and ("message_stop" in r.text if stream else r.json()["content"])
-    assert t.rows() == []
-    [held] = budgets.show("town")
-    assert held.reserved_tokens > 0 and held.tokens_spent == 0  # it still counts against the budget
+        failing.db.allowed = 1  # the reservation; the settle then fails
+        r = await _post(t.url, key, MSG)
+    assert r.status_code == 503 and "usage" in _error(r)
+    assert [r.path for r in t.standin.requests][-1] == "/v1/messages" and t.rows() == []
+    # The reservation stays (it still counts against the budgets) until the next start charges it in full.
+    reserved = store.db.query_one("SELECT tokens FROM reservations")["tokens"]
     async with town(store, Hello()) as again:
         await _started(again.url, key)
     [row] = again.rows()
-    assert (row["outcome"], row["input_tokens"]) == ("abandoned", held.reserved_tokens)
-    [town_budget] = budgets.show("town")
-    assert (town_budget.reserved_tokens, town_budget.tokens_spent) == (0, held.reserved_tokens)
+    assert (row["outcome"], row["input_tokens"]) == ("abandoned", reserved)
+    assert store.db.query("SELECT * FROM reservations") == []
+
+
+async def test_a_stream_whose_usage_cannot_be_recorded_ends_with_an_error_event(store: Store, key: str) -> None:
+    failing = _FailingStore(store)
+    async with town(store, Hello(), domain_store=failing) as t:
+        await _started(t.url, key)
+        failing.db.allowed = 1
+        r = await _post(t.url, key, {**MSG, "stream": True})
+        failing.db.allowed = 1
+        with pytest.raises(anthropic.APIStatusError):
+            async with t.client(key, max_retries=0).messages.stream(**MSG) as s:
+                await s.get_final_message()
+    assert r.status_code == 200 and "message_start" in r.text
+    assert "event: error" in r.text and "message_stop" not in r.text and "usage" in r.text
 
 
 # -- 7. streams are redacted and aborted streams metered by what was generated ----------------------

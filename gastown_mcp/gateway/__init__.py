@@ -102,7 +102,6 @@ def build_gateway(
         try:
             yield
         finally:
-            await proxy.flush()
             await client.aclose()
             await anyio.to_thread.run_sync(syncer.stop)
 

@@ -3,18 +3,20 @@ back, meter, settle.
 
 Raw ASGI so the key is checked before a byte of body is read, bytes go out the moment they arrive, and a client
 hang-up is seen (uvicorn's `send` is silent after a disconnect, so a watcher task reads `receive`). Reads
-(key, stop switch, route) run on the event loop, and so do the writes when the write lock is free at once (a
-worker thread takes them when it is not): a thread hand-off costs more than the write. The reservation is
+(key, stop switch, route) run on the event loop, and so do the two writes when the write lock is free at once
+(a worker thread takes them when it is not): a thread hand-off costs more than the write. The reservation is
 written before forwarding and fails closed (a store that cannot record it gets a 503, nothing is forwarded).
-The usage row is written after the response's last byte, with the next request's reservation or within
-`SETTLE_DELAY_S`; a reservation left by a gateway that died in between is charged in full by the next one's
-start, so a response a client received is always metered. Writes are committed (durable against a crash)
-before they count; the journal's fdatasync (power loss) follows within `SYNC_INTERVAL_S`.
+The usage row is written before the client sees the end of its response (a JSON body, a stream's
+`message_stop`) and fails closed too (a 503, or an SSE `error` event in place of `message_stop`); a stream's
+content goes out as it comes, so a client may hold the whole text before the row. A reservation left by a
+gateway that died in between is charged in full by the next one's start, so a response a client received is
+always metered. Writes are committed (durable against a crash) before they count; the journal's fdatasync
+(durable against power loss) follows within `SYNC_INTERVAL_S`.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -39,6 +41,7 @@ from gastown_mcp.gateway.wire import (
     forward_headers,
     redact,
     response_headers,
+    sse_error,
 )
 from gastown_mcp.models import Agent
 from gastown_mcp.town import Town
@@ -47,12 +50,15 @@ from gastown_mcp.town.budgets import Estimate, Reservation, Usage, UsageRow, Wri
 __all__ = ["JournalSyncer", "MessagesProxy", "Refusal"]
 
 T = TypeVar("T")
-SETTLE_DELAY_S = 0.01  # how long a usage row may wait to go with the next reservation's transaction
 SYNC_INTERVAL_S = 0.02  # how long the gateway's writes may wait for the journal's fdatasync (power loss only)
 
 _UNRECORDED = (
     "gastown: the gateway could not record this request's usage reservation ({exc}), so it fails closed before "
     "forwarding; the operator must make the town's store writable again (disk full? read-only?)"
+)
+_UNRECORDED_ROW = (
+    "gastown: the gateway could not record this request's usage ({exc}), so it fails closed; the operator must "
+    "make the town's store writable again (disk full? read-only?)"
 )
 _UNREADABLE = "gastown: the gateway cannot read the town's store ({exc})"
 
@@ -85,9 +91,6 @@ class MessagesProxy:
         self.log = log
         self.on_settled = on_settled
         self.instance = instance  # this gateway's id: the owner of the reservations it makes
-        self._settled: list[tuple[Reservation, UsageRow]] = []  # finished requests whose rows wait to be written
-        self._flush_at: asyncio.TimerHandle | None = None
-        self._flushing: set[asyncio.Future[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -111,7 +114,8 @@ class MessagesProxy:
         try:
             await self._relay(request, receive, send, settlement)
         finally:
-            settlement.settle()
+            with anyio.CancelScope(shield=True):
+                await settlement.last_chance()
 
     # -- steps -------------------------------------------------------------------------------------
     def _authenticate(self, scope: Scope) -> Agent:
@@ -154,14 +158,11 @@ class MessagesProxy:
         if not metered:
             return Admitted(agent, name, None)
         estimate = self.budgets.prices.estimate(model, body_len, checked.max_tokens, upstream.price)
-        settled, self._settled = self._settled, []
         try:
-            got = await self._write(functools.partial(self._reserve, settled, agent, model, estimate))
+            got = await self._write(functools.partial(self._reserve, agent, model, estimate))
         except StoreError as exc:
-            self._unrecorded(settled, exc)
             self.log.error("gateway refused %s: cannot write its reservation: %s", agent.name, exc)
             raise Refusal(503, "api_error", _UNRECORDED.format(exc=exc)) from exc
-        self._recorded(settled)
         if isinstance(got, Refusal):
             raise got
         return Admitted(agent, name, got)
@@ -177,22 +178,15 @@ class MessagesProxy:
             return await anyio.to_thread.run_sync(functools.partial(write, sync=False, wait=True))
 
     def _reserve(
-        self,
-        settled: list[tuple[Reservation, UsageRow]],
-        agent: Agent,
-        model: str,
-        estimate: Estimate,
-        *,
-        sync: bool,
-        wait: bool,
+        self, agent: Agent, model: str, estimate: Estimate, *, sync: bool, wait: bool
     ) -> Reservation | Refusal:
-        """Settle what finished since the last write and reserve, in one transaction; a refusal (what to do) is
-        returned, once the settled rows are written. A `StoreError` means nothing was written."""
+        """Reserve, or return the refusal (what to do), recorded in the same transaction. A `StoreError` means
+        nothing was written."""
         status = self.config.exhausted_status
         try:
             return self.budgets.reserve(
                 agent.name, agent.rig, model, estimate, owner=self.instance,
-                settled=settled, refused_status=status, sync=sync, wait=wait,
+                refused_status=status, sync=sync, wait=wait,
             )  # fmt: skip
         except BudgetBusy as exc:
             retry = str(self.config.busy_retry_after_seconds)
@@ -200,53 +194,6 @@ class MessagesProxy:
         except BudgetExceeded as exc:
             self.log.warning("gateway refused %s: budget exhausted", agent.name)
             return Refusal(status, _error_type(status), f"gastown: {exc}")
-
-    # -- settling ----------------------------------------------------------------------------------
-    def _settle_soon(self, reservation: Reservation, row: UsageRow) -> None:
-        """Queue a finished request's usage row: it goes with the next reservation's transaction, or on its own
-        after `SETTLE_DELAY_S` when no request comes (one write, not two, per request under load)."""
-        self._settled.append((reservation, row))
-        if self._flush_at is None:
-            self._flush_at = asyncio.get_running_loop().call_later(SETTLE_DELAY_S, self._flush_soon)
-
-    def _flush_soon(self) -> None:
-        self._flush_at = None
-        if self._settled:
-            task = asyncio.ensure_future(self.flush())
-            self._flushing.add(task)
-            task.add_done_callback(self._flushing.discard)
-
-    async def flush(self) -> None:
-        """Write every queued usage row now (at shutdown, and when no reservation took them along)."""
-        if self._flush_at is not None:
-            self._flush_at.cancel()
-            self._flush_at = None
-        settled, self._settled = self._settled, []
-        if not settled:
-            return
-        try:
-            await self._write(functools.partial(self.budgets.settle_rows, settled))
-        except StoreError as exc:
-            self._unrecorded(settled, exc)
-            return
-        self._recorded(settled)
-
-    def _recorded(self, settled: list[tuple[Reservation, UsageRow]]) -> None:
-        for _, row in settled:
-            self.log.info(
-                "gateway %s %s %s %s in=%d out=%d cw=%d cr=%d $%.6f %.1fms",
-                row.agent, row.model, row.status, row.outcome, row.input_tokens, row.output_tokens,
-                row.cache_creation_tokens, row.cache_read_tokens, row.cost_usd, row.duration_ms,
-            )  # fmt: skip
-            if self.on_settled is not None:
-                self.on_settled(row)
-
-    def _unrecorded(self, settled: list[tuple[Reservation, UsageRow]], exc: StoreError) -> None:
-        for _, row in settled:
-            self.log.error(
-                "gateway could not record usage for %s (%s %s): %s; its reservation stays, and the gateway's next "
-                "start charges it in full", row.agent, row.status, row.outcome, exc,
-            )  # fmt: skip
 
     def _failed_before_sending(
         self, agent: Agent, checked: Checked, upstream: str, message: str, metered: bool
@@ -275,8 +222,7 @@ class MessagesProxy:
         return headers
 
     async def _relay(self, request: httpx2.Request, receive: Receive, send: Send, settlement: _Settlement) -> None:
-        """Forward and copy the answer back as it comes; what it was (status, outcome, usage) is left in
-        `settlement`, which the caller settles once the last byte is out."""
+        """Forward and copy the answer back as it comes, settling before the client sees its end."""
         meter = settlement.meter
         try:
             response = await self.client.send(request, stream=True)
@@ -287,6 +233,8 @@ class MessagesProxy:
                 f"({type(exc).__name__}); is its model server running? `gastown route list` shows the routes"
             )
             settlement.status, settlement.outcome, settlement.error = 502, "error", msg
+            with contextlib.suppress(StoreError):  # recorded before the client hears of it, like every reply
+                await settlement.settle()
             await _send_error(send, 502, "api_error", msg)
             return
         status = settlement.status = response.status_code
@@ -300,13 +248,24 @@ class MessagesProxy:
                 else:
                     settlement.error = _error_message(data, status, settlement.admitted.upstream_name)
                 settlement.outcome = "ok" if ok else "error"
+                try:
+                    await settlement.settle()
+                except StoreError as exc:
+                    await _send_error(send, 503, "api_error", _UNRECORDED_ROW.format(exc=exc))
+                    return
                 await send(_start(status, response_headers(response.headers.raw, len(data))))
                 await send({"type": "http.response.body", "body": data, "more_body": False})
                 return
             await send(_start(status, response_headers(response.headers.raw, None)))
-            await _pump(response, receive, send, meter, StreamRedactor(self.keys.values()))
-            if meter.finished:  # `message_stop` passed (a client may hang up once it has it)
-                settlement.outcome = "ok" if ok else "error"
+            gone, held = await _pump(response, receive, send, meter, StreamRedactor(self.keys.values()))
+            if gone:
+                return
+            settlement.outcome = "ok" if meter.finished else "abandoned"
+            try:
+                await settlement.settle()
+            except StoreError as exc:
+                held = sse_error("api_error", _UNRECORDED_ROW.format(exc=exc))
+            await send({"type": "http.response.body", "body": held, "more_body": False})
         except httpx2.HTTPError:
             return  # upstream broke mid-stream: meter what passed
         finally:
@@ -345,10 +304,10 @@ class JournalSyncer:
 
 
 class _Settlement:
-    """Settles one request's reservation exactly once, after the client has had the last byte (or is gone):
-    its usage row is queued (`MessagesProxy._settle_soon`). If the row cannot be written, the reservation
-    stays in the store: it holds its budgets, and the next gateway's start charges it in full
-    (`Budgets.settle_leftovers`)."""
+    """Settles one request's reservation exactly once: on the success path before the client sees the end
+    (a `StoreError` then reaches the client), otherwise at the very end (client gone, upstream broke). If the
+    row cannot be written, the reservation stays in the store: it holds its budgets, and the next gateway's
+    start charges it in full (`Budgets.settle_leftovers`)."""
 
     def __init__(
         self, proxy: MessagesProxy, admitted: Admitted, meter: Meter, checked: Checked, started: float
@@ -358,39 +317,63 @@ class _Settlement:
         self.error: str | None = None
         self.done = False
 
-    def settle(self) -> None:
+    async def settle(self) -> None:
         reservation, status = self.admitted.reservation, self.status
         if self.done or reservation is None:
             return
         self.done = True
         proxy, meter = self.proxy, self.meter
+        ms = (time.perf_counter() - self.started) * 1000
         upstream = proxy.config.upstreams[self.admitted.upstream_name]
-        row = proxy.budgets.usage_row(
-            reservation,
-            meter.usage() if 200 <= status < 300 else Usage(),
-            model=meter.model or self.checked.model,
-            upstream=self.admitted.upstream_name,
-            status=status,
-            outcome=self.outcome,
-            duration_ms=(time.perf_counter() - self.started) * 1000,
-            stream=self.checked.stream,
-            price=upstream.price,
-            error=self.error or meter.error,
+        row = await proxy._write(
+            functools.partial(
+                proxy.budgets.settle,
+                reservation,
+                meter.usage() if 200 <= status < 300 else Usage(),
+                model=meter.model or self.checked.model,
+                upstream=self.admitted.upstream_name,
+                status=status,
+                outcome=self.outcome,
+                duration_ms=ms,
+                stream=self.checked.stream,
+                price=upstream.price,
+                error=self.error or meter.error,
+            )
         )
-        proxy._settle_soon(reservation, row)
+        proxy.log.info(
+            "gateway %s %s %s %s in=%d out=%d cw=%d cr=%d $%.6f %.1fms",
+            self.admitted.agent.name, row.model, status, self.outcome, row.input_tokens, row.output_tokens,
+            row.cache_creation_tokens, row.cache_read_tokens, row.cost_usd, ms,
+        )  # fmt: skip
+        if proxy.on_settled is not None:
+            proxy.on_settled(row)
+
+    async def last_chance(self) -> None:
+        """Settle whatever was not settled on the way out; the client can no longer be told if this fails."""
+        try:
+            await self.settle()
+        except StoreError as exc:
+            self.proxy.log.error(
+                "gateway could not record usage for %s (%s %s): %s; its reservation stays, and the gateway's next "
+                "start charges it in full", self.admitted.agent.name, self.status, self.outcome, exc,
+            )  # fmt: skip
 
 
 async def _pump(
     response: httpx2.Response, receive: Receive, send: Send, meter: Meter, redactor: StreamRedactor
-) -> None:
-    """Copy SSE bytes through as they come, redacted, metering them on the way, until the upstream ends or
-    the client hangs up."""
+) -> tuple[bool, bytes]:
+    """Copy SSE bytes through as they come, redacted; from the chunk that ends the message (`message_stop`)
+    on, hold them back so usage is settled first. Returns (client hung up, bytes held back)."""
+    gone = False
+    held = b""
     async with anyio.create_task_group() as tg:
 
         async def watch() -> None:
+            nonlocal gone
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
+                    gone = True
                     tg.cancel_scope.cancel()
                     return
 
@@ -398,10 +381,12 @@ async def _pump(
         async for chunk in response.aiter_raw():
             meter.feed(chunk)
             out = redactor.feed(chunk)
-            if out:
+            if meter.finished or held:
+                held += out
+            elif out:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
-        await send({"type": "http.response.body", "body": redactor.flush(), "more_body": False})
         tg.cancel_scope.cancel()
+    return gone, held + redactor.flush()
 
 
 def _no_key(name: str, upstream: Upstream, model: str) -> str:

@@ -72,6 +72,11 @@ def error_body(error_type: str, message: str) -> bytes:
     return json.dumps({"type": "error", "error": {"type": error_type, "message": message}}).encode()
 
 
+def sse_error(error_type: str, message: str) -> bytes:
+    """An SSE `error` event, as the Messages API ends a stream that failed after it started."""
+    return b"event: error\ndata: " + error_body(error_type, message) + b"\n\n"
+
+
 REDACTED = b"[redacted]"
 # Shorter "keys" are not secrets worth hiding (a local model server started with `--api-key k`), and replacing
 # every occurrence of a one- or two-letter string would corrupt the JSON and SSE passing through.

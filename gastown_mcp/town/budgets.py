@@ -5,9 +5,10 @@ Overspend bound: a request is admitted only while spent + live reservations < li
 reserves an upper bound of what it can consume (body bytes + max_tokens), so the final spend of any scope
 stays below its limit plus the largest single reservation, however many requests run at once. Every admitted
 request writes its reservation (tagged with the gateway instance that owns it), so a store that cannot be
-written refuses work before it is forwarded. A reservation is settled (released, its usage row written) after
+written refuses work before it is forwarded. A reservation is settled (released, its usage row written) before
 the response's last byte; one that a dead gateway left behind is charged in full by the next gateway's start,
-so a response a client received is metered even if the gateway died before its usage row.
+so a response a client received (a stream's text goes out before its end) is metered even if the gateway died
+before its usage row.
 """
 
 from __future__ import annotations
@@ -307,17 +308,14 @@ class Budgets:
         estimate: Estimate,
         owner: str | None = None,
         *,
-        settled: Sequence[tuple[Reservation, UsageRow]] = (),
         refused_status: int | None = None,
         sync: bool = True,
         wait: bool = True,
     ) -> Reservation:
         """Admit a request or raise: `BudgetExceeded` when a scope is spent, `BudgetBusy` when reserved,
         `StoreError` when the reservation cannot be written. `owner` is the gateway instance making it.
-        `settled` (reservation, usage row) pairs of finished requests are settled first, in the same
-        transaction: they are written even when the admission is refused, and not at all on a `StoreError`.
         With `refused_status`, a request refused because a budget is spent is recorded (as by `refused`) in
-        that transaction too.
+        the same transaction, which commits (the budget marked spent with it) before this raises.
         `sync` and `wait` are the store's (`Database.write`): an event loop passes `wait=False` and gets
         `WriteLockTaken`, nothing changed, when another writer holds the lock.
 
@@ -325,11 +323,9 @@ class Budgets:
         can be recorded (a full disk refuses here, before anything is forwarded), and it shows in flight."""
         refusal: BudgetExceeded | None = None
         with self.db.write(sync=sync, wait=wait) as tx:
-            for done, row in settled:
-                self._settle(tx, done, row)
             try:
                 rid = self._admit(tx, agent, rig, model, estimate, owner)
-            except BudgetExceeded as exc:  # commit the settled rows (and the budget marked spent), then refuse
+            except BudgetExceeded as exc:  # commit the refusal (and the budget marked spent), then refuse
                 refusal = exc
                 if refused_status is not None and not isinstance(exc, BudgetBusy):
                     none = Reservation(id=None, agent=agent, rig=rig, model=model, tokens=0, usd=0.0)
