@@ -176,7 +176,6 @@ async def test_an_exhausted_budget_refuses_the_next_request_with_a_clear_error(s
         await client.messages.create(
             model="scripted-standin", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
         )
-        await t.next_settled()  # the usage row follows the last byte; until then its reservation counts
         with pytest.raises(anthropic.PaymentRequiredError) as err:
             await client.messages.create(
                 model="scripted-standin", max_tokens=10, messages=[{"role": "user", "content": "again"}]
@@ -522,5 +521,5 @@ async def test_upstream_rate_limits_are_recorded_for_the_dogs_to_count(store: St
             await t.client(key, max_retries=0).messages.create(
                 model="scripted-standin", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
             )
-    # The usage row follows the answer's last byte; the gateway's graceful stop waits for it.
+    # The usage row is written before the client sees the end of the answer (see `_relay`).
     assert store.health.upstream_status_count(429, "2000-01-01") == 1
