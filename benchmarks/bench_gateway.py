@@ -1,8 +1,11 @@
-"""Gateway overhead: added latency vs calling the stand-in directly (JSON, streaming TTFB), and 50 streams.
+"""Gateway overhead against the stack's floor: added latency of our gateway and of a bare pass-through proxy
+on the same stack (uvicorn + httpx2, `serving.run`), same run, interleaved; CPU per request of both; then 50
+concurrent streams through the gateway.
 
-Run: `.venv/bin/python benchmarks/bench_gateway.py [--requests 400] [--streams 50]`. The stand-in and the
-gateway each run as their own uvicorn subprocess so the gateway's CPU and memory can be read from /proc.
-Prints figures only.
+Run: `.venv/bin/python benchmarks/bench_gateway.py [--requests 400] [--streams 50] [--rounds 10]`. The
+stand-in, the bare proxy and the gateway each run as their own uvicorn subprocess (CPU read from /proc); all
+traffic is on loopback. "Added" is p50 through a proxy minus p50 straight to the stand-in; the ratio is the
+gateway's added latency (and CPU per request) over the bare proxy's. Writes benchmarks/results/bench_gateway.json.
 """
 
 from __future__ import annotations
@@ -12,17 +15,19 @@ import asyncio
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx2
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = {"model": "scripted-standin", "max_tokens": 256, "messages": [{"role": "user", "content": "benchmark " * 40}]}
+HOP = frozenset({b"host", b"content-length", b"connection", b"keep-alive", b"transfer-encoding", b"date", b"server"})
 
 
 def free_port() -> int:
@@ -43,6 +48,41 @@ def serve_gateway(town_dir: str, port: int, upstream: str) -> None:
     serving.run(app, "127.0.0.1", port)
 
 
+def serve_bare(port: int, upstream: str) -> None:
+    """Child process: the floor. A pass-through proxy on the same stack (uvicorn via `serving.run`, one pooled
+    httpx2 client): read the body, forward it, stream the answer back; no keys, policy, budgets or metering."""
+    from gastown_mcp import serving
+
+    client = httpx2.AsyncClient(timeout=60, trust_env=False)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                while (await receive())["type"] != "lifespan.shutdown":
+                    await send({"type": "lifespan.startup.complete"})
+                await send({"type": "lifespan.shutdown.complete"})
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        headers = [(k, v) for k, v in scope["headers"] if k not in HOP]
+        request = client.build_request("POST", upstream + scope["path"], headers=headers, content=b"".join(chunks))
+        response = await client.send(request, stream=True)
+        try:
+            out = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in HOP]
+            await send({"type": "http.response.start", "status": response.status_code, "headers": out})
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await response.aclose()
+
+    serving.run(app, "127.0.0.1", port)
+
+
 async def wait_up(url: str) -> None:
     async with httpx2.AsyncClient() as http:
         for _ in range(200):
@@ -59,36 +99,56 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def json_latency(http: httpx2.AsyncClient, url: str, headers: dict[str, str], n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        r = await http.post(url + "/v1/messages", json=BODY, headers=headers)
-        out.append((time.perf_counter() - t0) * 1000)
-        assert r.status_code == 200, r.text
-    return out
+async def json_once(http: httpx2.AsyncClient, url: str, headers: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    r = await http.post(url + "/v1/messages", json=BODY, headers=headers)
+    ms = (time.perf_counter() - t0) * 1000
+    assert r.status_code == 200, r.text
+    return ms
 
 
-async def stream_ttfb(http: httpx2.AsyncClient, url: str, headers: dict[str, str], n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        async with http.stream("POST", url + "/v1/messages", json={**BODY, "stream": True}, headers=headers) as r:
-            first = True
-            async for _chunk in r.aiter_raw():
-                if first:
-                    out.append((time.perf_counter() - t0) * 1000)
-                    first = False
-        assert r.status_code == 200
-    return out
+async def ttfb_once(http: httpx2.AsyncClient, url: str, headers: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    ms = -1.0
+    async with http.stream("POST", url + "/v1/messages", json={**BODY, "stream": True}, headers=headers) as r:
+        async for _chunk in r.aiter_raw():
+            if ms < 0:
+                ms = (time.perf_counter() - t0) * 1000
+    assert r.status_code == 200 and ms >= 0
+    return ms
 
 
-def proc_stats(pid: int) -> tuple[float, int, int]:
-    """(CPU seconds, RSS KiB, peak RSS KiB) of a process."""
+def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> tuple[int, int]:
+    """(RSS KiB, peak RSS KiB) of a process."""
     status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return cpu, int(status["VmRSS"].split()[0]), int(status["VmHWM"].split()[0])
+    return int(status["VmRSS"].split()[0]), int(status["VmHWM"].split()[0])
+
+
+Probe = Callable[[httpx2.AsyncClient, str, dict[str, str]], Awaitable[float]]
+
+
+async def interleaved(
+    http: httpx2.AsyncClient, targets: dict[str, tuple[str, dict[str, str], int | None]], probe: Probe, n: int
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """`n` requests to each target, in blocks of 10 whose order rotates, so load drifts hit all alike. Returns
+    the times per target and each proxy process's CPU seconds spent over its requests."""
+    times: dict[str, list[float]] = {name: [] for name in targets}
+    cpu = dict.fromkeys(targets, 0.0)
+    names = list(targets)
+    for block in range(0, n, 10):
+        order = names[block // 10 % len(names) :] + names[: block // 10 % len(names)]
+        for name in order:
+            url, headers, pid = targets[name]
+            c0 = cpu_seconds(pid) if pid else 0.0
+            for _ in range(min(10, n - block)):
+                times[name].append(await probe(http, url, headers))
+            cpu[name] += (cpu_seconds(pid) - c0) if pid else 0.0
+    return times, cpu
 
 
 async def concurrent_streams(url: str, headers: dict[str, str], streams: int, rounds: int) -> tuple[int, int, float]:
@@ -117,6 +177,8 @@ async def concurrent_streams(url: str, headers: dict[str, str], streams: int, ro
 
 
 async def run(args: argparse.Namespace) -> None:
+    from _report import write_report
+
     from gastown_mcp import assemble
     from gastown_mcp.config import load_settings
     from gastown_mcp.town import operator
@@ -127,59 +189,99 @@ async def run(args: argparse.Namespace) -> None:
     if args.budget:
         bench.budget_set(operator(), "town", tokens=10**12, usd=10**6)
     bench.close()
-    sp, gp = free_port(), free_port()
-    py = sys.executable
+    sp, bp, gp = free_port(), free_port(), free_port()
+    py, me = sys.executable, str(Path(__file__).resolve())
+    upstream = f"http://127.0.0.1:{sp}"
     standin = subprocess.Popen([py, "-m", "gastown_mcp.standin", "--port", str(sp), "--script", "hello"], cwd=ROOT)
-    gateway = subprocess.Popen([py, __file__, "--serve-gateway", town, str(gp), f"http://127.0.0.1:{sp}"], cwd=ROOT)
-    direct, via = f"http://127.0.0.1:{sp}", f"http://127.0.0.1:{gp}"
+    bare = subprocess.Popen([py, me, "--serve-bare", str(bp), upstream], cwd=ROOT)
+    gateway = subprocess.Popen([py, me, "--serve-gateway", town, str(gp), upstream], cwd=ROOT)
     gw_headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
+    targets: dict[str, tuple[str, dict[str, str], int | None]] = {
+        "direct": (upstream, {}, None),
+        "bare": (f"http://127.0.0.1:{bp}", {"anthropic-version": "2023-06-01"}, bare.pid),
+        "gateway": (f"http://127.0.0.1:{gp}", gw_headers, gateway.pid),
+    }
     try:
-        await wait_up(direct)
-        await wait_up(via)
+        for url, _, _ in targets.values():
+            await wait_up(url)
+        results: dict[str, Any] = {}
         async with httpx2.AsyncClient(timeout=30) as http:
-            await json_latency(http, direct, {}, 50)  # warm-up
-            await json_latency(http, via, gw_headers, 50)
-            jd = await json_latency(http, direct, {}, args.requests)
-            jg = await json_latency(http, via, gw_headers, args.requests)
-            sd = await stream_ttfb(http, direct, {}, args.requests)
-            sg = await stream_ttfb(http, via, gw_headers, args.requests)
+            await interleaved(http, targets, json_once, 60)  # warm-up
+            for label, probe in (("json", json_once), ("ttfb", ttfb_once)):
+                times, cpu = await interleaved(http, targets, probe, args.requests)
+                p50 = {name: pct(t, 50) for name, t in times.items()}
+                added = {name: p50[name] - p50["direct"] for name in ("bare", "gateway")}
+                per_req = {name: cpu[name] / args.requests * 1000 for name in ("bare", "gateway")}
+                results[label] = {
+                    "p50_ms": p50,
+                    "p99_ms": {name: pct(t, 99) for name, t in times.items()},
+                    "added_p50_ms": added,
+                    "added_ratio": added["gateway"] / added["bare"] if added["bare"] > 0 else None,
+                    "cpu_ms_per_request": per_req,
+                    "cpu_ratio": per_req["gateway"] / per_req["bare"] if per_req["bare"] > 0 else None,
+                }
         budget = "on" if args.budget else "off"
-        print(f"gateway benchmark: {args.requests} sequential requests each, budget checks {budget}")
-        for label, d, g in (("JSON total", jd, jg), ("stream TTFB", sd, sg)):
+        print(f"gateway vs a bare pass-through proxy, same stack: {args.requests} requests each, budgets {budget}")
+        for label, name in (("json", "JSON total"), ("ttfb", "stream TTFB")):
+            r = results[label]
+            ratio, cratio = r["added_ratio"], r["cpu_ratio"]
+            added, cpu = r["added_p50_ms"], r["cpu_ms_per_request"]
             print(
-                f"  {label:12s} direct p50 {pct(d, 50):6.2f} ms p99 {pct(d, 99):6.2f} ms | via gateway p50 "
-                f"{pct(g, 50):6.2f} ms p99 {pct(g, 99):6.2f} ms | added p50 {pct(g, 50) - pct(d, 50):5.2f} ms "
-                f"p99 {pct(g, 99) - pct(d, 99):5.2f} ms"
+                f"  {name:12s} p50 direct {r['p50_ms']['direct']:5.2f} ms | added: bare +{added['bare']:.2f} ms, "
+                f"gateway +{added['gateway']:.2f} ms (x{ratio or float('nan'):.2f}) | CPU per request: bare "
+                f"{cpu['bare']:.2f} ms, gateway {cpu['gateway']:.2f} ms (x{cratio or float('nan'):.2f})"
             )
-        cpu0, _, _ = proc_stats(gateway.pid)
-        ok, errors, secs = await concurrent_streams(via, gw_headers, args.streams, args.rounds)
-        cpu1, rss, peak = proc_stats(gateway.pid)
+        cpu0 = cpu_seconds(gateway.pid)
+        ok, errors, secs = await concurrent_streams(targets["gateway"][0], gw_headers, args.streams, args.rounds)
+        cpu1 = cpu_seconds(gateway.pid)
+        rss, peak = rss_kib(gateway.pid)
         total = ok + errors
+        results["streams"] = {
+            "streams": args.streams, "rounds": args.rounds, "ok": ok, "errors": errors, "seconds": secs,
+            "cpu_seconds": cpu1 - cpu0, "rss_mib": rss / 1024, "peak_rss_mib": peak / 1024,
+        }  # fmt: skip
         print(
             f"  {args.streams} concurrent streams x {args.rounds}: {ok}/{total} ok, {errors} errors, "
             f"{secs:.2f} s ({total / secs:.0f} streams/s); gateway CPU {cpu1 - cpu0:.2f} s "
             f"({(cpu1 - cpu0) / secs * 100:.0f}% of one core), RSS {rss / 1024:.0f} MiB (peak {peak / 1024:.0f} MiB)"
         )
+        # Each usage row follows its response's last byte: give the last ones a moment before stopping.
+        expected = 60 + 2 * args.requests + args.streams * args.rounds
         bench = assemble.open_town(load_settings(town, env={}))
-        metered = bench.usage(operator())
+        for _ in range(100):
+            if sum(u.requests for u in bench.usage(operator())) >= expected:
+                break
+            await asyncio.sleep(0.1)
         bench.close()
-        rows, out = sum(u.requests for u in metered), sum(u.output_tokens for u in metered)
-        print(f"  metered rows {rows}, output tokens {out}; median JSON {statistics.median(jg):.2f} ms")
     finally:
-        for p in (gateway, standin):
+        for p in (gateway, bare, standin):
             p.terminate()
             p.wait(timeout=10)
+    bench = assemble.open_town(load_settings(town, env={}))
+    metered = bench.usage(operator())
+    [status] = bench.budget(operator(), "town") if args.budget else [None]
+    bench.close()
+    rows, out = sum(u.requests for u in metered), sum(u.output_tokens for u in metered)
+    results["metered"] = {"rows": rows, "expected": expected, "output_tokens": out}
+    print(f"  metered rows {rows} of {expected} requests sent, output tokens {out}", end="")
+    print(f"; reserved afterwards {status.reserved_tokens}" if status is not None else "")
+    write_report("bench_gateway", results, params=vars(args))
+    if rows != expected or errors:
+        raise SystemExit("FAILED: a stream failed or a request went unmetered")
 
 
 def main() -> None:
     if len(sys.argv) == 5 and sys.argv[1] == "--serve-gateway":
         serve_gateway(sys.argv[2], int(sys.argv[3]), sys.argv[4])
         return
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve-bare":
+        serve_bare(int(sys.argv[2]), sys.argv[3])
+        return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--streams", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--no-budget", dest="budget", action="store_false", help="skip reserve/settle budgets")
+    parser.add_argument("--no-budget", dest="budget", action="store_false", help="no budget rows (still reserves)")
     asyncio.run(run(parser.parse_args()))
 
 

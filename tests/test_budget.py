@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from gastown_mcp.town.budgets import (
     Route,
     Routes,
     Usage,
+    WriteLockTaken,
 )
 
 
@@ -138,14 +140,21 @@ def test_a_budget_shows_what_requests_in_flight_have_reserved(store: Store) -> N
     assert (shown.reserved_tokens, shown.reserved_usd, shown.tokens_spent) == (0, 0, 20)
 
 
-def test_a_gateway_start_releases_every_reservation_another_instance_made(store: Store) -> None:
+def test_a_gateway_start_charges_every_reservation_another_instance_made_in_full(store: Store) -> None:
     budgets = Budgets(store)
     budgets.set("overseer", "agent", "a", tokens=100)
-    budgets.reserve("a", None, "m", Estimate(tokens=60, usd=0), owner="gw-dead")
-    budgets.reserve("a", None, "m", Estimate(tokens=30, usd=0))  # from before owners were recorded
+    budgets.reserve("a", None, "m", Estimate(tokens=60, usd=0.5), owner="gw-dead")
+    budgets.reserve("a", None, "m", Estimate(tokens=30, usd=0.25))  # from before owners were recorded
     mine = budgets.reserve("a", None, "m", Estimate(tokens=5, usd=0), owner="gw-live")
-    assert budgets.release_not_owned_by("gw-live") == 2
-    assert budgets.show("agent", "a")[0].reserved_tokens == 5
+    charged = budgets.settle_leftovers("gw-live")
+    assert [(r.agent, r.tokens, r.cost_usd, r.outcome) for r in charged] == [
+        ("a", 60, 0.5, "abandoned"),
+        ("a", 30, 0.25, "abandoned"),
+    ]
+    [shown] = budgets.show("agent", "a")
+    assert (shown.reserved_tokens, shown.tokens_spent, shown.usd_spent, shown.exhausted) == (5, 90, 0.75, False)
+    assert budgets.usage("a")[0].requests == 2
+    assert budgets.settle_leftovers("gw-live") == []
     budgets.settle(mine, Usage())
 
 
@@ -205,3 +214,23 @@ def test_routes_pick_the_most_specific_rule(store: Store) -> None:
     assert routes.pick("polecat-1", "claude-haiku-4-5") == "local"
     assert routes.pick("polecat-1", "claude-opus-4-5") == "anthropic"
     assert routes.clear("mayor", agent="polecat-7") and routes.pick("polecat-7", "x") == "anthropic"
+
+
+def test_a_reserve_that_must_not_wait_changes_nothing_while_another_writer_holds_the_lock(store: Store) -> None:
+    budgets = Budgets(store)
+    budgets.set("overseer", "town", tokens=1000)
+    other = sqlite3.connect(store.settings.db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process mid-write
+    try:
+        with pytest.raises(WriteLockTaken):
+            budgets.reserve("a", None, "m", Estimate(tokens=10, usd=0), sync=False, wait=False)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert budgets.show("town")[0].reserved_tokens == 0
+    held = budgets.reserve("a", None, "m", Estimate(tokens=10, usd=0), sync=False, wait=False)
+    assert budgets.show("town")[0].reserved_tokens == 10
+    budgets.sync()  # the journal line is on disk: a restore would have it
+    budgets.settle(held, Usage(output_tokens=3), sync=False, wait=False)
+    budgets.sync()
+    assert budgets.show("town")[0].tokens_spent == 3

@@ -52,19 +52,24 @@ def _error(r: httpx2.Response) -> str:
 
 
 # -- 1. reservations do not outlive their gateway ----------------------------------------------------
-async def test_a_reservation_left_by_a_previous_gateway_is_released_when_the_gateway_starts(
+async def test_a_reservation_left_by_a_previous_gateway_is_charged_in_full_when_the_gateway_starts(
     store: Store, key: str
 ) -> None:
     budgets = Budgets(store)
     budgets.set("overseer", "town", tokens=20_000)
-    # A gateway that was SIGKILLed mid-request leaves its reservation behind: here, the whole budget.
-    budgets.reserve("polecat-1", "web", "scripted-standin", Estimate(tokens=20_000, usd=0))
-    assert budgets.show("town")[0].reserved_tokens == 20_000
+    # A gateway that was SIGKILLed mid-request leaves its reservation behind; its client may have had the
+    # whole answer, whose usage was never recorded: the next start charges the reservation, the upper bound.
+    budgets.reserve("polecat-1", "web", "scripted-standin", Estimate(tokens=5_000, usd=0.05), owner="gw-dead")
+    assert budgets.show("town")[0].reserved_tokens == 5_000
     async with town(store, Hello()) as t:
         r = await _post(t.url, key, MSG)
     assert r.status_code == 200, r.text
     [shown] = budgets.show("town")
     assert shown.reserved_tokens == 0 and shown.reserved_usd == 0
+    charged, answered = t.rows()
+    assert (charged["agent"], charged["outcome"], charged["input_tokens"]) == ("polecat-1", "abandoned", 5_000)
+    assert charged["cost_usd"] == 0.05 and "charged its whole reservation" in charged["error"]
+    assert shown.tokens_spent == 5_000 + answered["input_tokens"] + answered["output_tokens"]
 
 
 # -- 2. one request cannot reserve the town ---------------------------------------------------------
@@ -235,12 +240,12 @@ class _FailingDatabase:
         self.real = real
         self.allowed: int | None = None
 
-    def write(self) -> Any:
+    def write(self, **kw: Any) -> Any:
         if self.allowed is not None:
             if self.allowed <= 0:
                 raise StoreError("database write failed: database or disk is full; nothing was changed, retry")
             self.allowed -= 1
-        return self.real.write()
+        return self.real.write(**kw)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
@@ -283,6 +288,13 @@ async def test_a_reply_whose_usage_cannot_be_recorded_becomes_a_503(store: Store
         r = await _post(t.url, key, MSG)
     assert r.status_code == 503 and "usage" in _error(r)
     assert [r.path for r in t.standin.requests][-1] == "/v1/messages" and t.rows() == []
+    # The reservation stays (it still counts against the budgets) until the next start charges it in full.
+    reserved = store.db.query_one("SELECT tokens FROM reservations")["tokens"]
+    async with town(store, Hello()) as again:
+        await _started(again.url, key)
+    [row] = again.rows()
+    assert (row["outcome"], row["input_tokens"]) == ("abandoned", reserved)
+    assert store.db.query("SELECT * FROM reservations") == []
 
 
 async def test_a_stream_whose_usage_cannot_be_recorded_ends_with_an_error_event(store: Store, key: str) -> None:

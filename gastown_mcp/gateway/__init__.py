@@ -4,7 +4,7 @@
 enforces budgets through the town's one `Budgets` and picks upstreams through its one `Routes`, configured by
 `[gateway]` (`config.GatewaySection`). Provider keys arrive once, from the edge, in `provider_env`; agents
 only ever hold their virtual key. Each app is one gateway instance with an id of its own: it owns the budget
-reservations it makes, and on start releases every reservation a previous (dead) instance left behind.
+reservations it makes, and on start charges in full every reservation a previous (dead) instance left behind.
 """
 
 from __future__ import annotations
@@ -14,19 +14,40 @@ import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
+import anyio
 import httpx2
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from gastown_mcp.config import GatewayConfig, RouteRule, Upstream
-from gastown_mcp.gateway.app import MessagesProxy
+from gastown_mcp.gateway.app import JournalSyncer, MessagesProxy
 from gastown_mcp.town import Town
 from gastown_mcp.town.budgets import UsageRow
 
 __all__ = ["GatewayConfig", "RouteRule", "Upstream", "build_gateway", "upstream_keys"]
+
+
+_PROXIED = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
+
+
+class _Gateway(Starlette):
+    """The Starlette app, except that model requests go straight to the proxy (raw ASGI, which answers its own
+    errors) without passing every message of a response through Starlette's routing and middleware."""
+
+    def __init__(self, proxy: MessagesProxy, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.proxy = proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in _PROXIED:
+            await self.proxy(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def upstream_keys(config: GatewayConfig, provider_env: Mapping[str, str]) -> dict[str, str]:
@@ -68,19 +89,27 @@ def build_gateway(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # The town process is the only gateway: a reservation this instance did not make was made by one that
-        # died mid-request (SIGKILL, OOM, power loss) and would otherwise hold its budgets.
-        released = budgets.release_not_owned_by(instance)
-        if released:
-            log.warning("gateway released %d budget reservations left by a previous gateway", released)
+        # died mid-request (SIGKILL, OOM, power loss), perhaps after its client had the whole response. Its usage
+        # was never recorded, so it is charged in full (a usage row, outcome `abandoned`, saying so).
+        charged = budgets.settle_leftovers(instance)
+        if charged:
+            log.warning(
+                "gateway charged %d requests a previous gateway left unsettled in full (%d tokens)",
+                len(charged), sum(row.tokens for row in charged),
+            )  # fmt: skip
+        syncer = JournalSyncer(budgets.sync, log)
+        syncer.start()
         try:
             yield
         finally:
             await client.aclose()
+            await anyio.to_thread.run_sync(syncer.stop)
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True, "upstreams": sorted(config.upstreams)})
 
-    app = Starlette(
+    app = _Gateway(
+        proxy,
         routes=[
             Route("/v1/messages", proxy, methods=["POST"]),
             Route("/v1/messages/count_tokens", proxy, methods=["POST"]),

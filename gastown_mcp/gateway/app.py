@@ -2,19 +2,29 @@
 back, meter, settle.
 
 Raw ASGI so the key is checked before a byte of body is read, bytes go out the moment they arrive, and a client
-hang-up is seen (uvicorn's `send` is silent after a disconnect, so a watcher task reads `receive`). Usage is
-settled before the client sees the end of its response, and fails closed: a reply whose usage cannot be
-recorded becomes a 503 (or, once streaming, an SSE `error` event in place of `message_stop`).
+hang-up is seen (uvicorn's `send` is silent after a disconnect, so a watcher task reads `receive`). Reads
+(key, stop switch, route) run on the event loop, and so do the two writes when the write lock is free at once
+(a worker thread takes them when it is not): a thread hand-off costs more than the write. The reservation is
+written before forwarding and fails closed (a store that cannot record it gets a 503, nothing is forwarded).
+The usage row is written before the client sees the end of its response (a JSON body, a stream's
+`message_stop`) and fails closed too (a 503, or an SSE `error` event in place of `message_stop`); a stream's
+content goes out as it comes, so a client may hold the whole text before the row. A reservation left by a
+gateway that died in between is charged in full by the next one's start, so a response a client received is
+always metered. Writes are committed (durable against a crash) before they count; the journal's fdatasync
+(durable against power loss) follows within `SYNC_INTERVAL_S`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import anyio
 import httpx2
@@ -35,14 +45,22 @@ from gastown_mcp.gateway.wire import (
 )
 from gastown_mcp.models import Agent
 from gastown_mcp.town import Town
-from gastown_mcp.town.budgets import Reservation, Usage, UsageRow
+from gastown_mcp.town.budgets import Estimate, Reservation, Usage, UsageRow, WriteLockTaken
 
-__all__ = ["MessagesProxy", "Refusal"]
+__all__ = ["JournalSyncer", "MessagesProxy", "Refusal"]
+
+T = TypeVar("T")
+SYNC_INTERVAL_S = 0.02  # how long the gateway's writes may wait for the journal's fdatasync (power loss only)
 
 _UNRECORDED = (
+    "gastown: the gateway could not record this request's usage reservation ({exc}), so it fails closed before "
+    "forwarding; the operator must make the town's store writable again (disk full? read-only?)"
+)
+_UNRECORDED_ROW = (
     "gastown: the gateway could not record this request's usage ({exc}), so it fails closed; the operator must "
     "make the town's store writable again (disk full? read-only?)"
 )
+_UNREADABLE = "gastown: the gateway cannot read the town's store ({exc})"
 
 
 @dataclass(frozen=True)
@@ -78,10 +96,10 @@ class MessagesProxy:
         started = time.perf_counter()
         metered = scope["path"].rstrip("/") == "/v1/messages"
         try:
-            agent = await self._authenticate(scope)
+            agent = self._authenticate(scope)
             body = await _read_body(scope, receive, *self._body_limit(metered))
             checked = check(body, scope["headers"], agent.role.value, self.config, metered=metered)
-            admitted = await anyio.to_thread.run_sync(self._admit, agent, checked, len(body), metered)
+            admitted = await self._admit(agent, checked, len(body), metered)
         except Refusal as r:
             await _send_error(send, r.status, r.error_type, r.message, r.headers)
             return
@@ -100,58 +118,82 @@ class MessagesProxy:
                 await settlement.last_chance()
 
     # -- steps -------------------------------------------------------------------------------------
-    async def _authenticate(self, scope: Scope) -> Agent:
-        """The virtual key, from the headers alone: nothing of the body is read for an unknown caller."""
+    def _authenticate(self, scope: Scope) -> Agent:
+        """The virtual key, from the headers alone: nothing of the body is read for an unknown caller. One
+        indexed read, on the event loop (a WAL reader never waits for a writer)."""
         key = _virtual_key(scope)
         if not key:
             raise Refusal(401, "authentication_error", "no gateway key: send it as x-api-key or Bearer")
         try:
-            return await anyio.to_thread.run_sync(self.town.gateway_agent, key)
+            return self.town.gateway_agent(key)
         except Unauthorized:
             raise Refusal(401, "authentication_error", "unknown or revoked gateway key") from None
         except StoreError as exc:
-            raise Refusal(503, "api_error", f"gastown: the gateway cannot read the town's store ({exc})") from None
+            raise Refusal(503, "api_error", _UNREADABLE.format(exc=exc)) from None
 
     def _body_limit(self, metered: bool) -> tuple[int, str]:
         if metered:
             return self.config.max_body_bytes, "max_body_bytes"
         return self.config.max_count_tokens_body_bytes, "max_count_tokens_body_bytes"
 
-    def _admit(self, agent: Agent, checked: Checked, body_len: int, metered: bool) -> Admitted:
-        """In a worker thread: route and reserve (the DB work before forwarding)."""
-        stop = self.town.frozen()
+    async def _admit(self, agent: Agent, checked: Checked, body_len: int, metered: bool) -> Admitted:
+        """Stop switch and route (reads, on the loop), then the reservation (the one write before forwarding,
+        in a worker thread): it is durable before a byte of the answer can reach the client."""
+        model = checked.model
+        try:
+            stop = self.town.frozen()
+            name = self.routes.pick(agent.name, model)
+        except StoreError as exc:
+            raise Refusal(503, "api_error", _UNREADABLE.format(exc=exc)) from None
         if stop is not None:
             by, why = stop.get("by"), stop.get("reason")
             msg = f"gastown: the town is stopped (emergency stop by {by}: {why}); retry after `gastown thaw`"
             raise Refusal(503, "api_error", msg)
-        model = checked.model
-        name = self.routes.pick(agent.name, model)
         if name is None or name not in self.config.upstreams:
             raise Refusal(500, "api_error", f"gateway route for {agent.name}/{model} names unknown upstream {name!r}")
         upstream = self.config.upstreams[name]
         if upstream.key_ref is not None and name not in self.keys:
-            self._failed_before_sending(agent, checked, name, _no_key(name, upstream, model), metered)
+            message = _no_key(name, upstream, model)
+            await anyio.to_thread.run_sync(self._failed_before_sending, agent, checked, name, message, metered)
         if not metered:
             return Admitted(agent, name, None)
         estimate = self.budgets.prices.estimate(model, body_len, checked.max_tokens, upstream.price)
         try:
-            res = self.budgets.reserve(agent.name, agent.rig, model, estimate, owner=self.instance)
-        except BudgetBusy as exc:
-            retry = str(self.config.busy_retry_after_seconds)
-            raise Refusal(429, "rate_limit_error", str(exc), {"retry-after": retry}) from exc
-        except BudgetExceeded as exc:
-            try:
-                self.budgets.refused(agent.name, agent.rig, model, self.config.exhausted_status)
-            except StoreError as store_exc:
-                self.log.error("gateway could not record a refusal for %s: %s", agent.name, store_exc)
-            self.log.warning("gateway refused %s: budget exhausted", agent.name)
-            raise Refusal(
-                self.config.exhausted_status, _error_type(self.config.exhausted_status), f"gastown: {exc}"
-            ) from exc
+            got = await self._write(functools.partial(self._reserve, agent, model, estimate))
         except StoreError as exc:
             self.log.error("gateway refused %s: cannot write its reservation: %s", agent.name, exc)
             raise Refusal(503, "api_error", _UNRECORDED.format(exc=exc)) from exc
-        return Admitted(agent, name, res)
+        if isinstance(got, Refusal):
+            raise got
+        return Admitted(agent, name, got)
+
+    async def _write(self, write: Callable[..., T]) -> T:
+        """A store write from the event loop, with no thread hand-off when it can: made on the loop if the write
+        lock is free at once (a few indexed statements), else in a worker thread. Either way it has committed
+        when this returns (durable against a crash of this process); the journal's fdatasync (durable against
+        power loss) follows within `SYNC_INTERVAL_S`, made by the `JournalSyncer`."""
+        try:
+            return write(sync=False, wait=False)
+        except WriteLockTaken:
+            return await anyio.to_thread.run_sync(functools.partial(write, sync=False, wait=True))
+
+    def _reserve(
+        self, agent: Agent, model: str, estimate: Estimate, *, sync: bool, wait: bool
+    ) -> Reservation | Refusal:
+        """Reserve, or return the refusal (what to do), recorded in the same transaction. A `StoreError` means
+        nothing was written."""
+        status = self.config.exhausted_status
+        try:
+            return self.budgets.reserve(
+                agent.name, agent.rig, model, estimate, owner=self.instance,
+                refused_status=status, sync=sync, wait=wait,
+            )  # fmt: skip
+        except BudgetBusy as exc:
+            retry = str(self.config.busy_retry_after_seconds)
+            return Refusal(429, "rate_limit_error", str(exc), {"retry-after": retry})
+        except BudgetExceeded as exc:
+            self.log.warning("gateway refused %s: budget exhausted", agent.name)
+            return Refusal(status, _error_type(status), f"gastown: {exc}")
 
     def _failed_before_sending(
         self, agent: Agent, checked: Checked, upstream: str, message: str, metered: bool
@@ -180,7 +222,7 @@ class MessagesProxy:
         return headers
 
     async def _relay(self, request: httpx2.Request, receive: Receive, send: Send, settlement: _Settlement) -> None:
-        """Forward and copy the answer back, settling before the client sees its end."""
+        """Forward and copy the answer back as it comes, settling before the client sees its end."""
         meter = settlement.meter
         try:
             response = await self.client.send(request, stream=True)
@@ -192,36 +234,37 @@ class MessagesProxy:
             )
             settlement.status, settlement.outcome, settlement.error = 502, "error", msg
             with contextlib.suppress(StoreError):  # recorded before the client hears of it, like every reply
-                await settlement.settle(502, "error")
+                await settlement.settle()
             await _send_error(send, 502, "api_error", msg)
             return
         status = settlement.status = response.status_code
+        ok = 200 <= status < 300
         settlement.outcome = "abandoned"
         try:
-            is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
-            if not is_sse:
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
                 data = redact(await response.aread(), self._secrets)
-                if 200 <= status < 300:
+                if ok:
                     meter.read_json(data)
                 else:
                     settlement.error = _error_message(data, status, settlement.admitted.upstream_name)
+                settlement.outcome = "ok" if ok else "error"
                 try:
-                    await settlement.settle(status, "ok" if 200 <= status < 300 else "error")
+                    await settlement.settle()
                 except StoreError as exc:
-                    await _send_error(send, 503, "api_error", _UNRECORDED.format(exc=exc))
+                    await _send_error(send, 503, "api_error", _UNRECORDED_ROW.format(exc=exc))
                     return
                 await send(_start(status, response_headers(response.headers.raw, len(data))))
                 await send({"type": "http.response.body", "body": data, "more_body": False})
                 return
             await send(_start(status, response_headers(response.headers.raw, None)))
-            redactor = StreamRedactor(self.keys.values())
-            gone, held = await _pump(response, receive, send, meter, redactor)
+            gone, held = await _pump(response, receive, send, meter, StreamRedactor(self.keys.values()))
             if gone:
                 return
+            settlement.outcome = "ok" if meter.finished else "abandoned"
             try:
-                await settlement.settle(status, "ok" if meter.finished else "abandoned")
+                await settlement.settle()
             except StoreError as exc:
-                held = sse_error("api_error", _UNRECORDED.format(exc=exc))
+                held = sse_error("api_error", _UNRECORDED_ROW.format(exc=exc))
             await send({"type": "http.response.body", "body": held, "more_body": False})
         except httpx2.HTTPError:
             return  # upstream broke mid-stream: meter what passed
@@ -229,9 +272,42 @@ class MessagesProxy:
             await response.aclose()
 
 
+class JournalSyncer:
+    """Makes the gateway's writes durable against power loss: a thread that wakes every `interval` seconds on
+    its own clock and, when writes were made since, runs one fdatasync of the journal. The event loop never
+    signals it: waking a thread costs the loop more than the write itself did."""
+
+    def __init__(self, sync: Callable[[], None], log: logging.Logger, interval: float = SYNC_INTERVAL_S) -> None:
+        self.sync, self.log, self.interval = sync, log, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gateway-journal-sync", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after one last sync."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._once()
+        self._once()
+
+    def _once(self) -> None:
+        try:
+            self.sync()
+        except Exception as exc:  # a dead syncer would leave every later write unsynced: report and go on
+            self.log.error("gateway could not sync the town's journal: %s", exc)
+
+
 class _Settlement:
     """Settles one request's reservation exactly once: on the success path before the client sees the end
-    (a `StoreError` then reaches the client), otherwise at the very end (client gone, upstream broke)."""
+    (a `StoreError` then reaches the client), otherwise at the very end (client gone, upstream broke). If the
+    row cannot be written, the reservation stays in the store: it holds its budgets, and the next gateway's
+    start charges it in full (`Budgets.settle_leftovers`)."""
 
     def __init__(
         self, proxy: MessagesProxy, admitted: Admitted, meter: Meter, checked: Checked, started: float
@@ -241,33 +317,32 @@ class _Settlement:
         self.error: str | None = None
         self.done = False
 
-    async def settle(self, status: int, outcome: str) -> None:
-        reservation = self.admitted.reservation
+    async def settle(self) -> None:
+        reservation, status = self.admitted.reservation, self.status
         if self.done or reservation is None:
             return
         self.done = True
         proxy, meter = self.proxy, self.meter
-        usage = meter.usage() if 200 <= status < 300 else Usage()
         ms = (time.perf_counter() - self.started) * 1000
         upstream = proxy.config.upstreams[self.admitted.upstream_name]
-        error = self.error or meter.error
-        row = await anyio.to_thread.run_sync(
-            lambda: proxy.budgets.settle(
+        row = await proxy._write(
+            functools.partial(
+                proxy.budgets.settle,
                 reservation,
-                usage,
+                meter.usage() if 200 <= status < 300 else Usage(),
                 model=meter.model or self.checked.model,
                 upstream=self.admitted.upstream_name,
                 status=status,
-                outcome=outcome,
+                outcome=self.outcome,
                 duration_ms=ms,
                 stream=self.checked.stream,
                 price=upstream.price,
-                error=error,
+                error=self.error or meter.error,
             )
         )
         proxy.log.info(
             "gateway %s %s %s %s in=%d out=%d cw=%d cr=%d $%.6f %.1fms",
-            self.admitted.agent.name, row.model, status, outcome, row.input_tokens, row.output_tokens,
+            self.admitted.agent.name, row.model, status, self.outcome, row.input_tokens, row.output_tokens,
             row.cache_creation_tokens, row.cache_read_tokens, row.cost_usd, ms,
         )  # fmt: skip
         if proxy.on_settled is not None:
@@ -276,11 +351,11 @@ class _Settlement:
     async def last_chance(self) -> None:
         """Settle whatever was not settled on the way out; the client can no longer be told if this fails."""
         try:
-            await self.settle(self.status, self.outcome)
+            await self.settle()
         except StoreError as exc:
             self.proxy.log.error(
-                "gateway could not record usage for %s (%s %s): %s; its reservation stays until the gateway restarts",
-                self.admitted.agent.name, self.status, self.outcome, exc,
+                "gateway could not record usage for %s (%s %s): %s; its reservation stays, and the gateway's next "
+                "start charges it in full", self.admitted.agent.name, self.status, self.outcome, exc,
             )  # fmt: skip
 
 

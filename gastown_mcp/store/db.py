@@ -30,6 +30,12 @@ from gastown_mcp.store import journal as jr
 from gastown_mcp.store.counts import recount
 
 BUSY_TIMEOUT_MS = 10_000
+
+
+class WriteLockTaken(Exception):
+    """`write(wait=False)` found the write lock held (by a writer of this process or another): nothing changed."""
+
+
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 
@@ -110,6 +116,7 @@ class Database:
         self._all: dict[sqlite3.Connection, threading.Thread] = {}
         self._all_lock = threading.Lock()
         self._writer = threading.RLock()  # this process's writers queue here (see `write`)
+        self._unsynced = 0  # journal offset up to which `write(sync=False)` left lines for `sync()`
         if not self.path.parent.exists():
             raise StoreError(f"town directory {self.path.parent} does not exist; run `gastown init` first")
         if must_exist:
@@ -286,19 +293,34 @@ class Database:
         return rows[0] if rows else None
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[Tx]:
+    def write(self, *, sync: bool = True, wait: bool = True) -> Iterator[Tx]:
         """One `BEGIN IMMEDIATE` transaction; commits on success, rolls back on any exception.
 
         Writers of this process queue on a lock before asking SQLite for its write lock: SQLite's own busy
         handler sleeps (1, 2, 5 ... 100 ms) between tries, so 32 threads contending for it spent most of their
         time asleep; queued here, the next writer starts the moment the last one commits. The journal sync
-        happens after the lock is released, so one fdatasync can serve several writers (group commit)."""
+        happens after the lock is released, so one fdatasync can serve several writers (group commit).
+
+        For an event loop that must not block: `wait=False` raises `WriteLockTaken` at once (nothing changed)
+        when the lock is held; `sync=False` returns once committed (durable against a crash of this process)
+        and leaves the journal's fdatasync to the next `sync()` or synced write (durable against power loss)."""
         span: tuple[int, int] | None = None
-        with self._writer:
+        if not self._writer.acquire(blocking=wait):
+            raise WriteLockTaken("a writer of this process holds the write lock")
+        try:
             conn = self.conn
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                if wait:
+                    conn.execute("BEGIN IMMEDIATE")
+                else:
+                    conn.execute("PRAGMA busy_timeout=0")
+                    try:
+                        conn.execute("BEGIN IMMEDIATE")
+                    finally:
+                        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             except sqlite3.OperationalError as exc:
+                if not wait:
+                    raise WriteLockTaken(f"another process holds the write lock ({exc})") from exc
                 raise StoreError(
                     f"the town database is busy ({exc}); another writer held it for over "
                     f"{BUSY_TIMEOUT_MS // 1000}s, retry shortly"
@@ -321,6 +343,8 @@ class Database:
                     if self.journal is not None:
                         span = self.journal.append(jr.encode(seq, tx.now, changes))
                 conn.execute("COMMIT")
+                if span is not None and not sync:
+                    self._unsynced = max(self._unsynced, span[1])
             except (sqlite3.Error, OSError) as exc:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
@@ -329,8 +353,19 @@ class Database:
                         self.journal.undo(span[0])
                 what = "journal" if isinstance(exc, OSError) else "database"
                 raise StoreError(f"{what} write failed: {exc}; nothing was changed, retry") from exc
-        if span is not None and self.journal is not None:
+        finally:
+            self._writer.release()
+        if span is not None and sync and self.journal is not None:
             self._sync(span[1])
+
+    def sync(self) -> None:
+        """Make every write this process committed with `sync=False` durable (one fdatasync of the journal)."""
+        if not self._unsynced:
+            return
+        with self._writer:
+            end, self._unsynced = self._unsynced, 0
+        if end and self.journal is not None:
+            self._sync(end)
 
     def _sync(self, end: int) -> None:
         """Make the committed write durable before the caller hears of it. If the journal cannot be synced, the

@@ -49,12 +49,10 @@ class UsageRepo:
 
     # -- budgets -----------------------------------------------------------------------------------
     def budgets(self, tx: Tx | sqlite3.Connection, keys: Sequence[BudgetKey]) -> list[sqlite3.Row]:
-        rows = []
-        for scope, name in keys:
-            row = tx.execute("SELECT * FROM budgets WHERE scope=? AND name=?", (scope, name)).fetchone()
-            if row is not None:
-                rows.append(row)
-        return rows
+        """The budget rows of `keys` that exist, in the order of `keys` (one statement)."""
+        where = " OR ".join(["(scope=? AND name=?)"] * len(keys))
+        found = {(r["scope"], r["name"]): r for r in tx.execute(f"SELECT * FROM budgets WHERE {where}", _flat(keys))}
+        return [found[k] for k in keys if k in found]
 
     def list_budgets(self, scope: str | None = None, name: str | None = None) -> list[sqlite3.Row]:
         sql, params = "SELECT * FROM budgets WHERE 1=1", []
@@ -112,13 +110,13 @@ class UsageRepo:
         tx.execute("DELETE FROM budgets WHERE scope=? AND name=?", (scope, name))
         return before
 
-    def add_spent(self, tx: Tx, keys: Sequence[BudgetKey], tokens: int, usd: float) -> None:
-        for scope, name in keys:
-            tx.execute(
-                "UPDATE budgets SET tokens_spent = tokens_spent + ?, usd_spent = usd_spent + ? "
-                "WHERE scope=? AND name=?",
-                (tokens, usd, scope, name),
-            )
+    def add_spent(self, tx: Tx, keys: Sequence[BudgetKey], tokens: int, usd: float) -> list[sqlite3.Row]:
+        """Add to the running totals of `keys`' budgets (one statement); returns their rows as updated."""
+        where = " OR ".join(["(scope=? AND name=?)"] * len(keys))
+        return tx.execute(
+            f"UPDATE budgets SET tokens_spent = tokens_spent + ?, usd_spent = usd_spent + ? WHERE {where} RETURNING *",
+            (tokens, usd, *_flat(keys)),
+        ).fetchall()
 
     def mark_exhausted(self, tx: Tx, scope: str, name: str) -> bool:
         """Stamp a budget exhausted; True only the first time, so the event fires once per exhaustion."""
@@ -138,14 +136,15 @@ class UsageRepo:
         )
         return int(cur.lastrowid or 0)
 
-    def release_not_owned_by(self, tx: Tx, owner: str) -> int:
-        """Delete every reservation another (or no) gateway instance made; how many went."""
-        return tx.execute("DELETE FROM reservations WHERE owner IS NULL OR owner != ?", (owner,)).rowcount
+    def reservations_not_owned_by(self, tx: Tx, owner: str) -> list[sqlite3.Row]:
+        """Every reservation another (or no) gateway instance made."""
+        sql = "SELECT * FROM reservations WHERE owner IS NULL OR owner != ? ORDER BY id"
+        return tx.execute(sql, (owner,)).fetchall()
 
     def take_reservation(self, tx: Tx, reservation_id: int) -> sqlite3.Row | None:
-        row = tx.execute("SELECT * FROM reservations WHERE id=?", (reservation_id,)).fetchone()
-        if row is not None:
-            tx.execute("DELETE FROM reservations WHERE id=?", (reservation_id,))
+        row: sqlite3.Row | None = tx.execute(
+            "DELETE FROM reservations WHERE id=? RETURNING *", (reservation_id,)
+        ).fetchone()
         return row
 
     def stale_reservations(self, tx: Tx, older_than: str) -> list[sqlite3.Row]:
@@ -242,3 +241,7 @@ def _scope_filter(scope: str, name: str) -> tuple[str, tuple[Any, ...]]:
     if scope == "rig":
         return "rig=?", (name,)
     return "1=1", ()
+
+
+def _flat(keys: Sequence[BudgetKey]) -> list[str]:
+    return [part for key in keys for part in key]

@@ -5,7 +5,10 @@ Overspend bound: a request is admitted only while spent + live reservations < li
 reserves an upper bound of what it can consume (body bytes + max_tokens), so the final spend of any scope
 stays below its limit plus the largest single reservation, however many requests run at once. Every admitted
 request writes its reservation (tagged with the gateway instance that owns it), so a store that cannot be
-written refuses work before it is forwarded, and a gateway's start releases what a dead one left behind.
+written refuses work before it is forwarded. A reservation is settled (released, its usage row written) before
+the response's last byte; one that a dead gateway left behind is charged in full by the next gateway's start,
+so a response a client received (a stream's text goes out before its end) is metered even if the gateway died
+before its usage row.
 """
 
 from __future__ import annotations
@@ -13,21 +16,21 @@ from __future__ import annotations
 import fnmatch
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import Field
 
 from gastown_mcp.config import Price
 from gastown_mcp.errors import BudgetBusy, BudgetExceeded, InvalidInput
 from gastown_mcp.models import Agent, StrictModel, Verb, now_iso
-from gastown_mcp.store.db import Database, Tx
+from gastown_mcp.store.db import Database, Tx, WriteLockTaken
 from gastown_mcp.store.usage import TOWN, BudgetKey, UsageRepo, UsageRow
 from gastown_mcp.town.agents import AgentsAPI
 from gastown_mcp.town.routes import Route, Routes
 
-__all__ = ["Price", "Route", "Routes", "UsageRow"]
+__all__ = ["Price", "Route", "Routes", "UsageRow", "WriteLockTaken"]
 
 GATEWAY_ACTOR = "gateway"
 
@@ -79,12 +82,17 @@ class PriceTable:
 
     def __init__(self, overrides: Mapping[str, Price] | None = None) -> None:
         self.rules: list[tuple[str, Price]] = [*(overrides or {}).items(), *default_prices().items()]
+        self._by_model: dict[str, Price] = {}  # the rules are fixed: each model's price is looked up once
 
     def price(self, model: str) -> Price:
-        for pattern, price in self.rules:
-            if fnmatch.fnmatchcase(model, pattern):
-                return price
-        return Price(input=0, output=0)
+        known = self._by_model.get(model)
+        if known is not None:
+            return known
+        found = next((price for pattern, price in self.rules if fnmatch.fnmatchcase(model, pattern)), None)
+        found = found or Price(input=0, output=0)
+        if len(self._by_model) < 1024:  # model ids come from requests: bound what is kept
+            self._by_model[model] = found
+        return found
 
     def cost(self, model: str, usage: Usage, price: Price | None = None) -> float:
         p = price or self.price(model)
@@ -293,36 +301,73 @@ class Budgets:
 
     # -- gateway surface ---------------------------------------------------------------------------
     def reserve(
-        self, agent: str, rig: str | None, model: str, estimate: Estimate, owner: str | None = None
+        self,
+        agent: str,
+        rig: str | None,
+        model: str,
+        estimate: Estimate,
+        owner: str | None = None,
+        *,
+        refused_status: int | None = None,
+        sync: bool = True,
+        wait: bool = True,
     ) -> Reservation:
         """Admit a request or raise: `BudgetExceeded` when a scope is spent, `BudgetBusy` when reserved,
         `StoreError` when the reservation cannot be written. `owner` is the gateway instance making it.
+        With `refused_status`, a request refused because a budget is spent is recorded (as by `refused`) in
+        the same transaction, which commits (the budget marked spent with it) before this raises.
+        `sync` and `wait` are the store's (`Database.write`): an event loop passes `wait=False` and gets
+        `WriteLockTaken`, nothing changed, when another writer holds the lock.
 
         The reservation is written even when no budget applies: it is the admission write that proves usage
         can be recorded (a full disk refuses here, before anything is forwarded), and it shows in flight."""
-        keys = keys_for(agent, rig)
-        with self.db.write() as tx:
-            for row in self.repo.budgets(tx, keys):
-                tl, ul = row["token_limit"], row["usd_limit"]
-                label = _label(row)
-                if (tl is not None and row["tokens_spent"] >= tl) or (ul is not None and row["usd_spent"] >= ul):
-                    self._exhausted(tx, row, agent)
-                    raise BudgetExceeded(
-                        f"{label} budget is spent ({_spent_text(row)}); the gateway refuses further model "
-                        "requests until the operator raises it with `gastown budget set`"
-                    )
-                rt, ru = self.repo.reserved_so_far(tx, row["scope"], row["name"])
-                if (tl is not None and row["tokens_spent"] + rt >= tl) or (
-                    ul is not None and row["usd_spent"] + ru >= ul
-                ):
-                    raise BudgetBusy(
-                        f"{label} budget is fully reserved by requests in flight ({_spent_text(row)}); "
-                        "retry when they finish"
-                    )
-            rid = self.repo.add_reservation(tx, agent, rig, model, estimate.tokens, estimate.usd, owner)
+        refusal: BudgetExceeded | None = None
+        with self.db.write(sync=sync, wait=wait) as tx:
+            try:
+                rid = self._admit(tx, agent, rig, model, estimate, owner)
+            except BudgetExceeded as exc:  # commit the refusal (and the budget marked spent), then refuse
+                refusal = exc
+                if refused_status is not None and not isinstance(exc, BudgetBusy):
+                    none = Reservation(id=None, agent=agent, rig=rig, model=model, tokens=0, usd=0.0)
+                    self._record(tx, self.usage_row(none, Usage(), status=refused_status, outcome="refused"))
+        if refusal is not None:
+            raise refusal
         return Reservation(id=rid, agent=agent, rig=rig, model=model, tokens=estimate.tokens, usd=estimate.usd)
 
+    def _admit(self, tx: Tx, agent: str, rig: str | None, model: str, estimate: Estimate, owner: str | None) -> int:
+        for row in self.repo.budgets(tx, keys_for(agent, rig)):
+            tl, ul = row["token_limit"], row["usd_limit"]
+            label = _label(row)
+            if (tl is not None and row["tokens_spent"] >= tl) or (ul is not None and row["usd_spent"] >= ul):
+                self._exhausted(tx, row, agent)
+                raise BudgetExceeded(
+                    f"{label} budget is spent ({_spent_text(row)}); the gateway refuses further model "
+                    "requests until the operator raises it with `gastown budget set`"
+                )
+            rt, ru = self.repo.reserved_so_far(tx, row["scope"], row["name"])
+            if (tl is not None and row["tokens_spent"] + rt >= tl) or (ul is not None and row["usd_spent"] + ru >= ul):
+                raise BudgetBusy(
+                    f"{label} budget is fully reserved by requests in flight ({_spent_text(row)}); "
+                    "retry when they finish"
+                )
+        return self.repo.add_reservation(tx, agent, rig, model, estimate.tokens, estimate.usd, owner)
+
     def settle(
+        self,
+        reservation: Reservation,
+        usage: Usage,
+        *,
+        sync: bool = True,
+        wait: bool = True,
+        **row: Any,
+    ) -> UsageRow:
+        """Release the reservation, record one usage row, and add the actual spend to every scope (`row`: the
+        keywords of `usage_row`; `sync` and `wait` as for `reserve`)."""
+        made = self.usage_row(reservation, usage, **row)
+        self.settle_rows([(reservation, made)], sync=sync, wait=wait)
+        return made
+
+    def usage_row(
         self,
         reservation: Reservation,
         usage: Usage,
@@ -337,10 +382,10 @@ class Budgets:
         price: Price | None = None,
         error: str | None = None,
     ) -> UsageRow:
-        """Release the reservation, record one usage row, and add the actual spend to every scope (`price`
-        replaces the table's: an upstream's own; `error` says why a failed request failed)."""
+        """The usage row that settles `reservation` (`price` replaces the table's: an upstream's own; `error`
+        says why a failed request failed). Nothing is written."""
         model = model or reservation.model
-        row = UsageRow(
+        return UsageRow(
             agent=reservation.agent,
             rig=reservation.rig,
             model=model,
@@ -357,18 +402,33 @@ class Budgets:
             request_id=request_id,
             error=error[:500] if error else None,
         )
-        keys = keys_for(reservation.agent, reservation.rig)
-        with self.db.write() as tx:
-            if reservation.id is not None:
-                self.repo.take_reservation(tx, reservation.id)
-            self.repo.insert_usage(tx, row)
-            if row.tokens or row.cost_usd:
-                self.repo.add_spent(tx, keys, row.tokens, row.cost_usd)
-                for b in self.repo.budgets(tx, keys):
-                    tl, ul = b["token_limit"], b["usd_limit"]
-                    if (tl is not None and b["tokens_spent"] >= tl) or (ul is not None and b["usd_spent"] >= ul):
-                        self._exhausted(tx, b, reservation.agent)
-        return row
+
+    def settle_rows(
+        self, settled: Sequence[tuple[Reservation, UsageRow]], *, sync: bool = True, wait: bool = True
+    ) -> None:
+        """Settle finished requests, (reservation, usage row) pairs, in one transaction."""
+        with self.db.write(sync=sync, wait=wait) as tx:
+            for reservation, row in settled:
+                self._settle(tx, reservation, row)
+
+    def _settle(self, tx: Tx, reservation: Reservation, row: UsageRow) -> None:
+        if reservation.id is not None:
+            self.repo.take_reservation(tx, reservation.id)
+        self._record(tx, row)
+
+    def _record(self, tx: Tx, row: UsageRow) -> None:
+        """Write a usage row and add its spend to every scope it counts in, stamping those it exhausts."""
+        keys = keys_for(row.agent, row.rig)
+        self.repo.insert_usage(tx, row)
+        if row.tokens or row.cost_usd:
+            for b in self.repo.add_spent(tx, keys, row.tokens, row.cost_usd):
+                tl, ul = b["token_limit"], b["usd_limit"]
+                if (tl is not None and b["tokens_spent"] >= tl) or (ul is not None and b["usd_spent"] >= ul):
+                    self._exhausted(tx, b, row.agent)
+
+    def sync(self) -> None:
+        """Make the writes made with `sync=False` durable against power loss (one fdatasync)."""
+        self.db.sync()
 
     def refused(
         self,
@@ -381,17 +441,48 @@ class Budgets:
         outcome: str = "refused",
         upstream: str = "",
         error: str | None = None,
+        sync: bool = True,
+        wait: bool = True,
     ) -> None:
         """Record a refused request (zero tokens) so usage reports show how often an agent hit its limit, or
         (`outcome="error"`) a request the gateway could not send on, with why."""
         res = Reservation(id=None, agent=agent, rig=rig, model=model, tokens=0, usd=0.0)
-        self.settle(res, Usage(), status=status, outcome=outcome, stream=stream, upstream=upstream, error=error)
+        self.settle(
+            res, Usage(), status=status, outcome=outcome, stream=stream, upstream=upstream, error=error,
+            sync=sync, wait=wait,
+        )  # fmt: skip
 
-    def release_not_owned_by(self, owner: str) -> int:
-        """Drop every reservation not made by gateway instance `owner` (run at gateway start: the town process
-        is the only gateway, so anything else was left by one that died mid-request)."""
+    def settle_leftovers(self, owner: str) -> list[UsageRow]:
+        """Charge in full every reservation not made by gateway instance `owner` (run at gateway start: the town
+        process is the only gateway, so anything else was left by one that died mid-request, perhaps after its
+        client had the whole response). Its actual usage was never recorded, so each becomes a usage row (outcome
+        `abandoned`, its error saying why) for the reservation itself: the upper bound of what it could cost."""
+        out = []
         with self.db.write() as tx:
-            return self.repo.release_not_owned_by(tx, owner)
+            for r in self.repo.reservations_not_owned_by(tx, owner):
+                self.repo.take_reservation(tx, r["id"])
+                row = UsageRow(
+                    agent=r["agent"],
+                    rig=r["rig"],
+                    model=r["model"],
+                    upstream="",
+                    input_tokens=r["tokens"],  # the kinds are unknown: the bound is body bytes + max_tokens
+                    output_tokens=0,
+                    cache_creation_tokens=0,
+                    cache_read_tokens=0,
+                    cost_usd=r["usd"],
+                    duration_ms=0.0,
+                    status=0,
+                    outcome="abandoned",
+                    stream=False,
+                    error=(
+                        f"the gateway stopped before this request's usage was recorded (reserved {r['created_at']}); "
+                        f"charged its whole reservation: {r['tokens']:,} tokens, ${r['usd']:.6f}"
+                    ),
+                )
+                self._record(tx, row)
+                out.append(row)
+        return out
 
     def release_stale(self, older_than_seconds: float) -> int:
         """Drop reservations left by a crashed process (run at gateway start)."""
