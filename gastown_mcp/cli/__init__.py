@@ -12,14 +12,13 @@ This package itself loads no typer: `serve --as NAME` over stdio answers `initia
 
 from __future__ import annotations
 
-import importlib
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import typer
 
-__all__ = ["COMMANDS", "build_app", "load_commands", "main"]
+__all__ = ["COMMANDS", "build_app", "main"]
 
 # Every top-level command -> the modules (in this package) whose `register(app)` add it and its subcommands
 # (`plans` adds `bead import`, `fleet_cmds` adds `agent spawn|stop|logs|ls`), in `--help` order.
@@ -59,29 +58,11 @@ COMMANDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def load_commands(modules: tuple[str, ...], name: str | None = None) -> dict[str, Any]:
-    """The click commands that the `register()` of these `gastown_mcp.cli` modules add, by name; with `name`, only
-    that one is built (typer reads every parameter of a command to build it)."""
-    import typer
-    import typer.main
-
-    sub = typer.Typer()
-    for module in modules:
-        importlib.import_module(f"gastown_mcp.cli.{module}").register(sub)
-    if name is not None:
-        only = typer.Typer()
-        only.registered_commands = [c for c in sub.registered_commands if c.name == name]
-        only.registered_groups = [g for g in sub.registered_groups if g.name == name]
-        if only.registered_commands or only.registered_groups:
-            sub = only
-    return dict(typer.main.get_group(sub).commands)
-
-
 def build_app() -> typer.Typer:
     """The `gastown` app (typer loads here, not when this package is imported: see `main`)."""
     from gastown_mcp.cli.root import build_app as build
 
-    return build()
+    return build(COMMANDS)
 
 
 def main() -> None:

@@ -4,31 +4,49 @@ gastown_mcp/cli/__init__.py), and is the one place expected errors become a line
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 from difflib import get_close_matches
-from typing import Any
+from typing import Any, ClassVar
 
 import typer
+import typer.main
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 
-from gastown_mcp.cli import COMMANDS, load_commands
 from gastown_mcp.errors import GastownError
 
-__all__ = ["build_app"]
+__all__ = ["build_app", "load_commands"]
+
+
+def load_commands(modules: tuple[str, ...], name: str | None = None) -> dict[str, Any]:
+    """The click commands that the `register()` of these `gastown_mcp.cli` modules add, by name; with `name`, only
+    that one is built (typer reads every parameter of a command to build it)."""
+    sub = typer.Typer()
+    for module in modules:
+        importlib.import_module(f"gastown_mcp.cli.{module}").register(sub)
+    if name is not None:
+        only = typer.Typer()
+        only.registered_commands = [c for c in sub.registered_commands if c.name == name]
+        only.registered_groups = [g for g in sub.registered_groups if g.name == name]
+        if only.registered_commands or only.registered_groups:
+            sub = only
+    return dict(typer.main.get_group(sub).commands)
 
 
 class _Group(TyperGroup):
     """The root command group: loads a command's module when that command is asked for, and is the one place
     expected errors turn into a line on stderr and an exit code."""
 
+    table: ClassVar[dict[str, tuple[str, ...]]] = {}  # every top-level command -> its modules (`COMMANDS`)
+
     def list_commands(self, ctx: Any) -> list[str]:
-        return [*COMMANDS, *(name for name in self.commands if name not in COMMANDS)]
+        return [*self.table, *(name for name in self.commands if name not in self.table)]
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        if cmd_name not in self.commands and cmd_name in COMMANDS:
-            for name, command in load_commands(COMMANDS[cmd_name], cmd_name).items():
+        if cmd_name not in self.commands and cmd_name in self.table:
+            for name, command in load_commands(self.table[cmd_name], cmd_name).items():
                 self.commands.setdefault(name, command)
         return self.commands.get(cmd_name)
 
@@ -99,9 +117,11 @@ def _root(
     """Gas Town: a factory for fleets of AI coding agents working from one bead database."""
 
 
-def build_app() -> typer.Typer:
+def build_app(commands: dict[str, tuple[str, ...]]) -> typer.Typer:
+    """The root app over `commands` (command -> the modules that register it)."""
+    group = type("_Root", (_Group,), {"table": commands})
     app = typer.Typer(
-        cls=_Group,
+        cls=group,
         name="gastown",
         help="Gas Town: a factory for fleets of AI coding agents working from one bead database.",
         no_args_is_help=True,

@@ -22,6 +22,7 @@ a file whose key does not match (another version, edited server source) is ignor
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -90,19 +91,11 @@ def serve_from_argv(argv: list[str]) -> bool:
             agent = town.agent(name)
         except Exception:
             return False
-        with _keyboard_quiet():
+        with contextlib.suppress(KeyboardInterrupt):
             serve(town, agent)
         return True
     finally:
         town.close()
-
-
-class _keyboard_quiet:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
-        return kind is KeyboardInterrupt
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, BinaryIO, Protocol, cast
 
 import anyio
 from mcp.server.stdio import stdio_server
@@ -16,8 +16,17 @@ from gastown_mcp.models import Agent
 from gastown_mcp.server.build import build_server
 from gastown_mcp.town import Town
 
-if TYPE_CHECKING:
-    from gastown_mcp.cli.stdio_front import Wire
+
+class Wire(Protocol):
+    """The wire as the front hands it over (`gastown_mcp.cli.stdio_front.Wire`)."""
+
+    reader: BinaryIO
+    first: bytes
+    init_id: Any
+
+    def write(self, data: bytes) -> None: ...
+
+    def server_answered(self, message: dict[str, Any]) -> bool: ...
 
 
 class _Lines:

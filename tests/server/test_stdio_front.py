@@ -15,7 +15,7 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
-from gastown_mcp.cli.stdio_front import CACHE_DIR, cache_key
+from gastown_mcp.cli.stdio_front import CACHE_DIR, cache_key, stdio_args
 from gastown_mcp.config import TOWN_FILE, Settings, default_town_toml
 from gastown_mcp.models import Agent
 from gastown_mcp.town import Town, operator
@@ -169,3 +169,22 @@ async def test_the_cached_answer_goes_out_before_the_sdk_or_typer_is_imported(
     answers = [json.loads(line) for line in done.stdout.splitlines()]
     assert answers == [{"jsonrpc": "2.0", "id": "first", "result": kept["result"]}]  # once: the server's dropped
     assert done.stderr.splitlines()[0] == "[]"
+
+
+@pytest.mark.parametrize(
+    ("argv", "parsed"),
+    [
+        (["serve", "--as", "mayor"], ("mayor", None)),
+        (["serve", "--town", "/t", "--as=mayor"], ("mayor", Path("/t"))),
+        (["serve", "--as", "mayor", "--http"], None),  # the command reports what is wrong with these
+        (["serve", "--as", "mayor", "--as", "other"], None),
+        (["serve", "--as", "--town", "/t"], None),
+        (["serve", "--as"], None),
+        (["serve", "--town", "/t"], None),
+        (["serve", "--as", "mayor", "--help"], None),
+        (["status", "--as", "mayor"], None),
+    ],
+)
+def test_the_front_takes_only_a_plain_stdio_serve(argv: list[str], parsed: Any, monkeypatch: Any) -> None:
+    monkeypatch.delenv("GASTOWN_TOWN", raising=False)
+    assert stdio_args(argv) == parsed
