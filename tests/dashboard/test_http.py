@@ -4,6 +4,7 @@ without its CSRF token or from another origin, the actions themselves, the live 
 from __future__ import annotations
 
 import re
+import time
 
 import httpx2
 import pytest
@@ -116,10 +117,10 @@ def test_the_live_feed_streams_new_events_as_server_sent_events(site: Site) -> N
     with c.stream("GET", "/live", params={"after": str(start)}, timeout=20) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         bead = site.town.bead_create(operator(), "arrives live")
-        seen = ""
+        seen, deadline = "", time.monotonic() + 30  # keep-alives come every few seconds: bound the wait
         for line in r.iter_lines():
             seen += line + "\n"
-            if bead.id in line:
+            if bead.id in line or time.monotonic() > deadline:
                 break
     assert "event: town" in seen and '"verb":"bead.created"' in seen
 
