@@ -173,9 +173,9 @@ def changed(bead: Bead | BeadBrief) -> CallToolResult:
     data = change_of(bead)
     line = f"{data['id']} is {data['status']}"
     if data["assignee"]:
-        line += f", held by {data['assignee']}"
+        line += f", assignee {data['assignee']}"
     if data["lease_expires_at"]:
-        line += f" (lease until {data['lease_expires_at'][11:19]} UTC)"
+        line += f", lease until {data['lease_expires_at'][11:19]} UTC"
     return CallToolResult(content=[TextContent(type="text", text=f"{line}: {data['title']}")], structured_content=data)
 
 
