@@ -18,11 +18,12 @@ from gastown_mcp.server.views import (
     IDEMPOTENT,
     READ,
     WRITE,
-    BeadChange,
+    BeadChangeResult,
     BeadId,
     BeadList,
     BeadView,
     Commented,
+    changed,
 )
 from gastown_mcp.town import Town
 
@@ -40,8 +41,8 @@ def register(mcp: MCPServer, town: Town, run: Callable[..., Any]) -> None:
         labels: Annotated[list[str], Field(max_length=32)] = [],  # noqa: B006 - pydantic copies defaults
         parent: Annotated[str, Field(max_length=200, description="parent bead id (optional)")] = "",
         blocked_by: Annotated[list[str], Field(max_length=100, description="ids that must finish first")] = [],  # noqa: B006
-    ) -> BeadChange:
-        return BeadChange.of(
+    ) -> BeadChangeResult:
+        return changed(
             await run(
                 lambda a: town.bead_create(
                     a,
@@ -79,8 +80,8 @@ def register(mcp: MCPServer, town: Town, run: Callable[..., Any]) -> None:
     @mcp.tool(description="Claim a bead before working it; omit id to take the top ready bead.", annotations=WRITE)
     async def bead_claim(
         id: Annotated[str, Field(max_length=200)] = "",  # the description says what empty means
-    ) -> BeadChange:
-        return BeadChange.of(await run(lambda a: town.bead_claim_brief(a, id)))
+    ) -> BeadChangeResult:
+        return changed(await run(lambda a: town.bead_claim_brief(a, id)))
 
     @mcp.tool(description="Update a bead: notes, fields, or status (blocked needs a reason).", annotations=WRITE)
     async def bead_update(
@@ -93,8 +94,8 @@ def register(mcp: MCPServer, town: Town, run: Callable[..., Any]) -> None:
         acceptance: Annotated[str | None, Field(max_length=20000)] = None,
         priority: Annotated[int | None, Field(ge=0, le=4)] = None,
         labels: Annotated[list[str] | None, Field(max_length=32)] = None,
-    ) -> BeadChange:
-        return BeadChange.of(
+    ) -> BeadChangeResult:
+        return changed(
             await run(
                 lambda a: town.bead_update(
                     a,
@@ -122,12 +123,12 @@ def register(mcp: MCPServer, town: Town, run: Callable[..., Any]) -> None:
         summary: Annotated[str, Field(max_length=20000)],
         branch: Annotated[str | None, Field(max_length=300)] = None,
         commit: Annotated[str | None, Field(max_length=100)] = None,
-    ) -> BeadChange:
-        return BeadChange.of(await run(lambda a: town.bead_complete_brief(a, id, summary, branch, commit)))
+    ) -> BeadChangeResult:
+        return changed(await run(lambda a: town.bead_complete_brief(a, id, summary, branch, commit)))
 
     @mcp.tool(description="Give a claimed bead back to the ready queue, saying why.", annotations=DESTRUCTIVE)
-    async def bead_release(id: BeadId, reason: Annotated[str, Field(max_length=2000)] = "") -> BeadChange:
-        return BeadChange.of(await run(lambda a: town.bead_release(a, id, reason)))
+    async def bead_release(id: BeadId, reason: Annotated[str, Field(max_length=2000)] = "") -> BeadChangeResult:
+        return changed(await run(lambda a: town.bead_release(a, id, reason)))
 
     @mcp.tool(
         description="Link beads: id depends on other (blocks, parent, related, discovered_from).",

@@ -7,11 +7,12 @@ place where domain errors become tool errors.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import anyio
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
@@ -27,6 +28,23 @@ from gastown_mcp.server.identity import Identity, TownTokenVerifier
 from gastown_mcp.town import Town, roles
 
 T = TypeVar("T")
+# As many tool bodies at once as anyio's default thread limit allowed.
+TOOL_THREADS = 40
+
+
+class ToolThreads:
+    """The threads tool bodies run on (the store is synchronous): long-lived, so each keeps its database
+    connection, and a hand-off costs about half of `anyio.to_thread`'s (no capacity limiter, no per-call
+    cancel scope). Started on first use, so a server that is built and never called starts no thread."""
+
+    def __init__(self, size: int = TOOL_THREADS) -> None:
+        self.size = size
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.size, thread_name_prefix="gastown-tool")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
 
 def _as_dict(result: HandlerResult) -> dict[str, Any]:
@@ -35,7 +53,7 @@ def _as_dict(result: HandlerResult) -> dict[str, Any]:
     return dict(result or {})
 
 
-def _only_tools(result: HandlerResult, allowed: set[str]) -> dict[str, Any]:
+def _only_tools(result: HandlerResult, allowed: frozenset[str]) -> dict[str, Any]:
     data = _as_dict(result)
     data["tools"] = views.slim_tools([t for t in data.get("tools", []) if t.get("name") in allowed])
     return data
@@ -133,8 +151,10 @@ def build_server(
             ),
         }
 
+    threads = ToolThreads()
     open_outputs: set[str] = set()  # tools whose output schema admits an extra `nudges` key
     known_tools: set[str] = set()  # every registered tool, to tell an unknown name from a forbidden one
+    tools_of: dict[roles.Role, frozenset[str]] = {}  # each role's tools (roles.py is fixed for the process)
 
     async def scope_by_role(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method in _READS:
@@ -149,7 +169,9 @@ def build_server(
                 return ListToolsResult(tools=[])
             return CallToolResult(content=[TextContent(type="text", text=str(exc))], is_error=True)
         caller = resolved.agent
-        allowed = set(roles.tools_for(caller.role))
+        allowed = tools_of.get(caller.role)
+        if allowed is None:
+            allowed = tools_of[caller.role] = frozenset(roles.tools_for(caller.role))
         if ctx.method == "tools/list":
             return _only_tools(await call_next(ctx), allowed)
         name = (ctx.params or {}).get("name")
@@ -168,10 +190,10 @@ def build_server(
             result = await call_next(ctx)
         if town.traces is not None:  # `[otel] endpoint` set: the call's span on its bead's trace
             failed = _as_dict(result).get("isError") or None
-            await anyio.to_thread.run_sync(town.traces.tool_call, caller, str(name), started, failed and "tool error")
+            await threads.run(town.traces.tool_call, caller, str(name), started, failed and "tool error")
         if not resolved.nudged:
             return result
-        nudges = await anyio.to_thread.run_sync(town.take_nudges, caller)
+        nudges = await threads.run(town.take_nudges, caller)
         if nudges:
             if not open_outputs:
                 open_outputs.update(
@@ -197,7 +219,7 @@ def build_server(
     async def run(fn: Callable[[Agent], T]) -> T:
         try:
             caller = identity.current()  # resolved for this request already: no look-up
-            return await anyio.to_thread.run_sync(fn, caller)
+            return await threads.run(fn, caller)
         except GastownError as exc:
             raise ToolError(str(exc)) from exc
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from mcp_types import ToolAnnotations
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from gastown_mcp.models import Agent, Bead, BeadBrief, BeadSummary, Message
@@ -148,11 +148,35 @@ class BeadChange(BaseModel):
 
     @classmethod
     def of(cls, bead: Bead | BeadBrief) -> BeadChange:
-        return cls(
-            **bead.model_dump(
-                mode="json", include={"id", "title", "status", "assignee", "lease_expires_at", "attempts"}
-            )
-        )
+        return cls.model_validate(change_of(bead))
+
+
+# What the write tools return: the bead once, as structured content (all Claude Code gives its model), and a
+# one-line text for clients that read text only - not a second, JSON copy of the same bead.
+BeadChangeResult = Annotated[CallToolResult, BeadChange]
+
+
+def change_of(bead: Bead | BeadBrief) -> dict[str, Any]:
+    """`BeadChange`'s fields straight from the bead (no model built in between)."""
+    return {
+        "id": bead.id,
+        "title": bead.title,
+        "status": bead.status.value,
+        "assignee": bead.assignee,
+        "lease_expires_at": bead.lease_expires_at,
+        "attempts": bead.attempts,
+    }
+
+
+def changed(bead: Bead | BeadBrief) -> CallToolResult:
+    """A write tool's result: structured `BeadChange` plus a one-line summary as its text."""
+    data = change_of(bead)
+    line = f"{data['id']} is {data['status']}"
+    if data["assignee"]:
+        line += f", assignee {data['assignee']}"
+    if data["lease_expires_at"]:
+        line += f", lease until {data['lease_expires_at'][11:19]} UTC"
+    return CallToolResult(content=[TextContent(type="text", text=f"{line}: {data['title']}")], structured_content=data)
 
 
 class Commented(BaseModel):

@@ -341,9 +341,9 @@ class BeadRepo:
         return self.get(self.claim_brief(agent, bead_id, lease_seconds).id)
 
     def claim_brief(self, agent: str, bead_id: str | None, lease_seconds: float) -> BeadBrief:
-        """`claim`, returning the claimed bead's new state as read inside the claim's own transaction."""
+        """`claim`, returning the claimed bead's new state from the claim's own UPDATE (no re-read)."""
         with self.db.write() as tx:
-            return self._brief(tx.conn, self._claim(tx, agent, bead_id, lease_seconds))
+            return self._claim(tx, agent, bead_id, lease_seconds)
 
     def brief(self, bead_id: str) -> BeadBrief:
         return self._brief(self.db.conn, bead_id)
@@ -356,7 +356,7 @@ class BeadRepo:
             raise NotFound(f"no bead {bead_id!r}; find ids with bead_list or bead_ready")
         return BeadBrief(**{k: row[k] for k in row.keys()})  # noqa: SIM118 - sqlite3.Row
 
-    def _claim(self, tx: Tx, agent: str, bead_id: str | None, lease_seconds: float) -> str:
+    def _claim(self, tx: Tx, agent: str, bead_id: str | None, lease_seconds: float) -> BeadBrief:
         if bead_id is None:
             bead_id = self._top_claimable(tx)
         row = tx.execute("SELECT * FROM beads WHERE id=?", (bead_id,)).fetchone()
@@ -368,6 +368,7 @@ class BeadRepo:
         if status == "in_progress" and holder == agent:
             # Claiming what you already hold is a renewal, not an error.
             tx.execute("UPDATE beads SET lease_expires_at=? WHERE id=?", (lease, bead_id))
+            attempts = row["attempts"]
         else:
             if status == "in_progress":
                 if row["lease_expires_at"] and row["lease_expires_at"] >= tx.now:
@@ -383,13 +384,14 @@ class BeadRepo:
             elif row["open_blockers"] > 0:
                 blockers = self._open_blockers(tx, bead_id)
                 raise Conflict(f"bead {bead_id} waits on {', '.join(blockers)}; pick another with bead_ready")
-            cur = tx.execute(
+            claimed = tx.execute(
                 """UPDATE beads SET status='in_progress', assignee=?, lease_expires_at=?, updated_at=?,
-                   attempts = attempts + ? WHERE id=? AND status=? AND assignee IS ?""",
+                   attempts = attempts + ? WHERE id=? AND status=? AND assignee IS ? RETURNING attempts""",
                 (agent, lease, tx.now, 1 if takeover_from else 0, bead_id, status, holder),
-            )
-            if cur.rowcount != 1:  # cannot happen under BEGIN IMMEDIATE; kept as the CAS guard
+            ).fetchone()
+            if claimed is None:  # cannot happen under BEGIN IMMEDIATE; kept as the CAS guard
                 raise Conflict(f"bead {bead_id} changed while claiming; retry")
+            attempts = claimed[0]
             tx.event(
                 agent,
                 Verb.bead_taken_over if takeover_from else Verb.bead_claimed,
@@ -398,7 +400,15 @@ class BeadRepo:
                 before=_snapshot(row),
                 after={"status": "in_progress", "assignee": agent, "lease_expires_at": lease},
             )
-        return bead_id
+        return BeadBrief(
+            id=row["id"],
+            title=row["title"],
+            status=BeadStatus.in_progress,
+            priority=row["priority"],
+            assignee=agent,
+            lease_expires_at=lease,
+            attempts=attempts,
+        )
 
     def _top_claimable(self, tx: Tx) -> str:
         fresh = tx.execute(
@@ -481,14 +491,23 @@ class BeadRepo:
     def complete_brief(
         self, actor: str, bead_id: str, result: BeadResult, require_assignee: str | None, *, merge_pending: bool = False
     ) -> BeadBrief:
-        """`complete`, returning the bead's new state as read inside the completing transaction."""
+        """`complete`, returning the bead's new state from the completing transaction (no re-read)."""
         with self.db.write() as tx:
-            self._complete(tx, actor, bead_id, result, require_assignee, merge_pending)
-            return self._brief(tx.conn, bead_id)
+            row = self._complete(tx, actor, bead_id, result, require_assignee, merge_pending)
+        return BeadBrief(
+            id=row["id"],
+            title=row["title"],
+            status=BeadStatus.done,
+            priority=row["priority"],
+            assignee=row["assignee"],
+            lease_expires_at=None,
+            attempts=row["attempts"],
+        )
 
     def _complete(
         self, tx: Tx, actor: str, bead_id: str, result: BeadResult, require_assignee: str | None, merge_pending: bool
-    ) -> None:
+    ) -> sqlite3.Row:
+        """in_progress -> done inside `tx`; returns the bead's row as it was before."""
         row = self._locked_row(tx, bead_id, require_assignee, "complete")
         if row["status"] != "in_progress":
             raise InvalidTransition(
@@ -510,6 +529,7 @@ class BeadRepo:
             before=_snapshot(row),
             after={"status": "done", "result": result.model_dump(), "merge_pending": merge_pending},
         )
+        return row
 
     def release(
         self,

@@ -166,3 +166,25 @@ async def test_mail_and_nudges_reach_the_inbox(connect: Connect, crew: dict[str,
         assert inbox.structured_content["messages"][0]["state"] == "delivered"  # type: ignore[index]
         later = await c.call_tool("bead_ready", {})
         assert "NUDGE" not in result_text(inbox) + result_text(later)
+
+
+async def test_a_write_tool_returns_the_bead_once_structured_with_a_one_line_text(
+    connect: Connect, crew: dict[str, Agent]
+) -> None:
+    async with connect(crew["mayor"]) as c:
+        made = await ok(c, "bead_create", {"title": "Paint the shed"})
+    async with connect(crew["polecat-1"]) as c:
+        with anyio.fail_after(10):
+            claimed = await c.call_tool("bead_claim", {"id": made["id"]})
+            done = await c.call_tool("bead_complete", {"id": made["id"], "summary": "painted"})
+    assert claimed.structured_content is not None and done.structured_content is not None
+    assert claimed.structured_content["status"] == "in_progress"
+    assert claimed.structured_content["assignee"] == "polecat-1"
+    assert claimed.structured_content["lease_expires_at"]
+    assert done.structured_content["status"] == "done" and done.structured_content["lease_expires_at"] is None
+    # The text is a summary line for clients that read text only, not a JSON copy of the same bead.
+    claim_text, done_text = result_text(claimed), result_text(done)
+    assert "\n" not in claim_text and "{" not in claim_text
+    assert claim_text.startswith(f"{made['id']} is in_progress, assignee polecat-1, lease until ")
+    assert claim_text.endswith(": Paint the shed")
+    assert done_text == f"{made['id']} is done, assignee polecat-1: Paint the shed"
