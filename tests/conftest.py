@@ -83,6 +83,22 @@ def add_agent(town: Town, operator: Agent, credentials: dict[str, Credentials]) 
 
 
 # -- the real Docker engine (tests marked `docker`) --------------------------------------------------------
+def add_sample_rig(town_dir: Path, name: str = "proj") -> Path:
+    """A one-commit git repository beside the town, added as rig `name`; returns the source repository."""
+    from gastown_mcp import rigs
+
+    source = town_dir.parent / "source"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(source)], check=True)
+    (source / "README.md").write_text("project\n")
+    subprocess.run(["git", "-C", str(source), "add", "."], check=True)
+    subprocess.run(
+        ["git", "-C", str(source), "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "initial"],
+        check=True,
+    )
+    rigs.add_rig(town_dir, name, str(source))
+    return source
+
+
 def unavailable(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI is set, so the Docker tests must run)", pytrace=False)

@@ -19,6 +19,7 @@ from typing import Any
 import anthropic
 import anyio
 import pytest
+from conftest import add_sample_rig
 from mcp import Client
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_pb2
 
@@ -129,12 +130,7 @@ def otown(store: Store, settings: Settings, collector: Collector) -> Town:
     s = settings.model_copy(
         update={"rigs": {"proj": RigSection(gates=[])}, "otel": OtelSection(endpoint=collector.url + "/")}
     )
-    source = s.town_dir.parent / "source"
-    subprocess.run(["git", "init", "-q", "-b", "main", str(source)], check=True)
-    (source / "README.md").write_text("project\n")
-    git(source, "add", ".")
-    git(source, "commit", "-qm", "initial")
-    rigs.add_rig(s.town_dir, "proj", str(source))
+    add_sample_rig(s.town_dir)
     return Town(store, s)
 
 

@@ -11,6 +11,8 @@ import subprocess
 from datetime import datetime
 from pathlib import Path
 
+from conftest import add_sample_rig
+
 from gastown_mcp import rigs
 from gastown_mcp.config import RigSection, Settings
 from gastown_mcp.dashboard.metrics import Observed, render
@@ -28,12 +30,7 @@ def git(repo: Path, *args: str) -> str:
 
 def _rig_town(store: Store, settings: Settings) -> Town:
     s = settings.model_copy(update={"rigs": {"proj": RigSection(gates=[])}})
-    source = s.town_dir.parent / "source"
-    subprocess.run(["git", "init", "-q", "-b", "main", str(source)], check=True)
-    (source / "README.md").write_text("project\n")
-    git(source, "add", ".")
-    git(source, "commit", "-qm", "initial")
-    rigs.add_rig(s.town_dir, "proj", str(source))
+    add_sample_rig(s.town_dir)
     return Town(store, s)
 
 

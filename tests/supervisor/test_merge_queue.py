@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import add_sample_rig
 
 from gastown_mcp import rigs
 from gastown_mcp.config import RigSection, Settings
@@ -68,12 +69,7 @@ def msettings(settings: Settings) -> Settings:
 def mtown(store: Store, msettings: Settings) -> HostGates:
     town = HostGates(store, msettings)
     town.runs, town.named_after = [], {}
-    source = msettings.town_dir.parent / "source"
-    subprocess.run(["git", "init", "-q", "-b", "main", str(source)], check=True)
-    (source / "README.md").write_text("project\n")
-    git(source, "add", ".")
-    git(source, "commit", "-qm", "initial")
-    rigs.add_rig(msettings.town_dir, "proj", str(source))
+    add_sample_rig(msettings.town_dir)
     return town
 
 
