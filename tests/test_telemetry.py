@@ -296,3 +296,32 @@ def test_a_span_that_cannot_be_made_never_fails_the_claim_or_completion(town: To
     bead = town.bead_create(operator, "still works")
     assert town.bead_claim(creds.agent, bead.id).assignee == "nux"
     assert town.bead_complete(creds.agent, bead.id, "done anyway").status.value == "done"
+
+
+def test_a_run_that_ends_without_landing_still_gets_its_root_span_with_how_it_ended(
+    otown: Town, operator: Agent, collector: Collector
+) -> None:
+    tracing = build_tracing(otown.settings.otel)
+    assert tracing is not None
+    otown.trace_with(tracing)
+    nux = otown.agent_add(operator, "nux", "polecat", "proj").agent
+    pip = otown.agent_add(operator, "pip", "polecat", "proj").agent
+    given_back, taken_back, cancelled = (otown.bead_create(operator, t) for t in ("give back", "requeue", "drop"))
+    otown.bead_claim(nux, given_back.id)
+    otown.bead_release(nux, given_back.id, "cannot do it")  # the polecat gives it back
+    otown.bead_claim(pip, taken_back.id)
+    otown.requeue(operator, taken_back.id, "pip went silent")  # the witness takes it back
+    otown.bead_claim(nux, cancelled.id)
+    otown.bead_update(operator, cancelled.id, status="cancelled", reason="not needed")
+    assert tracing.flush()
+
+    roots = {(s.attrs["gastown.bead_id"], s.attrs["gastown.agent"]): s for s in collector.spans if s.name == "bead.run"}
+    expected = {
+        (given_back.id, "nux"): "released",
+        (taken_back.id, "pip"): "released",
+        (cancelled.id, "nux"): "cancelled",
+    }
+    assert {key: s.attrs["gastown.outcome"] for key, s in roots.items()} == expected
+    for (bead_id, agent), root in roots.items():
+        assert (root.trace_id, root.span_id) == run_ids(bead_id, agent) and root.parent == 0
+        assert root.attrs["gastown.rig"] == "proj" and root.attrs["gastown.model_requests"] == 0

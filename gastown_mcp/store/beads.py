@@ -51,6 +51,14 @@ class BeadRepo:
         self.prefix = prefix
         # Run inside the transaction that cancels a bead (the store settles convoys there).
         self.on_cancelled: list[Callable[[Tx, str, Sequence[str]], object]] = []
+        # Run after the commit that ends a bead run without landing: (bead id, the agent that held it, outcome:
+        # released, blocked, cancelled or handed back). The town's traces close the run's root span there.
+        self.on_run_ended: list[Callable[[str, str, str], object]] = []
+
+    def run_ended(self, bead_id: str, holder: str | None, outcome: str) -> None:
+        if holder:
+            for hook in self.on_run_ended:
+                hook(bead_id, holder, outcome)
 
     # -- reads -------------------------------------------------------------------------------------
     def _row(self, bead_id: str) -> sqlite3.Row:
@@ -560,6 +568,7 @@ class BeadRepo:
                 before=_snapshot(row),
                 after={"status": target.value, "reason": reason, "attempts": attempts},
             )
+        self.run_ended(bead_id, row["assignee"], "released" if target is BeadStatus.open else "blocked")
         return self.get(bead_id)
 
     def transition(
@@ -599,6 +608,8 @@ class BeadRepo:
             if status is BeadStatus.cancelled:
                 for hook in self.on_cancelled:
                     hook(tx, actor, [bead_id])
+        if old is BeadStatus.in_progress:
+            self.run_ended(bead_id, row["assignee"], status.value)
         return self.get(bead_id)
 
     def edit(self, actor: str, bead_id: str, fields: dict[str, Any], require_assignee: str | None) -> Bead:

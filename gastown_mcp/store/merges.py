@@ -211,6 +211,8 @@ class MergeRepo:
                     bead_id=row["bead_id"],
                     after={"status": target.value, "reason": detail, "attempts": attempts},
                 )
+        if target is not None:
+            self.beads.run_ended(row["bead_id"], row["agent"], "handed back")
         return self.get(rid), target
 
     def retry(self, actor: str, rid: int) -> MergeRequest:

@@ -148,6 +148,7 @@ class OverviewAPI(PlansAPI, BudgetsAPI, DogsAPI):
     def trace_with(self, tracing: Tracing) -> Traces:
         """Export a trace per bead run through `tracing` (`[otel] endpoint`); see `gastown_mcp/telemetry.py`."""
         self.traces = Traces(tracing, self._store)
+        self._store.beads.on_run_ended.append(self.traces.run_lost)
         return self.traces
 
     # -- the operator's login --------------------------------------------------------------------------

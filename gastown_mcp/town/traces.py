@@ -113,6 +113,13 @@ class Traces:
             self.tracing.span("merge.land", r.bead_id, r.agent, start, end, attrs)
             self.run_ended(r.bead_id, r.agent, rig, "merged", end)
 
+    @_never_raises
+    def run_lost(self, bead_id: str, agent: str, outcome: str) -> None:
+        """A run that ends without landing (released, blocked, cancelled, handed back): its root span all the
+        same, with what it spent and how it ended."""
+        found = self._store.agents.find(agent)
+        self.run_ended(bead_id, agent, found.rig if found else None, outcome)
+
     def run_ended(self, bead_id: str, agent: str, rig: str | None, outcome: str, end: int | None = None) -> None:
         end = end or now_ns()
         spend = self._repo.run_spend(bead_id, agent)
