@@ -139,7 +139,8 @@ def _build_town(
         shutil.copy2(dockerfile, root / "Dockerfile")
         progress("making wheels of gastown_mcp and its dependencies for the town image")
         wheel = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(root / "wheels")]
-        done = subprocess.run([*wheel, str(cfg.context_dir), "pip"], capture_output=True, text=True, check=False)
+        # With the otel extra: a compose town exports traces when its town.toml sets `[otel] endpoint`.
+        done = subprocess.run([*wheel, f"{cfg.context_dir}[otel]", "pip"], capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise GastownError(f"`pip wheel` for the town image failed:\n{done.stderr[-2000:]}")
         progress(f"building town image {cfg.town_tag} on {base}")

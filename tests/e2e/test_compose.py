@@ -185,3 +185,15 @@ def test_compose_stop_shuts_the_town_down_gracefully(compose_town: ComposeTown) 
         check=True,
     )
     assert json.loads(status.stdout)["beads_by_status"].get("done") == 1
+
+
+def test_the_town_image_can_export_traces(town_image: str) -> None:
+    # `[otel] endpoint` in a compose town's town.toml needs the extra inside the image, not on the host.
+    probe = "import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.http.trace_exporter"
+    done = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "python3", town_image, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
