@@ -4,7 +4,7 @@
 # tools only). Without any, the agent gets the built-in tools a polecat works with; Claude Code's others
 # (sub-agents, cron, worktrees, monitors ...) would cost ~14k tokens a request and have no use here.
 # Inputs (environment, set by the runtime): GASTOWN_AGENT, GASTOWN_ROLE, GASTOWN_MCP_URL, GASTOWN_TOKEN,
-# GASTOWN_BEAD (optional), GASTOWN_MAX_TURNS (optional), GASTOWN_SESSION_ID (the session id the town records;
+# GASTOWN_BEAD (optional), GASTOWN_TASK (optional: the first prompt of an agent with no bead), GASTOWN_MAX_TURNS (optional), GASTOWN_SESSION_ID (the session id the town records;
 # made up here when missing). To continue an ended session: GASTOWN_RESUME (its id) and GASTOWN_PROMPT (the
 # next prompt, e.g. a nudge); ~/.claude is a host directory, so a session outlives its container.
 # The model endpoint comes from ANTHROPIC_BASE_URL (the town's gateway) with the agent's virtual key in
@@ -24,7 +24,7 @@ printf '{"mcpServers":{"gastown":{"type":"http","url":"%s","headers":{"Authoriza
 if [ -n "${GASTOWN_BEAD:-}" ]; then
   task="You are ${GASTOWN_AGENT:-an agent}. Work bead ${GASTOWN_BEAD}: claim it, do it in /work, commit, complete it."
 else
-  task="You are ${GASTOWN_AGENT:-an agent}. Check your hook and inbox with the town tools and work what is there."
+  task="${GASTOWN_TASK:-You are ${GASTOWN_AGENT:-an agent}. Check your hook and inbox with the town tools and work what is there.}"
 fi
 
 [ "$#" -gt 0 ] || set -- --tools "Bash,Edit,Write,Read,Glob,Grep"

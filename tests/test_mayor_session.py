@@ -77,8 +77,10 @@ def _run_mayor(
 def test_the_mayors_command_gives_claude_code_no_built_in_tools_and_its_own_short_system_prompt(
     town: Town, operator: Agent
 ) -> None:
-    command = town.mayor_start(operator).metadata["command"]
+    started = town.mayor_start(operator)
+    command = started.metadata["command"]
     assert command == list(mayor.COMMAND) and command[0] == mayor.AGENT_COMMAND
+    assert started.metadata["task"] == mayor.IDLE_PROMPT.format(name="mayor")  # nothing waits: it ends at once
     assert command[command.index("--tools") + 1] == ""
     assert command[command.index("--system-prompt") + 1] == mayor.SYSTEM_PROMPT
     hidden = command[command.index("--disallowedTools") + 1].split(",")

@@ -102,6 +102,8 @@ class MayorScript:
                 return Turn([Text("Next: ack, plan."), ack, self._tool("plan", "plan_create", plan)])
             if step == "done":
                 return Turn([Text("Directive carried out; nothing else is waiting for me.")])
+            if "No directive is waiting for you" in said[0]:  # a fresh session the town says is idle
+                return Turn([Text("Nothing is waiting for me; I end my turn.")])
             return self._call("list", "directive_list", {"state": "issued"})  # a fresh session: look
         if step == "list":
             directive = _first_directive(_result_of(conversation, "list"))

@@ -239,6 +239,7 @@ class Fleet:
             "GASTOWN_TOKEN": token,
             "GASTOWN_SESSION_ID": str(meta["session_id"]),
             **({"GASTOWN_BEAD": str(bead)} if bead else {}),
+            **({"GASTOWN_TASK": str(meta["task"])} if meta.get("task") else {}),
             **({"GASTOWN_BRANCH": str(branch)} if branch else {}),
             **({"GASTOWN_GIT_URL": f"{self.config.git_url}/{name}.git"} if self.config.git_url and branch else {}),
             **self.config.extra_env,
@@ -373,9 +374,11 @@ def request_agent(
     limits: Limits | None = None,
     lease_seconds: float = 600.0,
     name: str | None = None,
+    task: str | None = None,
 ) -> Agent:
     """Record that an agent should run, with `bead` claimed for it: intent only, in one transaction; the
-    reconciler in `gastown up` starts it (no runtime is needed here)."""
+    reconciler in `gastown up` starts it (no runtime is needed here). `task` is its first prompt when it has no
+    bead (the launcher's default otherwise)."""
     if rig:
         rigs.get_rig(town_dir, rig)
     if bead is not None:
@@ -385,6 +388,7 @@ def request_agent(
         "session_id": str(uuid.uuid4()),
         "command": list(command),
         "limits": dataclasses.asdict(limits),
+        **({"task": task} if task else {}),
     }
     return store.launches.request(actor, name or pick_name(store, role), role, rig, meta, bead, lease_seconds)
 

@@ -51,6 +51,12 @@ COMMAND = (
     "--system-prompt",
     SYSTEM_PROMPT,
 )
+# A fresh session's first prompt says whether a directive waits: with none, it ends its turn at once (one
+# request) instead of listing an empty queue; each directive the overseer issues later resumes it (a nudge).
+IDLE_PROMPT = (
+    "You are {name}. No directive is waiting for you now: end your turn without calling a tool. The town resumes "
+    "this session with each directive the overseer issues."
+)
 START_PROMPT = (
     "You are {name}. Read your directives with directive_list (and town_inbox), carry out each one with the town "
     "tools, and report it with directive_update."
@@ -85,8 +91,13 @@ class MayorAPI(FleetAPI):
             command=COMMAND,
             lease_seconds=self.settings.lease.seconds,
             name=name,
+            task=(START_PROMPT if self._waiting_directives(name) else IDLE_PROMPT).format(name=name),
         )
         self._intent_recorded()
         if self._fleet is None:
             return agent  # intent recorded; the town's reconciler starts it
         return self._fleet.launch(actor.name, name, self.settings.lease.seconds) or self._fleet.started_elsewhere(name)
+
+    def _waiting_directives(self, name: str) -> bool:
+        """Whether a directive addressed to mayor `name` is still to be taken or finished."""
+        return bool(self._store.goals.directives(("issued", "acknowledged"), name, 1))
