@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -439,6 +439,25 @@ def _resolver_check(runtime: Runtime, town: str, agent: str) -> CheckResult:
     return CheckResult(name, ok, f"upstreams={servers}, search={search or 'none'} ({want})")
 
 
+def probe_spec(town: str, image: str, network: str, wallclock_s: int) -> Callable[..., LaunchSpec]:
+    """How the self-test's containers are made (here and on swarm nodes): polecats of `town` on `network`, with
+    the limits given, else modest ones that end within `wallclock_s`."""
+
+    def spec(agent: str, command: list[str], limits: Limits | None = None, **env: str) -> LaunchSpec:
+        return LaunchSpec(
+            town=town,
+            agent=agent,
+            role="polecat",
+            image=image,
+            command=command,
+            env=env,
+            network=network,
+            limits=limits or Limits(memory_mb=256, pids=128, wallclock_s=wallclock_s),
+        )
+
+    return spec
+
+
 def _run_checks(
     runtime: Runtime,
     image: str,
@@ -449,18 +468,7 @@ def _run_checks(
     outside: Outside | None,
     timeout_s: float,
 ) -> list[CheckResult]:
-    def spec(agent: str, command: list[str], limits: Limits | None = None, **env: str) -> LaunchSpec:
-        return LaunchSpec(
-            town=town,
-            agent=agent,
-            role="polecat",
-            image=image,
-            command=command,
-            env=env,
-            network=network.name,
-            limits=limits or Limits(memory_mb=256, pids=128, wallclock_s=int(timeout_s)),
-        )
-
+    spec = probe_spec(town, image, network.name, int(timeout_s))
     # The slow ones start first so they run while the probe does its work.
     runtime.launch(spec("hog", ["python3", "-c", MEMORY_HOG], Limits(memory_mb=64, wallclock_s=int(timeout_s))))
     runtime.launch(spec("bomb", ["python3", "-c", FORK_BOMB], Limits(pids=32, wallclock_s=int(timeout_s))))

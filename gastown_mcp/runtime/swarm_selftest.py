@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gastown_mcp.errors import GastownError
-from gastown_mcp.runtime.protocol import DEFAULT_IMAGE, LaunchSpec, Limits, NetworkPolicy
+from gastown_mcp.runtime.protocol import DEFAULT_IMAGE, Limits, NetworkPolicy
 from gastown_mcp.runtime.selftest import (
     FORK_BOMB,
     MEMORY_HOG,
@@ -26,6 +26,7 @@ from gastown_mcp.runtime.selftest import (
     host_addresses,
     http_listener,
     outside_target,
+    probe_spec,
     run_selftest,
 )
 from gastown_mcp.runtime.swarm_backend import SwarmRuntime
@@ -102,18 +103,7 @@ def _checks(
     blocked_port: int,
     outside: Outside | None,
 ) -> list[CheckResult]:
-    def spec(agent: str, command: list[str], limits: Limits | None = None, **env: str) -> LaunchSpec:
-        return LaunchSpec(
-            town=town,
-            agent=agent,
-            role="polecat",
-            image=image,
-            command=command,
-            env=env,
-            network=network,
-            limits=limits or Limits(memory_mb=256, pids=128, wallclock_s=90),
-        )
-
+    spec = probe_spec(town, image, network, 90)
     runtime.launch_on(spec("hog", ["python3", "-c", MEMORY_HOG], Limits(memory_mb=64, wallclock_s=90)), placement)
     runtime.launch_on(spec("bomb", ["python3", "-c", FORK_BOMB], Limits(pids=32, wallclock_s=90)), placement)
     runtime.launch_on(spec("sleeper", ["sleep", "600"], Limits(wallclock_s=3)), placement)
