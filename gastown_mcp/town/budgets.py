@@ -143,6 +143,21 @@ class BudgetStatus(_Model):
     reserved_usd: float = 0.0
 
 
+def spend_fields(row: sqlite3.Row) -> dict[str, Any]:
+    """The spend totals of a grouped usage row (requests, refused, tokens by kind, USD, last request), with
+    SUM()'s NULLs as zeros: what `AgentUsage` and `UsageLine` share."""
+    return {
+        "requests": row["requests"],
+        "refused": row["refused"] or 0,
+        "input_tokens": row["input_tokens"] or 0,
+        "output_tokens": row["output_tokens"] or 0,
+        "cache_creation_tokens": row["cache_creation_tokens"] or 0,
+        "cache_read_tokens": row["cache_read_tokens"] or 0,
+        "cost_usd": round(row["cost_usd"] or 0.0, 9),
+        "last_at": row["last_at"],
+    }
+
+
 class AgentUsage(_Model):
     agent: str
     rig: str | None
@@ -268,16 +283,9 @@ class Budgets:
                 AgentUsage(
                     agent=r["agent"],
                     rig=r["rig"],
-                    requests=r["requests"],
-                    refused=r["refused"] or 0,
-                    input_tokens=r["input_tokens"] or 0,
-                    output_tokens=r["output_tokens"] or 0,
-                    cache_creation_tokens=r["cache_creation_tokens"] or 0,
-                    cache_read_tokens=r["cache_read_tokens"] or 0,
-                    cost_usd=round(r["cost_usd"] or 0.0, 9),
+                    **spend_fields(r),
                     tokens_remaining=min(trems) if trems else None,
                     usd_remaining=min(urems) if urems else None,
-                    last_at=r["last_at"],
                     upstreams=sorted(set(r["upstreams"].split(","))) if r["upstreams"] else [],
                 )
             )

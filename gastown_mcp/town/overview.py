@@ -22,7 +22,7 @@ from gastown_mcp.store.overview import COLUMNS, BoardFilter, OverviewRepo
 from gastown_mcp.telemetry import Tracing
 from gastown_mcp.town import guard
 from gastown_mcp.town.base import OPERATOR, operator
-from gastown_mcp.town.budgets import BudgetsAPI, BudgetStatus
+from gastown_mcp.town.budgets import BudgetsAPI, BudgetStatus, spend_fields
 from gastown_mcp.town.directives import directive_of
 from gastown_mcp.town.dogs import DogsAPI
 from gastown_mcp.town.plans import PlansAPI
@@ -349,18 +349,7 @@ class OverviewAPI(PlansAPI, BudgetsAPI, DogsAPI):
         if by not in USAGE_KEYS:
             raise InvalidInput(f"usage can be grouped by {', '.join(USAGE_KEYS)}, not {by!r}")
         return [
-            UsageLine(
-                key=r["key"] or "",
-                requests=r["requests"],
-                refused=r["refused"] or 0,
-                input_tokens=r["input_tokens"] or 0,
-                output_tokens=r["output_tokens"] or 0,
-                cache_creation_tokens=r["cache_creation_tokens"] or 0,
-                cache_read_tokens=r["cache_read_tokens"] or 0,
-                tokens=r["tokens"] or 0,
-                cost_usd=round(r["cost_usd"] or 0.0, 9),
-                last_at=r["last_at"],
-            )
+            UsageLine(key=r["key"] or "", tokens=r["tokens"] or 0, **spend_fields(r))
             for r in self._overview.usage_by(by, guard.limit(limit))
         ]
 
