@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import anyio
 from rich.console import Console, Group
@@ -44,6 +44,9 @@ from gastown_mcp.errors import GastownError
 from gastown_mcp.models import OPEN_MERGE_STATES, BeadStatus, MergeRequest, MergeState, Verb
 from gastown_mcp.server.client import connect_http, result_text
 from gastown_mcp.town import Town, operator
+
+if TYPE_CHECKING:
+    from gastown_mcp.runtime.protocol import Runtime
 
 
 class Planned(NamedTuple):
@@ -352,6 +355,16 @@ def _merge_lines(result: FactoryResult) -> list[str]:
     return lines
 
 
+def start_engine(console: Console, build: bool) -> Runtime:
+    """The Docker engine a demo runs on, with the images built first unless `build` is off."""
+    from gastown_mcp.runtime import build_images, connect_runtime
+
+    engine = connect_runtime()
+    if build:
+        build_images(progress=lambda line: console.print(f"[dim]{line}[/]"))
+    return engine
+
+
 def run_factory(
     console: Console | None = None,
     *,
@@ -366,12 +379,8 @@ def run_factory(
     the sample rig's `[rigs.sample]` (default: DEMO_RIG, gated by its tests, for the demo's own PLAN; no gates
     for a plan of your own)."""
     console = console or Console()
-    from gastown_mcp.runtime import build_images, connect_runtime
-
     started = time.monotonic()
-    engine = connect_runtime()
-    if build:
-        build_images(progress=lambda line: console.print(f"[dim]{line}[/]"))
+    engine = start_engine(console, build)
     with contextlib.ExitStack() as stack:
         upstream, default, env, model = pick_model(stack, _standin_app, "the model")
         console.print(f"[bold]model:[/] {model}")

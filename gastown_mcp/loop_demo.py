@@ -34,7 +34,16 @@ from gastown_mcp.config import (
     Settings,
 )
 from gastown_mcp.daemon import TownProcess
-from gastown_mcp.factory_demo import GATES, RIG, _requests_table, _sample_rig, exit_code, pick_model, run_in_town
+from gastown_mcp.factory_demo import (
+    GATES,
+    RIG,
+    _requests_table,
+    _sample_rig,
+    exit_code,
+    pick_model,
+    run_in_town,
+    start_engine,
+)
 from gastown_mcp.factory_demo import _settings as factory_settings
 from gastown_mcp.models import Event, Verb
 from gastown_mcp.town import Town, operator
@@ -219,12 +228,8 @@ def _summary(console: Console, result: LoopResult) -> None:
 def run_loop(console: Console | None = None, *, build: bool = True, live: bool = True) -> LoopResult:
     """Run the whole loop once (Docker needed) and print its summary."""
     console = console or Console()
-    from gastown_mcp.runtime import build_images, connect_runtime
-
     started = time.monotonic()
-    engine = connect_runtime()
-    if build:
-        build_images(progress=lambda line: console.print(f"[dim]{line}[/]"))
+    engine = start_engine(console, build)
     with contextlib.ExitStack() as stack:
         from gastown_mcp.standin.app import build_standin
         from gastown_mcp.standin.overseer import loop_models
