@@ -57,7 +57,7 @@ HANDOFFS: list[tuple[str, Verb, Callable[[Event], bool]]] = [
     ("operator states the goal", Verb.goal_added, lambda e: True),
     ("overseer decides", Verb.overseer_decided, lambda e: bool((e.after or {}).get("issued"))),
     ("overseer directs the mayor", Verb.directive_issued, lambda e: e.agent == "mayor"),
-    ("the directive resumes the mayor's ended session", Verb.agent_running, lambda e: _resumed(e, "mayor")),
+    ("the directive wakes the mayor (resumed)", Verb.agent_running, lambda e: _resumed(e, "mayor")),
     ("mayor takes the directive", Verb.directive_acknowledged, lambda e: e.actor == "mayor"),
     ("refinery plans: a convoy of beads", Verb.plan_created, lambda e: e.actor == "mayor"),
     ("mayor reports the plan", Verb.directive_done, lambda e: e.actor == "mayor"),
@@ -136,8 +136,8 @@ async def _loop(process: TownProcess, console: Console, started: float, live: bo
     assert town is not None
     op = operator()
     result = LoopResult()
-    # The mayor: Claude Code in its own container. It finds no directive yet and its session ends; the
-    # directive will reach it as a nudge that resumes that session.
+    # The mayor: Claude Code in its own container. No directive waits yet, so it ends without a model call
+    # (an idle mayor costs nothing); the directive will reach it as a nudge that resumes it.
     town.mayor_start(op)
     with anyio.move_on_after(60):
         while town.agent("mayor").state.value != "exited":
@@ -214,7 +214,7 @@ def _summary(console: Console, result: LoopResult) -> None:
     console.print(
         f"overseer: {result.overseer_requests} model requests in {result.overseer_ticks} ticks "
         f"(an idle tick costs none); overseer + mayor: {result.steering_share:.1%} of all tokens; "
-        f"mayor session resumed with the directive: {'yes' if result.mayor_resumed else 'no'}; "
+        f"mayor woken by the directive: {'yes' if result.mayor_resumed else 'no'}; "
         f"verify commands passed the first time for {result.verified_first_time} of {result.verified} beads"
     )
     verdict = "[bold green]goal achieved: the work is on main[/]" if result.ok else "[bold red]the loop stopped[/]"

@@ -6,7 +6,9 @@
 # Inputs (environment, set by the runtime): GASTOWN_AGENT, GASTOWN_ROLE, GASTOWN_MCP_URL, GASTOWN_TOKEN,
 # GASTOWN_BEAD (optional), GASTOWN_TASK (optional: the first prompt of an agent with no bead), GASTOWN_MAX_TURNS (optional), GASTOWN_SESSION_ID (the session id the town records;
 # made up here when missing). To continue an ended session: GASTOWN_RESUME (its id) and GASTOWN_PROMPT (the
-# next prompt, e.g. a nudge); ~/.claude is a host directory, so a session outlives its container.
+# next prompt, e.g. a nudge); ~/.claude is a host directory, so a session outlives its container. A session
+# that never had a turn (GASTOWN_WAIT: an agent started with nothing to do, which ends here without a model
+# call) starts under that id when it is first resumed.
 # The model endpoint comes from ANTHROPIC_BASE_URL (the town's gateway) with the agent's virtual key in
 # ANTHROPIC_AUTH_TOKEN; no provider key is ever here. GASTOWN_OPT (default /opt/gastown) holds prompts/ and
 # settings.json.
@@ -29,7 +31,15 @@ fi
 
 [ "$#" -gt 0 ] || set -- --tools "Bash,Edit,Write,Read,Glob,Grep"
 if [ -n "${GASTOWN_RESUME:-}" ]; then
-  set -- "$@" --resume "$GASTOWN_RESUME" -p "${GASTOWN_PROMPT:?GASTOWN_PROMPT is needed with GASTOWN_RESUME}"
+  : "${GASTOWN_PROMPT:?GASTOWN_PROMPT is needed with GASTOWN_RESUME}"
+  if [ -n "$(find "$HOME/.claude/projects" -name "$GASTOWN_RESUME.jsonl" 2>/dev/null | head -n 1)" ]; then
+    set -- "$@" --resume "$GASTOWN_RESUME" -p "$GASTOWN_PROMPT"
+  else
+    set -- "$@" --session-id "$GASTOWN_RESUME" -p "$GASTOWN_PROMPT"  # its first turn
+  fi
+elif [ -n "${GASTOWN_WAIT:-}" ]; then
+  echo "${GASTOWN_AGENT:-agent}: nothing to do yet; the town resumes this session with its first nudge"
+  exit 0
 else
   session="${GASTOWN_SESSION_ID:-$(cat /proc/sys/kernel/random/uuid)}"
   set -- "$@" --session-id "$session" -p "$task"

@@ -290,15 +290,12 @@ def test_a_plan_goal_message_names_plan_creates_exact_arguments_whatever_the_goa
     from gastown_mcp.standin.overseer import MayorScript
 
     add_agent("mayor", Role.mayor)
-    text = 'Say "héllo", then {braces} and a newline:\nsecond line'
+    text = 'Say "héllo", then {braces}, {id} and a newline:\nsecond line'
     goal = town.goal_add(operator, text)
     issued = town.directive_issue(operator, DirectiveIn(kind=DirectiveKind.plan_goal, goal=goal.id, reason="no plan"))
     [nudge] = town.nudges(operator, to="mayor")
-    # A mayor resumed with it (the scripted one here) acknowledges and plans it in one turn, from the message alone.
+    # A mayor resumed with it (the scripted one here) carries it out in one call, from the message alone.
     prompt = {"role": "user", "content": [{"type": "text", "text": nudge.nudge_line()}]}
     turn = MayorScript().next_turn(Conversation({"messages": [prompt]}))
     calls = [(b.name, b.input) for b in turn.blocks if isinstance(b, ToolCall)]
-    assert calls == [
-        ("mcp__gastown__directive_update", {"id": issued.id, "state": "acknowledged"}),
-        ("mcp__gastown__plan_create", {"goal": text}),
-    ]
+    assert calls == [("mcp__gastown__plan_create", {"goal": text, "directive": issued.id})]

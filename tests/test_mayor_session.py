@@ -2,9 +2,10 @@
 
 `sandbox/run-claude.sh` (the image's launcher) runs on this machine with the mayor's container command's
 arguments: real Claude Code -> the town's gateway (the mayor's own key, metered) -> the scripted stand-in, with
-the town's MCP server over HTTP. A fresh session takes the waiting directive (it lists them); a resumed one
-takes the directive its prompt carries (a nudge) without listing. What Claude Code sent the model is read back
-from the stand-in: the town's tools and no built-in tool, a short system prompt instead of Claude Code's own.
+the town's MCP server over HTTP. A mayor started with nothing to do ends without a model call; the directive
+that resumes it starts its session (under the recorded id), the next one continues it, and each is carried out
+by one plan_create call. What Claude Code sent the model is read back from the stand-in: the town's tools and no
+built-in tool, a short system prompt instead of Claude Code's own.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def _mayor_requests(standin: Standin) -> list[dict[str, object]]:
 def _run_mayor(
     tmp_path: Path, mcp_url: str, gateway: str, token: str, gateway_key: str, session: str, prompt: str | None
 ) -> subprocess.CompletedProcess[str]:
+    """`prompt` None: a start with nothing to do (GASTOWN_WAIT); else a resume with it as the next turn."""
     """The image's launcher with the mayor's command's arguments, as the container runs it."""
     opt = tmp_path / "opt"
     if not opt.exists():
@@ -68,7 +70,7 @@ def _run_mayor(
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "DISABLE_AUTOUPDATER": "1",
         "ENABLE_TOOL_SEARCH": "false",
-        **({"GASTOWN_RESUME": session, "GASTOWN_PROMPT": prompt} if prompt else {}),
+        **({"GASTOWN_RESUME": session, "GASTOWN_PROMPT": prompt} if prompt else {"GASTOWN_WAIT": "1"}),
     }
     command = [str(ROOT / "sandbox" / "run-claude.sh"), *mayor.COMMAND[1:]]
     return subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180, check=False)
@@ -80,7 +82,7 @@ def test_the_mayors_command_gives_claude_code_no_built_in_tools_and_its_own_shor
     started = town.mayor_start(operator)
     command = started.metadata["command"]
     assert command == list(mayor.COMMAND) and command[0] == mayor.AGENT_COMMAND
-    assert started.metadata["task"] == mayor.IDLE_PROMPT.format(name="mayor")  # nothing waits: it ends at once
+    assert started.metadata["wait"] is True and "task" not in started.metadata  # nothing waits: it ends at once
     assert command[command.index("--tools") + 1] == ""
     assert command[command.index("--system-prompt") + 1] == mayor.SYSTEM_PROMPT
     hidden = command[command.index("--disallowedTools") + 1].split(",")
@@ -110,16 +112,27 @@ def test_a_mayor_session_with_only_the_town_tools_still_plans_and_acknowledges_i
             done = _run_mayor(tmp_path, mcp, gateway, creds.token, creds.gateway_key, session, prompt)
             assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
-        # A fresh session finds the waiting directive by listing its directives.
-        first = directive("Greet people by name")
+        # Started with nothing to do: the launcher ends without a model call.
         run(None)
-        # A resumed session takes the directive its prompt carries (the nudge), without listing first.
-        asked = len(_mayor_requests(standin))
-        second = directive("Say goodbye by name")
-        [nudge] = [n for n in town.nudges(operator, to="mayor") if f"DIRECTIVE #{second}" in n.body]
-        run(nudge.nudge_line())
+        assert _mayor_requests(standin) == []
+        # The first directive resumes it: the session has no transcript yet, so it starts under the town's id.
+        # Each directive is carried out by one call (plan_create with the directive), then the turn ends.
+        done: list[int] = []
+        for text in ("Greet people by name", "Say goodbye by name"):
+            directive_id = directive(text)
+            done.append(directive_id)
+            asked = len(_mayor_requests(standin))
+            [nudge] = [n for n in town.nudges(operator, to="mayor") if f"DIRECTIVE #{directive_id}" in n.body]
+            run(nudge.nudge_line())
+            requests = _mayor_requests(standin)
+            assert len(requests) - asked == 2, [r["messages"] for r in requests[asked:]]
+            resumed = requests[asked]["messages"]  # type: ignore[index]
+            # The second run continues the first's session: its first request carries the first's turns.
+            earlier_turns = any(m["role"] == "assistant" for m in resumed)  # type: ignore[attr-defined, index]
+            assert earlier_turns == (len(done) == 2), resumed
 
-        for directive_id in (first, second):
+        first, second = done
+        for directive_id in done:
             shown = town.directive_show(operator, directive_id)
             assert shown.state.value == "done", shown
             assert shown.goal is not None and town.goal_show(operator, shown.goal).convoys
@@ -134,13 +147,9 @@ def test_a_mayor_session_with_only_the_town_tools_still_plans_and_acknowledges_i
             ("plan.created", None),
             ("directive.done", second),
         ]
-        # Acknowledge and plan (one turn: the message names plan_create's arguments), report done, end the
-        # turn: three requests for a directive that came as the prompt.
-        requests = _mayor_requests(standin)
-        assert len(requests) - asked == 3
         # Every request went through the gateway under the mayor's own key, metered as the mayor's.
         [usage] = [r for r in town.usage_by_role(operator) if r.role == "mayor"]
-        assert usage.requests == len(requests)
+        assert usage.requests == len(requests) == 4
 
     for body in requests:
         tools = [str(t["name"]) for t in body["tools"]]  # type: ignore[index, union-attr]

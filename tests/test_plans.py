@@ -172,3 +172,40 @@ async def test_the_mayor_plans_and_reads_the_convoy_through_the_mcp_tools_and_a_
         assert "plan_create" not in {t.name for t in (await client.list_tools()).tools}
         refused = await client.call_tool("plan_create", {"goal": "anything"})
         assert refused.is_error and "may not call plan_create" in result_text(refused)
+
+
+async def test_one_plan_create_call_carries_out_a_plan_goal_directive_and_refuses_what_it_cannot(
+    ptown: tuple[Town, Any], add_agent: Any, operator: Agent
+) -> None:
+    from mcp import Client
+
+    from gastown_mcp.server import build_server
+    from gastown_mcp.server.client import result_text
+    from gastown_mcp.town.directives import DirectiveIn, DirectiveKind
+
+    town, _ = ptown
+    mayor = add_agent("mayor", "mayor")
+    goal = town.goal_add(operator, "Add a notes command line")
+    planned = town.directive_issue(operator, DirectiveIn(kind=DirectiveKind.plan_goal, goal=goal.id, reason="r"))
+    bead = town.bead_create(operator, "stuck")
+    unblock = town.directive_issue(operator, DirectiveIn(kind=DirectiveKind.unblock, bead=bead.id, reason="r"))
+    async with Client(build_server(town, mayor)) as client:  # type: ignore[arg-type]
+        args = {"goal": goal.text, "directive": planned.id}
+        dry = await client.call_tool("plan_create", {**args, "dry_run": True})
+        assert dry.is_error and "a dry run creates nothing" in result_text(dry)
+        assert town.directive_show(operator, planned.id).state.value == "issued"  # a refused call changes nothing
+        wrong = await client.call_tool("plan_create", {"goal": "x", "directive": unblock.id})
+        assert wrong.is_error and "plan_goal directives only" in result_text(wrong)
+
+        result = await client.call_tool("plan_create", args)
+        assert not result.is_error, result_text(result)
+        assert result.structured_content is not None and result.structured_content["directive"] == planned.id
+        convoy = result.structured_content["convoy"]["id"]
+        again = await client.call_tool("plan_create", args)  # nothing is planned twice for one directive
+        assert again.is_error and "already done" in result_text(again)
+    shown = town.directive_show(operator, planned.id)
+    assert shown.state.value == "done" and convoy in shown.note
+    assert [c.id for c in town.goal_show(operator, goal.id).convoys] == [convoy]
+    verbs = [e.verb for e in town.events(operator, limit=100) if (e.after or {}).get("directive") == planned.id]
+    assert sorted(verbs) == ["directive.acknowledged", "directive.done", "directive.issued"]
+    assert len(town.convoy_list(operator)) == 1

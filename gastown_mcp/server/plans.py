@@ -21,7 +21,8 @@ def register(mcp: MCPServer, town: Town, run: Callable[..., Any]) -> None:
     @mcp.tool(
         description=(
             "Turn a goal into a checked plan of beads with dependencies and verify commands, created as a convoy "
-            "in one step (dry_run: only return the plan)."
+            "in one step (dry_run: only return the plan). directive: the plan_goal directive this carries out "
+            "(taken and reported done with the convoy in the same call)."
         ),
         annotations=WRITE,
     )
@@ -29,8 +30,11 @@ def register(mcp: MCPServer, town: Town, run: Callable[..., Any]) -> None:
         goal: Annotated[str, Field(min_length=1, max_length=8000)],
         rig: Annotated[str | None, Field(max_length=64)] = None,
         dry_run: bool = False,
+        directive: Annotated[int | None, Field(ge=1)] = None,
     ) -> PlanResult:
-        return await run(lambda a: town.plan_create(a, goal, rig, dry_run))
+        if directive is None:
+            return await run(lambda a: town.plan_create(a, goal, rig, dry_run))
+        return await run(lambda a: town.directive_plan(a, directive, goal, rig, dry_run))
 
     @mcp.tool(
         description="A convoy (a plan's epic): its beads and how many are open, in progress, merged.", annotations=READ

@@ -3,10 +3,12 @@ working its directives through the town's tools) and a planner for the demo's sa
 
 - Overseer: reads the JSON summary in its prompt; plans each active goal with no convoy and no open directive,
   asks the human about a goal whose work spent its budget, and directs an unblock of each blocked bead.
-- Mayor: takes the directive its prompt or the last tool result names (a nudge), or else lists its issued
-  directives and takes the oldest; acknowledges it, carries it out (plan_goal -> plan_create on the goal's text
-  and rig; unblock / cancel / reprioritise -> bead_update) and reports it done (with the convoy for a plan);
-  then it ends its turn unless a new directive rode in on that result. Stateless like the
+- Mayor: takes the directive its prompt or the last tool result names (a nudge): a plan_goal message gives
+  plan_create's arguments with the directive, one call that takes, plans and reports it. Otherwise (or in a
+  fresh session, after listing its issued directives and taking the oldest) it acknowledges the directive,
+  carries it out (plan_goal -> plan_create on the goal's text and rig; unblock / cancel / reprioritise ->
+  bead_update) and reports it done (with the convoy for a plan); then it ends its turn unless a new directive
+  rode in on that result. Stateless like the
   polecat script: the step rides in each tool_use id, the rest is read back from the conversation.
 - `Loop` routes each request by the tools it offers: submit_plan -> the sample-rig plan, submit_verdict -> the
   reviewer, issue_directives -> overseer, the mayor's directive tools -> mayor, anything else -> polecat.
@@ -94,16 +96,12 @@ class MayorScript:
             said = [_last_prompt(conversation)] if step is None else [r.text for r in results]
             nudged = [int(m.group(1)) for text in said for m in NUDGED.finditer(text)]
             if nudged:
-                ack = self._tool("ack", "directive_update", {"id": nudged[0], "state": "acknowledged"})
                 plan = _plan_arguments(said, nudged[0])
-                if plan is None:
-                    return Turn([Text("Next: ack."), ack])
-                # The message names plan_create's arguments: take the directive and plan it in one turn.
-                return Turn([Text("Next: ack, plan."), ack, self._tool("plan", "plan_create", plan)])
+                if plan is not None:  # plan_create's exact arguments, the directive included: one call does it
+                    return self._call("done", "plan_create", plan)
+                return self._call("ack", "directive_update", {"id": nudged[0], "state": "acknowledged"})
             if step == "done":
                 return Turn([Text("Directive carried out; nothing else is waiting for me.")])
-            if "No directive is waiting for you" in said[0]:  # a fresh session the town says is idle
-                return Turn([Text("Nothing is waiting for me; I end my turn.")])
             return self._call("list", "directive_list", {"state": "issued"})  # a fresh session: look
         if step == "list":
             directive = _first_directive(_result_of(conversation, "list"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gastown_mcp.errors import Conflict, InvalidTransition, NotFound
@@ -107,12 +107,12 @@ class GoalRepo:
         reason: str,
         recipient: str,
         delivery: MessageKind,
-        body: str,
-        subject: str,
+        message: Callable[[int], tuple[str, str]],
         attempts: int,
         next_at: str | None,
     ) -> int:
-        """The directive, its message and its event, at once; `Conflict` when one with `key` is open."""
+        """The directive, its message and its event, at once; `Conflict` when one with `key` is open.
+        `message(id)` gives the message's body and subject for the new directive's id."""
         with self.db.write() as tx:
             open_id = tx.execute(
                 "SELECT id FROM directives WHERE dedup_key=? AND state IN ('issued','acknowledged')", (key,)
@@ -126,9 +126,9 @@ class GoalRepo:
                  tx.now, tx.now),
             )  # fmt: skip
             directive_id = int(cur.lastrowid or 0)
-            ref = str(directive_id)
-            message = send_in(tx, actor, recipient, delivery, body.replace("{id}", ref), subject.replace("{id}", ref))
-            tx.execute("UPDATE directives SET message_id=? WHERE id=?", (message, directive_id))
+            body, subject = message(directive_id)
+            message_id = send_in(tx, actor, recipient, delivery, body, subject)
+            tx.execute("UPDATE directives SET message_id=? WHERE id=?", (message_id, directive_id))
             tx.event(
                 actor,
                 Verb.directive_issued,
@@ -141,7 +141,7 @@ class GoalRepo:
                     "key": key,
                     "reason": reason,
                     "attempts": attempts,
-                    "message_id": message,
+                    "message_id": message_id,
                 },
             )
         return directive_id

@@ -113,14 +113,18 @@ def directive_of(row: sqlite3.Row) -> Directive:
 PLAN_CALL = "plan_create with "  # followed by its arguments as JSON in a plan_goal directive's message
 
 
-def message_body(directive: DirectiveIn, args: dict[str, Any], goal_text: str | None) -> str:
-    """The message that carries a directive: what to do, why, and how to report back."""
-    kind, rig, bead = directive.kind, args.get("rig"), args.get("bead")
-    plan = json.dumps({"goal": goal_text or "", **({"rig": rig} if rig else {})}, ensure_ascii=False)
+def message_body(directive: DirectiveIn, args: dict[str, Any], goal_text: str | None, directive_id: int) -> str:
+    """The message that carries directive `directive_id`: what to do, why, and how to report back.
+
+    A plan_goal message gives plan_create's exact arguments, `directive` included: that one call takes the
+    directive, plans the goal and reports the directive done with the new convoy (one model turn, not three).
+    """
+    kind, rig, bead, did = directive.kind, args.get("rig"), args.get("bead"), directive_id
+    plan = json.dumps({"goal": goal_text or "", **({"rig": rig} if rig else {}), "directive": did}, ensure_ascii=False)
     what = {
         DirectiveKind.plan_goal: (
-            f"Plan goal {directive.goal}" + (f" on rig {rig}" if rig else "") + f": call {PLAN_CALL}{plan}, "
-            "then report done with convoy set to the new convoy's id."
+            f"Plan goal {directive.goal}" + (f" on rig {rig}" if rig else "") + f": call {PLAN_CALL}{plan}. "
+            "That call takes this directive, plans the goal and reports the directive done with the new convoy."
         ),
         DirectiveKind.reprioritise: f"Set bead {bead}'s priority to {args.get('priority')} (bead_update).",
         DirectiveKind.unblock: (
@@ -137,11 +141,14 @@ def message_body(directive: DirectiveIn, args: dict[str, Any], goal_text: str | 
     }[kind]
     if kind is DirectiveKind.escalate:
         return (
-            f"DIRECTIVE #{{id}} (escalate, about {directive.about}): {what}\nWhy: {directive.reason}\n"
-            "Close it with `gastown directive done {id}` once decided."
+            f"DIRECTIVE #{did} (escalate, about {directive.about}): {what}\nWhy: {directive.reason}\n"
+            f"Close it with `gastown directive done {did}` once decided."
         )
-    return (
-        f"DIRECTIVE #{{id}} ({kind.value}) from the overseer: {what}\nWhy: {directive.reason}\n"
-        "Acknowledge it with directive_update (id {id}, state acknowledged), carry it out, then directive_update "
-        "state done, or refused with why in note."
-    )
+    if kind is DirectiveKind.plan_goal:
+        report = f"If you cannot, refuse it: directive_update (id {did}, state refused, why in note)."
+    else:
+        report = (
+            f"Acknowledge it with directive_update (id {did}, state acknowledged), carry it out, then "
+            "directive_update state done, or refused with why in note."
+        )
+    return f"DIRECTIVE #{did} ({kind.value}) from the overseer: {what}\nWhy: {directive.reason}\n{report}"

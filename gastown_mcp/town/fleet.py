@@ -240,6 +240,7 @@ class Fleet:
             "GASTOWN_SESSION_ID": str(meta["session_id"]),
             **({"GASTOWN_BEAD": str(bead)} if bead else {}),
             **({"GASTOWN_TASK": str(meta["task"])} if meta.get("task") else {}),
+            **({"GASTOWN_WAIT": "1"} if meta.get("wait") else {}),
             **({"GASTOWN_BRANCH": str(branch)} if branch else {}),
             **({"GASTOWN_GIT_URL": f"{self.config.git_url}/{name}.git"} if self.config.git_url and branch else {}),
             **self.config.extra_env,
@@ -375,10 +376,12 @@ def request_agent(
     lease_seconds: float = 600.0,
     name: str | None = None,
     task: str | None = None,
+    wait: bool = False,
 ) -> Agent:
     """Record that an agent should run, with `bead` claimed for it: intent only, in one transaction; the
     reconciler in `gastown up` starts it (no runtime is needed here). `task` is its first prompt when it has no
-    bead (the launcher's default otherwise)."""
+    bead (the launcher's default otherwise). `wait`: nothing is there to do yet, so its launcher ends at once
+    without a model call; the first nudge resumes it (its Claude Code session starts then, under the same id)."""
     if rig:
         rigs.get_rig(town_dir, rig)
     if bead is not None:
@@ -389,6 +392,7 @@ def request_agent(
         "command": list(command),
         "limits": dataclasses.asdict(limits),
         **({"task": task} if task else {}),
+        **({"wait": True} if wait else {}),
     }
     return store.launches.request(actor, name or pick_name(store, role), role, rig, meta, bead, lease_seconds)
 

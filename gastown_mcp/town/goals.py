@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from gastown_mcp import rigs
-from gastown_mcp.errors import InvalidInput, NotFound
+from gastown_mcp.errors import Conflict, GastownError, InvalidInput, NotFound
 from gastown_mcp.models import CLOSED_STATUSES, Agent, BeadStatus, MessageKind, Role, Verb
 from gastown_mcp.town import guard
 from gastown_mcp.town.base import OPERATOR
@@ -31,7 +31,7 @@ from gastown_mcp.town.directives import (
     directive_of,
     message_body,
 )
-from gastown_mcp.town.plans import PlansAPI
+from gastown_mcp.town.plans import PlanResult, PlansAPI
 
 FAILURE_VERBS = (Verb.merge_failed.value, Verb.verify_failed.value, Verb.bead_blocked.value)
 RIG_CONTROL = "rig_control:"
@@ -184,7 +184,6 @@ class GoalsAPI(PlansAPI):
             recipient, delivery = self._mayor_name(), MessageKind.nudge
             if recipient == OPERATOR:
                 delivery = MessageKind.mail  # no mayor agent: the operator is the mayor, and reads mail
-        body = message_body(directive, args, goal.text if goal else None)
         directive_id = self._store.goals.issue(
             actor.name,
             kind=directive.kind.value,
@@ -194,8 +193,10 @@ class GoalsAPI(PlansAPI):
             reason=directive.reason,
             recipient=recipient,
             delivery=delivery,
-            body=body,
-            subject=f"directive #{{id}}: {directive.kind.value}",
+            message=lambda i: (
+                message_body(directive, args, goal.text if goal else None, i),
+                f"directive #{i}: {directive.kind.value}",
+            ),
             attempts=attempts,
             next_at=next_at,
         )
@@ -233,6 +234,35 @@ class GoalsAPI(PlansAPI):
         if target is DirectiveState.done and found.state is not DirectiveState.done:
             self._apply_rigdirective_of(actor, found)
         return directive_of(self._store.goals.set_state(actor.name, directive_id, target.value, note))
+
+    def directive_plan(
+        self, actor: Agent, directive_id: int, goal: str, rig: str | None = None, dry_run: bool = False
+    ) -> PlanResult:
+        """Carry out a plan_goal directive in one call: take it (acknowledged), plan the goal as `plan_create`
+        does, and report it done with the new convoy linked to the directive's goal. A plan that fails leaves
+        the directive acknowledged, so the mayor can try again or refuse it with why."""
+        self._require(actor, "directive.handle", "carry out directives")
+        self._require(actor, "plan.create", "make plans")
+        if dry_run:
+            raise InvalidInput("a dry run creates nothing, so it cannot carry out a directive: leave out directive")
+        found = directive_of(self._store.goals.directive(directive_id))
+        self._owndirective_of(actor, found)
+        if found.kind is not DirectiveKind.plan_goal:
+            raise InvalidInput(
+                f"directive #{found.id} is a {found.kind.value} directive; plan_create carries out plan_goal "
+                "directives only (report others with directive_update)"
+            )
+        if found.state not in (DirectiveState.issued, DirectiveState.acknowledged):
+            raise Conflict(f"directive #{found.id} is already {found.state.value}; nothing was planned")
+        if found.state is DirectiveState.issued:
+            self._store.goals.set_state(actor.name, found.id, DirectiveState.acknowledged.value, "")
+        result = self.plan_create(actor, goal, rig)
+        if result.convoy is None:  # plan_create without dry_run always creates one
+            raise GastownError(f"directive #{found.id}: the plan made no convoy")
+        self.directive_update(
+            actor, found.id, DirectiveState.done.value, f"planned as convoy {result.convoy.id}", result.convoy.id
+        )
+        return result.model_copy(update={"directive": found.id})
 
     def directive_history(self, actor: Agent, key: str) -> list[Directive]:
         """Every directive ever issued for the same thing (`key`), oldest first."""

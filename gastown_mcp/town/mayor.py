@@ -51,12 +51,9 @@ COMMAND = (
     "--system-prompt",
     SYSTEM_PROMPT,
 )
-# A fresh session's first prompt says whether a directive waits: with none, it ends its turn at once (one
-# request) instead of listing an empty queue; each directive the overseer issues later resumes it (a nudge).
-IDLE_PROMPT = (
-    "You are {name}. No directive is waiting for you now: end your turn without calling a tool. The town resumes "
-    "this session with each directive the overseer issues."
-)
+# With no directive waiting, a fresh mayor's launcher ends at once without a model call (`wait`): an idle
+# mayor costs no tokens. The first directive the overseer issues reaches it as a nudge and resumes it, which
+# starts its Claude Code session then, under the session id the town recorded.
 START_PROMPT = (
     "You are {name}. Read your directives with directive_list (and town_inbox), carry out each one with the town "
     "tools, and report it with directive_update."
@@ -82,6 +79,7 @@ class MayorAPI(FleetAPI):
                 f"{name} is a mayor you run yourself (added with `gastown agent add`); remove it with "
                 f"`gastown agent remove {name}` to run it in a container, or pass another --name"
             )
+        waiting = self._waiting_directives(name)
         agent = request_agent(
             self._store,
             self.settings.town_dir,
@@ -91,7 +89,8 @@ class MayorAPI(FleetAPI):
             command=COMMAND,
             lease_seconds=self.settings.lease.seconds,
             name=name,
-            task=(START_PROMPT if self._waiting_directives(name) else IDLE_PROMPT).format(name=name),
+            task=START_PROMPT.format(name=name) if waiting else None,
+            wait=not waiting,
         )
         self._intent_recorded()
         if self._fleet is None:

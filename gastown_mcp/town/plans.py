@@ -195,6 +195,7 @@ class PlanResult(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     seconds: float = 0.0
+    directive: int | None = Field(default=None, description="the plan_goal directive this plan carried out (now done)")
 
 
 @dataclass
