@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from gastown_mcp import assemble
+from gastown_mcp.cli import quick
 from gastown_mcp.config import TOWN_FILE, load_settings
 from gastown_mcp.errors import InvalidInput, NotFound
 from gastown_mcp.models import Agent
@@ -53,7 +54,12 @@ def find_town_dir(town_dir: Path | None) -> Path:
 @contextmanager
 def open_town(town_dir: Path | None) -> Iterator[Town]:
     """Build settings and town for one command, and close the town afterwards."""
-    with closing(assemble.open_town(load_settings(find_town_dir(town_dir)))) as town:
+    found = find_town_dir(town_dir).resolve()
+    key = quick.settings_key(found)  # before loading: a town.toml edited meanwhile is not recorded as checked
+    settings = load_settings(found)
+    s = settings.town
+    quick.remember(settings.town_dir, key, s.name, s.prefix, settings.db_path, settings.journal_path)
+    with closing(assemble.open_town(settings)) as town:
         yield town
 
 
