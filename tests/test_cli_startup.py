@@ -80,6 +80,7 @@ def _loaded_by(argv: list[str], town: Path) -> tuple[str, set[str]]:
         "import sys, contextlib\n"
         f"sys.argv = ['gastown', *{argv!r}]\n"
         "from gastown_mcp.cli import main\n"
+        "code = 0\n"
         "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
         "print('\\nLOADED', ' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n"
         "sys.exit(code)\n"
@@ -102,3 +103,20 @@ def test_read_commands_load_no_docker_http_model_or_server_library(tmp_path: Pat
     # the same check sees a heavy import when there is one
     _, loaded = _loaded_by(["route", "list"], town)
     assert "httpx2" in loaded or "httpx" in loaded
+
+
+def test_bead_ready_and_status_as_the_operator_load_no_cli_framework_or_models(tmp_path: Path) -> None:
+    """The quick path (gastown_mcp/cli/quick.py): not even typer, click, rich or pydantic."""
+    town = tmp_path / "town"
+    subprocess.run([GASTOWN, "init", str(town)], check=True, capture_output=True)
+    subprocess.run([GASTOWN, "bead", "create", "Fix the flaky test", "--town", str(town)], check=True)
+    framework = {"typer", "click", "rich", "pydantic", "pydantic_core", *HEAVY}
+    for argv in (["bead", "ready"], ["bead", "ready", "-n", "5", "--json"], ["status"], ["status", "--json"]):
+        output, loaded = _loaded_by(argv, town)
+        assert "Fix the flaky test" in output or "ready" in output, output
+        assert sorted(loaded & framework) == [], f"gastown {' '.join(argv)} imported them"
+    # acting as an agent renews its leases (a write): that goes through the typer command and `Town`
+    subprocess.run([GASTOWN, "agent", "add", "mayor", "--role", "mayor", "--town", str(town)], check=True)
+    output, loaded = _loaded_by(["bead", "ready", "--as", "mayor"], town)
+    assert "Fix the flaky test" in output
+    assert {"typer", "pydantic"} <= loaded

@@ -105,13 +105,14 @@ def town_dir(town: Path | None) -> Path | None:
 
 
 def settings_key(town: Path) -> dict[str, str]:
-    """What the settings a town's commands load depend on: town.toml's bytes, the GASTOWN_<SECTION>__<FIELD>
-    variables, and the gastown version and config source they are read by."""
+    """What the settings a town's commands load depend on: where the town is, town.toml's bytes, the
+    GASTOWN_<SECTION>__<FIELD> variables, and the gastown version and source (config, models) that check them."""
     env = sorted((k, v) for k, v in os.environ.items() if k.startswith("GASTOWN_") and "__" in k)
-    config = Path(gastown_mcp.__file__).with_name("config.py").stat()
+    source = [Path(gastown_mcp.__file__).with_name(name).stat() for name in ("config.py", "models.py")]
     return {
         "gastown": gastown_mcp.__version__,
-        "config": f"{config.st_size} {config.st_mtime_ns}",
+        "town_dir": str(town),  # a town copied elsewhere reads its own database, never the original's
+        "source": " ".join(f"{s.st_size}:{s.st_mtime_ns}" for s in source),
         "toml": hashlib.sha256((town / TOWN_FILE).read_bytes()).hexdigest(),
         "env": hashlib.sha256(json.dumps(env).encode()).hexdigest(),
     }

@@ -16,8 +16,19 @@ from rich.console import Console
 
 from gastown_mcp import assemble, console
 from gastown_mcp.cli import plain
-from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, emit, jsonable, note, open_town, print_json
-from gastown_mcp.config import TOWN_FILE, TownSection, default_town_toml, load_settings
+from gastown_mcp.cli._edge import (
+    AsAgent,
+    Json,
+    TownDir,
+    actor,
+    checked_settings,
+    emit,
+    jsonable,
+    note,
+    open_town,
+    print_json,
+)
+from gastown_mcp.config import TOWN_FILE, TownSection, default_town_toml
 from gastown_mcp.errors import Conflict, InvalidInput
 from gastown_mcp.models import Event
 from gastown_mcp.town import Town, roles
@@ -52,7 +63,7 @@ def init(
         ) from None
     town_dir.mkdir(parents=True, exist_ok=True)
     (town_dir / TOWN_FILE).write_text(default_town_toml(name, prefix))
-    settings = load_settings(town_dir)
+    settings = checked_settings(town_dir)
     assemble.open_town(settings, new=True).close()  # opening the town creates and migrates the database
     info = {"town_dir": str(town_dir), "name": name, "prefix": prefix, "db": str(settings.db_path)}
 
