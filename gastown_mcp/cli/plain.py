@@ -3,17 +3,16 @@
 here, so the two give the same text for the same data.
 
 Tables are drawn the way the rest of the CLI's (rich) tables are: a heavy rule under a bold header, columns
-as wide as their widest cell, shrunk and wrapped to the terminal's width when too wide (80 columns, or
-$COLUMNS, when stdout is not a terminal). Styles (bold, colours) only go to a terminal, and never with $NO_COLOR
+as wide as their widest cell, shrunk and wrapped to the width when too wide: $COLUMNS, else the terminal's, else
+(not a terminal) 80. Styles (bold, colours) only go to a terminal, and never with $NO_COLOR
 set or TERM=dumb; $FORCE_COLOR forces them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import sys
-import textwrap
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,11 +33,13 @@ class Out:
     def of(cls, stream: TextIO) -> Out:
         env = os.environ
         tty = stream.isatty()
-        if tty:
-            width = shutil.get_terminal_size().columns
-        else:
-            columns = env.get("COLUMNS", "")
-            width = int(columns) if columns.isdigit() and int(columns) > 0 else 80
+        columns = env.get("COLUMNS", "")
+        width = 80
+        if columns.isdigit() and int(columns) > 0:
+            width = int(columns)
+        elif tty:
+            with contextlib.suppress(OSError, ValueError):
+                width = os.get_terminal_size(stream.fileno()).columns or 80
         color = bool(env.get("FORCE_COLOR")) or (tty and "NO_COLOR" not in env and env.get("TERM") != "dumb")
         return cls(width=width, color=color)
 
@@ -119,6 +120,8 @@ def _fit(widths: list[int], wrap: list[bool], room: int) -> None:
 def _wrap(text: str, width: int) -> list[str]:
     if cells(text) <= width:
         return [text]
+    import textwrap  # only for a table too wide for its terminal
+
     return textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False) or [""]
 
 

@@ -14,7 +14,6 @@ sends the next command the full way, which checks the settings and records them 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -108,13 +107,18 @@ def settings_key(town: Path) -> dict[str, str]:
     """What the settings a town's commands load depend on: where the town is, town.toml's bytes, the
     GASTOWN_<SECTION>__<FIELD> variables, and the gastown version and source (config, models) that check them."""
     env = sorted((k, v) for k, v in os.environ.items() if k.startswith("GASTOWN_") and "__" in k)
+    env_key = ""
+    if env:  # hashed, so no value of theirs is written down (hashlib loads only then)
+        import hashlib
+
+        env_key = hashlib.sha256(json.dumps(env).encode()).hexdigest()
     source = [Path(gastown_mcp.__file__).with_name(name).stat() for name in ("config.py", "models.py")]
     return {
         "gastown": gastown_mcp.__version__,
         "town_dir": str(town),  # a town copied elsewhere reads its own database, never the original's
         "source": " ".join(f"{s.st_size}:{s.st_mtime_ns}" for s in source),
-        "toml": hashlib.sha256((town / TOWN_FILE).read_bytes()).hexdigest(),
-        "env": hashlib.sha256(json.dumps(env).encode()).hexdigest(),
+        "toml": (town / TOWN_FILE).read_text(errors="replace"),  # the file itself: compared, not hashed
+        "env": env_key,
     }
 
 
