@@ -149,6 +149,7 @@ def test_the_status_shows_what_the_town_holds(town: Path) -> None:
         ["bead", "ready", "--limit", "0"],
         ["bead", "ready", "--limit", "501"],
         ["bead", "ready", "-n", "x"],
+        ["bead", "ready", "-n", "²"],
         ["bead", "ready", "--bogus"],
         ["bead", "ready", "--json", "--json"],
         ["bead", "ready", "--json=1"],

@@ -7,9 +7,10 @@ same JSON). Anything else gives way, having printed nothing, to the typer app, w
 always: `--help`, `--as` (acting as an agent renews its leases: a write), a bad or out-of-range value, an
 unknown option, no town, a town whose settings were not yet read by a full command, any error opening the
 database. Settings are the one thing this path cannot check without pydantic, so it trusts only what a full
-command recorded after loading them (`remember`): the town's name and prefix, under a key of town.toml's
-bytes, the GASTOWN_<SECTION>__<FIELD> variables and the gastown version and config source. Any change there
-sends the next command the full way, which checks the settings and records them again.
+command recorded after loading them (`remember`): the town's name and prefix, under a key of where the town
+is, town.toml's text, the GASTOWN_<SECTION>__<FIELD> variables and the gastown version and source that check
+them (`settings_key`). Any change there sends the next command the full way, which checks the settings and
+records them again.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def run(argv: list[str]) -> bool:
     limit = 20
     if "--limit" in options:
         value = options["--limit"]
-        if not value.isdigit() or not 1 <= int(value) <= 500:
+        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 500:
             return False  # the command says what is wrong with it
         limit = int(value)
     town = options.get("--town") or os.environ.get("GASTOWN_TOWN") or None
