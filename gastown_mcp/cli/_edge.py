@@ -63,8 +63,7 @@ def checked_settings(town_dir: Path) -> Settings:
     found = town_dir.expanduser().resolve()
     key = quick.settings_key(found)  # taken before loading: a town.toml edited meanwhile is not recorded as checked
     settings = load_settings(found)
-    s = settings.town
-    quick.remember(found, key, s.name, s.prefix, settings.db_path, settings.journal_path)
+    quick.remember(found, key, settings)
     return settings
 
 

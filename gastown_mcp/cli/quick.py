@@ -1,13 +1,14 @@
-"""The quick path of `gastown bead ready` and `gastown status` as the operator: parsed, read and printed with
-the standard library alone (no typer, click, rich or pydantic), through the read-only `town.glance`.
+"""The quick path of `gastown bead ready` and `gastown status`: parsed, read and printed with
+the standard library alone (no typer, click, rich or pydantic), through the narrow `town.glance`.
 
-`run(argv)` takes exactly the forms these commands accept (`--limit/-n N`, `--town DIR` or $GASTOWN_TOWN,
-`--json`, each at most once) and prints what the typer command prints for them (the same `plain` text, the
-same JSON). Anything else gives way, having printed nothing, to the typer app, which parses and reports as
-always: `--help`, `--as` (acting as an agent renews its leases: a write), a bad or out-of-range value, an
-unknown option, no town, a town whose settings were not yet read by a full command, any error opening the
-database. Settings are the one thing this path cannot check without pydantic, so it trusts only what a full
-command recorded after loading them (`remember`): the town's name and prefix, under a key of where the town
+`run(argv)` takes exactly the forms these commands accept (`--limit/-n N`, `--as NAME`, `--town DIR` or
+$GASTOWN_TOWN, `--json`, each at most once) and prints what the typer command prints for them (the same
+`plain` text, the same JSON); as an agent it first does what `Town` does for any call by one (checks the role,
+renews the agent's leases). Anything else gives way, having printed nothing, to the typer app, which parses
+and reports as always: `--help`, a bad or out-of-range value, an unknown option, an unknown agent or one not
+allowed the command, no town, a town whose settings were not yet read by a full command, any error opening
+the database. Settings are the one thing this path cannot check without pydantic, so it trusts only what a full
+command recorded after loading them (`remember`: name, prefix, lease, journal durability), under a key of where the town
 is, town.toml's text, the GASTOWN_<SECTION>__<FIELD> variables and the gastown version and source that check
 them (`settings_key`). Any change there sends the next command the full way, which checks the settings and
 records them again.
@@ -19,13 +20,18 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gastown_mcp
 
+if TYPE_CHECKING:
+    from gastown_mcp.config import Settings
+    from gastown_mcp.town.glance import Glance
+
 STAMP = "run/cli-settings.json"
 TOWN_FILE = "town.toml"  # config.TOWN_FILE (config loads pydantic)
-_FLAGS = {"bead ready": {"--limit", "-n", "--town", "--json"}, "status": {"--town", "--json"}}
+_FLAGS = {"bead ready": {"--limit", "-n", "--as", "--town", "--json"}, "status": {"--as", "--town", "--json"}}
+OPERATOR = "operator"  # guard.OPERATOR: `--as operator` is the operator
 
 
 def run(argv: list[str]) -> bool:
@@ -49,15 +55,19 @@ def run(argv: list[str]) -> bool:
     from gastown_mcp.town.glance import Glance
 
     try:
-        glance = Glance(settings["name"], settings["prefix"], Path(settings["db"]), Path(settings["journal"]))
+        glance = Glance(
+            settings["name"], settings["prefix"], settings["db"], settings["journal"], durable=settings["durable"]
+        )
     except Exception:
         return False  # the command reports it, the same way as always
     try:
-        data: Any = glance.ready(limit) if command == "bead ready" else glance.status()
+        data = read(glance, command, limit, options.get("--as", OPERATOR), settings["lease_seconds"])
     except Exception:
         return False
     finally:
         glance.close()
+    if data is None:
+        return False
     from gastown_mcp.cli import plain
 
     if "--json" in options:
@@ -67,6 +77,22 @@ def run(argv: list[str]) -> bool:
     else:
         plain.write(plain.status_text(data, plain.Out.of(sys.stdout)))
     return True
+
+
+def read(glance: Glance, command: str, limit: int, name: str, lease_seconds: float) -> Any:
+    """What the command prints as JSON, read as the operator or as agent `name`; None (having changed nothing)
+    when `Town` would refuse the agent or the call, which the command then reports."""
+    if name == OPERATOR:
+        return glance.ready(limit) if command == "bead ready" else glance.status()
+    from gastown_mcp.town import roles
+
+    role = glance.caller(name)
+    if role is None or not roles.can(role, "bead.read" if command == "bead ready" else "town.status"):
+        return None
+    glance.renew(name, lease_seconds)
+    if command == "bead ready":
+        return glance.ready(limit)
+    return glance.status(budgets=roles.can(role, "town.budget"), usage=roles.can(role, "town.usage"))
 
 
 def parse(args: list[str], known: set[str]) -> dict[str, str] | None:
@@ -123,8 +149,8 @@ def settings_key(town: Path) -> dict[str, str]:
     }
 
 
-def recalled(town: Path | None) -> dict[str, str] | None:
-    """The town's name, prefix, database and journal as a full command recorded them, if still current."""
+def recalled(town: Path | None) -> dict[str, Any] | None:
+    """The settings a full command recorded for the town (`remember`), if still current."""
     found = town_dir(town)
     if found is None:
         return None
@@ -136,17 +162,25 @@ def recalled(town: Path | None) -> dict[str, str] | None:
     if not isinstance(stamp, dict) or stamp.get("key") != current:
         return None
     settings = stamp.get("settings")
-    fields = ("name", "prefix", "db", "journal")
-    if not isinstance(settings, dict) or not all(isinstance(settings.get(f), str) for f in fields):
+    kinds = {"name": str, "prefix": str, "db": str, "journal": str, "lease_seconds": float, "durable": bool}
+    if not isinstance(settings, dict) or any(type(settings.get(f)) is not kind for f, kind in kinds.items()):
         return None
-    return {f: settings[f] for f in fields}
+    return {**settings, "db": Path(settings["db"]), "journal": Path(settings["journal"])}
 
 
-def remember(town: Path, key: dict[str, str], name: str, prefix: str, db: Path, journal: Path) -> None:
-    """Record the settings a full command loaded under `key` (taken before loading), for the quick path; a
-    town directory that cannot be written just keeps the full path."""
+def remember(town: Path, key: dict[str, str], settings: Settings) -> None:
+    """Record what the quick path needs of the settings a full command loaded, under `key` (taken before
+    loading); a town directory that cannot be written just keeps the full path."""
     path = town / STAMP
-    record = {"key": key, "settings": {"name": name, "prefix": prefix, "db": str(db), "journal": str(journal)}}
+    needed = {
+        "name": settings.town.name,
+        "prefix": settings.town.prefix,
+        "db": str(settings.db_path),
+        "journal": str(settings.journal_path),
+        "lease_seconds": float(settings.lease.seconds),
+        "durable": settings.dogs.durable,
+    }
+    record = {"key": key, "settings": needed}
     try:
         if path.is_file() and json.loads(path.read_text()) == record:
             return

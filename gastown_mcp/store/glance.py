@@ -1,5 +1,6 @@
-"""The reads behind `bead ready` and `town status`, on a bare connection and the standard library alone: the
-full store (`BeadRepo.ready`, `Town.status`) and the CLI's quick read path (`town/glance.py`) share them."""
+"""The reads behind `bead ready` and `town status` (and the agent lookup and lease renewal of a call made as an
+agent), with the standard library alone: the full store (`BeadRepo.ready`, `AgentRepo.find` and `touch`,
+`Town.status`) and the CLI's quick path (`town/glance.py`) share them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import sqlite3
 from typing import Any
 
+from gastown_mcp.clock import now_iso
 from gastown_mcp.store import counts as maintained
 from gastown_mcp.store.db import Database
 
@@ -45,6 +47,23 @@ def ready_rows(
     )
     merged = sorted([*fresh, *stale], key=lambda r: (r["priority"], r["created_at"], r["id"]))
     return merged[:limit]
+
+
+def agent_row(db: Database, name: str) -> sqlite3.Row | None:
+    """An agent's row by name: the hot table first, then the archive of agents that exited long ago."""
+    return db.query_one("SELECT * FROM agents WHERE name=?", (name,)) or db.query_one(
+        "SELECT * FROM agents_archive WHERE name=?", (name,)
+    )
+
+
+def touch(db: Database, name: str, lease_seconds: float) -> None:
+    """The agent is alive: record when, and renew the leases on every bead it holds (not audited)."""
+    with db.write() as tx:
+        tx.execute("UPDATE agents SET last_seen=? WHERE name=?", (tx.now, name))
+        tx.execute(
+            "UPDATE beads SET lease_expires_at=? WHERE assignee=? AND status='in_progress'",
+            (now_iso(tx.at + lease_seconds), name),
+        )
 
 
 def status_counts(db: Database) -> dict[str, Any]:

@@ -1,11 +1,12 @@
-"""The narrow read-only door for the CLI's quickest reads: `bead ready` and `status` as the operator, on the
-standard library alone (no pydantic), as plain JSON-ready dicts equal to the full API's models dumped as JSON.
+"""The narrow door for the CLI's quickest reads: `bead ready` and `status`, on the standard library alone (no
+pydantic), as plain JSON-ready dicts equal to the full API's models dumped as JSON.
 
 It opens the database exactly as `Town` does (`Database` with `must_exist` and `check`: migrations, journal
 roll-forward, quick check) and reads through the same store queries (`store/glance.py`, `UsageRepo`). The
 shaping of budgets, usage and model errors lives here and `town/budgets.py` builds its models from it, so the
-two paths cannot drift. The operator has overseer rights and no agent row, so no permission check or lease
-renewal applies; acting as an agent (`--as`) goes through `Town`.
+two paths cannot drift. The operator has overseer rights and no agent row. A call made as an agent is what
+`Town` makes of it: the agent looked up (`caller`), its role checked in the roles table, and its leases renewed
+before the read (`renew`), the one write here.
 """
 
 from __future__ import annotations
@@ -28,28 +29,39 @@ LIMIT_MAX = 500  # what `guard.limit` allows
 class Glance:
     """One town's database, opened for reading as the operator."""
 
-    def __init__(self, name: str, prefix: str, db_path: Path, journal_path: Path) -> None:
+    def __init__(self, name: str, prefix: str, db_path: Path, journal_path: Path, *, durable: bool = True) -> None:
         self.name, self.prefix = name, prefix
-        self.db = Database(db_path, journal_path, must_exist=True, check=True)
+        self.db = Database(db_path, journal_path, fsync=durable, must_exist=True, check=True)
         self.usage = UsageRepo(self.db)
 
     def close(self) -> None:
         self.db.close()
 
+    def caller(self, name: str) -> str | None:
+        """The role of agent `name`, or None when `Town.agent(name)` would refuse it (unknown or removed)."""
+        row = reads.agent_row(self.db, name)
+        return None if row is None or row["state"] == "removed" else str(row["role"])
+
+    def renew(self, name: str, lease_seconds: float) -> None:
+        """What any call by an agent does first (`TownBase._touch`): renew its leases and last_seen."""
+        reads.touch(self.db, name, lease_seconds)
+
     def ready(self, limit: int) -> list[dict[str, Any]]:
         """`Town.bead_ready(operator(), limit)` dumped as JSON (`limit` already checked: 1-500)."""
         return [summary(r) for r in reads.ready_rows(self.db, limit=limit, now=now_iso())]
 
-    def status(self) -> dict[str, Any]:
-        """What `gastown status --json` prints for the operator: the town status, budgets, usage, model errors."""
+    def status(self, *, budgets: bool = True, usage: bool = True) -> dict[str, Any]:
+        """What `gastown status --json` prints: the town status, and the budgets, usage and model errors when
+        the caller may read them (`town.budget`, `town.usage`; the operator may)."""
         out: dict[str, Any] = {"town": self.name, "prefix": self.prefix, **reads.status_counts(self.db)}
-        out["budgets"] = [self._budget(r) for r in self.usage.list_budgets()]
-        out["usage"] = [
-            usage_fields(r, [self._budget(b) for b in self.usage.budgets(self.db.conn, keys_for(r["agent"], r["rig"]))])
-            for r in self.usage.totals_by_agent()
-        ]
-        out["model_errors"] = [failing_fields(r) for r in self.usage.failing()]
+        out["budgets"] = [self._budget(r) for r in self.usage.list_budgets()] if budgets else []
+        out["usage"] = [self._usage(r) for r in self.usage.totals_by_agent()] if usage else []
+        out["model_errors"] = [failing_fields(r) for r in self.usage.failing()] if usage else []
         return out
+
+    def _usage(self, row: sqlite3.Row) -> dict[str, Any]:
+        applying = self.usage.budgets(self.db.conn, keys_for(row["agent"], row["rig"]))
+        return usage_fields(row, [self._budget(b) for b in applying])
 
     def _budget(self, row: sqlite3.Row) -> dict[str, Any]:
         return budget_fields(row, self.usage.reserved_so_far(self.db.conn, row["scope"], row["name"]))
