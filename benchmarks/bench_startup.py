@@ -2,8 +2,9 @@
 
 Times, round after round in turn: `python -c pass` (the reference), `gastown bead ready`, `gastown status` (both
 against a real town made here, with beads and agents in it; as the operator both take the quick path,
-gastown_mcp/cli/quick.py, which the run checks), `gastown bead ready --as polecat-0` (acting as an agent: the
-typer command and the full town) and `gastown serve --as mayor` from its spawn to
+gastown_mcp/cli/quick.py, which the run checks), `gastown bead ready --as polecat-0` (as an agent: the quick
+path with its lease renewal, a write), the same `bead ready` through the typer command and the full town (what
+it took before the quick path) and `gastown serve --as mayor` from its spawn to
 its answer to `initialize` over stdio, through the real `mcp` client (the JSON-RPC handshake): with the answer
 an earlier start cached (the front answers before the SDK loads), to its answer to the `tools/list` after it
 (the server proper is up), and with no cached answer (a town's first start). Wall time is spawn to exit (to the
@@ -62,6 +63,9 @@ def ready(limit: int = typer.Option(20, "--limit"), town: str = typer.Option("."
 app()
 """
 
+
+# The typer command itself (what `gastown bead ready` ran before the quick path, and still runs for other forms).
+TYPER_APP = "import sys\nfrom gastown_mcp.cli import build_app\nbuild_app()(args=sys.argv[1:], prog_name='gastown')"
 
 SERVE_ROWS = (
     "serve --as mayor: initialize",
@@ -147,8 +151,11 @@ def main() -> None:
             "python -c pass": lambda: run_process([sys.executable, "-c", "pass"], town_dir),
             "gastown bead ready": lambda: run_process([GASTOWN, "bead", "ready", *env_town], town_dir),
             "gastown status": lambda: run_process([GASTOWN, "status", *env_town], town_dir),
-            "gastown bead ready --as (typer)": lambda: run_process(
+            "gastown bead ready --as": lambda: run_process(
                 [GASTOWN, "bead", "ready", "--as", "polecat-0", *env_town], town_dir
+            ),
+            "bead ready, typer command": lambda: run_process(
+                [sys.executable, "-c", TYPER_APP, "bead", "ready", *env_town], town_dir
             ),
             "floor: typer command + rich": lambda: run_process(
                 [sys.executable, "-c", TYPER_FLOOR, "ready", *env_town], town_dir

@@ -19,9 +19,9 @@ import pytest
 from gastown_mcp.assemble import open_town
 from gastown_mcp.cli import quick
 from gastown_mcp.config import load_settings
-from gastown_mcp.models import ALIVE_STATES
+from gastown_mcp.models import ALIVE_STATES, Role
 from gastown_mcp.store import glance as store_glance
-from gastown_mcp.town import operator
+from gastown_mcp.town import operator, roles
 from gastown_mcp.town.budgets import Estimate, Usage
 
 GASTOWN = str(Path(sys.executable).with_name("gastown"))
@@ -257,6 +257,11 @@ def test_the_options_parse_as_click_parses_them() -> None:
     assert quick.parse(["--limit", "3", "-n", "4"], known) is None  # given twice
     assert quick.parse(["--town", "--json"], known) is None  # an option where a value belongs
     assert quick.parse(["--", "x"], known) is None
+
+
+def test_the_roles_table_names_every_role_by_its_value() -> None:
+    assert set(roles.ACTIONS) == {r.value for r in Role}
+    assert all(roles.can(r, "bead.read") == roles.can(r.value, "bead.read") for r in Role)
 
 
 def test_the_quick_reads_know_the_same_alive_states_as_the_models() -> None:
