@@ -19,9 +19,10 @@ import pytest
 from gastown_mcp.assemble import open_town
 from gastown_mcp.cli import quick
 from gastown_mcp.config import load_settings
+from gastown_mcp.errors import InvalidInput
 from gastown_mcp.models import ALIVE_STATES, Role
 from gastown_mcp.store import glance as store_glance
-from gastown_mcp.town import operator, roles
+from gastown_mcp.town import guard, operator, roles
 from gastown_mcp.town.budgets import Estimate, Usage
 
 GASTOWN = str(Path(sys.executable).with_name("gastown"))
@@ -257,6 +258,13 @@ def test_the_options_parse_as_click_parses_them() -> None:
     assert quick.parse(["--limit", "3", "-n", "4"], known) is None  # given twice
     assert quick.parse(["--town", "--json"], known) is None  # an option where a value belongs
     assert quick.parse(["--", "x"], known) is None
+
+
+def test_the_quick_path_allows_the_limits_the_guard_allows() -> None:
+    assert guard.limit(quick.LIMIT_MAX) == quick.LIMIT_MAX
+    with pytest.raises(InvalidInput):
+        guard.limit(quick.LIMIT_MAX + 1)
+    assert guard.OPERATOR == quick.OPERATOR
 
 
 def test_the_roles_table_names_every_role_by_its_value() -> None:

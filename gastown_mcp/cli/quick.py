@@ -32,6 +32,7 @@ STAMP = "run/cli-settings.json"
 TOWN_FILE = "town.toml"  # config.TOWN_FILE (config loads pydantic)
 _FLAGS = {"bead ready": {"--limit", "-n", "--as", "--town", "--json"}, "status": {"--as", "--town", "--json"}}
 OPERATOR = "operator"  # guard.OPERATOR: `--as operator` is the operator
+LIMIT_MAX = 500  # what `guard.limit` allows (a test keeps them equal)
 
 
 def run(argv: list[str]) -> bool:
@@ -45,7 +46,7 @@ def run(argv: list[str]) -> bool:
     limit = 20
     if "--limit" in options:
         value = options["--limit"]
-        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 500:
+        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= LIMIT_MAX:
             return False  # the command says what is wrong with it
         limit = int(value)
     town = options.get("--town") or os.environ.get("GASTOWN_TOWN") or None

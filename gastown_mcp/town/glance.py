@@ -23,11 +23,9 @@ from gastown_mcp.store.usage import TOWN, UsageRepo
 
 __all__ = ["Glance", "budget_fields", "failing_fields", "spend_fields", "usage_fields"]
 
-LIMIT_MAX = 500  # what `guard.limit` allows
-
 
 class Glance:
-    """One town's database, opened for reading as the operator."""
+    """One town's database, opened for the quick path's reads (and an agent's lease renewal)."""
 
     def __init__(self, name: str, prefix: str, db_path: Path, journal_path: Path, *, durable: bool = True) -> None:
         self.name, self.prefix = name, prefix
