@@ -1,7 +1,10 @@
 """Start-up time of the `gastown` command against `python -c pass`, in one run, as whole processes.
 
 Times, round after round in turn: `python -c pass` (the reference), `gastown bead ready`, `gastown status` (both
-against a real town made here, with beads and agents in it) and `gastown serve --as mayor` from its spawn to
+against a real town made here, with beads and agents in it; as the operator both take the quick path,
+gastown_mcp/cli/quick.py, which the run checks), `gastown bead ready --as polecat-0` (as an agent: the quick
+path with its lease renewal, a write), the same `bead ready` through the typer command and the full town (what
+it took before the quick path) and `gastown serve --as mayor` from its spawn to
 its answer to `initialize` over stdio, through the real `mcp` client (the JSON-RPC handshake): with the answer
 an earlier start cached (the front answers before the SDK loads), to its answer to the `tools/list` after it
 (the server proper is up), and with no cached answer (a town's first start). Wall time is spawn to exit (to the
@@ -61,6 +64,9 @@ app()
 """
 
 
+# The typer command itself (what `gastown bead ready` ran before the quick path, and still runs for other forms).
+TYPER_APP = "import sys\nfrom gastown_mcp.cli import build_app\nbuild_app()(args=sys.argv[1:], prog_name='gastown')"
+
 SERVE_ROWS = (
     "serve --as mayor: initialize",
     "serve --as mayor: tools/list",
@@ -117,6 +123,13 @@ async def serve_initialize(town_dir: Path, cached: bool = True) -> tuple[float, 
     return answered, listed
 
 
+def quick_taken(town_dir: Path) -> bool:
+    """`quick.run` takes `bead ready` in this town (it gives way, printing nothing, when it cannot)."""
+    code = "import sys\nfrom gastown_mcp.cli import quick\nsys.exit(0 if quick.run(sys.argv[1:]) else 1)"
+    argv = [sys.executable, "-c", code, "bead", "ready", "--town", str(town_dir)]
+    return subprocess.run(argv, capture_output=True).returncode == 0
+
+
 def summary(values: list[float], scale: float = 1.0, digits: int = 1) -> dict[str, float]:
     return {
         "median": round(statistics.median(values) * scale, digits),
@@ -138,6 +151,12 @@ def main() -> None:
             "python -c pass": lambda: run_process([sys.executable, "-c", "pass"], town_dir),
             "gastown bead ready": lambda: run_process([GASTOWN, "bead", "ready", *env_town], town_dir),
             "gastown status": lambda: run_process([GASTOWN, "status", *env_town], town_dir),
+            "gastown bead ready --as": lambda: run_process(
+                [GASTOWN, "bead", "ready", "--as", "polecat-0", *env_town], town_dir
+            ),
+            "bead ready, typer command": lambda: run_process(
+                [sys.executable, "-c", TYPER_APP, "bead", "ready", *env_town], town_dir
+            ),
             "floor: typer command + rich": lambda: run_process(
                 [sys.executable, "-c", TYPER_FLOOR, "ready", *env_town], town_dir
             ),
@@ -151,6 +170,8 @@ def main() -> None:
         cpu: dict[str, list[float]] = {name: [] for name in commands}
         for once in commands.values():  # warm the page cache once
             once()
+        if not quick_taken(town_dir):
+            raise SystemExit("`gastown bead ready` did not take the quick path: the figures would not be its own")
         anyio.run(serve_initialize, town_dir)
         for _ in range(args.rounds):
             for name, once in commands.items():

@@ -13,7 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from gastown_mcp.models import Agent, Bead, BeadSummary, Event, Message, TownStatus
+from gastown_mcp.models import Agent, Bead, Event, Message
 
 STATUS_STYLE = {
     "open": "cyan",
@@ -39,20 +39,6 @@ def _status(value: str) -> Text:
 def _time(at: str | None) -> str:
     """ISO timestamps trimmed to the second: `2026-01-02 03:04:05`."""
     return at[:19].replace("T", " ") if at else ""
-
-
-def bead_table(beads: Sequence[BeadSummary], title: str | None = None) -> RenderableType:
-    if not beads:
-        return Text("no beads", style="dim")
-    table = Table(title=title, show_edge=False, header_style="bold")
-    table.add_column("id", no_wrap=True)
-    table.add_column("p", justify="right")
-    table.add_column("status", no_wrap=True)
-    table.add_column("assignee", no_wrap=True)
-    table.add_column("title")
-    for b in beads:
-        table.add_row(b.id, str(b.priority), _status(b.status.value), b.assignee or "", b.title)
-    return table
 
 
 def bead_detail(bead: Bead) -> RenderableType:
@@ -104,24 +90,6 @@ def agent_table(agents: Sequence[Agent]) -> RenderableType:
     for a in agents:
         table.add_row(a.name, a.role.value, a.rig or "", a.state.value, _time(a.last_seen))
     return table
-
-
-def status_tables(status: TownStatus) -> RenderableType:
-    beads = Table(title="beads", show_edge=False, header_style="bold")
-    beads.add_column("status")
-    beads.add_column("count", justify="right")
-    for name, n in sorted(status.beads_by_status.items()):
-        beads.add_row(_status(name), str(n))
-    beads.add_row(Text("ready", style="bold"), str(status.ready))
-    agents = Table(title="agents", show_edge=False, header_style="bold")
-    agents.add_column("role")
-    agents.add_column("count", justify="right")
-    for name, n in sorted(status.agents_by_role.items()):
-        agents.add_row(name, str(n))
-    agents.add_row(Text("active", style="bold"), str(status.agents_active))
-    agents.add_row(Text("pending nudges", style="bold"), str(status.pending_nudges))
-    heading = Text.assemble(("town ", "dim"), (status.town, "bold"), (f"  prefix {status.prefix}", "dim"))
-    return Group(heading, Text(""), beads, Text(""), agents)
 
 
 def event_line(event: Event) -> Text:

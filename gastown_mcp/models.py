@@ -6,12 +6,12 @@ serialise them. Nothing here talks to a database or the network.
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from gastown_mcp.clock import now_iso as now_iso  # re-exported: every layer takes its clock from here
 
 TITLE_MAX = 500
 TEXT_MAX = 20_000
@@ -170,12 +170,6 @@ class Verb(StrEnum):
     @classmethod
     def of_message(cls, kind: MessageKind) -> Verb:
         return cls(f"{kind.value}.sent")
-
-
-def now_iso(at: float | None = None) -> str:
-    """UTC timestamps as fixed-width ISO strings, so text order is time order."""
-    dt = datetime.fromtimestamp(time.time() if at is None else at, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class MergeState(StrEnum):

@@ -74,19 +74,20 @@ def test_a_mistyped_command_gets_a_suggestion_from_the_whole_table() -> None:
     assert "No such command 'convy'. Did you mean 'convoy'?" in result.stderr
 
 
-def _loaded_by(argv: list[str], town: Path) -> tuple[str, set[str]]:
+def _loaded_by(argv: list[str], town: Path, code_ok: int = 0) -> tuple[str, set[str]]:
     """Run `gastown ARGV` in a fresh interpreter; its output and the top-level packages it imported."""
     code = (
         "import sys, contextlib\n"
         f"sys.argv = ['gastown', *{argv!r}]\n"
         "from gastown_mcp.cli import main\n"
+        "code = 0\n"
         "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
         "print('\\nLOADED', ' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n"
         "sys.exit(code)\n"
     )
     env = {**os.environ, "GASTOWN_TOWN": str(town), "COLUMNS": "200"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == code_ok, done.stderr
     output, _, loaded = done.stdout.rpartition("\nLOADED ")
     return output, set(loaded.split())
 
@@ -102,3 +103,20 @@ def test_read_commands_load_no_docker_http_model_or_server_library(tmp_path: Pat
     # the same check sees a heavy import when there is one
     _, loaded = _loaded_by(["route", "list"], town)
     assert "httpx2" in loaded or "httpx" in loaded
+
+
+def test_bead_ready_and_status_load_no_cli_framework_or_models(tmp_path: Path) -> None:
+    """The quick path (gastown_mcp/cli/quick.py): not even typer, click, rich or pydantic."""
+    town = tmp_path / "town"
+    subprocess.run([GASTOWN, "init", str(town)], check=True, capture_output=True)
+    subprocess.run([GASTOWN, "bead", "create", "Fix the flaky test", "--town", str(town)], check=True)
+    subprocess.run([GASTOWN, "agent", "add", "mayor", "--role", "mayor", "--town", str(town)], check=True)
+    framework = {"typer", "click", "rich", "pydantic", "pydantic_core", *HEAVY}
+    forms = (["bead", "ready"], ["bead", "ready", "-n", "5", "--json"], ["status"], ["status", "--json"])
+    for argv in (*forms, ["bead", "ready", "--as", "mayor"], ["status", "--as", "mayor"]):
+        output, loaded = _loaded_by(argv, town)
+        assert "Fix the flaky test" in output or "ready" in output, output
+        assert sorted(loaded & framework) == [], f"gastown {' '.join(argv)} imported them"
+    # what it does not take goes to the typer command, and the check sees that
+    _, loaded = _loaded_by(["bead", "ready", "--limit", "0"], town, code_ok=2)
+    assert {"typer", "pydantic"} <= loaded

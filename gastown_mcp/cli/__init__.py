@@ -7,7 +7,8 @@ SDK. Add a command by adding it in its module's `register()` and its name to `CO
 agree). Every `GastownError` becomes
 one line on stderr (`error: ...`) and the error's exit code, in `_Group.invoke` (in `root`) and nowhere else; a
 usage error (a bad option value, a missing argument) is one such line too, with exit code 2, in `_Group.main`.
-This package itself loads no typer: `serve --as NAME` over stdio answers `initialize` before it (`stdio_front`).
+This package itself loads no typer: `serve --as NAME` over stdio answers `initialize` before it (`stdio_front`),
+and `bead ready` and `status` print before it (`quick`).
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ def build_app() -> typer.Typer:
 
 
 def main() -> None:
+    from gastown_mcp.cli import quick
+
+    # `bead ready` and `status` as the operator print before typer, rich or pydantic load (see quick)
+    if quick.run(sys.argv[1:]):
+        return
     from gastown_mcp.cli import stdio_front
 
     # `serve --as NAME` answers `initialize` before typer or the MCP SDK load (see stdio_front)

@@ -20,7 +20,8 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from gastown_mcp import assemble
-from gastown_mcp.config import TOWN_FILE, load_settings
+from gastown_mcp.cli import quick
+from gastown_mcp.config import TOWN_FILE, Settings, load_settings
 from gastown_mcp.errors import InvalidInput, NotFound
 from gastown_mcp.models import Agent
 from gastown_mcp.town import Town, operator
@@ -53,14 +54,23 @@ def find_town_dir(town_dir: Path | None) -> Path:
 @contextmanager
 def open_town(town_dir: Path | None) -> Iterator[Town]:
     """Build settings and town for one command, and close the town afterwards."""
-    with closing(assemble.open_town(load_settings(find_town_dir(town_dir)))) as town:
+    with closing(assemble.open_town(checked_settings(find_town_dir(town_dir)))) as town:
         yield town
+
+
+def checked_settings(town_dir: Path) -> Settings:
+    """The town's settings, loaded (and so checked), and recorded for the quick read path (`quick`)."""
+    found = town_dir.expanduser().resolve()
+    key = quick.settings_key(found)  # taken before loading: a town.toml edited meanwhile is not recorded as checked
+    settings = load_settings(found)
+    quick.remember(found, key, settings)
+    return settings
 
 
 @contextmanager
 def attached_town(town_dir: Path | None) -> Iterator[Town]:
     """The town of a running `gastown up` in this directory, able to start and stop containers."""
-    with closing(assemble.attach_town(load_settings(find_town_dir(town_dir)))) as town:
+    with closing(assemble.attach_town(checked_settings(find_town_dir(town_dir)))) as town:
         yield town
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
 
 from gastown_mcp import console
-from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, emit, open_town, text_value
+from gastown_mcp.cli import plain
+from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, emit, open_town, print_json, text_value
+from gastown_mcp.models import BeadSummary
 
 app = typer.Typer(help="Create, find, claim and finish beads (units of work).", no_args_is_help=True)
 
@@ -69,7 +72,7 @@ def list_(
             limit=limit,
             offset=offset,
         )
-    emit(as_json, beads, lambda c: c.print(console.bead_table(beads)))
+    show_beads(as_json, beads)
 
 
 @app.command("ready")
@@ -77,7 +80,7 @@ def ready(limit: Limit = 20, as_: AsAgent = None, town_dir: TownDir = None, as_j
     """Beads ready to claim: open, unblocked, unclaimed; by priority then age."""
     with open_town(town_dir) as town:
         beads = town.bead_ready(actor(town, as_), limit=limit)
-    emit(as_json, beads, lambda c: c.print(console.bead_table(beads)))
+    show_beads(as_json, beads)
 
 
 @app.command("show")
@@ -194,6 +197,14 @@ def link(
     with open_town(town_dir) as town:
         dep = town.bead_link(actor(town, as_), bead_id, other, kind)
     emit(as_json, dep, lambda c: c.print(f"linked {dep.bead_id} → {dep.depends_on} ({dep.kind.value})"))
+
+
+def show_beads(as_json: bool, beads: list[BeadSummary]) -> None:
+    """Bead summaries as JSON, or as the table `plain` draws (what `gastown bead ready` prints either way)."""
+    if as_json:
+        print_json(beads)
+    else:
+        plain.write(plain.bead_table([b.model_dump(mode="json") for b in beads], plain.Out.of(sys.stdout)))
 
 
 def register(root: typer.Typer) -> None:

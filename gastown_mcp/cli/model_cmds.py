@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gastown_mcp.assemble import provider_env
+from gastown_mcp.cli import plain
 from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, emit, note, open_town, print_json
 from gastown_mcp.config import Upstream
 from gastown_mcp.errors import InvalidInput
@@ -102,8 +103,7 @@ def model_errors(town: Town) -> dict[str, ModelError]:
 def error_text(error: ModelError | None) -> str:
     if error is None:
         return ""
-    text = f"{error.failures}x {error.status}: {error.error}"
-    return text if len(text) <= 100 else text[:97] + "..."
+    return plain.error_text(error.failures, error.status, error.error)
 
 
 @route_app.command("list")

@@ -13,12 +13,22 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from gastown_mcp import assemble, console
-from gastown_mcp.cli._edge import AsAgent, Json, TownDir, actor, emit, note, open_town, print_json
-from gastown_mcp.config import TOWN_FILE, TownSection, default_town_toml, load_settings
+from gastown_mcp.cli import plain
+from gastown_mcp.cli._edge import (
+    AsAgent,
+    Json,
+    TownDir,
+    actor,
+    checked_settings,
+    emit,
+    jsonable,
+    note,
+    open_town,
+    print_json,
+)
+from gastown_mcp.config import TOWN_FILE, TownSection, default_town_toml
 from gastown_mcp.errors import Conflict, InvalidInput
 from gastown_mcp.models import Event
 from gastown_mcp.town import Town, roles
@@ -53,7 +63,7 @@ def init(
         ) from None
     town_dir.mkdir(parents=True, exist_ok=True)
     (town_dir / TOWN_FILE).write_text(default_town_toml(name, prefix))
-    settings = load_settings(town_dir)
+    settings = checked_settings(town_dir)
     assemble.open_town(settings, new=True).close()  # opening the town creates and migrates the database
     info = {"town_dir": str(town_dir), "name": name, "prefix": prefix, "db": str(settings.db_path)}
 
@@ -110,37 +120,11 @@ def status(as_: AsAgent = None, town_dir: TownDir = None, as_json: Json = False)
         usage = town.usage(who) if roles.can(who.role, "town.usage") else []
         failing = town.model_errors(who) if roles.can(who.role, "town.usage") else []
 
-    def render(c: Console) -> None:
-        if found.estop:
-            c.print(f"[red]EMERGENCY STOP[/] by {found.estop.get('by')}: {found.estop.get('reason')} (`gastown thaw`)")
-        c.print(console.status_tables(found))
-        if budgets:
-            table = Table("budget", "tokens spent / limit", "USD spent / limit", "exhausted", title="budgets")
-            for b in budgets:
-                table.add_row(
-                    f"{b.scope.value} {b.name}",
-                    f"{b.tokens_spent:,} / {_num(b.token_limit)}",
-                    f"${b.usd_spent:.4f} / {_num(b.usd_limit, '$')}",
-                    "yes" if b.exhausted else "",
-                )
-            c.print(table)
-        if usage:
-            spent = sum(u.cost_usd for u in usage)
-            tokens = sum(
-                u.input_tokens + u.output_tokens + u.cache_creation_tokens + u.cache_read_tokens for u in usage
-            )
-            c.print(f"model spend: {tokens:,} tokens, ${spent:.4f} over {len(usage)} agents (`gastown usage`)")
-        if failing:
-            from gastown_mcp.cli.model_cmds import error_text as model_error_text
-        for f in failing:
-            c.print(f"[red]model calls failing[/] {f.agent}: {escape(model_error_text(f))}", highlight=False)
-
     data = {**found.model_dump(mode="json"), "budgets": budgets, "usage": usage, "model_errors": failing}
-    emit(as_json, data, render)
-
-
-def _num(value: float | int | None, unit: str = "") -> str:
-    return "no limit" if value is None else f"{unit}{value:,}"
+    if as_json:
+        print_json(data)
+    else:
+        plain.write(plain.status_text(jsonable(data), plain.Out.of(sys.stdout)))
 
 
 def _history(

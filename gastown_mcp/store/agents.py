@@ -14,8 +14,8 @@ from typing import Any
 from gastown_mcp.errors import Conflict, NotFound
 from gastown_mcp.models import ALIVE_STATES, Agent, AgentState, Role, Verb
 from gastown_mcp.store import counts as maintained
-from gastown_mcp.store import rows
-from gastown_mcp.store.db import Database, Tx, now_iso
+from gastown_mcp.store import glance, rows
+from gastown_mcp.store.db import Database, Tx
 
 TOKEN_PREFIX = "gt_"
 KEY_PREFIX = "gtk_"
@@ -91,9 +91,7 @@ class AgentRepo:
 
     def find(self, name: str) -> Agent | None:
         """The agent by name: the hot table first, then the archive of agents that exited long ago."""
-        row = self.db.query_one("SELECT * FROM agents WHERE name=?", (name,)) or self.db.query_one(
-            "SELECT * FROM agents_archive WHERE name=?", (name,)
-        )
+        row = glance.agent_row(self.db, name)
         return rows.agent(row) if row else None
 
     def taken(self, name: str) -> bool:
@@ -224,9 +222,4 @@ class AgentRepo:
 
     def touch(self, name: str, lease_seconds: float) -> None:
         """The agent is alive: record when, and renew the leases on every bead it holds (not audited)."""
-        with self.db.write() as tx:
-            tx.execute("UPDATE agents SET last_seen=? WHERE name=?", (tx.now, name))
-            tx.execute(
-                "UPDATE beads SET lease_expires_at=? WHERE assignee=? AND status='in_progress'",
-                (now_iso(tx.at + lease_seconds), name),
-            )
+        glance.touch(self.db, name, lease_seconds)

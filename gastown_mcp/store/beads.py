@@ -25,11 +25,11 @@ from gastown_mcp.models import (
     Verb,
 )
 from gastown_mcp.store import counts as maintained
-from gastown_mcp.store import rows
+from gastown_mcp.store import glance, rows
 from gastown_mcp.store.db import Database, Tx, now_iso
 from gastown_mcp.store.ids import hash_length, random_hash
 
-SUMMARY_COLS = "id, title, status, priority, assignee"
+SUMMARY_COLS = glance.SUMMARY_COLS
 CLOSED = tuple(s.value for s in CLOSED_STATUSES)
 # A blocker holds its dependents while it is open, or done with its commit not yet on main.
 BLOCKING = f"(b.status NOT IN {CLOSED} OR b.merge_pending = 1)"
@@ -156,30 +156,8 @@ class BeadRepo:
 
         `label` keeps only beads with that label; `unlabelled` (a prefix such as "rig:") only beads with no
         label starting with it."""
-        now = now or now_iso()
-        where, params = "", list[Any]()
-        if label is not None:
-            where += " AND id IN (SELECT bead_id FROM labels WHERE label=?)"
-            params.append(label)
-        if unlabelled is not None:
-            where += " AND id NOT IN (SELECT bead_id FROM labels WHERE substr(label, 1, ?)=?)"
-            params += [len(unlabelled), unlabelled]
-        fresh = self.db.query(
-            f"""SELECT {SUMMARY_COLS}, created_at FROM beads INDEXED BY beads_ready
-                WHERE status='open' AND open_blockers=0 AND assignee IS NULL{where}
-                ORDER BY priority, created_at, id LIMIT ?""",
-            (*params, limit),
-        )
-        if where:
-            return [rows.summary(r) for r in fresh]  # dispatch takes only never-claimed work
-        stale = self.db.query(
-            f"""SELECT {SUMMARY_COLS}, created_at FROM beads INDEXED BY beads_leases
-                WHERE status='in_progress' AND lease_expires_at < ?
-                ORDER BY priority, created_at, id LIMIT ?""",
-            (now, limit),
-        )
-        merged = sorted([*fresh, *stale], key=lambda r: (r["priority"], r["created_at"], r["id"]))
-        return [rows.summary(r) for r in merged[:limit]]
+        found = glance.ready_rows(self.db, limit=limit, now=now or now_iso(), label=label, unlabelled=unlabelled)
+        return [rows.summary(r) for r in found]
 
     def created_since(self, agent: str, since: str) -> int:
         """How many beads `agent` created at or after `since` (an ISO time): its rate of side work."""

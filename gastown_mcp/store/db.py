@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gastown_mcp.clock import now_iso
 from gastown_mcp.errors import StoreError
-from gastown_mcp.models import now_iso
 from gastown_mcp.store import journal as jr
 from gastown_mcp.store.counts import recount
 

@@ -5,26 +5,23 @@ plans (convoys and acceptance checks), goals (goals and the overseer's directive
 routes, dogs, feed, the operator's overview (board, needs-you, spend), and workspaces (repositories over git
 smart HTTP). Each method takes the acting `Agent` first, checks it in the guard (permissions and input, beside
 the roles table), and calls the store or the fleet, which nothing outside this package holds. Any call by an
-agent renews its leases.
+agent renews its leases. `glance` is the narrow read-only door for the quickest CLI reads (no pydantic).
+
+The names below load when first used (`from gastown_mcp.town import Town`), not when the package is imported,
+so `gastown_mcp.town.glance` stays light.
 """
 
 from __future__ import annotations
 
-from gastown_mcp.config import Settings
-from gastown_mcp.store import Credentials, Store
-from gastown_mcp.town.agents import Heartbeat
-from gastown_mcp.town.base import OPERATOR, Caller, operator, system_agent
-from gastown_mcp.town.beads import BeadsAPI
-from gastown_mcp.town.budgets import BudgetsAPI
-from gastown_mcp.town.dogs import DogsAPI
-from gastown_mcp.town.feed import FeedAPI
-from gastown_mcp.town.fleet import Fleet, FleetConfig, role_limits
-from gastown_mcp.town.goals import GoalsAPI
-from gastown_mcp.town.mayor import MayorAPI
-from gastown_mcp.town.overview import OverviewAPI
-from gastown_mcp.town.plans import PlansAPI
-from gastown_mcp.town.routes import RoutesAPI
-from gastown_mcp.town.workspaces import WorkspacesAPI
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gastown_mcp.store import Credentials
+    from gastown_mcp.town.agents import Heartbeat
+    from gastown_mcp.town.base import OPERATOR, Caller, operator, system_agent
+    from gastown_mcp.town.core import Town
+    from gastown_mcp.town.fleet import Fleet, FleetConfig, role_limits
 
 __all__ = [
     "OPERATOR",
@@ -39,11 +36,24 @@ __all__ = [
     "system_agent",
 ]
 
+_HOMES = {
+    "OPERATOR": "gastown_mcp.town.base",
+    "Caller": "gastown_mcp.town.base",
+    "operator": "gastown_mcp.town.base",
+    "system_agent": "gastown_mcp.town.base",
+    "Credentials": "gastown_mcp.store",
+    "Heartbeat": "gastown_mcp.town.agents",
+    "Town": "gastown_mcp.town.core",
+    "Fleet": "gastown_mcp.town.fleet",
+    "FleetConfig": "gastown_mcp.town.fleet",
+    "role_limits": "gastown_mcp.town.fleet",
+}
 
-class Town(OverviewAPI, GoalsAPI, MayorAPI, BeadsAPI, PlansAPI, BudgetsAPI, RoutesAPI, DogsAPI, FeedAPI, WorkspacesAPI):
-    """A town over its store, optionally with a fleet (a container runtime and where agents find the town)."""
 
-    def __init__(self, store: Store, settings: Settings, fleet: Fleet | None = None) -> None:
-        super().__init__(store, settings)
-        self._fleet = fleet
-        self._init_budgets()
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from gastown_mcp.errors import NotFound, Unauthorized
 from gastown_mcp.models import Agent, AgentState, BeadSummary, Role, TownStatus
-from gastown_mcp.store import Credentials
+from gastown_mcp.store import Credentials, glance
 from gastown_mcp.town import guard
 from gastown_mcp.town.base import OPERATOR, Caller, TownBase, operator
 
@@ -115,19 +115,5 @@ class AgentsAPI(TownBase):
 
     def status(self, actor: Agent) -> TownStatus:
         self._require(actor, "town.status", "see the town status")
-        agents = self._store.agents.all()
-        by_role: dict[str, int] = {}
-        for a in agents:
-            by_role[a.role.value] = by_role.get(a.role.value, 0) + 1
-        return TownStatus(
-            town=self.settings.town.name,
-            prefix=self.settings.town.prefix,
-            beads_by_status=self._store.beads.counts(),
-            ready=self._store.beads.ready_count(),
-            agents_by_role=by_role,
-            agents_active=sum(1 for a in agents if a.state.alive),
-            pending_nudges=self._store.messages.pending_count(),
-            awaiting_merge=self._store.beads.awaiting_merge_count(),
-            merges_by_state=self._store.merges.counts(),
-            estop=self._store.health.get("estop"),
-        )
+        counts = glance.status_counts(self._store.db)  # the CLI's quick `status` reads the same (town/glance.py)
+        return TownStatus(town=self.settings.town.name, prefix=self.settings.town.prefix, **counts)

@@ -27,10 +27,12 @@ from gastown_mcp.errors import BudgetBusy, BudgetExceeded, InvalidInput
 from gastown_mcp.models import Agent, StrictModel, Verb, now_iso
 from gastown_mcp.store.db import Database, Tx, WriteLockTaken
 from gastown_mcp.store.usage import TOWN, BudgetKey, UsageRepo, UsageRow
+from gastown_mcp.town import glance
 from gastown_mcp.town.agents import AgentsAPI
+from gastown_mcp.town.glance import budget_fields, failing_fields, spend_fields, usage_fields
 from gastown_mcp.town.routes import Route, Routes
 
-__all__ = ["Price", "Route", "Routes", "UsageRow", "WriteLockTaken"]
+__all__ = ["Price", "Route", "Routes", "UsageRow", "WriteLockTaken", "spend_fields"]
 
 GATEWAY_ACTOR = "gateway"
 
@@ -143,21 +145,6 @@ class BudgetStatus(_Model):
     reserved_usd: float = 0.0
 
 
-def spend_fields(row: sqlite3.Row) -> dict[str, Any]:
-    """The spend totals of a grouped usage row (requests, refused, tokens by kind, USD, last request), with
-    SUM()'s NULLs as zeros: what `AgentUsage` and `UsageLine` share."""
-    return {
-        "requests": row["requests"],
-        "refused": row["refused"] or 0,
-        "input_tokens": row["input_tokens"] or 0,
-        "output_tokens": row["output_tokens"] or 0,
-        "cache_creation_tokens": row["cache_creation_tokens"] or 0,
-        "cache_read_tokens": row["cache_read_tokens"] or 0,
-        "cost_usd": round(row["cost_usd"] or 0.0, 9),
-        "last_at": row["last_at"],
-    }
-
-
 class AgentUsage(_Model):
     agent: str
     rig: str | None
@@ -188,33 +175,11 @@ class ModelError(_Model):
 
 
 def keys_for(agent: str, rig: str | None) -> list[BudgetKey]:
-    keys: list[BudgetKey] = [(Scope.agent.value, agent)]
-    if rig:
-        keys.append((Scope.rig.value, rig))
-    keys.append((Scope.town.value, TOWN))
-    return keys
+    return glance.keys_for(agent, rig)
 
 
 def _status(row: sqlite3.Row, reserved: tuple[int, float] = (0, 0.0)) -> BudgetStatus:
-    tl, ul = row["token_limit"], row["usd_limit"]
-    trem = None if tl is None else max(tl - row["tokens_spent"], 0)
-    urem = None if ul is None else max(ul - row["usd_spent"], 0.0)
-    return BudgetStatus(
-        scope=row["scope"],
-        name=row["name"],
-        token_limit=tl,
-        usd_limit=ul,
-        tokens_spent=row["tokens_spent"],
-        usd_spent=round(row["usd_spent"], 9),
-        tokens_remaining=trem,
-        usd_remaining=None if urem is None else round(urem, 9),
-        exhausted=(trem is not None and trem <= 0) or (urem is not None and urem <= 0),
-        exhausted_at=row["exhausted_at"],
-        updated_at=row["updated_at"],
-        updated_by=row["updated_by"],
-        reserved_tokens=reserved[0],
-        reserved_usd=round(reserved[1], 9),
-    )
+    return BudgetStatus(**budget_fields(row, reserved))
 
 
 class Budgets:
@@ -274,38 +239,14 @@ class Budgets:
 
     def usage(self, agent: str | None = None) -> list[AgentUsage]:
         """Per agent: requests, tokens by kind, USD, and the least remaining over its budgets."""
-        out = []
-        for r in self.repo.totals_by_agent(agent):
-            applying = self.applying_to(r["agent"], r["rig"])
-            trems = [b.tokens_remaining for b in applying if b.tokens_remaining is not None]
-            urems = [b.usd_remaining for b in applying if b.usd_remaining is not None]
-            out.append(
-                AgentUsage(
-                    agent=r["agent"],
-                    rig=r["rig"],
-                    **spend_fields(r),
-                    tokens_remaining=min(trems) if trems else None,
-                    usd_remaining=min(urems) if urems else None,
-                    upstreams=sorted(set(r["upstreams"].split(","))) if r["upstreams"] else [],
-                )
-            )
-        return out
+        return [
+            AgentUsage(**usage_fields(r, [b.model_dump() for b in self.applying_to(r["agent"], r["rig"])]))
+            for r in self.repo.totals_by_agent(agent)
+        ]
 
     def failing(self, agent: str | None = None) -> list[ModelError]:
         """Agents whose latest model calls failed with no success since, with the latest error."""
-        return [
-            ModelError(
-                agent=r["agent"],
-                failures=r["failures"],
-                first_id=r["first_id"],
-                status=r["status"],
-                upstream=r["upstream"],
-                model=r["model"],
-                error=r["error"] or f"HTTP {r['status']}",
-                at=r["at"],
-            )
-            for r in self.repo.failing(agent)
-        ]
+        return [ModelError(**failing_fields(r)) for r in self.repo.failing(agent)]
 
     # -- gateway surface ---------------------------------------------------------------------------
     def reserve(

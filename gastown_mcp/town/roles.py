@@ -6,7 +6,10 @@ role is derived from this table, so a role never sees a tool it may not call.
 
 from __future__ import annotations
 
-from gastown_mcp.models import Role
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the table is keyed by the roles' values, so the CLI's quick path reads it without the models
+    from gastown_mcp.models import Role
 
 READ = {"bead.read"}
 POLECAT = READ | {
@@ -66,17 +69,17 @@ MAYOR = (
 OVERSEER = MAYOR | {"town.admin", "goal.manage", "directive.issue"}
 DOG = READ | {"town.status", "town.agents", "town.heartbeat", "town.inbox", "town.mail"}
 
-ACTIONS: dict[Role, frozenset[str]] = {
-    Role.overseer: frozenset(OVERSEER),
-    Role.mayor: frozenset(MAYOR),
+ACTIONS: dict[str, frozenset[str]] = {
+    "overseer": frozenset(OVERSEER),
+    "mayor": frozenset(MAYOR),
     # The refinery runs the merge queue; a bead it hands back goes to a fresh polecat (town.sling).
     # It also turns goals into checked plans of beads (plan.create).
-    Role.refinery: frozenset(PLANNER | MERGES | {"town.budget", "town.usage", "town.sling", "plan.create"}),
-    Role.deacon: frozenset(PLANNER | {"merge.read", "town.budget", "town.usage"}),
+    "refinery": frozenset(PLANNER | MERGES | {"town.budget", "town.usage", "town.sling", "plan.create"}),
+    "deacon": frozenset(PLANNER | {"merge.read", "town.budget", "town.usage"}),
     # town.sling: the witness respawns a polecat for a bead whose polecat died.
-    Role.witness: frozenset(WITNESS | {"town.stop", "town.sling", "town.budget", "town.usage"}),
-    Role.polecat: frozenset(POLECAT),
-    Role.dog: frozenset(DOG),
+    "witness": frozenset(WITNESS | {"town.stop", "town.sling", "town.budget", "town.usage"}),
+    "polecat": frozenset(POLECAT),
+    "dog": frozenset(DOG),
 }
 
 # Each MCP tool and the actions that let a role see it (any one suffices).
@@ -118,7 +121,7 @@ TOOL_ACTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-def can(role: Role, action: str) -> bool:
+def can(role: Role | str, action: str) -> bool:
     return action in ACTIONS[role]
 
 
@@ -141,4 +144,6 @@ def resources_for(role: Role) -> list[str]:
 
 def prompts_for(role: Role) -> list[str]:
     """A role reads the rules of its own role; the overseer (town.admin) reads every role's."""
+    from gastown_mcp.models import Role
+
     return [r.value for r in Role] if can(role, "town.admin") else [role.value]
