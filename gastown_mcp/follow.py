@@ -5,17 +5,21 @@ WAL frame by it: watching both means the wake-up after a commit is never missed.
 
 `WorktreeActivity` watches agents' worktrees the same way for the witness's idle check.
 
-`journal_changes` is for synchronous followers (`gastown feed --follow`), `ajournal_changes` for the
-dashboard's live feed. Both also wake every `heartbeat_s` with nothing changed, so a caller can check its
-connection or a replaced journal file; the watch is on the town directory (not recursive), so a journal
+`journal_changes` is for synchronous followers (`gastown feed --follow`), `ajournal_changes` for one async
+follower. Both also wake every `heartbeat_s` with nothing changed, so a caller can check its connection or a
+replaced journal file; the watch is on the town directory (not recursive), so a journal
 that is replaced is still followed. The watch starts at the first iteration, after the caller's first read:
 the first wake-up therefore always says True, so what was written in between is read then, not missed.
+
+`JournalBell` is one such watch shared by every live feed of the dashboard, asleep while none is open.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +28,14 @@ import watchfiles
 
 from gastown_mcp.config import DB_FILE
 
+log = logging.getLogger(__name__)
+
 DEBOUNCE_MS = 100  # changes closer together than this are one wake-up
 STEP_MS = 10
+# How often the shared watch looks for changes: each look wakes a thread and takes the interpreter lock, so
+# this is what an open dashboard costs an idle town (20 looks a second), and what it adds to the live feed's
+# latency (one to two steps).
+BELL_STEP_MS = 50
 
 
 def _only(journal: Path) -> watchfiles.BaseFilter:
@@ -68,6 +78,91 @@ async def ajournal_changes(
     async for changes in watchfiles.awatch(Path(journal).parent, **_options(journal, heartbeat_s), stop_event=stop):
         yield bool(changes) or first
         first = False
+
+
+class Listener:
+    """One async follower of a `JournalBell` (made by `JournalBell.listen`)."""
+
+    def __init__(self) -> None:
+        self._token = anyio.lowlevel.current_token()
+        self._rung = anyio.Event()
+
+    def _set(self) -> None:
+        self._rung.set()
+
+    def ring(self) -> None:
+        """From the watch thread: wake the follower (on its own event loop)."""
+        with contextlib.suppress(Exception):  # its loop has ended: nothing to wake
+            anyio.from_thread.run_sync(self._set, token=self._token)
+
+    async def wait(self, timeout: float) -> bool:
+        """True once the journal changed since the last wait (at once if it did in between), False after
+        `timeout` seconds of quiet. Cancelling it (a closed connection) ends it at once."""
+        with anyio.move_on_after(timeout):
+            await self._rung.wait()
+        if not self._rung.is_set():
+            return False
+        self._rung = anyio.Event()
+        return True
+
+
+class JournalBell:
+    """One file watch of the journal (and WAL) for every async follower in a process, instead of one each.
+
+    The watch runs in a thread of its own while at least one follower listens and stops with the last one; a
+    change rings every follower. Each waits on an event of its own loop, so a quiet follower costs nothing
+    and a closed one leaves at once. If the watch fails (the directory is gone) the followers are rung, so
+    they read, and the next follower starts a new watch.
+    """
+
+    def __init__(self, journal: Path, step_ms: int = BELL_STEP_MS) -> None:
+        self.journal = Path(journal)
+        self.step_ms = step_ms
+        self.error: str | None = None
+        self._lock = threading.Lock()
+        self._listeners: set[Listener] = set()
+        self._stop: threading.Event | None = None
+
+    @property
+    def watching(self) -> bool:
+        with self._lock:
+            return self._stop is not None
+
+    @contextlib.asynccontextmanager
+    async def listen(self) -> AsyncIterator[Listener]:
+        listener = Listener()
+        with self._lock:
+            self._listeners.add(listener)
+            if self._stop is None:
+                self._stop = threading.Event()
+                threading.Thread(target=self._run, args=(self._stop,), name="journal-bell", daemon=True).start()
+        try:
+            yield listener
+        finally:
+            with self._lock:
+                self._listeners.discard(listener)
+                if not self._listeners and self._stop is not None:
+                    self._stop.set()
+                    self._stop = None
+
+    def _run(self, stop: threading.Event) -> None:
+        options = _options(self.journal, 60.0) | {"step": self.step_ms, "yield_on_timeout": False}
+        try:
+            for _ in watchfiles.watch(self.journal.parent, **options, stop_event=stop, raise_interrupt=False):
+                self._ring()
+        except Exception as exc:  # the watch could not be made or broke: followers read, the next one retries
+            self.error = str(exc)
+            log.warning("the journal watch stopped: %s", exc)
+            with self._lock:
+                if self._stop is stop:
+                    self._stop = None
+            self._ring()
+
+    def _ring(self) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener.ring()
 
 
 class WorktreeActivity:
