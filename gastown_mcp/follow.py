@@ -111,14 +111,16 @@ class JournalBell:
 
     The watch runs in a thread of its own while at least one follower listens and stops with the last one; a
     change rings every follower. Each waits on an event of its own loop, so a quiet follower costs nothing
-    and a closed one leaves at once. If the watch fails (the directory is gone) the followers are rung, so
-    they read, and the next follower starts a new watch.
+    and a closed one leaves at once. `listen()` returns once the watch is in place, so a write after the
+    follower's first read is never missed. If the watch cannot be made or fails (the directory is gone) the
+    followers are rung, so they read; their own quiet checks carry on, and the next follower tries again.
     """
 
     def __init__(self, journal: Path, step_ms: int = BELL_STEP_MS) -> None:
         self.journal = Path(journal)
         self.step_ms = step_ms
         self.error: str | None = None
+        self._names = {self.journal.name, f"{DB_FILE}-wal"}
         self._lock = threading.Lock()
         self._listeners: set[Listener] = set()
         self._stop: threading.Event | None = None
@@ -134,8 +136,7 @@ class JournalBell:
         with self._lock:
             self._listeners.add(listener)
             if self._stop is None:
-                self._stop = threading.Event()
-                threading.Thread(target=self._run, args=(self._stop,), name="journal-bell", daemon=True).start()
+                self._start()
         try:
             yield listener
         finally:
@@ -145,18 +146,34 @@ class JournalBell:
                     self._stop.set()
                     self._stop = None
 
-    def _run(self, stop: threading.Event) -> None:
-        options = _options(self.journal, 60.0) | {"step": self.step_ms, "yield_on_timeout": False}
+    def _start(self) -> None:
+        from watchfiles._rust_notify import RustNotify  # as in WorktreeActivity: made here, in place on return
+
         try:
-            for _ in watchfiles.watch(self.journal.parent, **options, stop_event=stop, raise_interrupt=False):
-                self._ring()
-        except Exception as exc:  # the watch could not be made or broke: followers read, the next one retries
-            self.error = str(exc)
-            log.warning("the journal watch stopped: %s", exc)
+            notify = RustNotify([str(self.journal.parent)], False, False, 300, False, True)
+        except (OSError, RuntimeError) as exc:
+            self.error = f"the journal cannot be watched: {exc}"
+            log.warning("%s", self.error)
+            return
+        self.error = None
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, args=(notify, self._stop), name="journal-bell", daemon=True).start()
+
+    def _run(self, notify: Any, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                changes = notify.watch(DEBOUNCE_MS, self.step_ms, 60_000, stop)
+                if isinstance(changes, set) and any(Path(path).name in self._names for _, path in changes):
+                    self._ring()
+        except Exception as exc:  # the watch broke: followers read, the next one watches again
+            self.error = f"the journal watch stopped: {exc}"
+            log.warning("%s", self.error)
             with self._lock:
                 if self._stop is stop:
                     self._stop = None
             self._ring()
+        finally:
+            notify.close()
 
     def _ring(self) -> None:
         with self._lock:

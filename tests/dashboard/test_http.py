@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 
 import httpx2
 import pytest
@@ -123,6 +124,29 @@ def test_the_live_feed_streams_new_events_as_server_sent_events(site: Site) -> N
             if bead.id in line or time.monotonic() > deadline:
                 break
     assert "event: town" in seen and '"verb":"bead.created"' in seen
+
+
+def test_the_live_feed_says_stale_while_the_town_cannot_be_read_and_fresh_after(site: Site) -> None:
+    c = site.login()
+    start = site.town.last_event_id(operator())
+
+    def until(lines: Iterator[str], wanted: str) -> bool:
+        deadline = time.monotonic() + 30  # the feed checks every refresh_seconds (1 here): bound the wait
+        for line in lines:
+            if line == wanted:
+                return True
+            if time.monotonic() > deadline:
+                break
+        return False
+
+    with c.stream("GET", "/live", params={"after": str(start)}, timeout=20) as r:
+        lines = r.iter_lines()
+        site.town.broken = True  # nothing is written: the feed's quiet check finds it out
+        assert until(lines, "event: stale")
+        site.town.broken = False
+        assert until(lines, "event: fresh")
+        site.town.bead_create(operator(), "after the recovery")
+        assert until(lines, "event: town")
 
 
 def test_metrics_are_prometheus_text(site: Site) -> None:
