@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,11 @@ log = logging.getLogger(__name__)
 
 DEBOUNCE_MS = 100  # changes closer together than this are one wake-up
 STEP_MS = 10
-# How often the shared watch looks for changes: each look wakes a thread and takes the interpreter lock, so
-# this is what an open dashboard costs an idle town (20 looks a second), and what it adds to the live feed's
-# latency (one to two steps).
+# How often the shared watch looks for changes: each look wakes a thread and takes the interpreter lock. On
+# a quiet town it looks every BELL_STEP_MS (what an open dashboard costs an idle town; the first write after
+# the quiet reaches the feed within one to two steps); for BELL_BUSY_S after a change, every STEP_MS.
 BELL_STEP_MS = 50
+BELL_BUSY_S = 10.0
 
 
 def _only(journal: Path) -> watchfiles.BaseFilter:
@@ -110,10 +112,11 @@ class JournalBell:
     """One file watch of the journal (and WAL) for every async follower in a process, instead of one each.
 
     The watch runs in a thread of its own while at least one follower listens and stops with the last one; a
-    change rings every follower. Each waits on an event of its own loop, so a quiet follower costs nothing
-    and a closed one leaves at once. `listen()` returns once the watch is in place, so a write after the
-    follower's first read is never missed. If the watch cannot be made or fails (the directory is gone) the
-    followers are rung, so they read; their own quiet checks carry on, and the next follower tries again.
+    change rings every follower. It looks for changes every `step_ms` while the town is quiet and every STEP_MS
+    for BELL_BUSY_S after a change (see BELL_STEP_MS). Each follower waits on an event of its own loop, so a
+    quiet one costs nothing and a closed one leaves at once. `listen()` returns once the watch is in place, so a
+    write after the follower's first read is never missed. If the watch cannot be made or fails (the directory
+    is gone) the followers are rung, so they read; their own quiet checks carry on, and the next one retries.
     """
 
     def __init__(self, journal: Path, step_ms: int = BELL_STEP_MS) -> None:
@@ -161,9 +164,13 @@ class JournalBell:
 
     def _run(self, notify: Any, stop: threading.Event) -> None:
         try:
+            busy_until = 0.0
             while not stop.is_set():
-                changes = notify.watch(DEBOUNCE_MS, self.step_ms, 60_000, stop)
+                busy = time.monotonic() < busy_until
+                step, timeout_ms = (STEP_MS, int(BELL_BUSY_S * 1000)) if busy else (self.step_ms, 60_000)
+                changes = notify.watch(DEBOUNCE_MS, step, timeout_ms, stop)
                 if isinstance(changes, set) and any(Path(path).name in self._names for _, path in changes):
+                    busy_until = time.monotonic() + BELL_BUSY_S
                     self._ring()
         except Exception as exc:  # the watch broke: followers read, the next one watches again
             self.error = f"the journal watch stopped: {exc}"
