@@ -226,10 +226,11 @@ class Dashboard:
 
     # -- live feed -------------------------------------------------------------------------------------
     async def live(self, request: Request) -> Response:
-        """Server-sent events: each town event (`town`), `stale` when the town cannot be read and `fresh` when it
-        can again (the page then redraws its panels). Woken by the journal's file watch, shared by every open
-        feed (`JournalBell`); while the town is quiet a feed only checks, every `refresh_seconds`, that the town
-        can still be read and that no event was missed, and sends a keep-alive comment every KEEPALIVE_S."""
+        """Server-sent events: each town event (`town`), `touch` for writes without an event (model usage, an
+        agent's heartbeat; at most one per `refresh_seconds`), `stale` when the town cannot be read and `fresh`
+        when it can again (the page redraws its panels on each). Woken by the journal's file watch, shared by
+        every open feed (`JournalBell`); while the town is quiet a feed only checks, every `refresh_seconds`,
+        that the town can still be read and that no event was missed, and sends a keep-alive every KEEPALIVE_S."""
         if self.sessions.of(request) is None:
             return self._login_first(request)
         raw = request.headers.get("last-event-id") or request.query_params.get("after") or ""
@@ -242,9 +243,10 @@ class Dashboard:
         async def stream() -> Any:
             cursor, failing = start, False
             yield "retry: 2000\n\n"
-            sent = time.monotonic()
+            sent = touched = time.monotonic()
+            touch_due: float | None = None  # a write without events (usage, a heartbeat) to tell the page about
             async with self.bell.listen() as bell:
-                changed = True
+                changed, rung = True, False  # rung: the journal or the WAL changed (not the first or a quiet read)
                 while True:
                     if changed:
                         try:
@@ -260,14 +262,22 @@ class Dashboard:
                             if failing:
                                 failing = False
                                 yield "event: fresh\ndata: {}\n\n"
+                            if rung and not events and touch_due is None:
+                                touch_due = max(time.monotonic(), touched + quiet_s)  # at most one per quiet_s
                         for event in events:
                             yield f"id: {event.id}\nevent: town\ndata: {event.model_dump_json()}\n\n"
                             cursor = event.id
-                            sent = time.monotonic()
+                            sent = touched = time.monotonic()
+                            touch_due = None  # the page redraws for the event
                         if len(events) == FEED_BATCH:
                             continue  # more are waiting
-                    changed = await bell.wait(quiet_s)
-                    if changed:
+                    now = time.monotonic()
+                    if touch_due is not None and now >= touch_due:
+                        yield "event: touch\ndata: {}\n\n"
+                        sent = touched = now
+                        touch_due = None
+                    changed = rung = await bell.wait(quiet_s if touch_due is None else min(quiet_s, touch_due - now))
+                    if changed or (touch_due is not None and time.monotonic() >= touch_due):
                         continue
                     if self.sessions.of(request) is None:
                         return  # logged out or expired

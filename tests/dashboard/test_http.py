@@ -126,19 +126,30 @@ def test_the_live_feed_streams_new_events_as_server_sent_events(site: Site) -> N
     assert "event: town" in seen and '"verb":"bead.created"' in seen
 
 
+def until(lines: Iterator[str], wanted: str) -> bool:
+    deadline = time.monotonic() + 30  # the feed checks every refresh_seconds (1 here): bound the wait
+    for line in lines:
+        if line == wanted:
+            return True
+        if time.monotonic() > deadline:
+            break
+    return False
+
+
+def test_a_write_without_an_event_is_a_touch_on_the_live_feed(site: Site) -> None:
+    """An agent's heartbeat (or a model request the gateway meters) writes no event: the page still hears of it."""
+    polecat = site.town.agent_add(operator(), "nux", Role.polecat.value).agent
+    c = site.login()
+    with c.stream("GET", "/live", params={"after": str(site.town.last_event_id(operator()))}, timeout=20) as r:
+        lines = r.iter_lines()
+        assert next(lines) == "retry: 2000"
+        site.town.heartbeat(polecat)
+        assert until(lines, "event: touch")
+
+
 def test_the_live_feed_says_stale_while_the_town_cannot_be_read_and_fresh_after(site: Site) -> None:
     c = site.login()
     start = site.town.last_event_id(operator())
-
-    def until(lines: Iterator[str], wanted: str) -> bool:
-        deadline = time.monotonic() + 30  # the feed checks every refresh_seconds (1 here): bound the wait
-        for line in lines:
-            if line == wanted:
-                return True
-            if time.monotonic() > deadline:
-                break
-        return False
-
     with c.stream("GET", "/live", params={"after": str(start)}, timeout=20) as r:
         lines = r.iter_lines()
         site.town.broken = True  # nothing is written: the feed's quiet check finds it out

@@ -76,6 +76,7 @@
         panels().forEach((el) => { if (!el.closest("#panel-feed") && !el.querySelector(".stale-banner")) load(el); });
       });
       es.addEventListener("fresh", () => refreshAll());
+      es.addEventListener("touch", soon); // a write without an event (model usage, a heartbeat)
       es.onopen = () => {
         document.body.classList.remove("offline");
         if (lost) { lost = false; refreshAll(); }
