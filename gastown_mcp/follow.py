@@ -35,9 +35,11 @@ DEBOUNCE_MS = 100  # changes closer together than this are one wake-up
 STEP_MS = 10
 # How often the shared watch looks for changes: each look wakes a thread and takes the interpreter lock. On
 # a quiet town it looks every BELL_STEP_MS (what an open dashboard costs an idle town; the first write after
-# the quiet reaches the feed within one to two steps); for BELL_BUSY_S after a change, every STEP_MS.
-BELL_STEP_MS = 50
+# the quiet reaches the feed within one to two steps); for BELL_BUSY_S after a change, every STEP_MS. It is
+# stopped between looks of at most BELL_STOP_MS (a stop event would be one more call at every look).
+BELL_STEP_MS = 100
 BELL_BUSY_S = 10.0
+BELL_STOP_MS = 1000
 
 
 def _only(journal: Path) -> watchfiles.BaseFilter:
@@ -167,8 +169,7 @@ class JournalBell:
             busy_until = 0.0
             while not stop.is_set():
                 busy = time.monotonic() < busy_until
-                step, timeout_ms = (STEP_MS, int(BELL_BUSY_S * 1000)) if busy else (self.step_ms, 60_000)
-                changes = notify.watch(DEBOUNCE_MS, step, timeout_ms, stop)
+                changes = notify.watch(DEBOUNCE_MS, STEP_MS if busy else self.step_ms, BELL_STOP_MS, None)
                 if isinstance(changes, set) and any(Path(path).name in self._names for _, path in changes):
                     busy_until = time.monotonic() + BELL_BUSY_S
                     self._ring()

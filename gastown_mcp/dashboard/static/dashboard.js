@@ -16,7 +16,11 @@
     el.classList.add("stale");
   };
   async function load(el) {
-    if (el.contains(document.activeElement) && document.activeElement !== document.body) return; // typing
+    if (el.contains(document.activeElement) && document.activeElement !== document.body) { // typing: later
+      el.dataset.pending = "1";
+      return;
+    }
+    delete el.dataset.pending;
     try {
       const r = await fetch(el.dataset.panel, { credentials: "same-origin", cache: "no-store" });
       if (r.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname); return; }
@@ -32,6 +36,9 @@
   const refreshAll = () => panels().forEach((el) => { if (!el.closest("#panel-feed")) load(el); });
   let queued = null;
   const soon = () => { if (!queued) queued = setTimeout(() => { queued = null; refreshAll(); }, 200); };
+  document.addEventListener("focusout", () => setTimeout(() => {
+    document.querySelectorAll("[data-pending]").forEach((el) => { if (!el.contains(document.activeElement)) load(el); });
+  }, 0));
   const polled = document.querySelectorAll("[data-every]"); // data from outside the town's store (a log tail)
   if (polled.length) setInterval(() => polled.forEach(load), refreshMs);
 
