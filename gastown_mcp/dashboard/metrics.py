@@ -10,12 +10,16 @@ scrape stays cheap however long the town has run.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterable, Sequence
 
+from gastown_mcp.errors import GastownError
 from gastown_mcp.models import Agent
 from gastown_mcp.town import Town
 from gastown_mcp.town.overview import MetricsSnapshot
+
+log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TOKEN_KINDS = ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens")
@@ -134,11 +138,14 @@ class Observed:
                 moved, gates = cursor != gates, cursor
                 if len(spells) < BATCH or not moved:
                     break
-            if claims != saved_claims:
-                town.save_metric_state(actor, "dispatch", saved_claims, claims, dispatch.dumps())
-            if gates != saved_gates:
-                town.save_metric_state(actor, "gate", saved_gates, gates, gate.dumps())
             self.dispatch, self.gate = dispatch, gate
+            try:
+                if claims != saved_claims:
+                    town.save_metric_state(actor, "dispatch", saved_claims, claims, dispatch.dumps())
+                if gates != saved_gates:
+                    town.save_metric_state(actor, "gate", saved_gates, gates, gate.dumps())
+            except GastownError as exc:  # the scrape still answers; the next one counts these events again
+                log.warning("the /metrics histograms could not be saved: %s", exc)
 
 
 def render(m: MetricsSnapshot, observed: Observed | None = None) -> str:
