@@ -5,13 +5,14 @@ WAL frame by it: watching both means the wake-up after a commit is never missed.
 
 `WorktreeActivity` watches agents' worktrees the same way for the witness's idle check.
 
-`journal_changes` is for synchronous followers (`gastown feed --follow`), `ajournal_changes` for one async
-follower. Both also wake every `heartbeat_s` with nothing changed, so a caller can check its connection or a
-replaced journal file; the watch is on the town directory (not recursive), so a journal
-that is replaced is still followed. The watch starts at the first iteration, after the caller's first read:
-the first wake-up therefore always says True, so what was written in between is read then, not missed.
+`journal_changes` is for synchronous followers (`gastown feed --follow`); it also wakes every `heartbeat_s`
+with nothing changed, so a caller can check a replaced journal file; the watch is on the town directory (not
+recursive), so a journal that is replaced is still followed. The watch starts at the first iteration, after
+the caller's first read: the first wake-up therefore always says True, so what was written in between is
+read then, not missed.
 
-`JournalBell` is one such watch shared by every live feed of the dashboard, asleep while none is open.
+`JournalBell` is one such watch shared by every live feed of the dashboard (async followers), asleep while
+none is open.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def _only(journal: Path) -> watchfiles.BaseFilter:
 
 
 def _options(journal: Path, heartbeat_s: float) -> dict[str, Any]:
-    """How both followers watch: the journal's directory, for the journal and the database's WAL only."""
+    """How `journal_changes` watches: the journal's directory, for the journal and the database's WAL only."""
     return {
         "watch_filter": _only(Path(journal)),
         "recursive": False,
@@ -70,16 +71,6 @@ def journal_changes(journal: Path, heartbeat_s: float = 5.0, stop: threading.Eve
     for changes in watchfiles.watch(
         Path(journal).parent, **_options(journal, heartbeat_s), raise_interrupt=True, stop_event=stop
     ):
-        yield bool(changes) or first
-        first = False
-
-
-async def ajournal_changes(
-    journal: Path, heartbeat_s: float = 15.0, stop: anyio.Event | None = None
-) -> AsyncGenerator[bool, None]:
-    """The async form: True after the journal changed, False after `heartbeat_s` of quiet; ends on `stop`."""
-    first = True
-    async for changes in watchfiles.awatch(Path(journal).parent, **_options(journal, heartbeat_s), stop_event=stop):
         yield bool(changes) or first
         first = False
 

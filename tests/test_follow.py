@@ -8,21 +8,8 @@ import threading
 import anyio
 
 from gastown_mcp.config import Settings
-from gastown_mcp.follow import JournalBell, ajournal_changes, journal_changes
+from gastown_mcp.follow import JournalBell, journal_changes
 from gastown_mcp.town import Town, operator
-
-
-async def test_the_first_wake_up_of_the_live_follower_reads_what_was_written_before_its_watch(
-    town: Town, settings: Settings
-) -> None:
-    changes = ajournal_changes(settings.journal_path, heartbeat_s=0.2)  # its watch starts at the first anext
-    town.bead_create(operator(), "written after the reader's first read, before the watch")
-    try:
-        with anyio.fail_after(10):
-            assert await anext(changes) is True  # not a quiet heartbeat: the caller reads again
-            assert await anext(changes) is False  # nothing since: quiet
-    finally:
-        await changes.aclose()
 
 
 def test_the_first_wake_up_of_feed_follow_reads_too(town: Town, settings: Settings) -> None:
