@@ -1,8 +1,9 @@
 """The dashboard at 100k beads: board pages p50/p95 against `/healthz` of the same server (the reference),
-`/metrics` (its first scrape, which counts every claim and merge of the town's history, and later ones), the
-live feed's latency from a write to the SSE client and to a real browser's page, and the dashboard process's
-CPU on an idle town with nothing open, a live feed open, and a browser showing the overview (panels
-refreshing, live feed open).
+`/metrics` (the first scrape of a town with nothing counted yet, which counts every claim and merge of its
+history; the first scrape of a restarted dashboard process, which resumes from what the town kept; and later
+ones), the live feed's latency from a write to the SSE client and to a real browser's page, and the dashboard
+process's CPU on an idle town, in rounds that alternate nothing open with a live feed open, and (in Chromium)
+a blank tab with the overview open (its panels are redrawn only when the live feed says the town changed).
 
 The town is built like bench_ready's (100k beads, a lived-in status mix, every third bead labelled) plus the
 events of its history (a claim for every bead that was worked, a testing spell and a landing for every done
@@ -17,15 +18,14 @@ benchmarks/results/dashboard.json).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import faulthandler
 import multiprocessing
 import os
 import random
 import shutil
 import signal
+import socket
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +37,8 @@ from bench_ready import build, percentile
 
 from gastown_mcp.config import DashboardSection, Settings
 from gastown_mcp.dashboard import build_dashboard
+from gastown_mcp.dashboard.security import COOKIE
+from gastown_mcp.follow import BELL_BUSY_S
 from gastown_mcp.models import now_iso
 from gastown_mcp.serving import bind, make_server
 from gastown_mcp.store import Store
@@ -78,6 +80,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200, help="requests per page")
     parser.add_argument("--feed-writes", type=int, default=50)
     parser.add_argument("--idle-seconds", type=float, default=20.0)
+    parser.add_argument("--quiet-writes", type=int, default=3, help="feed writes each after a quiet spell")
+    parser.add_argument("--rounds", type=int, default=3, help="idle CPU rounds (closed, then open, each round)")
     parser.add_argument("--no-browser", action="store_true", help="skip the figures taken in headless Chromium")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gastown-bench-dash-") as tmp:
@@ -89,39 +93,64 @@ def main() -> None:
         town = Town(store, settings)
         token = town.operator_token(operator())
         print(f"built {args.beads:,} beads and {history:,} events in {time.perf_counter() - t0:.1f}s: {mix}")
-        sock = bind("127.0.0.1")
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        child = multiprocessing.get_context("fork").Process(target=serve, args=(tmp, sock), daemon=True)
-        child.start()
-        sock.close()
+        scrapes: dict[str, dict[str, float]] = {}
+        child, url = start_dashboard(tmp)
         try:
-            rows = run(url, token, town, child.pid or 0, args)
+            scrapes["/metrics, first scrape, nothing counted yet"] = {"ms": first_scrape(url)}
         finally:
-            child.terminate()
-            child.join(10)
+            stop_dashboard(child)
+        child, url = start_dashboard(tmp)  # a restart: its first scrape resumes from what the town kept
+        try:
+            scrapes["/metrics, first scrape after a restart"] = {"ms": first_scrape(url)}
+            for label, figure in scrapes.items():
+                print(f"{label}: {figure['ms']:.0f} ms")
+            rows = run(url, token, town, child.pid or 0, args)
+            rows["pages"] = {**scrapes, **rows["pages"]}
+        finally:
+            stop_dashboard(child)
             store.close()
     write_report("dashboard", rows, file="dashboard", beads=args.beads)
 
 
-def run(url: str, token: str, town: Town, pid: int, args: argparse.Namespace) -> dict[str, Any]:
-    c = httpx2.Client(base_url=url, timeout=30)
+def start_dashboard(town_dir: str) -> tuple[Any, str]:
+    """The dashboard in a process of its own, answering: (the process, its URL)."""
+    sock = bind("127.0.0.1")
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    child = multiprocessing.get_context("fork").Process(target=serve, args=(town_dir, sock), daemon=True)
+    child.start()
+    sock.close()
     deadline = time.monotonic() + 30
     while True:
         try:
-            c.get("/healthz")
-            break
+            httpx2.get(url + "/healthz", timeout=5)
+            return child, url
         except httpx2.TransportError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def stop_dashboard(child: Any) -> None:
+    child.terminate()
+    child.join(10)
+
+
+def first_scrape(url: str) -> float:
+    """The process's first `/metrics`, on a connection already open (as the later scrapes are timed)."""
+    with httpx2.Client(base_url=url, timeout=60) as c:
+        assert c.get("/healthz").status_code == 200
+        t = time.perf_counter()
+        first = c.get("/metrics")
+        ms = (time.perf_counter() - t) * 1000
+    assert first.status_code == 200 and "gastown_dispatch_latency_seconds_count" in first.text
+    return round(ms, 1)
+
+
+def run(url: str, token: str, town: Town, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    c = httpx2.Client(base_url=url, timeout=30)
     assert c.post("/login", data={"token": token}).status_code == 303
     probe = town.bead_create(operator(), "probe: written before each timed request").id
-    t = time.perf_counter()
-    first = c.get("/metrics")
-    first_ms = (time.perf_counter() - t) * 1000
-    assert first.status_code == 200 and "gastown_dispatch_latency_seconds_count" in first.text
-    print(f"/metrics, first scrape (counts the whole history): {first_ms:.0f} ms")
-    pages: dict[str, dict[str, float]] = {"/metrics, first scrape": {"ms": round(first_ms, 1)}}
+    pages: dict[str, dict[str, float]] = {}
     print(f"{'page':<44} {'p50 ms':>8} {'p95 ms':>8} {'p50 / ref':>9}")
     op = operator()
     pages_run = [(label, path, True) for label, path in PAGES.items()]
@@ -141,12 +170,15 @@ def run(url: str, token: str, town: Town, pid: int, args: argparse.Namespace) ->
         ref = pages.get("reference: /healthz", {}).get("p50_ms", p50) or p50
         pages[label] = {"p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "ratio_to_reference": round(p50 / ref, 1)}
         print(f"{label:<44} {p50:>8.2f} {p95:>8.2f} {p50 / ref:>8.1f}x")
-    feed = feed_latency(c, town, args.feed_writes)
-    print(f"live feed, write -> SSE client: p50 {feed['p50_ms']:.1f} ms, p95 {feed['p95_ms']:.1f} ms")
-    idle = idle_cpu(c, pid, args.idle_seconds)
+    feed = feed_latency(c, town, args.feed_writes, args.quiet_writes)
     print(
-        f"dashboard process CPU on an idle town over {args.idle_seconds:.0f}s: nothing open "
-        f"{idle['closed_cpu_s']:.3f}s, one live feed open {idle['open_cpu_s']:.3f}s"
+        f"live feed, write -> SSE client: p50 {feed['p50_ms']:.1f} ms, p95 {feed['p95_ms']:.1f} ms; "
+        f"a write after {BELL_BUSY_S:.0f}s of quiet: {feed['after_quiet_ms']} ms"
+    )
+    idle = idle_cpu(c, pid, args.idle_seconds, args.rounds)
+    print(
+        f"dashboard process CPU on an idle town per {args.idle_seconds:.0f}s, {args.rounds} rounds each: nothing open "
+        f"{idle['closed_cpu_s']}, one live feed open {idle['open_cpu_s']}"
     )
     out: dict[str, Any] = {"pages": pages, "feed": feed, "idle": idle}
     if CHROMIUM and CHROMEDRIVER and not args.no_browser:
@@ -156,45 +188,58 @@ def run(url: str, token: str, town: Town, pid: int, args: argparse.Namespace) ->
     return out
 
 
-def feed_latency(c: httpx2.Client, town: Town, writes: int) -> dict[str, float]:
+def feed_latency(c: httpx2.Client, town: Town, writes: int, after_quiet: int) -> dict[str, Any]:
+    """A write to its event on an SSE client: `writes` in a row (a busy town), then `after_quiet` writes each
+    after BELL_BUSY_S of quiet (the first write on a quiet town, when the watch looks less often)."""
     op = operator()
-    sent: dict[str, float] = {}
     got: list[float] = []
+    quiet: list[float] = []
     with c.stream("GET", "/live", params={"after": str(town.last_event_id(op))}, timeout=60) as r:
         lines = r.iter_lines()
         next(lines)  # the retry line: the stream is open
-        for i in range(writes):
+
+        def one(i: int) -> float:
             t = time.perf_counter()
             bead = town.bead_create(op, f"feed probe {i}")
-            sent[bead.id] = t
             for line in lines:
                 if line.startswith("data:") and bead.id in line:
-                    got.append((time.perf_counter() - sent[bead.id]) * 1000)
                     break
+            return (time.perf_counter() - t) * 1000
+
+        for i in range(writes):
+            got.append(one(i))
             time.sleep(0.05)
-    return {"writes": writes, "p50_ms": round(percentile(got, 50), 1), "p95_ms": round(percentile(got, 95), 1)}
+        for i in range(after_quiet):
+            time.sleep(BELL_BUSY_S + 1)
+            quiet.append(round(one(writes + i), 1))
+    return {
+        "writes": writes,
+        "p50_ms": round(percentile(got, 50), 1),
+        "p95_ms": round(percentile(got, 95), 1),
+        "after_quiet_ms": quiet,
+    }
 
 
-def idle_cpu(c: httpx2.Client, pid: int, seconds: float) -> dict[str, float]:
-    before = cpu_seconds(pid)
-    time.sleep(seconds)
-    closed = cpu_seconds(pid) - before
-    stop = threading.Event()
-
-    def hold_open() -> None:
-        with contextlib.suppress(httpx2.HTTPError), c.stream("GET", "/live", timeout=seconds + 30) as r:
-            for _ in r.iter_lines():
-                if stop.is_set():
-                    return
-
-    holder = threading.Thread(target=hold_open, daemon=True)
-    holder.start()
-    time.sleep(1)
-    before = cpu_seconds(pid)
-    time.sleep(seconds)
-    opened = cpu_seconds(pid) - before
-    stop.set()
-    return {"seconds": seconds, "closed_cpu_s": round(closed, 3), "open_cpu_s": round(opened, 3)}
+def idle_cpu(c: httpx2.Client, pid: int, seconds: float, rounds: int) -> dict[str, Any]:
+    """The dashboard process's CPU seconds per `seconds` on an idle town, in rounds: nothing open, then one live
+    feed open (an SSE client), and so on; the same run, so both see the same machine load."""
+    closed: list[float] = []
+    opened: list[float] = []
+    host, port = str(c.base_url.host), int(c.base_url.port or 80)
+    cookie = f"{COOKIE}={c.cookies.get(COOKIE)}"
+    for _ in range(rounds):
+        before = cpu_seconds(pid)
+        time.sleep(seconds)
+        closed.append(round(cpu_seconds(pid) - before, 3))
+        with socket.create_connection((host, port), timeout=30) as feed:  # a live feed, held open unread
+            feed.sendall(f"GET /live HTTP/1.1\r\nHost: {host}:{port}\r\nCookie: {cookie}\r\n\r\n".encode())
+            assert b" 200 " in feed.recv(4096)
+            time.sleep(1)
+            before = cpu_seconds(pid)
+            time.sleep(seconds)
+            opened.append(round(cpu_seconds(pid) - before, 3))
+        time.sleep(1)  # the dashboard notices the closed connection
+    return {"seconds": seconds, "closed_cpu_s": closed, "open_cpu_s": opened}
 
 
 def add_history(store: Store, rng: random.Random) -> int:
@@ -280,14 +325,30 @@ def in_browser(url: str, token: str, town: Town, pid: int, args: argparse.Namesp
         print(
             f"live feed, write -> line on the page (Chromium): p50 {feed['p50_ms']:.1f} ms, p95 {feed['p95_ms']:.1f} ms"
         )
-        driver.get(url + "/")
-        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "panel-board"))
-        time.sleep(2)
-        before = cpu_seconds(pid)
-        time.sleep(args.idle_seconds)
-        opened = cpu_seconds(pid) - before
-        print(f"dashboard process CPU over {args.idle_seconds:.0f}s with the overview open in Chromium: {opened:.3f}s")
-        return {"feed": feed, "overview_open_cpu_s": round(opened, 3), "seconds": args.idle_seconds}
+        closed: list[float] = []
+        opened: list[float] = []
+        for _ in range(args.rounds):  # a blank tab, then the overview, and so on
+            driver.get("about:blank")
+            time.sleep(2)
+            before = cpu_seconds(pid)
+            time.sleep(args.idle_seconds)
+            closed.append(round(cpu_seconds(pid) - before, 3))
+            driver.get(url + "/")
+            WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "panel-board"))
+            time.sleep(2)
+            before = cpu_seconds(pid)
+            time.sleep(args.idle_seconds)
+            opened.append(round(cpu_seconds(pid) - before, 3))
+        print(
+            f"dashboard process CPU per {args.idle_seconds:.0f}s in Chromium, {args.rounds} rounds each: a blank tab "
+            f"{closed}, the overview open {opened}"
+        )
+        return {
+            "feed": feed,
+            "blank_tab_cpu_s": closed,
+            "overview_open_cpu_s": opened,
+            "seconds": args.idle_seconds,
+        }
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)

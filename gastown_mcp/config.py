@@ -386,7 +386,11 @@ class DashboardSection(_Section):
     host: str = Field(default="127.0.0.1", description="loopback by default; the operator's token opens it")
     port: int = Field(default=0, ge=0, le=65535, description="0 = any free port (`gastown init` writes 8767)")
     allowed_hosts: list[str] = Field(default_factory=list, description="extra Host headers to accept")
-    refresh_seconds: float = Field(default=10.0, gt=0, description="panels refresh this often besides on events")
+    refresh_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="a quiet live feed checks the town can be read this often; an agent's log tail re-reads",
+    )
     session_hours: float = Field(default=12.0, gt=0, description="a login lasts this long")
 
 

@@ -1,4 +1,5 @@
-"""Following the journal with a file watch: a write made before the watch began is not missed."""
+"""Following the journal with a file watch: a write made before the watch began is not missed; the dashboard's
+live feeds share one watch, which sleeps while none is open."""
 
 from __future__ import annotations
 
@@ -7,21 +8,8 @@ import threading
 import anyio
 
 from gastown_mcp.config import Settings
-from gastown_mcp.follow import ajournal_changes, journal_changes
+from gastown_mcp.follow import JournalBell, journal_changes
 from gastown_mcp.town import Town, operator
-
-
-async def test_the_first_wake_up_of_the_live_follower_reads_what_was_written_before_its_watch(
-    town: Town, settings: Settings
-) -> None:
-    changes = ajournal_changes(settings.journal_path, heartbeat_s=0.2)  # its watch starts at the first anext
-    town.bead_create(operator(), "written after the reader's first read, before the watch")
-    try:
-        with anyio.fail_after(10):
-            assert await anext(changes) is True  # not a quiet heartbeat: the caller reads again
-            assert await anext(changes) is False  # nothing since: quiet
-    finally:
-        await changes.aclose()
 
 
 def test_the_first_wake_up_of_feed_follow_reads_too(town: Town, settings: Settings) -> None:
@@ -31,3 +19,19 @@ def test_the_first_wake_up_of_feed_follow_reads_too(town: Town, settings: Settin
     assert next(changes) is True
     assert next(changes) is False
     stop.set()
+
+
+async def test_one_watch_rings_every_live_follower_and_stops_with_the_last(town: Town, settings: Settings) -> None:
+    bell = JournalBell(settings.journal_path)
+    assert not bell.watching
+    async with bell.listen() as one, bell.listen() as two:
+        assert bell.watching
+        town.bead_create(operator(), "written just after the watch was made")
+        with anyio.fail_after(10):
+            assert await one.wait(10) is True
+            assert await two.wait(10) is True
+    assert not bell.watching  # nobody follows: no thread looks at the directory
+    async with bell.listen() as again:  # a new follower starts a new watch
+        town.bead_create(operator(), "seen by the next follower")
+        with anyio.fail_after(10):
+            assert await again.wait(10) is True

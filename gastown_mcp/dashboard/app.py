@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gastown_mcp.config import DashboardSection
 from gastown_mcp.dashboard import metrics as prom
 from gastown_mcp.dashboard.actions import ACTIONS
-from gastown_mcp.dashboard.panels import PANELS, PanelRenderer
+from gastown_mcp.dashboard.panels import PANELS, POLLED, PanelRenderer
 from gastown_mcp.dashboard.security import (
     COOKIE,
     Session,
@@ -36,7 +37,7 @@ from gastown_mcp.dashboard.security import (
     same_origin,
 )
 from gastown_mcp.errors import GastownError, Unauthorized
-from gastown_mcp.follow import ajournal_changes
+from gastown_mcp.follow import JournalBell
 from gastown_mcp.models import Event
 from gastown_mcp.town import Town, operator
 
@@ -55,7 +56,7 @@ HEADERS = [
     (b"cache-control", b"no-store"),
 ]
 FEED_BATCH = 200
-KEEPALIVE_S = 15
+KEEPALIVE_S = 30  # a comment on a quiet live feed, so a dead connection is noticed
 
 # (path, title, panels shown on the page with their query)
 PAGES: dict[str, tuple[str, list[str]]] = {
@@ -101,6 +102,7 @@ class Dashboard:
         self.op = operator()
         self.sessions = Sessions(settings.session_hours)
         self.observed = prom.Observed()
+        self.bell = JournalBell(town.settings.journal_path)
         self.env = Environment(
             loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]), auto_reload=False
         )
@@ -144,13 +146,19 @@ class Dashboard:
             title, names = f"Agent {query['name']}", ["agent"]
         else:
             title, names = PAGES[path]
+        try:  # the live feed starts after the last event before the panels are read: no change is missed
+            last = await self._call(lambda: self.town.last_event_id(self.op))
+        except GastownError:
+            last = None  # the panels say why
         shown = {}
         for name in ["status", *names]:
             q = {} if name == "status" or path == "/" else query
             url = "/panel/" + name + ("?" + urlencode(q) if q else "")
             shown[name] = (PANELS[name].title, url, await self._panel(name, q, session))
         flash, session.flash = session.flash, []
-        return self._html("page.html", title=title, path=path, panels=shown, csrf=session.csrf, flash=flash)
+        return self._html(
+            "page.html", title=title, path=path, panels=shown, csrf=session.csrf, flash=flash, last=last, polled=POLLED
+        )
 
     async def fragment(self, request: Request) -> Response:
         session = self.sessions.of(request)
@@ -218,45 +226,74 @@ class Dashboard:
 
     # -- live feed -------------------------------------------------------------------------------------
     async def live(self, request: Request) -> Response:
+        """Server-sent events: each town event (`town`), `touch` for writes without an event (model usage, an
+        agent's heartbeat; at most one per `refresh_seconds`), `stale` when the town cannot be read and `fresh`
+        when it can again (the page redraws its panels on each). Woken by the journal's file watch, shared by
+        every open feed (`JournalBell`); while the town is quiet a feed only checks, every `refresh_seconds`,
+        that the town can still be read and that no event was missed, and sends a keep-alive every KEEPALIVE_S."""
         if self.sessions.of(request) is None:
             return self._login_first(request)
         raw = request.headers.get("last-event-id") or request.query_params.get("after") or ""
-        start = int(raw) if raw.isdigit() else await self._call(lambda: self.town.last_event_id(self.op))
-        journal = self.town.settings.journal_path
+        start = int(raw) if raw.isdigit() else None  # None: from the town's last event, once it can be read
+        quiet_s = self.settings.refresh_seconds
+
+        def stale(exc: GastownError) -> str:
+            return f"event: stale\ndata: {json.dumps(' '.join(str(exc).split()))}\n\n"
 
         async def stream() -> Any:
-            cursor = start
+            cursor, failing = start, False
             yield "retry: 2000\n\n"
-            # A short watch timeout lets a closed connection end within a second (a cancelled watch waits for it);
-            # quiet wake-ups read nothing, and a keep-alive comment goes out every KEEPALIVE_S.
-            changes = ajournal_changes(journal, heartbeat_s=1)
-            changed, quiet = True, 0
-            try:
+            sent = touched = time.monotonic()
+            touch_due: float | None = None  # a write without events (usage, a heartbeat) to tell the page about
+            async with self.bell.listen() as bell:
+                changed, rung = True, False  # rung: the journal or the WAL changed (not the first or a quiet read)
                 while True:
                     if changed:
                         try:
+                            if cursor is None:
+                                cursor = await self._call(lambda: self.town.last_event_id(self.op))
                             events: list[Event] = await self._call(functools.partial(self._events_after, cursor))
                         except GastownError as exc:
                             events = []
-                            yield f"event: stale\ndata: {json.dumps(str(exc))}\n\n"
+                            if not failing:
+                                failing = True
+                                yield stale(exc)
+                        else:
+                            if failing:
+                                failing = False
+                                yield "event: fresh\ndata: {}\n\n"
+                            if rung and not events and touch_due is None:
+                                touch_due = max(time.monotonic(), touched + quiet_s)  # at most one per quiet_s
                         for event in events:
                             yield f"id: {event.id}\nevent: town\ndata: {event.model_dump_json()}\n\n"
                             cursor = event.id
+                            sent = touched = time.monotonic()
+                            touch_due = None  # the page redraws for the event
                         if len(events) == FEED_BATCH:
                             continue  # more are waiting
+                    now = time.monotonic()
+                    if touch_due is not None and now >= touch_due:
+                        yield "event: touch\ndata: {}\n\n"
+                        sent = touched = now
+                        touch_due = None
+                    changed = rung = await bell.wait(quiet_s if touch_due is None else min(quiet_s, touch_due - now))
+                    if changed or (touch_due is not None and time.monotonic() >= touch_due):
+                        continue
+                    if self.sessions.of(request) is None:
+                        return  # logged out or expired
+                    try:  # quiet: can the town still be read, and was nothing missed?
+                        changed = cursor is None or await self._call(lambda: self.town.last_event_id(self.op)) > cursor
+                    except GastownError as exc:
+                        if not failing:
+                            failing = True
+                            yield stale(exc)
                     else:
-                        quiet += 1
-                        if quiet >= KEEPALIVE_S:
-                            quiet = 0
-                            yield ": keep-alive\n\n"
-                            if self.sessions.of(request) is None:
-                                return  # logged out or expired
-                    found = await anext(changes, None)
-                    if found is None:
-                        return
-                    changed = found
-            finally:
-                await changes.aclose()
+                        if failing and not changed:
+                            failing = False
+                            yield "event: fresh\ndata: {}\n\n"
+                    if time.monotonic() - sent >= KEEPALIVE_S:
+                        sent = time.monotonic()
+                        yield ": keep-alive\n\n"
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"x-accel-buffering": "no"})
 

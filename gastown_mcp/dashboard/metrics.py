@@ -2,18 +2,24 @@
 USD by agent/role/rig, gateway latency as a histogram, merge queue depth, gate runs and gate time, dispatch
 latency (ready to claimed), the emergency stop.
 
-Gate time and dispatch latency are histograms over the town's events (`Observed`): each scrape reads only the
-events after the last one counted, so a scrape stays cheap however long the town has run.
+Gate time and dispatch latency are histograms over the town's events (`Observed`), kept in the town with the
+event each counted up to: every scrape (a new process's first one too) reads only the events after it, so a
+scrape stays cheap however long the town has run.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 from collections.abc import Iterable, Sequence
 
+from gastown_mcp.errors import GastownError
 from gastown_mcp.models import Agent
 from gastown_mcp.town import Town
 from gastown_mcp.town.overview import MetricsSnapshot
+
+log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TOKEN_KINDS = ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens")
@@ -71,33 +77,75 @@ class Histogram:
         out += [("_bucket", {"le": "+Inf"}, self.count), ("_count", {}, self.count), ("_sum", {}, self.sum)]
         return out
 
+    def dumps(self) -> str:
+        return json.dumps({"bounds": self.bounds, "counts": self.counts, "count": self.count, "sum": self.sum})
+
+    @classmethod
+    def loads(cls, bounds: Sequence[float], text: str) -> Histogram | None:
+        """The histogram saved as `text`, or None when it is unreadable or has other buckets than `bounds`."""
+        h = cls(bounds)
+        try:
+            saved = json.loads(text)
+            if tuple(saved["bounds"]) != h.bounds or len(saved["counts"]) != len(h.bounds):
+                return None
+            h.counts = [int(n) for n in saved["counts"]]
+            h.count, h.sum = int(saved["count"]), float(saved["sum"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        return h
+
 
 class Observed:
-    """Dispatch latency and gate time, counted from the town's events as they come (one per dashboard)."""
+    """Dispatch latency and gate time, counted from the town's events as they come.
+
+    The town keeps each histogram with the event it counted up to (`Town.metric_state`): a scrape loads them,
+    counts only the events after that one and saves what moved, so the first scrape of a new process is as
+    cheap as any other, events archived after they were counted stay counted, and a database restored from
+    an older backup (whose saved state does not fit its events) is counted again from its first event.
+    """
 
     def __init__(self) -> None:
         self.dispatch = Histogram(DISPATCH_BOUNDS_S)
         self.gate = Histogram(GATE_BOUNDS_S)
-        self._claims = 0  # the last claim event counted
-        self._gates = 0  # the event before the first testing spell not counted yet
         self._lock = threading.Lock()
+
+    def _load(self, town: Town, actor: Agent, name: str, bounds: Sequence[float]) -> tuple[Histogram, int, int | None]:
+        """(the histogram, its cursor, the cursor saved in the town or None)."""
+        saved = town.metric_state(actor, name)
+        if saved is not None:
+            h = Histogram.loads(bounds, saved[1])
+            if h is not None:
+                return h, saved[0], saved[0]
+        return Histogram(bounds), 0, None
 
     def catch_up(self, town: Town, actor: Agent) -> None:
         with self._lock:
+            dispatch, claims, saved_claims = self._load(town, actor, "dispatch", DISPATCH_BOUNDS_S)
+            gate, gates, saved_gates = self._load(town, actor, "gate", GATE_BOUNDS_S)
+            # the last claim event counted
             while True:
-                found = town.dispatch_latencies(actor, self._claims)
+                found = town.dispatch_latencies(actor, claims)
                 for event_id, seconds in found:
-                    self.dispatch.observe(seconds)
-                    self._claims = event_id
+                    dispatch.observe(seconds)
+                    claims = event_id
                 if len(found) < BATCH:
                     break
+            # the event before the first testing spell not counted yet
             while True:
-                spells, cursor = town.gate_times(actor, self._gates)
+                spells, cursor = town.gate_times(actor, gates)
                 for seconds in spells:
-                    self.gate.observe(seconds)
-                moved, self._gates = cursor != self._gates, cursor
+                    gate.observe(seconds)
+                moved, gates = cursor != gates, cursor
                 if len(spells) < BATCH or not moved:
                     break
+            self.dispatch, self.gate = dispatch, gate
+            try:
+                if claims != saved_claims:
+                    town.save_metric_state(actor, "dispatch", saved_claims, claims, dispatch.dumps())
+                if gates != saved_gates:
+                    town.save_metric_state(actor, "gate", saved_gates, gates, gate.dumps())
+            except GastownError as exc:  # the scrape still answers; the next one counts these events again
+                log.warning("the /metrics histograms could not be saved: %s", exc)
 
 
 def render(m: MetricsSnapshot, observed: Observed | None = None) -> str:

@@ -156,6 +156,9 @@ PANELS: dict[str, Panel] = {
 # Panels drawn from the store alone: redrawn only when the town's data changed (or after REDRAW_S), so an
 # open dashboard on an idle town costs next to nothing. The others also show what the runtime or git says.
 FROM_STORE = frozenset({"needs", "board", "merges", "convoys", "spend", "feed", "status"})
+# Panels the page re-reads every `refresh_seconds` (their data changes without a town event: a log tail); the
+# others are redrawn when the live feed says the town changed.
+POLLED = frozenset({"agent"})
 REDRAW_S = 60.0
 DRAWN_KEPT = 256
 

@@ -454,5 +454,17 @@ def m010_upstreams(db: UtilsDatabase) -> None:
     )
 
 
+@migrations(name="m011_metrics")
+def m011_metrics(db: UtilsDatabase) -> None:
+    # The histograms `/metrics` counts from events (dispatch latency, gate time), each with the event it counted
+    # up to, so a scrape (the first one of a new process too) reads only the events after it. Derived data: a
+    # `_` table, outside the journal; a restored database brings the state its own events had.
+    _run(
+        db,
+        "CREATE TABLE _metrics (name TEXT PRIMARY KEY, cursor INTEGER NOT NULL, cursor_at TEXT, "
+        "state TEXT NOT NULL, updated_at TEXT NOT NULL)",
+    )
+
+
 def apply_migrations(conn: sqlite3.Connection) -> None:
     migrations.apply(conn)

@@ -340,6 +340,47 @@ class OverviewRepo:
             cursor = int(r["id"])
         return out, cursor
 
+    def metric_state(self, name: str) -> tuple[int, str] | None:
+        """The saved (cursor, state) of the `/metrics` histogram `name`, or None: none saved, or one that does not
+        fit the events here (its cursor past the last event, or the event at it a different one, as after a
+        restore from an older backup without the journal since). A cursor before the first event is fine: the
+        events up to it were archived after they were counted."""
+        row = self.db.query_one("SELECT cursor, cursor_at, state FROM _metrics WHERE name = ?", (name,))
+        if row is None:
+            return None
+        cursor = int(row["cursor"])
+        if cursor > 0:
+            at = self.db.query_one("SELECT at FROM events WHERE id = ?", (cursor,))
+            if at is not None:
+                if at["at"] != row["cursor_at"]:
+                    return None
+            else:
+                first = self.db.query_one("SELECT min(id) AS id FROM events")
+                if first is None or first["id"] is None or cursor >= int(first["id"]):
+                    return None
+        return cursor, str(row["state"])
+
+    def save_metric_state(self, name: str, expected: int | None, cursor: int, state: str) -> bool:
+        """Save histogram `name` counted up to event `cursor`, if the saved one is still at `expected` (None: none
+        saved, or one that did not fit); False when another process moved it first (its state is as good)."""
+        with self.db.write(sync=False) as tx:
+            at = tx.execute("SELECT at FROM events WHERE id = ?", (cursor,)).fetchone()
+            values = (cursor, at[0] if at else None, state, tx.now, name)
+            if expected is None:
+                done = tx.execute(
+                    "INSERT INTO _metrics (cursor, cursor_at, state, updated_at, name) VALUES (?,?,?,?,?) "
+                    "ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor, cursor_at = excluded.cursor_at, "
+                    "state = excluded.state, updated_at = excluded.updated_at",
+                    values,
+                )
+            else:
+                done = tx.execute(
+                    "UPDATE _metrics SET cursor = ?, cursor_at = ?, state = ?, updated_at = ? "
+                    "WHERE name = ? AND cursor = ?",
+                    (*values, expected),
+                )
+            return done.rowcount == 1
+
     def change_stamp(self) -> tuple[int, ...]:
         """Changes whenever anything is written: every write transaction appends to the journal (its size only
         grows until it is rotated, which changes its inode) and commits into the WAL."""

@@ -413,6 +413,18 @@ class OverviewAPI(PlansAPI, BudgetsAPI, DogsAPI):
         self._require(actor, "town.status", "read the town's metrics")
         return self._overview.gate_times(after_id)
 
+    def metric_state(self, actor: Agent, name: str) -> tuple[int, str] | None:
+        """The saved state of the `/metrics` histogram `name` with the event it counted up to, if it fits the
+        events of this town (see `OverviewRepo.metric_state`); None: count from the first event."""
+        self._require(actor, "town.status", "read the town's metrics")
+        return self._overview.metric_state(name)
+
+    def save_metric_state(self, actor: Agent, name: str, expected: int | None, cursor: int, state: str) -> bool:
+        """Keep the histogram `name` counted up to event `cursor` (derived data, outside the journal), unless
+        another process moved it on from `expected` first."""
+        self._require(actor, "town.status", "read the town's metrics")
+        return self._overview.save_metric_state(name, expected, cursor, state)
+
 
 def _budget_warning(b: BudgetStatus) -> str:
     if b.exhausted:

@@ -5,6 +5,7 @@ opens nothing, and a page of another site cannot make the logged-in browser act 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import pytest
@@ -121,6 +122,23 @@ def test_a_forced_data_failure_shows_the_last_data_marked_stale(site: Site, brow
     wait(
         browser, lambda d: in_column(d, "ready", bead.id) and not board.find_elements(By.CSS_SELECTOR, ".stale-banner")
     )
+
+
+def test_an_open_overview_fetches_nothing_while_the_town_is_quiet_and_redraws_on_a_write(
+    site: Site, browser: Any
+) -> None:
+    log_in(browser, site)
+    wait(browser, ec.presence_of_element_located((By.ID, "panel-board")))
+    browser.execute_script(
+        """window.__fetched = [];
+        const fetch0 = window.fetch;
+        window.fetch = (url, ...rest) => { window.__fetched.push(String(url)); return fetch0(url, ...rest); };"""
+    )
+    time.sleep(3)  # three of this site's refresh periods (1 s): a page that polled would have fetched by now
+    assert browser.execute_script("return window.__fetched") == []
+    bead = site.town.bead_create(operator(), "a write wakes the page")
+    wait(browser, lambda d: in_column(d, "ready", bead.id))
+    assert "/panel/board" in browser.execute_script("return window.__fetched")
 
 
 def test_an_agent_token_does_not_open_the_dashboard(site: Site, browser: Any) -> None:

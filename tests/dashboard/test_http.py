@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 
 import httpx2
 import pytest
@@ -123,6 +124,40 @@ def test_the_live_feed_streams_new_events_as_server_sent_events(site: Site) -> N
             if bead.id in line or time.monotonic() > deadline:
                 break
     assert "event: town" in seen and '"verb":"bead.created"' in seen
+
+
+def until(lines: Iterator[str], wanted: str) -> bool:
+    deadline = time.monotonic() + 30  # the feed checks every refresh_seconds (1 here): bound the wait
+    for line in lines:
+        if line == wanted:
+            return True
+        if time.monotonic() > deadline:
+            break
+    return False
+
+
+def test_a_write_without_an_event_is_a_touch_on_the_live_feed(site: Site) -> None:
+    """An agent's heartbeat (or a model request the gateway meters) writes no event: the page still hears of it."""
+    polecat = site.town.agent_add(operator(), "nux", Role.polecat.value).agent
+    c = site.login()
+    with c.stream("GET", "/live", params={"after": str(site.town.last_event_id(operator()))}, timeout=20) as r:
+        lines = r.iter_lines()
+        assert next(lines) == "retry: 2000"
+        site.town.heartbeat(polecat)
+        assert until(lines, "event: touch")
+
+
+def test_the_live_feed_says_stale_while_the_town_cannot_be_read_and_fresh_after(site: Site) -> None:
+    c = site.login()
+    start = site.town.last_event_id(operator())
+    with c.stream("GET", "/live", params={"after": str(start)}, timeout=20) as r:
+        lines = r.iter_lines()
+        site.town.broken = True  # nothing is written: the feed's quiet check finds it out
+        assert until(lines, "event: stale")
+        site.town.broken = False
+        assert until(lines, "event: fresh")
+        site.town.bead_create(operator(), "after the recovery")
+        assert until(lines, "event: town")
 
 
 def test_metrics_are_prometheus_text(site: Site) -> None:
