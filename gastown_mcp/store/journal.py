@@ -79,12 +79,13 @@ def _decode(value: Any) -> Any:
 
 
 def drain(conn: sqlite3.Connection) -> list[Change]:
-    """The after-image of every row the open transaction touched, and forget them (inside the transaction)."""
-    touched = conn.execute(f"SELECT tbl, rid FROM {CHANGES} ORDER BY tbl, rid").fetchall()
+    """The after-image of every row the open transaction touched, and forget them (inside the transaction): one
+    statement takes the list, one per table reads the rows."""
+    touched = conn.execute(f"DELETE FROM {CHANGES} RETURNING tbl, rid").fetchall()
     if not touched:
         return []
     by_table: dict[str, list[int]] = {}
-    for tbl, rid in touched:
+    for tbl, rid in sorted((r[0], r[1]) for r in touched):
         by_table.setdefault(tbl, []).append(rid)
     out: list[Change] = []
     for tbl, rids in by_table.items():
@@ -99,7 +100,6 @@ def drain(conn: sqlite3.Connection) -> list[Change]:
             for values in cur:
                 rows[values[0]] = {n: _encode(v) for n, v in zip(names[1:], values[1:], strict=True)}
         out += [(tbl, rid, rows.get(rid)) for rid in rids]
-    conn.execute(f"DELETE FROM {CHANGES}")
     return out
 
 

@@ -343,7 +343,7 @@ class Budgets:
         return Reservation(id=rid, agent=agent, rig=rig, model=model, tokens=estimate.tokens, usd=estimate.usd)
 
     def _admit(self, tx: Tx, agent: str, rig: str | None, model: str, estimate: Estimate, owner: str | None) -> int:
-        for row in self.repo.budgets(tx, keys_for(agent, rig)):
+        for row in self.repo.budgets_reserved(tx, keys_for(agent, rig)):
             tl, ul = row["token_limit"], row["usd_limit"]
             label = _label(row)
             if (tl is not None and row["tokens_spent"] >= tl) or (ul is not None and row["usd_spent"] >= ul):
@@ -352,7 +352,7 @@ class Budgets:
                     f"{label} budget is spent ({_spent_text(row)}); the gateway refuses further model "
                     "requests until the operator raises it with `gastown budget set`"
                 )
-            rt, ru = self.repo.reserved_so_far(tx, row["scope"], row["name"])
+            rt, ru = row["reserved_tokens"], row["reserved_usd"]
             if (tl is not None and row["tokens_spent"] + rt >= tl) or (ul is not None and row["usd_spent"] + ru >= ul):
                 raise BudgetBusy(
                     f"{label} budget is fully reserved by requests in flight ({_spent_text(row)}); "
@@ -437,6 +437,15 @@ class Budgets:
     def sync(self) -> None:
         """Make the writes made with `sync=False` durable against power loss (one fdatasync)."""
         self.db.sync()
+
+    def autocheckpoint(self, on: bool) -> None:
+        """Whether the calling thread's writes checkpoint the WAL themselves (`Database.autocheckpoint`): an
+        event loop turns it off and calls `checkpoint` from another thread."""
+        self.db.autocheckpoint(on)
+
+    def checkpoint(self) -> None:
+        """A PASSIVE WAL checkpoint from the calling thread (`Database.checkpoint`)."""
+        self.db.checkpoint()
 
     def refused(
         self,
