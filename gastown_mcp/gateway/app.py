@@ -85,7 +85,7 @@ class MessagesProxy:
         instance: str | None = None,
     ) -> None:
         self.town, self.config = town, config
-        self.budgets, self.routes = town.budgets, town.routes
+        self.budgets, self.routes, self.reads = town.budgets, town.routes, town.gateway_reads
         self.keys = dict(keys)  # upstream name → provider key; never logged, never sent to a client
         self._secrets = [k.encode() for k in self.keys.values() if k]
         self.client = client
@@ -120,13 +120,14 @@ class MessagesProxy:
 
     # -- steps -------------------------------------------------------------------------------------
     def _authenticate(self, scope: Scope) -> Agent:
-        """The virtual key, from the headers alone: nothing of the body is read for an unknown caller. One
-        indexed read, on the event loop (a WAL reader never waits for a writer)."""
+        """The virtual key, from the headers alone: nothing of the body is read for an unknown caller. Kept
+        until the store changes (`GatewayReads`), else one indexed read, on the event loop (a WAL reader never
+        waits for a writer)."""
         key = _virtual_key(scope)
         if not key:
             raise Refusal(401, "authentication_error", "no gateway key: send it as x-api-key or Bearer")
         try:
-            return self.town.gateway_agent(key)
+            return self.reads.agent(key)
         except Unauthorized:
             raise Refusal(401, "authentication_error", "unknown or revoked gateway key") from None
         except StoreError as exc:
@@ -138,12 +139,11 @@ class MessagesProxy:
         return self.config.max_count_tokens_body_bytes, "max_count_tokens_body_bytes"
 
     async def _admit(self, agent: Agent, checked: Checked, body_len: int, metered: bool) -> Admitted:
-        """Stop switch and route (reads, on the loop), then the reservation (the one write before forwarding,
-        in a worker thread): it is durable before a byte of the answer can reach the client."""
+        """Stop switch and route (reads, on the loop, kept until the store changes), then the reservation (the
+        one write before forwarding): it is durable before a byte of the answer can reach the client."""
         model = checked.model
         try:
-            stop = self.town.frozen()
-            name = self.routes.pick(agent.name, model)
+            stop, name = self.reads.admission(agent.name, model)
         except StoreError as exc:
             raise Refusal(503, "api_error", _UNREADABLE.format(exc=exc)) from None
         if stop is not None:
@@ -173,10 +173,13 @@ class MessagesProxy:
         lock is free at once (a few indexed statements), else in a worker thread. Either way it has committed
         when this returns (durable against a crash of this process); the journal's fdatasync (durable against
         power loss) follows within `SYNC_INTERVAL_S`, made by the `JournalSyncer`."""
+        mark = self.reads.mark()
         try:
-            return write(sync=False, wait=False)
+            done = write(sync=False, wait=False)
         except WriteLockTaken:
             return await anyio.to_thread.run_sync(functools.partial(write, sync=False, wait=True))
+        self.reads.wrote(mark)  # usage, budgets and reservations only: the cached reads still hold
+        return done
 
     def _reserve(
         self, agent: Agent, model: str, estimate: Estimate, *, sync: bool, wait: bool

@@ -219,6 +219,16 @@ class Database:
             self._local.nowait = conn
         return conn
 
+    def nowait_version(self) -> tuple[int, int]:
+        """Changes whenever a read on this thread could see something new: another connection committed
+        (`PRAGMA data_version` of this thread's no-wait connection) or that connection changed rows itself."""
+        conn = self._nowait_conn()
+        return int(conn.execute("PRAGMA data_version").fetchone()[0]), conn.total_changes
+
+    def nowait_changes(self) -> int:
+        """Rows this thread's no-wait connection has changed so far (`nowait_version`'s second part)."""
+        return self._nowait_conn().total_changes
+
     def close(self) -> None:
         if self.journal is not None:
             self.journal.close()

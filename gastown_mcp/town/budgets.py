@@ -25,9 +25,11 @@ from pydantic import Field
 from gastown_mcp.config import Price
 from gastown_mcp.errors import BudgetBusy, BudgetExceeded, InvalidInput
 from gastown_mcp.models import Agent, StrictModel, Verb, now_iso
+from gastown_mcp.store import health
 from gastown_mcp.store.db import Database, Tx, WriteLockTaken
 from gastown_mcp.store.usage import TOWN, BudgetKey, UsageRepo, UsageRow
 from gastown_mcp.town.agents import AgentsAPI
+from gastown_mcp.town.gatereads import GatewayReads
 from gastown_mcp.town.routes import Route, Routes
 
 __all__ = ["Price", "Route", "Routes", "UsageRow", "WriteLockTaken"]
@@ -554,15 +556,20 @@ def _spent_text(row: sqlite3.Row) -> str:
 
 class BudgetsAPI(AgentsAPI):
     """Budgets and usage on `Town`: the operator and mayor read and set them; the gateway spends through
-    `town.budgets` (reserve, settle) and picks upstreams through `town.routes`, one instance of each."""
+    `town.budgets` (reserve, settle) and picks upstreams through `town.routes`, one instance of each, and makes
+    its per-request reads (key, stop, route) through `town.gateway_reads`."""
 
     budgets: Budgets
     routes: Routes
+    gateway_reads: GatewayReads
 
     def _init_budgets(self) -> None:
         gateway = self.settings.gateway
         self.budgets = Budgets(self._store, PriceTable(gateway.prices))
         self.routes = Routes(self._store, gateway.routes, gateway.default_upstream)
+        self.gateway_reads = GatewayReads(
+            self._store.db, self.gateway_agent, lambda: self._store.health.get(health.ESTOP), self.routes.pick
+        )
 
     def budget_set(
         self, actor: Agent, scope: str, name: str | None = None, *, tokens: int | None = None, usd: float | None = None
