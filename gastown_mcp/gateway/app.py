@@ -246,7 +246,7 @@ class MessagesProxy:
         settlement.outcome = "abandoned"
         try:
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
-                data = redact(await response.aread(), self._secrets)
+                data = redact(await _body(response), self._secrets)
                 if ok:
                     meter.read_json(data)
                 else:
@@ -406,6 +406,14 @@ async def _pump(
                 await send({"type": "http.response.body", "body": out, "more_body": True})
         tg.cancel_scope.cancel()
     return gone, held + redactor.flush()
+
+
+async def _body(response: httpx2.Response) -> bytes:
+    """A whole response body as it came (upstreams are asked for `identity`, as the stream path assumes), or
+    decoded when an upstream compressed it anyway (the client gets it without the content-encoding)."""
+    if "content-encoding" in response.headers:
+        return await response.aread()
+    return b"".join([chunk async for chunk in response.aiter_raw()])
 
 
 def _no_key(name: str, upstream: Upstream, model: str) -> str:
