@@ -223,7 +223,10 @@ class Database:
         """Changes whenever a read on this thread could see something new: another connection committed
         (`PRAGMA data_version` of this thread's no-wait connection) or that connection changed rows itself."""
         conn = self._nowait_conn()
-        return int(conn.execute("PRAGMA data_version").fetchone()[0]), conn.total_changes
+        try:
+            return int(conn.execute("PRAGMA data_version").fetchone()[0]), conn.total_changes
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the town database's version: {exc}") from exc
 
     def nowait_changes(self) -> int:
         """Rows this thread's no-wait connection has changed so far (`nowait_version`'s second part)."""

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from gastown_mcp.errors import StoreError
 from gastown_mcp.models import Agent
 from gastown_mcp.store.db import Database
 
@@ -67,9 +68,12 @@ class GatewayReads:
 
     def _fresh(self) -> dict[Any, Any]:
         state = self._local.__dict__
-        version = self.db.nowait_version()
+        try:
+            version: tuple[int, int] | None = self.db.nowait_version()
+        except StoreError:  # unknown: keep nothing, and let the reads themselves fail (or wait) as they do
+            version = None
         kept: dict[Any, Any] | None = state.get("kept")
-        if kept is None or state.get("version") != version or len(kept) >= MAX_KEPT:
+        if version is None or kept is None or state.get("version") != version or len(kept) >= MAX_KEPT:
             kept = state["kept"] = {}
             state["version"] = version
         return kept
