@@ -2,10 +2,12 @@
 on the same stack (uvicorn + httpx2, `serving.run`), same run, interleaved; CPU per request of both; then 50
 concurrent streams through the gateway.
 
-Run: `.venv/bin/python benchmarks/bench_gateway.py [--requests 400] [--streams 50] [--rounds 10]`. The
-stand-in, the bare proxy and the gateway each run as their own uvicorn subprocess (CPU read from /proc); all
+Run: `.venv/bin/python benchmarks/bench_gateway.py [--requests 400] [--streams 50] [--rounds 10] [--before DIR]`.
+The stand-in, the bare proxy and the gateway each run as their own uvicorn subprocess (CPU read from /proc); all
 traffic is on loopback. "Added" is p50 through a proxy minus p50 straight to the stand-in; the ratio is the
-gateway's added latency (and CPU per request) over the bare proxy's. Writes benchmarks/results/bench_gateway.json.
+gateway's added latency (and CPU per request) over the bare proxy's. `--before DIR` adds a gateway served from
+another copy of the source (e.g. `git archive HEAD~3 | tar -x -C DIR`), with a town of its own, to the same
+interleaved run: before and after under the same load. Writes benchmarks/results/bench_gateway.json.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def free_port() -> int:
 
 
 def serve_gateway(town_dir: str, port: int, upstream: str) -> None:
-    """Child process: one town store, one gateway app, uvicorn."""
+    """Child process: one town store, one gateway app, uvicorn (from the source on PYTHONPATH with `--before`)."""
     from gastown_mcp import assemble, serving
     from gastown_mcp.config import load_settings
     from gastown_mcp.gateway import build_gateway
@@ -183,12 +185,16 @@ async def run(args: argparse.Namespace) -> None:
     from gastown_mcp.config import load_settings
     from gastown_mcp.town import operator
 
-    town = tempfile.mkdtemp(prefix="bench-town-")
-    bench = assemble.open_town(load_settings(town, env={}))
-    key = bench.agent_add(operator(), "polecat-1", "polecat", rig="web").gateway_key
-    if args.budget:
-        bench.budget_set(operator(), "town", tokens=10**12, usd=10**6)
-    bench.close()
+    def new_town() -> tuple[str, str]:
+        where = tempfile.mkdtemp(prefix="bench-town-")
+        made = assemble.open_town(load_settings(where, env={}))
+        made_key = made.agent_add(operator(), "polecat-1", "polecat", rig="web").gateway_key
+        if args.budget:
+            made.budget_set(operator(), "town", tokens=10**12, usd=10**6)
+        made.close()
+        return where, made_key
+
+    town, key = new_town()
     sp, bp, gp = free_port(), free_port(), free_port()
     py, me = sys.executable, str(Path(__file__).resolve())
     upstream = f"http://127.0.0.1:{sp}"
@@ -201,6 +207,15 @@ async def run(args: argparse.Namespace) -> None:
         "bare": (f"http://127.0.0.1:{bp}", {"anthropic-version": "2023-06-01"}, bare.pid),
         "gateway": (f"http://127.0.0.1:{gp}", gw_headers, gateway.pid),
     }
+    children = [gateway, bare, standin]
+    if args.before:
+        before_town, before_key = new_town()
+        fp, env = free_port(), {**os.environ, "PYTHONPATH": str(Path(args.before).resolve())}
+        before = subprocess.Popen([py, me, "--serve-gateway", before_town, str(fp), upstream], cwd=ROOT, env=env)
+        children.insert(0, before)
+        before_headers = {"x-api-key": before_key, "anthropic-version": "2023-06-01"}
+        targets["before"] = (f"http://127.0.0.1:{fp}", before_headers, before.pid)
+    proxies = [name for name in targets if name != "direct"]
     try:
         for url, _, _ in targets.values():
             await wait_up(url)
@@ -210,8 +225,8 @@ async def run(args: argparse.Namespace) -> None:
             for label, probe in (("json", json_once), ("ttfb", ttfb_once)):
                 times, cpu = await interleaved(http, targets, probe, args.requests)
                 p50 = {name: pct(t, 50) for name, t in times.items()}
-                added = {name: p50[name] - p50["direct"] for name in ("bare", "gateway")}
-                per_req = {name: cpu[name] / args.requests * 1000 for name in ("bare", "gateway")}
+                added = {name: p50[name] - p50["direct"] for name in proxies}
+                per_req = {name: cpu[name] / args.requests * 1000 for name in proxies}
                 results[label] = {
                     "p50_ms": p50,
                     "p99_ms": {name: pct(t, 99) for name, t in times.items()},
@@ -220,6 +235,13 @@ async def run(args: argparse.Namespace) -> None:
                     "cpu_ms_per_request": per_req,
                     "cpu_ratio": per_req["gateway"] / per_req["bare"] if per_req["bare"] > 0 else None,
                 }
+                if "before" in targets:
+                    results[label]["before_added_ratio"] = (
+                        added["before"] / added["bare"] if added["bare"] > 0 else None
+                    )
+                    results[label]["before_cpu_ratio"] = (
+                        per_req["before"] / per_req["bare"] if per_req["bare"] else None
+                    )
         budget = "on" if args.budget else "off"
         print(f"gateway vs a bare pass-through proxy, same stack: {args.requests} requests each, budgets {budget}")
         for label, name in (("json", "JSON total"), ("ttfb", "stream TTFB")):
@@ -231,6 +253,12 @@ async def run(args: argparse.Namespace) -> None:
                 f"gateway +{added['gateway']:.2f} ms (x{ratio or float('nan'):.2f}) | CPU per request: bare "
                 f"{cpu['bare']:.2f} ms, gateway {cpu['gateway']:.2f} ms (x{cratio or float('nan'):.2f})"
             )
+            if "before" in targets:
+                print(
+                    f"  {'':12s} before (--before): added +{added['before']:.2f} ms "
+                    f"(x{r['before_added_ratio'] or float('nan'):.2f}), CPU per request {cpu['before']:.2f} ms "
+                    f"(x{r['before_cpu_ratio'] or float('nan'):.2f})"
+                )
         cpu0 = cpu_seconds(gateway.pid)
         ok, errors, secs = await concurrent_streams(targets["gateway"][0], gw_headers, args.streams, args.rounds)
         cpu1 = cpu_seconds(gateway.pid)
@@ -254,7 +282,7 @@ async def run(args: argparse.Namespace) -> None:
             await asyncio.sleep(0.1)
         bench.close()
     finally:
-        for p in (gateway, bare, standin):
+        for p in children:
             p.terminate()
             p.wait(timeout=10)
     bench = assemble.open_town(load_settings(town, env={}))
@@ -282,6 +310,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--no-budget", dest="budget", action="store_false", help="no budget rows (still reserves)")
+    parser.add_argument("--before", help="a copy of earlier source to serve a second gateway from, same run")
     asyncio.run(run(parser.parse_args()))
 
 

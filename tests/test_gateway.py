@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ import httpx2
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from gastown_mcp.gateway import GatewayConfig, Upstream, build_gateway
@@ -523,3 +524,30 @@ async def test_upstream_rate_limits_are_recorded_for_the_dogs_to_count(store: St
             )
     # The usage row is written before the client sees the end of the answer (see `_relay`).
     assert store.health.upstream_status_count(429, "2000-01-01") == 1
+
+
+def _gzipping_upstream() -> Starlette:
+    """A Messages API that compresses its JSON answer although the gateway asked for `identity`."""
+
+    async def messages(request: Request) -> Response:
+        usage = {"input_tokens": 11, "output_tokens": 7}
+        answer = {
+            "id": "msg_gz", "type": "message", "role": "assistant", "model": "scripted-standin",
+            "content": [{"type": "text", "text": "squeezed"}], "stop_reason": "end_turn", "usage": usage,
+        }  # fmt: skip
+        body = gzip.compress(json.dumps(answer).encode())
+        return Response(body, media_type="application/json", headers={"content-encoding": "gzip"})
+
+    return Starlette(routes=[Route("/v1/messages", messages, methods=["POST"])])
+
+
+async def test_a_json_answer_compressed_anyway_reaches_the_client_decoded_and_is_metered(
+    store: Store, key: str
+) -> None:
+    async with town(store, Hello(), upstream_app=_gzipping_upstream()) as t:
+        msg = await t.client(key).messages.create(
+            model="scripted-standin", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert msg.content[0].type == "text" and msg.content[0].text == "squeezed"
+    [row] = t.rows()
+    assert (row["input_tokens"], row["output_tokens"], row["outcome"]) == (11, 7, "ok")

@@ -97,13 +97,15 @@ def build_gateway(
                 "gateway charged %d requests a previous gateway left unsettled in full (%d tokens)",
                 len(charged), sum(row.tokens for row in charged),
             )  # fmt: skip
-        syncer = JournalSyncer(budgets.sync, log)
+        syncer = JournalSyncer(budgets.sync, log, checkpoint=budgets.checkpoint)
+        budgets.autocheckpoint(False)  # this (the loop's) connection: the syncer checkpoints in its stead
         syncer.start()
         try:
             yield
         finally:
             await client.aclose()
             await anyio.to_thread.run_sync(syncer.stop)
+            budgets.autocheckpoint(True)
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True, "upstreams": sorted(config.upstreams)})

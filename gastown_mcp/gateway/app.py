@@ -51,6 +51,7 @@ __all__ = ["JournalSyncer", "MessagesProxy", "Refusal"]
 
 T = TypeVar("T")
 SYNC_INTERVAL_S = 0.02  # how long the gateway's writes may wait for the journal's fdatasync (power loss only)
+CHECKPOINT_INTERVAL_S = 0.5  # how often the syncer checkpoints the WAL in the loop's stead
 
 _UNRECORDED = (
     "gastown: the gateway could not record this request's usage reservation ({exc}), so it fails closed before "
@@ -84,7 +85,7 @@ class MessagesProxy:
         instance: str | None = None,
     ) -> None:
         self.town, self.config = town, config
-        self.budgets, self.routes = town.budgets, town.routes
+        self.budgets, self.routes, self.reads = town.budgets, town.routes, town.gateway_reads
         self.keys = dict(keys)  # upstream name → provider key; never logged, never sent to a client
         self._secrets = [k.encode() for k in self.keys.values() if k]
         self.client = client
@@ -119,13 +120,14 @@ class MessagesProxy:
 
     # -- steps -------------------------------------------------------------------------------------
     def _authenticate(self, scope: Scope) -> Agent:
-        """The virtual key, from the headers alone: nothing of the body is read for an unknown caller. One
-        indexed read, on the event loop (a WAL reader never waits for a writer)."""
+        """The virtual key, from the headers alone: nothing of the body is read for an unknown caller. Kept
+        until the store changes (`GatewayReads`), else one indexed read, on the event loop (a WAL reader never
+        waits for a writer)."""
         key = _virtual_key(scope)
         if not key:
             raise Refusal(401, "authentication_error", "no gateway key: send it as x-api-key or Bearer")
         try:
-            return self.town.gateway_agent(key)
+            return self.reads.agent(key)
         except Unauthorized:
             raise Refusal(401, "authentication_error", "unknown or revoked gateway key") from None
         except StoreError as exc:
@@ -137,12 +139,11 @@ class MessagesProxy:
         return self.config.max_count_tokens_body_bytes, "max_count_tokens_body_bytes"
 
     async def _admit(self, agent: Agent, checked: Checked, body_len: int, metered: bool) -> Admitted:
-        """Stop switch and route (reads, on the loop), then the reservation (the one write before forwarding,
-        in a worker thread): it is durable before a byte of the answer can reach the client."""
+        """Stop switch and route (reads, on the loop, kept until the store changes), then the reservation (the
+        one write before forwarding): it is durable before a byte of the answer can reach the client."""
         model = checked.model
         try:
-            stop = self.town.frozen()
-            name = self.routes.pick(agent.name, model)
+            stop, name = self.reads.admission(agent.name, model)
         except StoreError as exc:
             raise Refusal(503, "api_error", _UNREADABLE.format(exc=exc)) from None
         if stop is not None:
@@ -172,10 +173,13 @@ class MessagesProxy:
         lock is free at once (a few indexed statements), else in a worker thread. Either way it has committed
         when this returns (durable against a crash of this process); the journal's fdatasync (durable against
         power loss) follows within `SYNC_INTERVAL_S`, made by the `JournalSyncer`."""
+        mark = self.reads.mark()
         try:
-            return write(sync=False, wait=False)
+            done = write(sync=False, wait=False)
         except WriteLockTaken:
             return await anyio.to_thread.run_sync(functools.partial(write, sync=False, wait=True))
+        self.reads.wrote(mark)  # usage, budgets and reservations only: the cached reads still hold
+        return done
 
     def _reserve(
         self, agent: Agent, model: str, estimate: Estimate, *, sync: bool, wait: bool
@@ -242,7 +246,7 @@ class MessagesProxy:
         settlement.outcome = "abandoned"
         try:
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
-                data = redact(await response.aread(), self._secrets)
+                data = redact(await _body(response), self._secrets)
                 if ok:
                     meter.read_json(data)
                 else:
@@ -273,12 +277,23 @@ class MessagesProxy:
 
 
 class JournalSyncer:
-    """Makes the gateway's writes durable against power loss: a thread that wakes every `interval` seconds on
-    its own clock and, when writes were made since, runs one fdatasync of the journal. The event loop never
-    signals it: waking a thread costs the loop more than the write itself did."""
+    """Makes the gateway's writes durable against power loss, and keeps the WAL's checkpoints off the event loop:
+    a thread that wakes every `interval` seconds on its own clock and, when writes were made since, runs one
+    fdatasync of the journal; every `checkpoint_every` seconds it also runs a PASSIVE WAL checkpoint (the loop's
+    connection does not checkpoint: one that fell to a request's commit cost that request milliseconds). The
+    event loop never signals it: waking a thread costs the loop more than the write itself did."""
 
-    def __init__(self, sync: Callable[[], None], log: logging.Logger, interval: float = SYNC_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        sync: Callable[[], None],
+        log: logging.Logger,
+        interval: float = SYNC_INTERVAL_S,
+        checkpoint: Callable[[], None] | None = None,
+        checkpoint_every: float = CHECKPOINT_INTERVAL_S,
+    ) -> None:
         self.sync, self.log, self.interval = sync, log, interval
+        self.checkpoint = checkpoint
+        self._ticks_per_checkpoint = max(1, round(checkpoint_every / interval))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gateway-journal-sync", daemon=True)
 
@@ -292,15 +307,19 @@ class JournalSyncer:
             self._thread.join()
 
     def _run(self) -> None:
+        tick = 0
         while not self._stop.wait(self.interval):
-            self._once()
-        self._once()
+            self._once(self.sync, "sync the town's journal")
+            tick += 1
+            if self.checkpoint is not None and tick % self._ticks_per_checkpoint == 0:
+                self._once(self.checkpoint, "checkpoint the town's WAL")
+        self._once(self.sync, "sync the town's journal")
 
-    def _once(self) -> None:
+    def _once(self, job: Callable[[], None], what: str) -> None:
         try:
-            self.sync()
+            job()
         except Exception as exc:  # a dead syncer would leave every later write unsynced: report and go on
-            self.log.error("gateway could not sync the town's journal: %s", exc)
+            self.log.error("gateway could not %s: %s", what, exc)
 
 
 class _Settlement:
@@ -387,6 +406,14 @@ async def _pump(
                 await send({"type": "http.response.body", "body": out, "more_body": True})
         tg.cancel_scope.cancel()
     return gone, held + redactor.flush()
+
+
+async def _body(response: httpx2.Response) -> bytes:
+    """A whole response body as it came (upstreams are asked for `identity`, as the stream path assumes), or
+    decoded when an upstream compressed it anyway (the client gets it without the content-encoding)."""
+    if "content-encoding" in response.headers:
+        return await response.aread()
+    return b"".join([chunk async for chunk in response.aiter_raw()])
 
 
 def _no_key(name: str, upstream: Upstream, model: str) -> str:

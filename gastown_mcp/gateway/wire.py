@@ -97,11 +97,16 @@ class StreamRedactor:
 
     def __init__(self, keys: Iterable[str]) -> None:
         self.keys = [k.encode() for k in keys if len(k.encode()) >= MIN_SECRET_BYTES]
+        self._in_keys = frozenset(b for k in self.keys for b in k)  # a tail can start a key only if it ends in one
         self._tail = b""
 
     def feed(self, chunk: bytes) -> bytes:
-        data = redact(self._tail + chunk, self.keys)
-        hold = max((_key_prefix_at_end(data, k) for k in self.keys), default=0)
+        if not self.keys:
+            return chunk
+        data = redact(self._tail + chunk if self._tail else chunk, self.keys)
+        hold = 0
+        if data and data[-1] in self._in_keys:  # an SSE chunk ends in a newline, which no key holds
+            hold = max(_key_prefix_at_end(data, k) for k in self.keys)
         self._tail = data[len(data) - hold :] if hold else b""
         return data[: len(data) - hold]
 

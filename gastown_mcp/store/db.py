@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import sqlite3
 import threading
@@ -52,8 +53,9 @@ class Tx:
     at: float = field(default_factory=time.time)
     events: list[dict[str, Any]] = field(default_factory=list)
 
-    @property
+    @functools.cached_property
     def now(self) -> str:
+        """`at` as the store's timestamp text (formatted once: a transaction stamps several rows with it)."""
         return now_iso(self.at)
 
     def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
@@ -115,6 +117,7 @@ class Database:
         # worker threads and starts new ones; each used to leave a connection and its file descriptors open).
         self._all: dict[sqlite3.Connection, threading.Thread] = {}
         self._all_lock = threading.Lock()
+        self._nowait: set[sqlite3.Connection] = set()  # the connections made for `write(wait=False)`
         self._writer = threading.RLock()  # this process's writers queue here (see `write`)
         self._unsynced = 0  # journal offset up to which `write(sync=False)` left lines for `sync()`
         if not self.path.parent.exists():
@@ -161,11 +164,13 @@ class Database:
         return [] if found == ["ok"] else found
 
     # -- connections -------------------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, nowait: bool = False) -> sqlite3.Connection:
+        """A connection for this thread: one a finished thread left (of the same kind), else a new one. A
+        `nowait` one (for `write(wait=False)`) has a busy timeout of 0: a held write lock fails at once."""
         me = threading.current_thread()
         with self._all_lock:
             for conn, owner in self._all.items():
-                if not owner.is_alive():
+                if not owner.is_alive() and (conn in self._nowait) == nowait:
                     self._all[conn] = me
                     if conn.in_transaction:  # cannot happen through write(); never inherit an open one
                         with contextlib.suppress(sqlite3.Error):
@@ -176,7 +181,7 @@ class Database:
                 self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
             )
             conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA busy_timeout={0 if nowait else BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
@@ -186,6 +191,8 @@ class Database:
             ) from exc
         with self._all_lock:
             self._all[conn] = me
+            if nowait:
+                self._nowait.add(conn)
         return conn
 
     def connections(self) -> int:
@@ -201,6 +208,30 @@ class Database:
             self._local.conn = conn
         return conn
 
+    def _nowait_conn(self) -> sqlite3.Connection:
+        """This thread's connection for `write(wait=False)` (made on first use: only an event loop's thread has
+        one), so no write pays for switching a busy timeout off and on again."""
+        conn: sqlite3.Connection | None = getattr(self._local, "nowait", None)
+        if conn is None:
+            conn = self._connect(nowait=True)
+            ckpt = getattr(self._local, "autocheckpoint", True)
+            conn.execute(f"PRAGMA wal_autocheckpoint={1000 if ckpt else 0}")
+            self._local.nowait = conn
+        return conn
+
+    def nowait_version(self) -> tuple[int, int]:
+        """Changes whenever a read on this thread could see something new: another connection committed
+        (`PRAGMA data_version` of this thread's no-wait connection) or that connection changed rows itself."""
+        conn = self._nowait_conn()
+        try:
+            return int(conn.execute("PRAGMA data_version").fetchone()[0]), conn.total_changes
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the town database's version: {exc}") from exc
+
+    def nowait_changes(self) -> int:
+        """Rows this thread's no-wait connection has changed so far (`nowait_version`'s second part)."""
+        return self._nowait_conn().total_changes
+
     def close(self) -> None:
         if self.journal is not None:
             self.journal.close()
@@ -209,6 +240,7 @@ class Database:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
             self._all.clear()
+            self._nowait.clear()
         self._local = threading.local()
 
     def _migrate(self) -> None:
@@ -278,6 +310,23 @@ class Database:
             finally:
                 conn.execute("ROLLBACK")
 
+    def autocheckpoint(self, on: bool) -> None:
+        """Whether this thread's `write(wait=False)` commits copy the WAL into the database file themselves when
+        one takes the WAL past 1000 pages (SQLite's default, on). An event loop that must not stall on that turns
+        it off and leaves it to `checkpoint()` in another thread; every other connection keeps its own."""
+        self._local.autocheckpoint = on
+        conn: sqlite3.Connection | None = getattr(self._local, "nowait", None)
+        if conn is not None:
+            conn.execute(f"PRAGMA wal_autocheckpoint={1000 if on else 0}")
+
+    def checkpoint(self) -> None:
+        """Copy the WAL's committed pages into the database file as far as readers allow, waiting for no one
+        (a PASSIVE checkpoint); cheap when there is nothing new."""
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"WAL checkpoint failed: {exc}; it is retried on the next one") from exc
+
     # -- reading and writing -----------------------------------------------------------------------
     def query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         try:
@@ -308,16 +357,9 @@ class Database:
         if not self._writer.acquire(blocking=wait):
             raise WriteLockTaken("a writer of this process holds the write lock")
         try:
-            conn = self.conn
+            conn = self.conn if wait else self._nowait_conn()
             try:
-                if wait:
-                    conn.execute("BEGIN IMMEDIATE")
-                else:
-                    conn.execute("PRAGMA busy_timeout=0")
-                    try:
-                        conn.execute("BEGIN IMMEDIATE")
-                    finally:
-                        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 if not wait:
                     raise WriteLockTaken(f"another process holds the write lock ({exc})") from exc

@@ -79,12 +79,13 @@ def _decode(value: Any) -> Any:
 
 
 def drain(conn: sqlite3.Connection) -> list[Change]:
-    """The after-image of every row the open transaction touched, and forget them (inside the transaction)."""
-    touched = conn.execute(f"SELECT tbl, rid FROM {CHANGES} ORDER BY tbl, rid").fetchall()
+    """The after-image of every row the open transaction touched, and forget them (inside the transaction): one
+    statement takes the list, one per table reads the rows."""
+    touched = conn.execute(f"DELETE FROM {CHANGES} RETURNING tbl, rid").fetchall()
     if not touched:
         return []
     by_table: dict[str, list[int]] = {}
-    for tbl, rid in touched:
+    for tbl, rid in sorted((r[0], r[1]) for r in touched):
         by_table.setdefault(tbl, []).append(rid)
     out: list[Change] = []
     for tbl, rids in by_table.items():
@@ -95,11 +96,14 @@ def drain(conn: sqlite3.Connection) -> list[Change]:
             cur = conn.execute(
                 f'SELECT rowid AS "__rowid", * FROM "{q}" WHERE rowid IN ({",".join("?" * len(chunk))})', chunk
             )
-            names = [d[0] for d in cur.description]
+            names = [d[0] for d in cur.description][1:]
             for values in cur:
-                rows[values[0]] = {n: _encode(v) for n, v in zip(names[1:], values[1:], strict=True)}
+                image = values[1:]
+                if bytes in map(type, image):
+                    rows[values[0]] = {n: _encode(v) for n, v in zip(names, image, strict=True)}
+                else:
+                    rows[values[0]] = dict(zip(names, image, strict=True))
         out += [(tbl, rid, rows.get(rid)) for rid in rids]
-    conn.execute(f"DELETE FROM {CHANGES}")
     return out
 
 
@@ -136,24 +140,26 @@ class Journal:
         self._synced = 0  # bytes of this file known to be on disk
         self.replaced = False  # the file vanished under us and a fresh one was started (the journal dog reports it)
 
-    def _open(self) -> int:
-        """The open file, reopened if someone deleted or replaced it (a fresh journal lacks the earlier lines:
-        `replaced` is set so the journal dog takes a backup that covers them)."""
+    def _open(self) -> tuple[int, int]:
+        """The open file and its size, reopened if someone deleted or replaced it (a fresh journal lacks the
+        earlier lines: `replaced` is set so the journal dog takes a backup that covers them). The size is where
+        the next line lands: every append holds the database's write lock, so no one grows the file meanwhile."""
         if self._fd is not None:
             try:
-                same = os.stat(self.path).st_ino == self._ino
+                st = os.stat(self.path)
             except FileNotFoundError:
-                same = False
-            if same:
-                return self._fd
+                st = None
+            if st is not None and st.st_ino == self._ino:
+                return self._fd, st.st_size
             if not self._rotated_by_peer():
                 self.replaced = True
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._fd, self._ino, self._synced = fd, os.fstat(fd).st_ino, 0
-        return fd
+        st = os.fstat(fd)
+        self._fd, self._ino, self._synced = fd, st.st_ino, 0
+        return fd, st.st_size
 
     def _rotated_by_peer(self) -> bool:
         """Whether the file now at our path is a rotation (`trim`) by another process: it starts with the marker."""
@@ -206,8 +212,7 @@ class Journal:
     def append(self, line: bytes) -> tuple[int, int]:
         """Write one line; returns (offset before it, offset after it) for `sync()` and `undo()`."""
         with self._lock:
-            fd = self._open()
-            start = os.lseek(fd, 0, os.SEEK_END)
+            fd, start = self._open()
             written = os.write(fd, line)
             if written != len(line):
                 with contextlib.suppress(OSError):
@@ -297,8 +302,11 @@ def _copy(src: Any, dst: Any, limit: int | None) -> None:
             limit -= len(block)
 
 
+_LINE = json.JSONEncoder(separators=(",", ":"))  # one encoder for every line (json.dumps would make one a call)
+
+
 def encode(seq: int, at: str, changes: list[Change]) -> bytes:
-    return (json.dumps({"seq": seq, "at": at, "changes": changes}, separators=(",", ":")) + "\n").encode()
+    return (_LINE.encode({"seq": seq, "at": at, "changes": changes}) + "\n").encode()
 
 
 def read(path: Path, *, after: int = 0) -> Iterator[dict[str, Any]]:

@@ -54,6 +54,17 @@ class UsageRepo:
         found = {(r["scope"], r["name"]): r for r in tx.execute(f"SELECT * FROM budgets WHERE {where}", _flat(keys))}
         return [found[k] for k in keys if k in found]
 
+    def budgets_reserved(self, tx: Tx, keys: Sequence[BudgetKey]) -> list[sqlite3.Row]:
+        """The budget rows of `keys` that exist, in the order of `keys`, each with what live reservations hold in
+        its scope (`reserved_tokens`, `reserved_usd`): what admitting a request reads, in one statement."""
+        where = " OR ".join(["(b.scope=? AND b.name=?)"] * len(keys))
+        sql = f"""SELECT b.*, COALESCE(SUM(r.tokens), 0) AS reserved_tokens, COALESCE(SUM(r.usd), 0) AS reserved_usd
+                  FROM budgets AS b LEFT JOIN reservations AS r ON CASE b.scope WHEN 'agent' THEN r.agent = b.name
+                      WHEN 'rig' THEN r.rig = b.name ELSE 1 END
+                  WHERE {where} GROUP BY b.scope, b.name"""
+        found = {(r["scope"], r["name"]): r for r in tx.execute(sql, _flat(keys))}
+        return [found[k] for k in keys if k in found]
+
     def list_budgets(self, scope: str | None = None, name: str | None = None) -> list[sqlite3.Row]:
         sql, params = "SELECT * FROM budgets WHERE 1=1", []
         if scope is not None:

@@ -25,10 +25,12 @@ from pydantic import Field
 from gastown_mcp.config import Price
 from gastown_mcp.errors import BudgetBusy, BudgetExceeded, InvalidInput
 from gastown_mcp.models import Agent, StrictModel, Verb, now_iso
+from gastown_mcp.store import health
 from gastown_mcp.store.db import Database, Tx, WriteLockTaken
 from gastown_mcp.store.usage import TOWN, BudgetKey, UsageRepo, UsageRow
 from gastown_mcp.town import glance
 from gastown_mcp.town.agents import AgentsAPI
+from gastown_mcp.town.gatereads import GatewayReads
 from gastown_mcp.town.glance import budget_fields, failing_fields, spend_fields, usage_fields
 from gastown_mcp.town.routes import Route, Routes
 
@@ -284,7 +286,7 @@ class Budgets:
         return Reservation(id=rid, agent=agent, rig=rig, model=model, tokens=estimate.tokens, usd=estimate.usd)
 
     def _admit(self, tx: Tx, agent: str, rig: str | None, model: str, estimate: Estimate, owner: str | None) -> int:
-        for row in self.repo.budgets(tx, keys_for(agent, rig)):
+        for row in self.repo.budgets_reserved(tx, keys_for(agent, rig)):
             tl, ul = row["token_limit"], row["usd_limit"]
             label = _label(row)
             if (tl is not None and row["tokens_spent"] >= tl) or (ul is not None and row["usd_spent"] >= ul):
@@ -293,7 +295,7 @@ class Budgets:
                     f"{label} budget is spent ({_spent_text(row)}); the gateway refuses further model "
                     "requests until the operator raises it with `gastown budget set`"
                 )
-            rt, ru = self.repo.reserved_so_far(tx, row["scope"], row["name"])
+            rt, ru = row["reserved_tokens"], row["reserved_usd"]
             if (tl is not None and row["tokens_spent"] + rt >= tl) or (ul is not None and row["usd_spent"] + ru >= ul):
                 raise BudgetBusy(
                     f"{label} budget is fully reserved by requests in flight ({_spent_text(row)}); "
@@ -378,6 +380,15 @@ class Budgets:
     def sync(self) -> None:
         """Make the writes made with `sync=False` durable against power loss (one fdatasync)."""
         self.db.sync()
+
+    def autocheckpoint(self, on: bool) -> None:
+        """Whether the calling thread's writes checkpoint the WAL themselves (`Database.autocheckpoint`): an
+        event loop turns it off and calls `checkpoint` from another thread."""
+        self.db.autocheckpoint(on)
+
+    def checkpoint(self) -> None:
+        """A PASSIVE WAL checkpoint from the calling thread (`Database.checkpoint`)."""
+        self.db.checkpoint()
 
     def refused(
         self,
@@ -486,15 +497,20 @@ def _spent_text(row: sqlite3.Row) -> str:
 
 class BudgetsAPI(AgentsAPI):
     """Budgets and usage on `Town`: the operator and mayor read and set them; the gateway spends through
-    `town.budgets` (reserve, settle) and picks upstreams through `town.routes`, one instance of each."""
+    `town.budgets` (reserve, settle) and picks upstreams through `town.routes`, one instance of each, and makes
+    its per-request reads (key, stop, route) through `town.gateway_reads`."""
 
     budgets: Budgets
     routes: Routes
+    gateway_reads: GatewayReads
 
     def _init_budgets(self) -> None:
         gateway = self.settings.gateway
         self.budgets = Budgets(self._store, PriceTable(gateway.prices))
         self.routes = Routes(self._store, gateway.routes, gateway.default_upstream)
+        self.gateway_reads = GatewayReads(
+            self._store.db, self.gateway_agent, lambda: self._store.health.get(health.ESTOP), self.routes.pick
+        )
 
     def budget_set(
         self, actor: Agent, scope: str, name: str | None = None, *, tokens: int | None = None, usd: float | None = None
