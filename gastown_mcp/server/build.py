@@ -7,10 +7,8 @@ place where domain errors become tool errors.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from mcp.server.auth.settings import AuthSettings
@@ -24,27 +22,11 @@ from pydantic import BaseModel
 from gastown_mcp.errors import GastownError
 from gastown_mcp.models import Agent
 from gastown_mcp.server import beads, budgets, fleet, goals, merges, plans, resources, town_tools, views
+from gastown_mcp.server.calls import Bodies, ToolThreads
 from gastown_mcp.server.identity import Identity, TownTokenVerifier
 from gastown_mcp.town import Town, roles
 
 T = TypeVar("T")
-# As many tool bodies at once as anyio's default thread limit allowed.
-TOOL_THREADS = 40
-
-
-class ToolThreads:
-    """The threads tool bodies run on (the store is synchronous): long-lived, so each keeps its database
-    connection, and a hand-off costs about half of `anyio.to_thread`'s (no capacity limiter, no per-call
-    cancel scope). Started on first use, so a server that is built and never called starts no thread."""
-
-    def __init__(self, size: int = TOOL_THREADS) -> None:
-        self.size = size
-        self._pool: ThreadPoolExecutor | None = None
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.size, thread_name_prefix="gastown-tool")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
 
 def _as_dict(result: HandlerResult) -> dict[str, Any]:
@@ -152,6 +134,7 @@ def build_server(
         }
 
     threads = ToolThreads()
+    bodies = Bodies(town, threads)
     open_outputs: set[str] = set()  # tools whose output schema admits an extra `nudges` key
     known_tools: set[str] = set()  # every registered tool, to tell an unknown name from a forbidden one
     tools_of: dict[roles.Role, frozenset[str]] = {}  # each role's tools (roles.py is fixed for the process)
@@ -216,10 +199,11 @@ def build_server(
         **auth_kwargs,
     )
 
-    async def run(fn: Callable[[Agent], T]) -> T:
+    async def run(fn: Callable[[Agent], T], *, quick: bool = False) -> T:
+        """`fn(caller)`; `quick`: it does store work only, so it may run on the event loop (see `calls`)."""
         try:
             caller = identity.current()  # resolved for this request already: no look-up
-            return await threads.run(fn, caller)
+            return await bodies.run(fn, caller, quick=quick)
         except GastownError as exc:
             raise ToolError(str(exc)) from exc
 

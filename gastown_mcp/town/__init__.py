@@ -13,7 +13,7 @@ from __future__ import annotations
 from gastown_mcp.config import Settings
 from gastown_mcp.store import Credentials, Store
 from gastown_mcp.town.agents import Heartbeat
-from gastown_mcp.town.base import OPERATOR, Caller, operator, system_agent
+from gastown_mcp.town.base import OPERATOR, Caller, NeedsThread, WriteLockTaken, operator, system_agent
 from gastown_mcp.town.beads import BeadsAPI
 from gastown_mcp.town.budgets import BudgetsAPI
 from gastown_mcp.town.dogs import DogsAPI
@@ -33,7 +33,9 @@ __all__ = [
     "Fleet",
     "FleetConfig",
     "Heartbeat",
+    "NeedsThread",
     "Town",
+    "WriteLockTaken",
     "operator",
     "role_limits",
     "system_agent",

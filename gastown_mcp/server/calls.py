@@ -1,0 +1,96 @@
+"""How tool bodies run: store-only bodies on the event loop, everything else on long-lived worker threads.
+
+A body on the loop costs no thread hand-off and, more to the point, no fight for the GIL: a worker thread
+running SQLite gives the GIL up and takes it back around every statement, and each time waits for the loop.
+Its writes do not wait for the write lock (taken: the body runs on a worker thread instead, nothing changed)
+and do not sync the journal; the call answers only once `GroupSync` has made them durable, one fdatasync
+on a worker thread serving every call that waits when it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from gastown_mcp.models import Agent
+from gastown_mcp.town import Town, WriteLockTaken
+
+T = TypeVar("T")
+# As many tool bodies at once as anyio's default thread limit allowed.
+TOOL_THREADS = 40
+
+
+class ToolThreads:
+    """The threads tool bodies run on (the store is synchronous): long-lived, so each keeps its database
+    connection, and a hand-off costs about half of `anyio.to_thread`'s (no capacity limiter, no per-call
+    cancel scope). Started on first use, so a server that is built and never called starts no thread."""
+
+    def __init__(self, size: int = TOOL_THREADS) -> None:
+        self.size = size
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.size, thread_name_prefix="gastown-tool")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+
+class GroupSync:
+    """Makes writes made on the loop durable before their calls answer: one journal sync at a time on a worker
+    thread, covering every call that was waiting when it began (group commit)."""
+
+    def __init__(self, town: Town, threads: ToolThreads) -> None:
+        self.town = town
+        self.threads = threads
+        self._waiting: list[tuple[int, asyncio.Future[None]]] = []
+        self._running = False
+
+    async def wait(self, end: int) -> None:
+        """Return once the journal is on disk up to offset `end`."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((end, future))
+        if not self._running:
+            self._running = True
+            asyncio.get_running_loop().create_task(self._rounds())
+        await future
+
+    async def _rounds(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    await self.threads.run(self.town.make_durable, max(end for end, _ in batch))
+                except BaseException as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    raise
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+        finally:
+            self._running = False
+
+
+class Bodies:
+    """Runs a tool body as its caller: `quick` ones (store work only) on the loop, the rest on a thread."""
+
+    def __init__(self, town: Town, threads: ToolThreads) -> None:
+        self.town = town
+        self.threads = threads
+        self.sync = GroupSync(town, threads)
+
+    async def run(self, fn: Callable[[Agent], T], caller: Agent, *, quick: bool) -> T:
+        if not quick:
+            return await self.threads.run(fn, caller)
+        block = None
+        try:
+            with self.town.deferred_writes() as block:
+                return fn(caller)
+        except WriteLockTaken:  # the write lock was taken, or the call needs slow work: nothing changed
+            return await self.threads.run(fn, caller)
+        finally:
+            if block is not None and block.end:  # durable before the caller hears anything, an error included
+                await self.sync.wait(block.end)
