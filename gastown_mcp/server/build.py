@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -113,25 +112,15 @@ def build_server(
     town: Town,
     agent: Agent | None = None,
     *,
-    http_url: str | None = None,
     verifier: TownTokenVerifier | None = None,
 ) -> MCPServer:
-    """A fresh MCP server over `town`: stdio/in-process as `agent`, or HTTP with bearer tokens (`http_url`)."""
+    """A fresh MCP server over `town`: stdio/in-process as `agent`, or for HTTP with bearer tokens (served
+    behind `gate.AgentGate`, which checks them: see `transports.http_app`)."""
     if agent is None:
+        # The HTTP gate (`gate.AgentGate`) authenticates every request and gives the SDK the caller it would
+        # have found itself (`scope["user"]`, the access-token context), so the SDK's own auth layers stay off.
         verifier = verifier or TownTokenVerifier(town)
     identity = Identity(town, agent, verifier)
-    auth_kwargs: dict[str, Any] = {}
-    if agent is None:
-        base = (http_url or "http://127.0.0.1").rstrip("/")
-        auth_kwargs = {
-            "token_verifier": verifier,
-            "auth": AuthSettings(
-                issuer_url=base,  # type: ignore[arg-type]
-                # No resource URL: the town issues tokens itself, so no OAuth metadata is served or advertised
-                # (a client that sees it starts an OAuth flow instead of reporting a bad token).
-                resource_server_url=None,
-            ),
-        }
 
     threads = ToolThreads()
     bodies = Bodies(town, threads)
@@ -196,7 +185,6 @@ def build_server(
         ),
         middleware=[scope_by_role],
         log_level="WARNING",
-        **auth_kwargs,
     )
 
     async def run(fn: Callable[[Agent], T], *, quick: bool = False) -> T:

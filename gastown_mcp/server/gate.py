@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from mcp.server.auth.provider import AccessToken
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gastown_mcp.server.identity import TownTokenVerifier
@@ -75,7 +76,8 @@ class AgentGate:
             await _challenge(send, bad_token=token is not None)
             return
         access = found[0]
-        with self.verifier.verified(found):
+        with self.verifier.verified(found) as user:
+            scope["user"], scope["auth"] = user, AuthCredentials(access.scopes)
             session_id = _header(scope, SESSION_HEADER)
             if session_id is not None:
                 await self._use(access.client_id, session_id, scope, receive, send)

@@ -48,9 +48,8 @@ def _origin_pattern(origins: list[str]) -> str:
 
 def http_app(town: Town, host: str, port: int, allowed_hosts: list[str] | None = None) -> Any:
     """The ASGI app serving streamable HTTP at /mcp, bearer token per request, `[limits]` sessions per agent."""
-    url = f"http://{host}:{port}"
     verifier = TownTokenVerifier(town)
-    server = build_server(town, http_url=url, verifier=verifier)
+    server = build_server(town, verifier=verifier)
     hosts = [f"{host}:{port}", f"127.0.0.1:{port}", f"localhost:{port}", *(allowed_hosts or [])]
     origins = allowed_origins(hosts, town.settings.server.allowed_origins)
     security = TransportSecuritySettings(

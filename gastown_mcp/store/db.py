@@ -61,10 +61,14 @@ class Tx:
     conn: sqlite3.Connection
     at: float = field(default_factory=time.time)
     events: list[dict[str, Any]] = field(default_factory=list)
+    _now: str | None = field(default=None, init=False, repr=False)
 
     @property
     def now(self) -> str:
-        return now_iso(self.at)
+        """`at` as the store writes times (formatted once per transaction: a claim uses it several times)."""
+        if self._now is None:
+            self._now = now_iso(self.at)
+        return self._now
 
     def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)

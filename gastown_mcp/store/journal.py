@@ -80,11 +80,11 @@ def _decode(value: Any) -> Any:
 
 def drain(conn: sqlite3.Connection) -> list[Change]:
     """The after-image of every row the open transaction touched, and forget them (inside the transaction)."""
-    touched = conn.execute(f"SELECT tbl, rid FROM {CHANGES} ORDER BY tbl, rid").fetchall()
+    touched = conn.execute(f"DELETE FROM {CHANGES} RETURNING tbl, rid").fetchall()
     if not touched:
         return []
     by_table: dict[str, list[int]] = {}
-    for tbl, rid in touched:
+    for tbl, rid in sorted((r[0], r[1]) for r in touched):
         by_table.setdefault(tbl, []).append(rid)
     out: list[Change] = []
     for tbl, rids in by_table.items():
@@ -95,11 +95,13 @@ def drain(conn: sqlite3.Connection) -> list[Change]:
             cur = conn.execute(
                 f'SELECT rowid AS "__rowid", * FROM "{q}" WHERE rowid IN ({",".join("?" * len(chunk))})', chunk
             )
-            names = [d[0] for d in cur.description]
+            names = [d[0] for d in cur.description][1:]
             for values in cur:
-                rows[values[0]] = {n: _encode(v) for n, v in zip(names[1:], values[1:], strict=True)}
+                row = dict(zip(names, values[1:], strict=True))
+                if bytes in map(type, values):
+                    row = {n: _encode(v) for n, v in row.items()}
+                rows[values[0]] = row
         out += [(tbl, rid, rows.get(rid)) for rid in rids]
-    conn.execute(f"DELETE FROM {CHANGES}")
     return out
 
 
