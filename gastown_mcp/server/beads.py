@@ -81,7 +81,7 @@ def register(mcp: MCPServer, town: Town, run: Callable[..., Any]) -> None:
     async def bead_claim(
         id: Annotated[str, Field(max_length=200)] = "",  # the description says what empty means
     ) -> BeadChangeResult:
-        return changed(await run(lambda a: town.bead_claim_brief(a, id), quick=True))
+        return changed(await run(lambda a: town.bead_claim_brief(a, id)))
 
     @mcp.tool(description="Update a bead: notes, fields, or status (blocked needs a reason).", annotations=WRITE)
     async def bead_update(
@@ -124,7 +124,7 @@ def register(mcp: MCPServer, town: Town, run: Callable[..., Any]) -> None:
         branch: Annotated[str | None, Field(max_length=300)] = None,
         commit: Annotated[str | None, Field(max_length=100)] = None,
     ) -> BeadChangeResult:
-        return changed(await run(lambda a: town.bead_complete_brief(a, id, summary, branch, commit), quick=True))
+        return changed(await run(lambda a: town.bead_complete_brief(a, id, summary, branch, commit)))
 
     @mcp.tool(description="Give a claimed bead back to the ready queue, saying why.", annotations=DESTRUCTIVE)
     async def bead_release(id: BeadId, reason: Annotated[str, Field(max_length=2000)] = "") -> BeadChangeResult:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -21,7 +22,7 @@ from pydantic import BaseModel
 from gastown_mcp.errors import GastownError
 from gastown_mcp.models import Agent
 from gastown_mcp.server import beads, budgets, fleet, goals, merges, plans, resources, town_tools, views
-from gastown_mcp.server.calls import Bodies, ToolThreads
+from gastown_mcp.server.calls import QUICK_TOOLS, Bodies, ToolThreads
 from gastown_mcp.server.identity import Identity, TownTokenVerifier
 from gastown_mcp.town import Town, roles
 
@@ -124,6 +125,7 @@ def build_server(
 
     threads = ToolThreads()
     bodies = Bodies(town, threads)
+    quick_call: ContextVar[bool] = ContextVar("gastown_quick_call", default=False)  # this call's tool is quick
     open_outputs: set[str] = set()  # tools whose output schema admits an extra `nudges` key
     known_tools: set[str] = set()  # every registered tool, to tell an unknown name from a forbidden one
     tools_of: dict[roles.Role, frozenset[str]] = {}  # each role's tools (roles.py is fixed for the process)
@@ -159,7 +161,11 @@ def build_server(
             return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
         with identity.serving(resolved):
             started = time.time_ns()
-            result = await call_next(ctx)
+            reset = quick_call.set(name in QUICK_TOOLS)
+            try:
+                result = await call_next(ctx)
+            finally:
+                quick_call.reset(reset)
         if town.traces is not None:  # `[otel] endpoint` set: the call's span on its bead's trace
             failed = _as_dict(result).get("isError") or None
             await threads.run(town.traces.tool_call, caller, str(name), started, failed and "tool error")
@@ -187,11 +193,11 @@ def build_server(
         log_level="WARNING",
     )
 
-    async def run(fn: Callable[[Agent], T], *, quick: bool = False) -> T:
-        """`fn(caller)`; `quick`: it does store work only, so it may run on the event loop (see `calls`)."""
+    async def run(fn: Callable[[Agent], T]) -> T:
+        """`fn(caller)`: on the event loop for the `QUICK_TOOLS`, else on a worker thread (see `calls`)."""
         try:
             caller = identity.current()  # resolved for this request already: no look-up
-            return await bodies.run(fn, caller, quick=quick)
+            return await bodies.run(fn, caller, quick=quick_call.get())
         except GastownError as exc:
             raise ToolError(str(exc)) from exc
 

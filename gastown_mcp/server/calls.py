@@ -20,6 +20,10 @@ from gastown_mcp.town import Town, WriteLockTaken
 T = TypeVar("T")
 # As many tool bodies at once as anyio's default thread limit allowed.
 TOOL_THREADS = 40
+# Tools whose bodies do store work only (a hand-in excepted, see `Town.deferred_writes`), answer in well under a
+# second and send no notifications: they run on the event loop, and over HTTP (2026-07-28) are answered as
+# plain JSON without the SDK's stand-by for a notification stream (see `transports.quick_lane`).
+QUICK_TOOLS = frozenset({"bead_claim", "bead_complete"})
 
 
 class ToolThreads:

@@ -53,8 +53,13 @@ class AgentGate:
         sessions_per_agent: int,
         path: str = "/mcp",
         clock: Callable[[], float] = time.monotonic,
+        quick_lane: ASGIApp | None = None,
+        quick_tools: frozenset[str] = frozenset(),
     ) -> None:
+        """`quick_lane` serves a 2026-07-28 call of one of `quick_tools` (see `transports.quick_lane`)."""
         self.app = app
+        self.quick_lane = quick_lane
+        self.quick_tools = quick_tools
         self.path = path
         self.verifier = verifier
         self.cap = sessions_per_agent
@@ -83,8 +88,17 @@ class AgentGate:
                 await self._use(access.client_id, session_id, scope, receive, send)
             elif _may_open_session(scope):
                 await self._open(access, scope, receive, send)
+            elif self.quick_lane is not None and self._quick(scope):
+                await self.quick_lane(scope, receive, send)
             else:
                 await self.app(scope, receive, send)  # the stateless 2026-07-28 era: no session to keep
+
+    def _quick(self, scope: Scope) -> bool:
+        """A 2026-07-28 `tools/call` POST (no session) whose routing headers name a quick tool. The SDK checks
+        the headers against the body as always: a request whose headers lie is refused, not misrouted."""
+        if scope["method"] != "POST" or scope["path"] != self.path:
+            return False
+        return _header(scope, b"mcp-method") == "tools/call" and _header(scope, b"mcp-name") in self.quick_tools
 
     async def _open(self, access: AccessToken, scope: Scope, receive: Receive, send: Send) -> None:
         """A request without a session id: it may open a session (legacy `initialize`), so make room first."""
