@@ -4,7 +4,8 @@ A body on the loop costs no thread hand-off and, more to the point, no fight for
 running SQLite gives the GIL up and takes it back around every statement, and each time waits for the loop.
 Its writes do not wait for the write lock (taken: the body runs on a worker thread instead, nothing changed)
 and do not sync the journal; the call answers only once `GroupSync` has made them durable, one fdatasync
-on a worker thread serving every call that waits when it starts.
+on a worker thread serving every call that waits when it starts (a call with no other in flight syncs on
+the loop: there is nothing for the loop to do meanwhile).
 """
 
 from __future__ import annotations
@@ -51,8 +52,12 @@ class GroupSync:
         self._waiting: list[tuple[int, asyncio.Future[None]]] = []
         self._running = False
 
-    async def wait(self, end: int) -> None:
-        """Return once the journal is on disk up to offset `end`."""
+    async def wait(self, end: int, *, alone: bool = False) -> None:
+        """Return once the journal is on disk up to offset `end`. `alone`: no other quick call is in flight, so
+        the loop has nothing to do meanwhile and syncs itself (two thread hops less, each a wait for a core)."""
+        if alone and not self._running:
+            self.town.make_durable(end)
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((end, future))
         if not self._running:
@@ -85,10 +90,18 @@ class Bodies:
         self.town = town
         self.threads = threads
         self.sync = GroupSync(town, threads)
+        self.in_flight = 0  # quick calls between their start and their answer
 
     async def run(self, fn: Callable[[Agent], T], caller: Agent, *, quick: bool) -> T:
         if not quick:
             return await self.threads.run(fn, caller)
+        self.in_flight += 1
+        try:
+            return await self._on_loop(fn, caller)
+        finally:
+            self.in_flight -= 1
+
+    async def _on_loop(self, fn: Callable[[Agent], T], caller: Agent) -> T:
         block = None
         try:
             with self.town.deferred_writes() as block:
@@ -97,4 +110,4 @@ class Bodies:
             return await self.threads.run(fn, caller)
         finally:
             if block is not None and block.end:  # durable before the caller hears anything, an error included
-                await self.sync.wait(block.end)
+                await self.sync.wait(block.end, alone=self.in_flight == 1)
