@@ -7,13 +7,11 @@ place where domain errors become tool errors.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
-from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -24,27 +22,11 @@ from pydantic import BaseModel
 from gastown_mcp.errors import GastownError
 from gastown_mcp.models import Agent
 from gastown_mcp.server import beads, budgets, fleet, goals, merges, plans, resources, town_tools, views
+from gastown_mcp.server.calls import QUICK_TOOLS, Bodies, ToolThreads
 from gastown_mcp.server.identity import Identity, TownTokenVerifier
 from gastown_mcp.town import Town, roles
 
 T = TypeVar("T")
-# As many tool bodies at once as anyio's default thread limit allowed.
-TOOL_THREADS = 40
-
-
-class ToolThreads:
-    """The threads tool bodies run on (the store is synchronous): long-lived, so each keeps its database
-    connection, and a hand-off costs about half of `anyio.to_thread`'s (no capacity limiter, no per-call
-    cancel scope). Started on first use, so a server that is built and never called starts no thread."""
-
-    def __init__(self, size: int = TOOL_THREADS) -> None:
-        self.size = size
-        self._pool: ThreadPoolExecutor | None = None
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.size, thread_name_prefix="gastown-tool")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
 
 def _as_dict(result: HandlerResult) -> dict[str, Any]:
@@ -131,27 +113,19 @@ def build_server(
     town: Town,
     agent: Agent | None = None,
     *,
-    http_url: str | None = None,
     verifier: TownTokenVerifier | None = None,
 ) -> MCPServer:
-    """A fresh MCP server over `town`: stdio/in-process as `agent`, or HTTP with bearer tokens (`http_url`)."""
+    """A fresh MCP server over `town`: stdio/in-process as `agent`, or for HTTP with bearer tokens (served
+    behind `gate.AgentGate`, which checks them: see `transports.http_app`)."""
     if agent is None:
+        # The HTTP gate (`gate.AgentGate`) authenticates every request and gives the SDK the caller it would
+        # have found itself (`scope["user"]`, the access-token context), so the SDK's own auth layers stay off.
         verifier = verifier or TownTokenVerifier(town)
     identity = Identity(town, agent, verifier)
-    auth_kwargs: dict[str, Any] = {}
-    if agent is None:
-        base = (http_url or "http://127.0.0.1").rstrip("/")
-        auth_kwargs = {
-            "token_verifier": verifier,
-            "auth": AuthSettings(
-                issuer_url=base,  # type: ignore[arg-type]
-                # No resource URL: the town issues tokens itself, so no OAuth metadata is served or advertised
-                # (a client that sees it starts an OAuth flow instead of reporting a bad token).
-                resource_server_url=None,
-            ),
-        }
 
     threads = ToolThreads()
+    bodies = Bodies(town, threads)
+    quick_call: ContextVar[bool] = ContextVar("gastown_quick_call", default=False)  # this call's tool is quick
     open_outputs: set[str] = set()  # tools whose output schema admits an extra `nudges` key
     known_tools: set[str] = set()  # every registered tool, to tell an unknown name from a forbidden one
     tools_of: dict[roles.Role, frozenset[str]] = {}  # each role's tools (roles.py is fixed for the process)
@@ -187,7 +161,11 @@ def build_server(
             return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
         with identity.serving(resolved):
             started = time.time_ns()
-            result = await call_next(ctx)
+            reset = quick_call.set(name in QUICK_TOOLS)
+            try:
+                result = await call_next(ctx)
+            finally:
+                quick_call.reset(reset)
         if town.traces is not None:  # `[otel] endpoint` set: the call's span on its bead's trace
             failed = _as_dict(result).get("isError") or None
             await threads.run(town.traces.tool_call, caller, str(name), started, failed and "tool error")
@@ -213,13 +191,13 @@ def build_server(
         ),
         middleware=[scope_by_role],
         log_level="WARNING",
-        **auth_kwargs,
     )
 
     async def run(fn: Callable[[Agent], T]) -> T:
+        """`fn(caller)`: on the event loop for the `QUICK_TOOLS`, else on a worker thread (see `calls`)."""
         try:
             caller = identity.current()  # resolved for this request already: no look-up
-            return await threads.run(fn, caller)
+            return await bodies.run(fn, caller, quick=quick_call.get())
         except GastownError as exc:
             raise ToolError(str(exc)) from exc
 

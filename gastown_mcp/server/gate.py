@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from mcp.server.auth.provider import AccessToken
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gastown_mcp.server.identity import TownTokenVerifier
@@ -52,8 +53,13 @@ class AgentGate:
         sessions_per_agent: int,
         path: str = "/mcp",
         clock: Callable[[], float] = time.monotonic,
+        quick_lane: ASGIApp | None = None,
+        quick_tools: frozenset[str] = frozenset(),
     ) -> None:
+        """`quick_lane` serves a 2026-07-28 call of one of `quick_tools` (see `transports.quick_lane`)."""
         self.app = app
+        self.quick_lane = quick_lane
+        self.quick_tools = quick_tools
         self.path = path
         self.verifier = verifier
         self.cap = sessions_per_agent
@@ -75,14 +81,24 @@ class AgentGate:
             await _challenge(send, bad_token=token is not None)
             return
         access = found[0]
-        with self.verifier.verified(found):
+        with self.verifier.verified(found) as user:
+            scope["user"], scope["auth"] = user, AuthCredentials(access.scopes)
             session_id = _header(scope, SESSION_HEADER)
             if session_id is not None:
                 await self._use(access.client_id, session_id, scope, receive, send)
             elif _may_open_session(scope):
                 await self._open(access, scope, receive, send)
+            elif self.quick_lane is not None and self._quick(scope):
+                await self.quick_lane(scope, receive, send)
             else:
                 await self.app(scope, receive, send)  # the stateless 2026-07-28 era: no session to keep
+
+    def _quick(self, scope: Scope) -> bool:
+        """A 2026-07-28 `tools/call` POST (no session) whose routing headers name a quick tool. The SDK checks
+        the headers against the body as always: a request whose headers lie is refused, not misrouted."""
+        if scope["method"] != "POST" or scope["path"] != self.path:
+            return False
+        return _header(scope, b"mcp-method") == "tools/call" and _header(scope, b"mcp-name") in self.quick_tools
 
     async def _open(self, access: AccessToken, scope: Scope, receive: Receive, send: Send) -> None:
         """A request without a session id: it may open a session (legacy `initialize`), so make room first."""

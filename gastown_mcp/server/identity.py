@@ -12,7 +12,8 @@ import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
 
-from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.middleware.auth_context import auth_context_var, get_access_token
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 
 from gastown_mcp.errors import Unauthorized
@@ -23,8 +24,9 @@ from gastown_mcp.town import Caller, Town
 class TownTokenVerifier:
     """Maps a bearer token to the agent it belongs to; unknown or revoked tokens get 401.
 
-    The HTTP gate verifies each request once and marks it `verified`, so the SDK's own check of the same
-    request (which binds sessions to their agent) and the role middleware do not look the token up again.
+    The HTTP gate verifies each request once and marks it `verified`: the role middleware reuses that answer,
+    and the SDK sees the request's user and access token (which bind a session to its agent) as its own auth
+    middleware would have set them.
     """
 
     def __init__(self, town: Town) -> None:
@@ -42,25 +44,21 @@ class TownTokenVerifier:
         return AccessToken(token=token, client_id=agent.name, scopes=[agent.role.value]), caller
 
     @contextlib.contextmanager
-    def verified(self, found: tuple[AccessToken, Caller]) -> Iterator[None]:
-        """While the request is served, the SDK's check and the role middleware reuse `found`."""
-        reset = self._this_request.set(found)
+    def verified(self, found: tuple[AccessToken, Caller]) -> Iterator[AuthenticatedUser]:
+        """While the request is served, the role middleware and `get_access_token()` reuse `found`; yields the
+        user the SDK expects in the request's scope."""
+        user = AuthenticatedUser(found[0])
+        reset, reset_user = self._this_request.set(found), auth_context_var.set(user)
         try:
-            yield
+            yield user
         finally:
+            auth_context_var.reset(reset_user)
             self._this_request.reset(reset)
 
     def resolved(self, token: str) -> Caller | None:
         """The caller the gate resolved for this request's `token`, if it did."""
         known = self._this_request.get()
         return known[1] if known is not None and known[0].token == token else None
-
-    async def verify_token(self, token: str) -> AccessToken | None:
-        known = self._this_request.get()
-        if known is not None and known[0].token == token:
-            return known[0]
-        found = self.check(token)
-        return found[0] if found is not None else None
 
 
 class Identity:

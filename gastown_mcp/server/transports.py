@@ -8,11 +8,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server._streamable_http_modern import handle_modern_request
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import RequestBodyLimitMiddleware, TransportSecuritySettings
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gastown_mcp.models import Agent
 from gastown_mcp.server.build import build_server
+from gastown_mcp.server.calls import QUICK_TOOLS
 from gastown_mcp.server.gate import AgentGate
 from gastown_mcp.server.identity import TownTokenVerifier
 from gastown_mcp.town import Town
@@ -48,9 +52,8 @@ def _origin_pattern(origins: list[str]) -> str:
 
 def http_app(town: Town, host: str, port: int, allowed_hosts: list[str] | None = None) -> Any:
     """The ASGI app serving streamable HTTP at /mcp, bearer token per request, `[limits]` sessions per agent."""
-    url = f"http://{host}:{port}"
     verifier = TownTokenVerifier(town)
-    server = build_server(town, http_url=url, verifier=verifier)
+    server = build_server(town, verifier=verifier)
     hosts = [f"{host}:{port}", f"127.0.0.1:{port}", f"localhost:{port}", *(allowed_hosts or [])]
     origins = allowed_origins(hosts, town.settings.server.allowed_origins)
     security = TransportSecuritySettings(
@@ -60,7 +63,13 @@ def http_app(town: Town, host: str, port: int, allowed_hosts: list[str] | None =
     app = server.streamable_http_app(
         transport_security=security, host=host, session_idle_timeout=limits.session_idle_seconds
     )
-    gated = AgentGate(app, verifier, sessions_per_agent=limits.sessions_per_agent)
+    gated = AgentGate(
+        app,
+        verifier,
+        sessions_per_agent=limits.sessions_per_agent,
+        quick_lane=quick_lane(server),
+        quick_tools=QUICK_TOOLS,
+    )
     # Outside the gate: a browser's preflight carries no token. A foreign origin gets no CORS headers (its
     # preflight a 400), and the transport's own check refuses its requests with 403.
     return CORSMiddleware(
@@ -71,6 +80,21 @@ def http_app(town: Town, host: str, port: int, allowed_hosts: list[str] | None =
         expose_headers=EXPOSED_HEADERS,
         max_age=600,
     )
+
+
+def quick_lane(server: MCPServer) -> ASGIApp:
+    """The SDK's own 2026-07-28 request handler for quick tool calls, answering in JSON mode: the same reply,
+    byte for byte, as its default mode gives a call that finishes without a notification (it then answers
+    JSON as well), without the task group, memory stream and timer that stand by to switch the reply to an
+    event stream, nor the routing layers in front of it. The body-size limit is the SDK's."""
+    manager = server.session_manager
+
+    async def lane(scope: Scope, receive: Receive, send: Send) -> None:
+        # Lifespan state: the session manager's (entered once at start-up, as for every request it serves).
+        state = manager._lifespan_state
+        await handle_modern_request(manager.app, manager.security_settings, True, state, scope, receive, send)
+
+    return RequestBodyLimitMiddleware(lane, manager.max_request_body_size)
 
 
 def run_http(town: Town, host: str, port: int) -> None:

@@ -344,8 +344,10 @@ class BeadRepo:
 
     def _claim(self, tx: Tx, agent: str, bead_id: str | None, lease_seconds: float) -> BeadBrief:
         if bead_id is None:
-            bead_id = self._top_claimable(tx)
-        row = tx.execute("SELECT * FROM beads WHERE id=?", (bead_id,)).fetchone()
+            row = self._top_claimable(tx)
+            bead_id = row["id"]
+        else:
+            row = tx.execute("SELECT * FROM beads WHERE id=?", (bead_id,)).fetchone()
         if row is None:
             raise NotFound(f"no bead {bead_id!r}; pick one with bead_ready")
         lease = now_iso(tx.at + lease_seconds)
@@ -396,25 +398,22 @@ class BeadRepo:
             attempts=attempts,
         )
 
-    def _top_claimable(self, tx: Tx) -> str:
-        fresh = tx.execute(
-            """SELECT id, priority, created_at FROM beads INDEXED BY beads_ready
-               WHERE status='open' AND open_blockers=0 AND assignee IS NULL
-               ORDER BY priority, created_at, id LIMIT 1"""
-        ).fetchone()
-        stale = tx.execute(
-            """SELECT id, priority, created_at FROM beads INDEXED BY beads_leases
-               WHERE status='in_progress' AND lease_expires_at < ? ORDER BY priority, created_at LIMIT 1""",
+    def _top_claimable(self, tx: Tx) -> sqlite3.Row:
+        """The best claimable bead, whole: the top ready one or the top one whose lease ran out (one statement)."""
+        best = tx.execute(
+            """SELECT * FROM (SELECT * FROM beads INDEXED BY beads_ready
+                              WHERE status='open' AND open_blockers=0 AND assignee IS NULL
+                              ORDER BY priority, created_at, id LIMIT 1)
+               UNION ALL
+               SELECT * FROM (SELECT * FROM beads INDEXED BY beads_leases
+                              WHERE status='in_progress' AND lease_expires_at < ?
+                              ORDER BY priority, created_at, id LIMIT 1)
+               ORDER BY priority, created_at, id LIMIT 1""",
             (tx.now,),
         ).fetchone()
-        best = min(
-            (r for r in (fresh, stale) if r is not None),
-            key=lambda r: (r["priority"], r["created_at"], r["id"]),
-            default=None,
-        )
         if best is None:
             raise NotFound("no ready beads right now; check back later or create one with bead_create")
-        return str(best["id"])
+        return best
 
     def _open_blockers(self, tx: Tx, bead_id: str) -> list[str]:
         return [

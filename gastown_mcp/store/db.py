@@ -21,6 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,15 @@ class WriteLockTaken(Exception):
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+@dataclass
+class Deferred:
+    """What the writes of a `Database.deferred()` block leave to their caller: the journal is to be synced up to
+    `end` (0: nothing to sync) before anyone hears of them. `wrote`: a write of the block has committed."""
+
+    end: int = 0
+    wrote: bool = False
 
 
 def restore_hint(path: Path) -> str:
@@ -119,6 +129,7 @@ class Database:
         self._all_lock = threading.Lock()
         self._nowait: set[sqlite3.Connection] = set()  # the connections made for `write(wait=False)`
         self._writer = threading.RLock()  # this process's writers queue here (see `write`)
+        self._deferred: ContextVar[Deferred | None] = ContextVar("gastown_deferred", default=None)
         self._unsynced = 0  # journal offset up to which `write(sync=False)` left lines for `sync()`
         if not self.path.parent.exists():
             raise StoreError(f"town directory {self.path.parent} does not exist; run `gastown init` first")
@@ -342,6 +353,28 @@ class Database:
         return rows[0] if rows else None
 
     @contextlib.contextmanager
+    def deferred(self) -> Iterator[Deferred]:
+        """A block of reads and writes run by an event loop, which must not block: its first write does not
+        queue for the write lock (`WriteLockTaken`, nothing changed, when another writer holds it; later writes
+        of the block do queue, so a block is never left half done), and no write of it syncs the journal. The
+        caller makes the block durable (`durable(d.end)`) before it reports any of it."""
+        block = Deferred()
+        reset = self._deferred.set(block)
+        try:
+            yield block
+        finally:
+            self._deferred.reset(reset)
+
+    def deferring(self) -> bool:
+        """Whether this code runs in a `deferred()` block (it must not do slow work: git, containers)."""
+        return self._deferred.get() is not None
+
+    def durable(self, end: int) -> None:
+        """Return once the journal is on disk up to `end` (a `deferred()` block's writes); group commit."""
+        if end and self.journal is not None:
+            self._sync(end)
+
+    @contextlib.contextmanager
     def write(self, *, sync: bool = True, wait: bool = True) -> Iterator[Tx]:
         """One `BEGIN IMMEDIATE` transaction; commits on success, rolls back on any exception.
 
@@ -352,8 +385,12 @@ class Database:
 
         For an event loop that must not block: `wait=False` raises `WriteLockTaken` at once (nothing changed)
         when the lock is held; `sync=False` returns once committed (durable against a crash of this process)
-        and leaves the journal's fdatasync to the next `sync()` or synced write (durable against power loss)."""
+        and leaves the journal's fdatasync to the next `sync()` or synced write (durable against power loss).
+        In a `deferred()` block, the block decides both."""
         span: tuple[int, int] | None = None
+        block = self._deferred.get()
+        if block is not None:
+            sync, wait = False, block.wrote
         if not self._writer.acquire(blocking=wait):
             raise WriteLockTaken("a writer of this process holds the write lock")
         try:
@@ -387,6 +424,10 @@ class Database:
                 conn.execute("COMMIT")
                 if span is not None and not sync:
                     self._unsynced = max(self._unsynced, span[1])
+                if block is not None:
+                    block.wrote = True
+                    if span is not None and self.journal is not None and self.journal.fsync:
+                        block.end = max(block.end, span[1])
             except (sqlite3.Error, OSError) as exc:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from gastown_mcp.store import Credentials
     from gastown_mcp.town.agents import Heartbeat
-    from gastown_mcp.town.base import OPERATOR, Caller, operator, system_agent
+    from gastown_mcp.town.base import OPERATOR, Caller, NeedsThread, WriteLockTaken, operator, system_agent
     from gastown_mcp.town.core import Town
     from gastown_mcp.town.fleet import Fleet, FleetConfig, role_limits
 
@@ -30,7 +30,9 @@ __all__ = [
     "Fleet",
     "FleetConfig",
     "Heartbeat",
+    "NeedsThread",
     "Town",
+    "WriteLockTaken",
     "operator",
     "role_limits",
     "system_agent",
@@ -41,6 +43,8 @@ _HOMES = {
     "Caller": "gastown_mcp.town.base",
     "operator": "gastown_mcp.town.base",
     "system_agent": "gastown_mcp.town.base",
+    "NeedsThread": "gastown_mcp.town.base",
+    "WriteLockTaken": "gastown_mcp.town.base",
     "Credentials": "gastown_mcp.store",
     "Heartbeat": "gastown_mcp.town.agents",
     "Town": "gastown_mcp.town.core",

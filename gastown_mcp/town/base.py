@@ -6,13 +6,16 @@ class built on `TownBase`; only these classes ever hold the store or (in `fleet`
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 from gastown_mcp.config import Settings
 from gastown_mcp.models import Agent, AgentState, Role, now_iso
 from gastown_mcp.store import Store
+from gastown_mcp.store.db import Deferred, WriteLockTaken
 from gastown_mcp.town import guard
 
 if TYPE_CHECKING:
@@ -29,6 +32,11 @@ def operator() -> Agent:
 def system_agent(name: str, role: Role) -> Agent:
     """A deterministic supervisor (witness, dogs) acting in the town under its role; not an agent row."""
     return Agent(name=name, role=role, state=AgentState.running, created_at=now_iso())
+
+
+class NeedsThread(WriteLockTaken):
+    """A call made from an event loop (`Town.deferred_writes`) reached slow work (git, containers) before it
+    changed anything: run it again on a worker thread."""
 
 
 class Caller(NamedTuple):
@@ -72,6 +80,23 @@ class TownBase:
         if self.traces is not None:
             self.traces.tracing.close()  # sends the spans still queued
         self._store.close()
+
+    @contextlib.contextmanager
+    def deferred_writes(self) -> Iterator[Deferred]:
+        """Run town calls on an event loop: store work only, no wait for the write lock on the first write
+        (`WriteLockTaken` / `NeedsThread`: nothing changed, run the call on a worker thread instead) and no
+        journal sync. Whoever reports the outcome first makes it durable with `make_durable(block.end)`."""
+        with self._store.db.deferred() as block:
+            yield block
+
+    def make_durable(self, end: int) -> None:
+        """Return once every write of a `deferred_writes` block up to journal offset `end` is on disk."""
+        self._store.db.durable(end)
+
+    def _off_loop(self, what: str) -> None:
+        """Slow work (git, containers) is not for an event loop: refuse it there, before anything changed."""
+        if self._store.db.deferring():
+            raise NeedsThread(f"{what} runs on a worker thread")
 
     def _require(self, actor: Agent, action: str, what: str) -> None:
         guard.require(actor, action, what)

@@ -256,6 +256,8 @@ class BeadsAPI(MergesAPI):
     def _complete_brief(
         self, actor: Agent, bead_id: str, summary: str, branch: str | None, commit: str | None
     ) -> BeadBrief:
+        if self._hands_in(actor):
+            self._off_loop("a hand-in (git)")
         own = self._own_only(actor, "bead.complete", "complete", bead_id)
         if not summary.strip():
             raise InvalidInput("completing a bead needs a summary of what was done")

@@ -61,12 +61,16 @@ class MergesAPI(FleetAPI):
         return rigs.log(rigs.get_rig(self.settings.town_dir, name), ref, guard.limit(limit))
 
     # -- the hand-in (from bead_complete) ------------------------------------------------------------
+    def _hands_in(self, actor: Agent) -> bool:
+        """Whether the caller has a repository of its own on a rig (its completion is a hand-in)."""
+        return actor.rig is not None and bool(actor.metadata.get("branch")) and bool(actor.metadata.get("worktree"))
+
     def _hand_in(self, actor: Agent, bead_id: str, summary: str) -> MergeRequest | None:
         """Take the caller's branch in and finish the bead awaiting merge; None when the caller has no repository
         of its own on a rig (its bead completes the ordinary way)."""
-        branch, path = actor.metadata.get("branch"), actor.metadata.get("worktree")
-        if actor.rig is None or not branch or not path:
+        if actor.rig is None or not self._hands_in(actor):
             return None
+        branch = actor.metadata["branch"]
         rig = rigs.get_rig(self.settings.town_dir, actor.rig)
         taken = rigs.hand_in(rigs.open_agent_repo(rig, actor.name, str(branch)), bead_id)
         result = BeadResult(summary=summary, branch=taken.ref, commit=taken.commit, base=taken.base)

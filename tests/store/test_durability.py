@@ -9,6 +9,7 @@ import multiprocessing as mp
 import os
 import shutil
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from gastown_mcp.models import MessageKind
 from gastown_mcp.store import Store
 from gastown_mcp.store import backup as bk
 from gastown_mcp.store import journal as jr
+from gastown_mcp.store.db import WriteLockTaken
 from gastown_mcp.town import Town, operator
 
 
@@ -247,3 +249,40 @@ def test_a_deleted_database_with_only_its_journal_left_is_refused(tmp_path: Path
     settings.db_path.unlink()
     with pytest.raises(StoreError, match="missing"):
         assemble.open_town(settings)
+
+
+def test_a_deferred_block_leaves_its_journal_sync_to_whoever_reports_it(settings: Settings) -> None:
+    store = Store(settings)
+    journal = store.db.journal
+    assert journal is not None
+    with store.db.deferred() as block:
+        store.beads.create("mayor", title="made on an event loop")
+    size = settings.journal_path.stat().st_size
+    assert block.wrote and block.end == size
+    assert journal._synced < size  # committed, not yet on disk in the journal
+    store.db.durable(block.end)
+    assert journal._synced == size
+    store.close()
+
+
+def test_the_first_write_of_a_deferred_block_does_not_wait_for_a_held_write_lock(settings: Settings) -> None:
+    store = Store(settings)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.db.write():
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(30)
+        with pytest.raises(WriteLockTaken), store.db.deferred() as block:
+            store.beads.create("mayor", title="would have waited")
+        assert not block.wrote and block.end == 0
+    finally:
+        release.set()
+        holder.join(30)
+    assert store.db.query("SELECT title FROM beads") == []
+    store.close()
