@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mcp.server._streamable_http_modern import handle_modern_request
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import RequestBodyLimitMiddleware, TransportSecuritySettings
 from starlette.middleware.cors import CORSMiddleware
@@ -82,12 +81,21 @@ def http_app(town: Town, host: str, port: int, allowed_hosts: list[str] | None =
     )
 
 
-def quick_lane(server: MCPServer) -> ASGIApp:
+def quick_lane(server: MCPServer) -> ASGIApp | None:
     """The SDK's own 2026-07-28 request handler for quick tool calls, answering in JSON mode: the same reply,
     byte for byte, as its default mode gives a call that finishes without a notification (it then answers
     JSON as well), without the task group, memory stream and timer that stand by to switch the reply to an
-    event stream, nor the routing layers in front of it. The body-size limit is the SDK's."""
+    event stream, nor the routing layers in front of it. The body-size limit is the SDK's.
+
+    The handler is not part of the SDK's public API: with an SDK that lacks it (or the session manager's
+    lifespan state), this is None and every call takes the default path, as before."""
+    try:
+        from mcp.server._streamable_http_modern import handle_modern_request
+    except ImportError:
+        return None
     manager = server.session_manager
+    if not hasattr(manager, "_lifespan_state"):
+        return None
 
     async def lane(scope: Scope, receive: Receive, send: Send) -> None:
         # Lifespan state: the session manager's (entered once at start-up, as for every request it serves).
