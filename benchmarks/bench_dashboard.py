@@ -22,9 +22,9 @@ import faulthandler
 import multiprocessing
 import os
 import random
-import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -34,6 +34,9 @@ from typing import Any
 import httpx2
 from _report import write_report
 from bench_ready import build, percentile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from browser import CHROMEDRIVER, CHROMIUM, headless_chromium
 
 from gastown_mcp.config import DashboardSection, Settings
 from gastown_mcp.dashboard import build_dashboard
@@ -55,8 +58,6 @@ PAGES = {
     "overview page (all panels)": "/",
     "/metrics (after the first scrape)": "/metrics",
 }
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
 
 
 def serve(town_dir: str, sock: Any) -> None:
@@ -267,31 +268,11 @@ def add_history(store: Store, rng: random.Random) -> int:
 def in_browser(url: str, token: str, town: Town, pid: int, args: argparse.Namespace) -> dict[str, Any]:
     """In headless Chromium: the live feed's latency from a write to the bead's line on the page, and the
     dashboard process's CPU with the overview open (its panels refresh and its live feed is open)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    profile = tempfile.mkdtemp(prefix="gastown-bench-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM or ""
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={profile}",
-        "--window-size=1400,1000",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER or ""), options=options)
-    driver.set_page_load_timeout(60)
     op = operator()
-    try:
+    with headless_chromium(CHROMIUM or "", CHROMEDRIVER or "", page_load_timeout=60) as driver:
         driver.get(url + "/feed")
         WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "token"))
         driver.find_element(By.ID, "token").send_keys(token)
@@ -349,9 +330,6 @@ def in_browser(url: str, token: str, town: Town, pid: int, args: argparse.Namesp
             "overview_open_cpu_s": opened,
             "seconds": args.idle_seconds,
         }
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 if __name__ == "__main__":

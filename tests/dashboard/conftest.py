@@ -4,11 +4,10 @@ agents can be spawned, frozen and stopped without an engine; `FlakyTown` fails e
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 
 import pytest
+from browser import CHROMEDRIVER, CHROMIUM, headless_chromium
 from fakes import FakeRuntime
 
 from dashboard.site import FlakyTown, Site
@@ -18,9 +17,6 @@ from gastown_mcp.serving import bind, serve_in_thread
 from gastown_mcp.store import Store
 from gastown_mcp.town import operator
 from gastown_mcp.town.fleet import Fleet, FleetConfig
-
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
 
 
 @pytest.fixture
@@ -51,29 +47,5 @@ def chrome_binaries() -> tuple[str, str]:
 
 @pytest.fixture
 def browser(chrome_binaries: tuple[str, str]) -> Iterator[object]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="gastown-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chrome_binaries[0]
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={profile}",
-        "--window-size=1400,1000",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(chrome_binaries[1]), options=options)
-    driver.set_page_load_timeout(30)
-    try:
+    with headless_chromium(*chrome_binaries, page_load_timeout=30) as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
