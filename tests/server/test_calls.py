@@ -153,3 +153,31 @@ async def test_the_quick_lane_answers_byte_for_byte_as_the_sdks_default_path(
     assert statuses[0] == 200 and '"isError":true' in answers[0][0][2]
     assert statuses[3] == 400  # the SDK's header check still runs in the lane
     assert '"status":"in_progress"' in answers[0][4][2] and '"status":"done"' in answers[0][5][2]
+
+
+async def test_the_loop_syncs_itself_only_when_nothing_else_waits_for_it() -> None:
+    """A call that has the loop to itself syncs on the loop; with a callback ready or a socket with data waiting,
+    the sync goes to a thread so the loop serves the others (whose writes then share one fdatasync)."""
+    import asyncio
+    import socket
+
+    from gastown_mcp.server.calls import loop_idle
+
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0)
+    assert loop_idle(loop)
+    handle = loop.call_soon(lambda: None)
+    assert not loop_idle(loop)
+    handle.cancel()
+    await asyncio.sleep(0)
+    a, b = socket.socketpair()
+    try:
+        loop.add_reader(a.fileno(), lambda: None)
+        assert loop_idle(loop)  # registered, nothing waiting
+        b.send(b"x")
+        assert not loop_idle(loop)
+        assert not loop_idle(loop)  # looking took nothing away: the loop still sees it
+        loop.remove_reader(a.fileno())
+    finally:
+        a.close()
+        b.close()
