@@ -131,6 +131,10 @@ class Database:
         self._writer = threading.RLock()  # this process's writers queue here (see `write`)
         self._deferred: ContextVar[Deferred | None] = ContextVar("gastown_deferred", default=None)
         self._unsynced = 0  # journal offset up to which `write(sync=False)` left lines for `sync()`
+        # The journal's capture, per connection (temp triggers, see `journal.capture_sql`): the statements for the
+        # schema version they were made for, and the schema version each connection was armed with.
+        self._capture: tuple[int, list[str]] | None = None
+        self._armed: dict[sqlite3.Connection, int] = {}
         if not self.path.parent.exists():
             raise StoreError(f"town directory {self.path.parent} does not exist; run `gastown init` first")
         if must_exist:
@@ -196,6 +200,7 @@ class Database:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA temp_store=MEMORY")  # the capture's temp table: never a file
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 f"cannot open the town database {self.path}: {exc}; stop the town and run {restore_hint(self.path)}"
@@ -252,6 +257,7 @@ class Database:
                     conn.close()
             self._all.clear()
             self._nowait.clear()
+            self._armed.clear()
         self._local = threading.local()
 
     def _migrate(self) -> None:
@@ -262,7 +268,6 @@ class Database:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 apply_migrations(self.conn)
-                jr.install_capture(self.conn)
                 self._roll_forward()
             except sqlite3.DatabaseError as exc:
                 self.close()
@@ -405,15 +410,15 @@ class Database:
                     f"{BUSY_TIMEOUT_MS // 1000}s, retry shortly"
                 ) from exc
             tx = Tx(conn)
+            armed = False
             try:
+                armed = self._arm(conn)
                 yield tx
             except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+                self._rollback(conn, armed)
                 raise StoreError(f"database write failed: {exc}; nothing was changed, retry") from exc
             except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+                self._rollback(conn, armed)
                 raise
             try:
                 changes = jr.drain(conn)
@@ -429,8 +434,7 @@ class Database:
                     if span is not None and self.journal is not None and self.journal.fsync:
                         block.end = max(block.end, span[1])
             except (sqlite3.Error, OSError) as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+                self._rollback(conn, armed)
                 if span is not None and self.journal is not None:
                     with contextlib.suppress(OSError):
                         self.journal.undo(span[0])
@@ -440,6 +444,27 @@ class Database:
             self._writer.release()
         if span is not None and sync and self.journal is not None:
             self._sync(span[1])
+
+    def _arm(self, conn: sqlite3.Connection) -> bool:
+        """Make sure `conn` captures for the journal (inside its write transaction, so the schema holds still):
+        armed once per connection, and again after any schema change (a migration by another process). Returns
+        whether it armed now: the arming is part of the transaction, so a rollback undoes it (`_rollback`)."""
+        version = conn.execute("PRAGMA main.schema_version").fetchone()[0]
+        if self._armed.get(conn) == version:
+            return False
+        capture = self._capture
+        if capture is None or capture[0] != version:
+            capture = self._capture = (version, jr.capture_sql(conn))
+        jr.arm(conn, capture[1])
+        self._armed[conn] = version
+        return True
+
+    def _rollback(self, conn: sqlite3.Connection, armed: bool) -> None:
+        """Roll the open transaction back; if it armed the capture, that went with it: arm again next time."""
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        if armed:
+            self._armed.pop(conn, None)
 
     def sync(self) -> None:
         """Make every write this process committed with `sync=False` durable (one fdatasync of the journal)."""
@@ -485,7 +510,6 @@ def replay(db_path: Path, journal_path: Path, after: int) -> int:
                     )
                 jr.apply(conn, record["changes"])
                 expect, n = expect + 1, n + 1
-            conn.execute(f"DELETE FROM {jr.CHANGES}")
             conn.execute(f"UPDATE {jr.SEQ} SET seq=?", (expect - 1,))
             if n:
                 recount(conn)  # derived counts: the upserts above did not keep them

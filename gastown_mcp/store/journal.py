@@ -22,52 +22,73 @@ from typing import Any
 
 from gastown_mcp.errors import StoreError
 
-CHANGES = "_changes"  # (tbl, rid) touched by the open transaction; drained into the journal before COMMIT
+CAPTURE = "_capture"  # temp table: (tbl, rid, image) touched by the open transaction; drained before COMMIT
 SEQ = "_journal"  # one row: the sequence number of the last journaled transaction, committed with it
 
-Change = tuple[str, int, dict[str, Any] | None]
+
+class Image(str):
+    """A row's after-image as JSON text, made by the capture trigger itself: the journal line takes it as is."""
+
+    __slots__ = ()
+
+
+Change = tuple[str, int, dict[str, Any] | Image | None]
 
 
 def captured_tables(conn: sqlite3.Connection) -> list[str]:
     """Every table whose rows the journal carries: all but SQLite's own, ours (`_*`) and WITHOUT ROWID ones."""
     found = conn.execute(
-        "SELECT name, sql FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '\\_%' "
-        "ESCAPE '\\' ORDER BY name"
+        "SELECT name, sql FROM main.sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
+        "AND name NOT LIKE '\\_%' ESCAPE '\\' ORDER BY name"
     ).fetchall()
     return [r[0] for r in found if "WITHOUT ROWID" not in (r[1] or "").upper()]
 
 
-def install_capture(conn: sqlite3.Connection) -> None:
-    """Make sure every captured table has its three capture triggers (tables added by later migrations too)."""
-    have = {
-        r[0]
-        for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type='trigger' AND name LIKE '\\_cap\\_%' ESCAPE '\\'"
-        )
-    }
-    wanted: list[str] = []
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def capture_sql(conn: sqlite3.Connection) -> list[str]:
+    """The statements that arm a connection's capture: a temp table and three temp triggers per captured table.
+
+    They live in the connection's temp schema, so the rows they note never reach the database file (no WAL page
+    per write). The insert and update triggers note the row's after-image as JSON (`json_object` over its
+    columns, in table order, as `SELECT *` gives them), so the journal line needs no second read; a row holding a
+    REAL or a BLOB is noted without an image and read back at drain time instead (SQLite's JSON keeps 15
+    significant digits of a REAL; JSON has no bytes). A deleted row, or an update's old rowid, is noted without
+    an image too: the read finds nothing, which the journal records as a deletion."""
+    out = [
+        f"CREATE TEMP TABLE IF NOT EXISTS {CAPTURE} (tbl TEXT NOT NULL, rid INTEGER NOT NULL, image TEXT, "
+        "PRIMARY KEY (tbl, rid)) WITHOUT ROWID"
+    ]
     for table in captured_tables(conn):
-        q = table.replace('"', '""')
-        lit = table.replace("'", "''")
-        add = f"INSERT OR IGNORE INTO {CHANGES} (tbl, rid) VALUES ('{lit}'"
+        cols = [r[1] for r in conn.execute(f"PRAGMA main.table_info({_quote(table)})")]
+        q, lit = _quote(table), _literal(table)
+        plain = " OR ".join(f"typeof(NEW.{_quote(c)}) IN ('real','blob')" for c in cols)
+        fields = ", ".join(f"{_literal(c)}, NEW.{_quote(c)}" for c in cols)
+        image = f"CASE WHEN {plain} THEN NULL ELSE json_object({fields}) END"
+        note = f"INSERT OR REPLACE INTO {CAPTURE} (tbl, rid, image) VALUES ({lit}"
         triggers = {
-            f"_cap_{table}_i": f'AFTER INSERT ON "{q}" BEGIN {add}, NEW.rowid); END',
-            f"_cap_{table}_u": f'AFTER UPDATE ON "{q}" BEGIN {add}, NEW.rowid); '
-            f"INSERT OR IGNORE INTO {CHANGES} (tbl, rid) SELECT '{lit}', OLD.rowid WHERE OLD.rowid <> NEW.rowid; END",
-            f"_cap_{table}_d": f'AFTER DELETE ON "{q}" BEGIN {add}, OLD.rowid); END',
+            "i": f"AFTER INSERT ON main.{q} BEGIN {note}, NEW.rowid, {image}); END",
+            "u": f"AFTER UPDATE ON main.{q} BEGIN {note}, NEW.rowid, {image}); "
+            f"INSERT OR REPLACE INTO {CAPTURE} (tbl, rid, image) SELECT {lit}, OLD.rowid, NULL "
+            "WHERE OLD.rowid <> NEW.rowid; END",
+            "d": f"AFTER DELETE ON main.{q} BEGIN {note}, OLD.rowid, NULL); END",
         }
-        wanted += [f'CREATE TRIGGER "{name}" {body}' for name, body in triggers.items() if name not in have]
-    if not wanted:
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for stmt in wanted:
-            with contextlib.suppress(sqlite3.OperationalError):  # another process made it a moment ago
-                conn.execute(stmt)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+        out += [f"CREATE TEMP TRIGGER {_quote(f'_cap_{table}_{k}')} {body}" for k, body in triggers.items()]
+    return out
+
+
+def arm(conn: sqlite3.Connection, statements: list[str]) -> None:
+    """Give `conn` the capture `statements` (from `capture_sql`), replacing any it had (inside a transaction)."""
+    for (name,) in conn.execute("SELECT name FROM temp.sqlite_master WHERE type='trigger'").fetchall():
+        conn.execute(f"DROP TRIGGER temp.{_quote(name)}")
+    for stmt in statements:
+        conn.execute(stmt)
 
 
 def _encode(value: Any) -> Any:
@@ -80,31 +101,32 @@ def _decode(value: Any) -> Any:
 
 def drain(conn: sqlite3.Connection) -> list[Change]:
     """The after-image of every row the open transaction touched, and forget them (inside the transaction): one
-    statement takes the list, one per table reads the rows."""
-    touched = conn.execute(f"DELETE FROM {CHANGES} RETURNING tbl, rid").fetchall()
+    statement takes the list with the images the triggers made; rows noted without one are read, one statement
+    per table."""
+    touched = conn.execute(f"DELETE FROM temp.{CAPTURE} RETURNING tbl, rid, image").fetchall()
     if not touched:
         return []
-    by_table: dict[str, list[int]] = {}
-    for tbl, rid in sorted((r[0], r[1]) for r in touched):
-        by_table.setdefault(tbl, []).append(rid)
-    out: list[Change] = []
-    for tbl, rids in by_table.items():
-        q = tbl.replace('"', '""')
-        rows: dict[int, dict[str, Any]] = {}
+    touched.sort(key=lambda r: (r[0], r[1]))
+    missing: dict[str, list[int]] = {}
+    for tbl, rid, image in touched:
+        if image is None:
+            missing.setdefault(tbl, []).append(rid)
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    for tbl, rids in missing.items():
+        q = _quote(tbl)
         for i in range(0, len(rids), 500):
             chunk = rids[i : i + 500]
             cur = conn.execute(
-                f'SELECT rowid AS "__rowid", * FROM "{q}" WHERE rowid IN ({",".join("?" * len(chunk))})', chunk
+                f'SELECT rowid AS "__rowid", * FROM main.{q} WHERE rowid IN ({",".join("?" * len(chunk))})', chunk
             )
             names = [d[0] for d in cur.description][1:]
             for values in cur:
                 image = values[1:]
                 if bytes in map(type, image):
-                    rows[values[0]] = {n: _encode(v) for n, v in zip(names, image, strict=True)}
+                    rows[tbl, values[0]] = {n: _encode(v) for n, v in zip(names, image, strict=True)}
                 else:
-                    rows[values[0]] = dict(zip(names, image, strict=True))
-        out += [(tbl, rid, rows.get(rid)) for rid in rids]
-    return out
+                    rows[tbl, values[0]] = dict(zip(names, image, strict=True))
+    return [(tbl, rid, Image(image) if image is not None else rows.get((tbl, rid))) for tbl, rid, image in touched]
 
 
 def apply(conn: sqlite3.Connection, changes: Iterable[Change | list[Any]]) -> None:
@@ -306,7 +328,12 @@ _LINE = json.JSONEncoder(separators=(",", ":"))  # one encoder for every line (j
 
 
 def encode(seq: int, at: str, changes: list[Change]) -> bytes:
-    return (_LINE.encode({"seq": seq, "at": at, "changes": changes}) + "\n").encode()
+    """One journal line; row images the triggers made go in as the JSON text they are."""
+    parts = [
+        f"[{_LINE.encode(tbl)},{rid},{row}]" if type(row) is Image else _LINE.encode([tbl, rid, row])
+        for tbl, rid, row in changes
+    ]
+    return f'{{"seq":{seq},"at":{_LINE.encode(at)},"changes":[{",".join(parts)}]}}\n'.encode()
 
 
 def read(path: Path, *, after: int = 0) -> Iterator[dict[str, Any]]:

@@ -466,5 +466,17 @@ def m011_metrics(db: UtilsDatabase) -> None:
     )
 
 
+@migrations(name="m012_temp_capture")
+def m012_temp_capture(db: UtilsDatabase) -> None:
+    # The journal's capture moved into each connection's temp schema (`journal.capture_sql`): the triggers that
+    # noted touched rows in `_changes` wrote a page of the database file with every write. Nothing is pending in
+    # `_changes` outside a write transaction (each drains it before COMMIT), so it goes with its triggers.
+    found = db.execute("SELECT name FROM sqlite_master WHERE type='trigger' AND name LIKE '\\_cap\\_%' ESCAPE '\\'")
+    names = [r[0] for r in found]
+    for name in names:
+        db.execute(f'DROP TRIGGER "{name}"')
+    db.execute("DROP TABLE IF EXISTS _changes")
+
+
 def apply_migrations(conn: sqlite3.Connection) -> None:
     migrations.apply(conn)

@@ -1,38 +1,55 @@
-"""The journal's after-images: text, numbers and bytes come back exactly through a journal line and its replay."""
+"""The journal's after-images: text, numbers and bytes come back exactly through a journal line and its replay,
+whether the capture trigger made the image (rows of text and integers) or the drain read the row (a REAL or a
+BLOB in it); a connection re-arms its capture when another process changes the schema."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 from gastown_mcp.store import journal as jr
+from gastown_mcp.store.db import Database
+
+ROWS = "SELECT rowid, * FROM things ORDER BY rowid"
 
 
-def test_after_images_with_and_without_bytes_replay_to_the_same_rows() -> None:
+def _pair() -> tuple[sqlite3.Connection, sqlite3.Connection]:
     source, target = (
         sqlite3.connect(":memory:", isolation_level=None),
         sqlite3.connect(":memory:", isolation_level=None),
     )
     for conn in (source, target):
-        conn.execute(
-            f"CREATE TABLE {jr.CHANGES} (tbl TEXT NOT NULL, rid INTEGER NOT NULL, PRIMARY KEY (tbl, rid)) WITHOUT ROWID"
-        )
-        conn.execute("CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT, cost REAL, raw BLOB)")
-    jr.install_capture(source)
+        conn.execute("CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT, cost REAL, raw BLOB, n INTEGER)")
     source.execute("BEGIN")
+    jr.arm(source, jr.capture_sql(source))  # its own transaction: a rollback would take the arming with it
+    source.execute("COMMIT")
+    source.execute("BEGIN")
+    return source, target
+
+
+def _replay(target: sqlite3.Connection, line: bytes) -> None:
+    target.execute("BEGIN")
+    jr.apply(target, json.loads(line)["changes"])
+    target.execute("COMMIT")
+
+
+def test_after_images_with_and_without_bytes_replay_to_the_same_rows() -> None:
+    source, target = _pair()
     source.execute("INSERT INTO things (name, cost, raw) VALUES ('plain', 0.1, NULL), ('binary', 1e-9, x'00ff10')")
-    source.execute("INSERT INTO things (name, cost) VALUES ('gone', 3)")
+    source.execute("INSERT INTO things (name, n) VALUES ('gone', 3)")
     source.execute("DELETE FROM things WHERE name = 'gone'")
     changes = jr.drain(source)
     source.execute("COMMIT")
-    assert source.execute(f"SELECT count(*) FROM {jr.CHANGES}").fetchone()[0] == 0
+    assert source.execute(f"SELECT count(*) FROM temp.{jr.CAPTURE}").fetchone()[0] == 0
     assert [(t, rid, row is None) for t, rid, row in changes] == [
         ("things", 1, False),
         ("things", 2, False),
         ("things", 3, True),
     ]
-    assert changes[0][2] == {"id": 1, "name": "plain", "cost": 0.1, "raw": None}
-    assert changes[1][2] == {"id": 2, "name": "binary", "cost": 1e-9, "raw": {"$b64": "AP8Q"}}
+    # A REAL in the row: read back at drain time (exact), not imaged by the trigger.
+    assert changes[0][2] == {"id": 1, "name": "plain", "cost": 0.1, "raw": None, "n": None}
+    assert changes[1][2] == {"id": 2, "name": "binary", "cost": 1e-9, "raw": {"$b64": "AP8Q"}, "n": None}
     line = jr.encode(7, "2026-01-01T00:00:00.000000Z", changes)
     assert (
         line
@@ -41,10 +58,74 @@ def test_after_images_with_and_without_bytes_replay_to_the_same_rows() -> None:
             + "\n"
         ).encode()
     )
-    target.execute("BEGIN")
-    jr.apply(target, json.loads(line)["changes"])
-    target.execute("COMMIT")
-    rows = "SELECT rowid, id, name, cost, raw FROM things ORDER BY rowid"
-    assert target.execute(rows).fetchall() == source.execute(rows).fetchall() == [
-        (1, 1, "plain", 0.1, None), (2, 2, "binary", 1e-9, b"\x00\xff\x10"),
+    _replay(target, line)
+    assert target.execute(ROWS).fetchall() == source.execute(ROWS).fetchall() == [
+        (1, 1, "plain", 0.1, None, None), (2, 2, "binary", 1e-9, b"\x00\xff\x10", None),
     ]  # fmt: skip
+
+
+def test_images_made_by_the_trigger_are_the_rows_exactly() -> None:
+    source, target = _pair()
+    awkward = ['quote " and \\ back', "é ü 中 \U0001f600", '{"looks": ["like", "json"]}', "new\nline\ttab\x01", ""]
+    source.executemany("INSERT INTO things (name, n) VALUES (?, ?)", [(t, 2**62 + i) for i, t in enumerate(awkward)])
+    source.execute("INSERT INTO things (name, n) VALUES ('moved', -7)")
+    source.execute("UPDATE things SET id = 100 WHERE name = 'moved'")  # a new rowid: the old one is a deletion
+    source.execute("UPDATE things SET n = n + 1 WHERE id = 1")  # touched twice: the last image counts
+    source.execute("INSERT INTO things (name) VALUES ('short-lived')")
+    source.execute("DELETE FROM things WHERE name = 'short-lived'")
+    changes = jr.drain(source)
+    source.execute("COMMIT")
+    images = [row for _, _, row in changes if isinstance(row, jr.Image)]
+    assert len(images) == 6  # every row of text and integers, the moved one included
+    by_rid = {rid: row for _, rid, row in changes}
+    assert by_rid[6] is None and by_rid[101] is None  # the moved row's old rowid and the deleted row
+    names = [d[0] for d in source.execute("SELECT * FROM things").description]
+    for rid, row in by_rid.items():
+        if row is not None:
+            values = source.execute("SELECT * FROM things WHERE rowid = ?", (rid,)).fetchone()
+            assert json.loads(row) == dict(zip(names, values, strict=True))
+    _replay(target, jr.encode(1, "2026-01-01T00:00:00.000000Z", changes))
+    assert target.execute(ROWS).fetchall() == source.execute(ROWS).fetchall()
+
+
+def test_a_rolled_back_write_leaves_nothing_to_drain() -> None:
+    source, _ = _pair()
+    source.execute("INSERT INTO things (name) VALUES ('never')")
+    source.execute("ROLLBACK")
+    source.execute("BEGIN")
+    assert jr.drain(source) == []
+    source.execute("COMMIT")
+
+
+def test_a_first_write_that_rolls_back_does_not_leave_the_connection_unarmed(tmp_path: Path) -> None:
+    db = Database(tmp_path / "town.db", tmp_path / "events.jsonl")
+    try:
+        try:
+            with db.write() as tx:  # the first write on this connection arms it, then fails
+                tx.execute("INSERT INTO meta (key, value) VALUES ('a', '1')")
+                raise RuntimeError("the body failed")
+        except RuntimeError:
+            pass
+        with db.write() as tx:
+            tx.execute("INSERT INTO meta (key, value) VALUES ('b', '2')")
+        assert [r["changes"] for r in jr.read(tmp_path / "events.jsonl")][-1] == [
+            ["meta", 1, {"key": "b", "value": "2"}]
+        ]
+    finally:
+        db.close()
+
+
+def test_a_connection_rearms_its_capture_after_another_changes_the_schema(tmp_path: Path) -> None:
+    db = Database(tmp_path / "town.db", tmp_path / "events.jsonl")
+    try:
+        with db.write() as tx:
+            tx.execute("INSERT INTO meta (key, value) VALUES ('a', '1')")
+        other = sqlite3.connect(tmp_path / "town.db", isolation_level=None)
+        other.execute("ALTER TABLE meta ADD COLUMN extra TEXT NOT NULL DEFAULT 'x'")  # another process migrates
+        other.close()
+        with db.write() as tx:
+            tx.execute("UPDATE meta SET value = '2', extra = 'set' WHERE key = 'a'")
+        last = list(jr.read(tmp_path / "events.jsonl"))[-1]
+        assert last["changes"][0][2] == {"key": "a", "value": "2", "extra": "set"}
+    finally:
+        db.close()
