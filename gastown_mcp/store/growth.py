@@ -8,6 +8,7 @@ compressed JSONL file under `archive/` and dropped from the table. Each move is 
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -89,14 +90,16 @@ class GrowthRepo:
                 return folded
 
     def rotate_events(self, before: str, archive_dir: Path) -> int:
-        """Write events older than `before` to `archive_dir/events-<first>-<last>.jsonl.gz`, then drop them."""
+        """Write events older than `before` to `archive_dir/events-<first>-<last>.jsonl.gz`, then drop them.
+
+        Events are stamped in the order they are written (under the write lock), so the old ones are the oldest ids:
+        each round reads the lowest `CHUNK` ids and takes them up to the first one stamped at or after `before` (no
+        index on `at`: it would cost every event written a page of the database file). An event stamped out of
+        order (the clock stepped back) waits for a later rotation."""
         moved = 0
         while True:
-            found = self.db.query(
-                "SELECT * FROM events WHERE id <= (SELECT max(id) FROM (SELECT id FROM events WHERE at < ? "
-                "ORDER BY id LIMIT ?)) AND at < ? ORDER BY id",
-                (before, CHUNK, before),
-            )
+            window = self.db.query("SELECT * FROM events ORDER BY id LIMIT ?", (CHUNK,))
+            found = list(itertools.takewhile(lambda r: r["at"] < before, window))
             if not found:
                 return moved
             first, last = found[0]["id"], found[-1]["id"]
@@ -113,5 +116,5 @@ class GrowthRepo:
             with self.db.write() as tx:
                 tx.execute("DELETE FROM events WHERE id BETWEEN ? AND ? AND at < ?", (first, last, before))
             moved += len(found)
-            if len(found) < CHUNK:
+            if len(found) < len(window) or len(window) < CHUNK:
                 return moved

@@ -478,5 +478,12 @@ def m012_temp_capture(db: UtilsDatabase) -> None:
     db.execute("DROP TABLE IF EXISTS _changes")
 
 
+@migrations(name="m013_events_at")
+def m013_events_at(db: UtilsDatabase) -> None:
+    # Every event written also wrote a page of this index; only the daily rotation of old events read it, and it
+    # now reads the oldest events by id instead (`Growth.rotate_events`).
+    db.execute("DROP INDEX IF EXISTS events_at")
+
+
 def apply_migrations(conn: sqlite3.Connection) -> None:
     migrations.apply(conn)

@@ -16,6 +16,7 @@ from conftest import make_settings
 
 from gastown_mcp.store import Store
 from gastown_mcp.store import backup as bk
+from gastown_mcp.store import growth as growth_mod
 from gastown_mcp.store import journal as jr
 from gastown_mcp.supervisor.dogs import Kennel
 from gastown_mcp.town import Town, operator
@@ -160,6 +161,22 @@ def test_old_events_move_to_a_compressed_archive_file_and_leave_the_table(town: 
     with gzip.open(archive, "rt") as fh:
         lines = [json.loads(line) for line in fh]
     assert len(lines) == n and lines[0]["verb"] == "bead.created" and isinstance(lines[0]["after"], dict)
+
+
+def test_rotation_takes_the_old_events_in_rounds_and_stops_at_the_first_newer_one(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(growth_mod, "CHUNK", 3)
+    stamps = ["2026-01-0%dT00:00:00.000000Z" % d for d in (1, 1, 2, 2, 3, 3, 4)] + ["2026-01-02T12:00:00.000000Z"]
+    with store.db.write() as tx:
+        for at in stamps:  # the last one was stamped out of order (a clock stepped back)
+            tx.execute("INSERT INTO events (at, actor, verb) VALUES (?, 'operator', 'test.event')", (at,))
+    moved = store.growth.rotate_events("2026-01-03T00:00:00.000000Z", tmp_path / "archive")
+    assert moved == 4  # two rounds: 3, then 1 before the first event of Jan 3
+    left = [r["at"][:13] for r in store.db.query("SELECT at FROM events ORDER BY id")]
+    assert left == ["2026-01-03T00", "2026-01-03T00", "2026-01-04T00", "2026-01-02T12"]
+    archived = sorted((tmp_path / "archive").glob("events-*.jsonl.gz"))
+    assert len(archived) == 2
 
 
 def test_the_journal_drops_what_every_kept_backup_holds_and_restore_still_rebuilds_the_database(
