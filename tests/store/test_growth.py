@@ -167,7 +167,7 @@ def test_rotation_takes_the_old_events_in_rounds_and_stops_at_the_first_newer_on
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(growth_mod, "CHUNK", 3)
-    stamps = ["2026-01-0%dT00:00:00.000000Z" % d for d in (1, 1, 2, 2, 3, 3, 4)] + ["2026-01-02T12:00:00.000000Z"]
+    stamps = [f"2026-01-0{d}T00:00:00.000000Z" for d in (1, 1, 2, 2, 3, 3, 4)] + ["2026-01-02T12:00:00.000000Z"]
     with store.db.write() as tx:
         for at in stamps:  # the last one was stamped out of order (a clock stepped back)
             tx.execute("INSERT INTO events (at, actor, verb) VALUES (?, 'operator', 'test.event')", (at,))
