@@ -185,13 +185,11 @@ async def run(args: argparse.Namespace) -> None:
     from gastown_mcp.config import load_settings
     from gastown_mcp.town import operator
 
-    def new_town() -> tuple[str, str]:
+    def new_town(env: dict[str, str] | None = None) -> tuple[str, str]:
+        """A town made by the code that will serve it (`env`: the earlier source's), in a process of its own."""
         where = tempfile.mkdtemp(prefix="bench-town-")
-        made = assemble.open_town(load_settings(where, env={}))
-        made_key = made.agent_add(operator(), "polecat-1", "polecat", rig="web").gateway_key
-        if args.budget:
-            made.budget_set(operator(), "town", tokens=10**12, usd=10**6)
-        made.close()
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--make-town", where, "1" if args.budget else "0"]
+        made_key = subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
         return where, made_key
 
     town, key = new_town()
@@ -209,8 +207,8 @@ async def run(args: argparse.Namespace) -> None:
     }
     children = [gateway, bare, standin]
     if args.before:
-        before_town, before_key = new_town()
         fp, env = free_port(), {**os.environ, "PYTHONPATH": str(Path(args.before).resolve())}
+        before_town, before_key = new_town(env)
         before = subprocess.Popen([py, me, "--serve-gateway", before_town, str(fp), upstream], cwd=ROOT, env=env)
         children.insert(0, before)
         before_headers = {"x-api-key": before_key, "anthropic-version": "2023-06-01"}
@@ -301,6 +299,17 @@ async def run(args: argparse.Namespace) -> None:
 def main() -> None:
     if len(sys.argv) == 5 and sys.argv[1] == "--serve-gateway":
         serve_gateway(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        return
+    if len(sys.argv) == 4 and sys.argv[1] == "--make-town":
+        from gastown_mcp import assemble
+        from gastown_mcp.config import load_settings
+        from gastown_mcp.town import operator
+
+        made = assemble.open_town(load_settings(sys.argv[2], env={}))
+        print(made.agent_add(operator(), "polecat-1", "polecat", rig="web").gateway_key)
+        if sys.argv[3] == "1":
+            made.budget_set(operator(), "town", tokens=10**12, usd=10**6)
+        made.close()
         return
     if len(sys.argv) == 4 and sys.argv[1] == "--serve-bare":
         serve_bare(int(sys.argv[2]), sys.argv[3])
