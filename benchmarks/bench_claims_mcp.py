@@ -10,6 +10,8 @@ over the pairs) and server CPU per call (from /proc, the server process only). T
 back afterwards: every bead claimed once (0 double claims).
 
 Run: .venv/bin/python benchmarks/bench_claims_mcp.py [--clients 1 8 32] [--rounds 3] [--seconds 5] [--no-durable]
+[--before DIR]. `--before DIR` adds the town served from another copy of the source (e.g. `git archive HEAD~3 | tar
+-x -C DIR`) to every round: before and after under the same load.
 Writes benchmarks/results/bench_claims_mcp.json (`_no_durable.json` with --no-durable: the journal is written but
 not fsynced before each reply, which shows what the fsync costs against the floor).
 """
@@ -130,7 +132,8 @@ def client_process(url: str, tokens: list[str | None], go: Any, stop_at: Any, ou
 
     async def main() -> None:
         ready: list[int] = []
-        counts, errors = [0], []
+        counts: list[int] = [0]
+        errors: list[str] = []
         async with anyio.create_task_group() as tg:
             for token in tokens:
                 tg.start_soon(one, token, ready, counts, errors)
@@ -148,14 +151,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def one_run(kind: str, clients: int, seconds: float, beads: int, durable: bool = True) -> dict[str, Any]:
+def one_run(
+    kind: str, clients: int, seconds: float, beads: int, durable: bool = True, before: str | None = None
+) -> dict[str, Any]:
+    """One run of `kind` (floor, town, or before: the town from the source in `before`)."""
     with tempfile.TemporaryDirectory(prefix=f"gastown-{kind}-") as tmp:
         town_dir = Path(tmp)
+        env = {**os.environ, "PYTHONPATH": str(Path(before).resolve())} if kind == "before" and before else None
         cmd = [
             sys.executable,
             str(HERE),
             "--serve",
-            kind,
+            "floor" if kind == "floor" else "town",
             "--dir",
             tmp,
             "--beads",
@@ -163,7 +170,7 @@ def one_run(kind: str, clients: int, seconds: float, beads: int, durable: bool =
             "--agents",
             str(clients),
         ]
-        proc = subprocess.Popen(cmd + ([] if durable else ["--no-durable"]))
+        proc = subprocess.Popen(cmd + ([] if durable else ["--no-durable"]), env=env)
         try:
             deadline = time.time() + 60
             while not (town_dir / "ready.json").exists():
@@ -199,7 +206,7 @@ def one_run(kind: str, clients: int, seconds: float, beads: int, durable: bool =
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
         double = None
-        if kind == "town":
+        if kind != "floor":
             from gastown_mcp.config import Settings
             from gastown_mcp.store import Store
 
@@ -226,6 +233,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--beads", type=int, default=20_000)
     parser.add_argument("--serve", choices=["floor", "town"], help=argparse.SUPPRESS)
+    parser.add_argument("--before", help="also serve the town from this copy of an earlier source")
     parser.add_argument("--dir", help=argparse.SUPPRESS)
     parser.add_argument("--agents", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument(
@@ -240,21 +248,32 @@ def main() -> None:
     results = []
     for clients in args.clients:
         pairs = []
+        kinds = ["floor", "town"] + (["before"] if args.before else [])
         for r in range(args.rounds):
-            order = ("floor", "town") if r % 2 == 0 else ("town", "floor")
-            runs = {k: one_run(k, clients, args.seconds, args.beads, not args.no_durable) for k in order}
+            order = kinds if r % 2 == 0 else kinds[::-1]
+            runs = {k: one_run(k, clients, args.seconds, args.beads, not args.no_durable, args.before) for k in order}
             pairs.append(runs)
             ratio = runs["town"]["calls_per_second"] / runs["floor"]["calls_per_second"]
+            was = ""
+            if args.before:
+                b = runs["before"]
+                was = (
+                    f"; before: ratio {b['calls_per_second'] / runs['floor']['calls_per_second']:.2f}, "
+                    f"{b['server_cpu_ms_per_call']:.2f} ms CPU/call"
+                )
             print(
                 f"{clients:>3} clients, round {r + 1}: town {runs['town']['calls_per_second']:7.1f} calls/s "
                 f"({runs['town']['server_cpu_ms_per_call']:.2f} ms CPU/call), floor "
                 f"{runs['floor']['calls_per_second']:7.1f} calls/s ({runs['floor']['server_cpu_ms_per_call']:.2f} "
-                f"ms CPU/call), ratio {ratio:.2f}, double claims {runs['town']['double_claims']}"
+                f"ms CPU/call), ratio {ratio:.2f}, double claims {runs['town']['double_claims']}{was}"
                 + (f", errors {runs['town']['errors'] or runs['floor']['errors']}" if runs["town"]["errors"] else "")
             )
         ratios = sorted(p["town"]["calls_per_second"] / p["floor"]["calls_per_second"] for p in pairs)
         cpu = [p["town"]["server_cpu_ms_per_call"] for p in pairs]
         floor_cpu = [p["floor"]["server_cpu_ms_per_call"] for p in pairs]
+        if args.before:
+            b_ratios = sorted(p["before"]["calls_per_second"] / p["floor"]["calls_per_second"] for p in pairs)
+            b_cpu = statistics.median(p["before"]["server_cpu_ms_per_call"] for p in pairs)
         summary = {
             "clients": clients,
             "ratio_median": round(statistics.median(ratios), 2),
@@ -264,11 +283,21 @@ def main() -> None:
             "double_claims": sum(p["town"]["double_claims"] or 0 for p in pairs),
             "pairs": pairs,
         }
+        if args.before:
+            summary["before_ratio_median"] = round(statistics.median(b_ratios), 2)
+            summary["before_ratio_range"] = [round(b_ratios[0], 2), round(b_ratios[-1], 2)]
+            summary["before_cpu_ms_per_call_median"] = round(b_cpu, 3)
         results.append(summary)
         print(
             f"{clients:>3} clients: ratio {summary['ratio_median']:.2f} [{ratios[0]:.2f}..{ratios[-1]:.2f}], server "
             f"CPU per call town {summary['town_cpu_ms_per_call_median']:.2f} ms, floor "
             f"{summary['floor_cpu_ms_per_call_median']:.2f} ms, double claims {summary['double_claims']}"
+            + (
+                f"; before: ratio {summary['before_ratio_median']:.2f} [{b_ratios[0]:.2f}..{b_ratios[-1]:.2f}], "
+                f"{summary['before_cpu_ms_per_call_median']:.2f} ms"
+                if args.before
+                else ""
+            )
         )
     write_report(
         "bench_claims_mcp",
