@@ -114,6 +114,7 @@ def build_server(
     agent: Agent | None = None,
     *,
     verifier: TownTokenVerifier | None = None,
+    bodies: Bodies | None = None,
 ) -> MCPServer:
     """A fresh MCP server over `town`: stdio/in-process as `agent`, or for HTTP with bearer tokens (served
     behind `gate.AgentGate`, which checks them: see `transports.http_app`)."""
@@ -123,8 +124,8 @@ def build_server(
         verifier = verifier or TownTokenVerifier(town)
     identity = Identity(town, agent, verifier)
 
-    threads = ToolThreads()
-    bodies = Bodies(town, threads)
+    bodies = bodies or Bodies(town, ToolThreads())
+    threads = bodies.threads
     quick_call: ContextVar[bool] = ContextVar("gastown_quick_call", default=False)  # this call's tool is quick
     open_outputs: set[str] = set()  # tools whose output schema admits an extra `nudges` key
     known_tools: set[str] = set()  # every registered tool, to tell an unknown name from a forbidden one

@@ -55,6 +55,11 @@ class TownTokenVerifier:
             auth_context_var.reset(reset_user)
             self._this_request.reset(reset)
 
+    def caller(self) -> Caller | None:
+        """The caller the gate resolved for the request being served, if it did."""
+        known = self._this_request.get()
+        return known[1] if known is not None else None
+
     def resolved(self, token: str) -> Caller | None:
         """The caller the gate resolved for this request's `token`, if it did."""
         known = self._this_request.get()

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gastown_mcp.models import Agent
 from gastown_mcp.server.build import build_server
-from gastown_mcp.server.calls import QUICK_TOOLS
+from gastown_mcp.server.calls import QUICK_TOOLS, Bodies, ToolThreads
 from gastown_mcp.server.gate import AgentGate
 from gastown_mcp.server.identity import TownTokenVerifier
 from gastown_mcp.town import Town
@@ -52,7 +52,8 @@ def _origin_pattern(origins: list[str]) -> str:
 def http_app(town: Town, host: str, port: int, allowed_hosts: list[str] | None = None) -> Any:
     """The ASGI app serving streamable HTTP at /mcp, bearer token per request, `[limits]` sessions per agent."""
     verifier = TownTokenVerifier(town)
-    server = build_server(town, verifier=verifier)
+    bodies = Bodies(town, ToolThreads())
+    server = build_server(town, verifier=verifier, bodies=bodies)
     hosts = [f"{host}:{port}", f"127.0.0.1:{port}", f"localhost:{port}", *(allowed_hosts or [])]
     origins = allowed_origins(hosts, town.settings.server.allowed_origins)
     security = TransportSecuritySettings(
@@ -66,7 +67,7 @@ def http_app(town: Town, host: str, port: int, allowed_hosts: list[str] | None =
         app,
         verifier,
         sessions_per_agent=limits.sessions_per_agent,
-        quick_lane=quick_lane(server),
+        quick_lane=direct_calls(town, server, bodies, verifier, security),
         quick_tools=QUICK_TOOLS,
     )
     # Outside the gate: a browser's preflight carries no token. A foreign origin gets no CORS headers (its
@@ -103,6 +104,21 @@ def quick_lane(server: MCPServer) -> ASGIApp | None:
         await handle_modern_request(manager.app, manager.security_settings, True, state, scope, receive, send)
 
     return RequestBodyLimitMiddleware(lane, manager.max_request_body_size)
+
+
+def direct_calls(
+    town: Town, server: MCPServer, bodies: Bodies, verifier: TownTokenVerifier, security: TransportSecuritySettings
+) -> ASGIApp | None:
+    """The quick calls' app: `direct.DirectCalls` in front of the SDK's handler (`quick_lane`); None (every call
+    the default path) where that handler or the SDK's server-info stamp is missing."""
+    lane = quick_lane(server)
+    stamp = getattr(server.session_manager.app, "server_info_stamp", None)
+    if lane is None or not isinstance(stamp, dict):
+        return lane
+    from gastown_mcp.server.direct import DirectCalls
+
+    limit = server.session_manager.max_request_body_size
+    return DirectCalls(town, bodies, verifier, security, lane, max_body=limit, server_info=stamp)
 
 
 def run_http(town: Town, host: str, port: int) -> None:

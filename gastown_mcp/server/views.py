@@ -168,15 +168,20 @@ def change_of(bead: Bead | BeadBrief) -> dict[str, Any]:
     }
 
 
-def changed(bead: Bead | BeadBrief) -> CallToolResult:
-    """A write tool's result: structured `BeadChange` plus a one-line summary as its text."""
-    data = change_of(bead)
+def change_line(data: dict[str, Any]) -> str:
+    """The one-line text of a write tool's result (`data`: `change_of`)."""
     line = f"{data['id']} is {data['status']}"
     if data["assignee"]:
         line += f", assignee {data['assignee']}"
     if data["lease_expires_at"]:
         line += f", lease until {data['lease_expires_at'][11:19]} UTC"
-    return CallToolResult(content=[TextContent(type="text", text=f"{line}: {data['title']}")], structured_content=data)
+    return f"{line}: {data['title']}"
+
+
+def changed(bead: Bead | BeadBrief) -> CallToolResult:
+    """A write tool's result: structured `BeadChange` plus a one-line summary as its text."""
+    data = change_of(bead)
+    return CallToolResult(content=[TextContent(type="text", text=change_line(data))], structured_content=data)
 
 
 class Commented(BaseModel):

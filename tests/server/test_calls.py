@@ -97,62 +97,123 @@ META = {
 }
 
 
-def call(name: str, arguments: dict[str, Any], header_name: str | None = None) -> tuple[dict[str, str], bytes]:
+def call(
+    name: str,
+    arguments: dict[str, Any],
+    header_name: str | None = None,
+    *,
+    request_id: int | str = 7,
+    meta: dict[str, Any] | None = None,
+    **headers: str,
+) -> tuple[dict[str, str], bytes]:
     """A raw 2026-07-28 `tools/call` POST: its headers and body."""
-    body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": name, "arguments": arguments}}
-    body["params"]["_meta"] = META
-    headers = {
+    body = {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "tools/call",
+        "params": {"name": name, "arguments": arguments},
+    }
+    body["params"]["_meta"] = META if meta is None else meta
+    sent = {
         "Accept": "application/json, text/event-stream",
         "Content-Type": "application/json",
         "Mcp-Protocol-Version": "2026-07-28",
         "Mcp-Method": "tools/call",
         "Mcp-Name": header_name or name,
+        **{k.replace("_", "-"): v for k, v in headers.items()},
     }
-    return headers, json.dumps(body).encode()
+    return sent, json.dumps(body).encode()
 
 
-async def test_the_quick_lane_answers_byte_for_byte_as_the_sdks_default_path(
-    town: Town, crew: dict[str, Agent], credentials: dict[str, Credentials]
+async def test_direct_calls_answer_byte_for_byte_as_the_sdks_handler_and_its_default_path(
+    town: Town, crew: dict[str, Agent], credentials: dict[str, Credentials], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The same calls to two servers over one town, one with the quick lane and one without: the same status,
-    headers and body (ids and lease times aside), for answers, tool errors, bad arguments and lying headers."""
+    """The same calls to three servers over one town: direct answers (`direct.DirectCalls`), the SDK's handler
+    alone (the quick lane) and the SDK's default path. Same status, headers and body (ids and lease times aside)
+    for answers, tool errors, every argument limit, bad arguments, lying headers, a foreign origin, a caller with
+    a nudge waiting, a role that may not call the tool, and a body that fails."""
+    from gastown_mcp.server.direct import DirectCalls
+
     op = operator()
-    beads = [town.bead_create(op, "same title").id for _ in range(2)]
-    token = credentials["polecat-1"].token
-    calls = [
-        call("bead_claim", {"id": "gt-nothere"}),  # a tool error
-        call("bead_complete", {"id": "gt-nothere"}),  # a missing argument
-        call("bead_complete", {"id": "gt-nothere", "summary": "x" * 20001}),  # too long
-        call("bead_complete", {"id": "gt-nothere", "summary": "x"}, header_name="bead_claim"),  # headers lie
-        call("bead_claim", {"id": "{bead}"}),
-        call("bead_complete", {"id": "{bead}", "summary": "done"}),
+    beads = [town.bead_create(op, 'same title \u00e9 "quoted" \U0001f600').id for _ in range(3)]
+    real_claim = town.bead_claim_brief
+
+    def claim(agent: Agent, bead_id: str | None = None) -> BeadBrief:
+        if bead_id == "gt-boom":
+            raise RuntimeError("the body failed")
+        return real_claim(agent, bead_id)
+
+    monkeypatch.setattr(town, "bead_claim_brief", claim)
+    polecat, witness = credentials["polecat-1"].token, credentials["witness"].token
+    calls: list[tuple[str, dict[str, str], bytes]] = [
+        (polecat, *call("bead_claim", {"id": "gt-nothere"})),  # a tool error (after the nudge: see below)
+        (polecat, *call("bead_claim", {"id": "x" * 200})),  # at the limit
+        (polecat, *call("bead_claim", {"id": "x" * 201})),  # over it
+        (polecat, *call("bead_claim", {"id": 5})),  # not a string
+        (polecat, *call("bead_claim", {"id": "gt-nothere", "extra": 1})),  # an argument the tool lacks
+        (polecat, *call("bead_claim", {"id": "gt-boom"})),  # the body fails
+        (polecat, *call("bead_claim", {}, request_id="text-id")),  # the top ready bead, a string request id
+        (polecat, *call("bead_complete", {"id": "gt-nothere"})),  # a missing argument
+        (polecat, *call("bead_complete", {"id": "gt-nothere", "summary": "x" * 20000, "branch": None})),
+        (polecat, *call("bead_complete", {"id": "gt-nothere", "summary": "x" * 20001})),
+        (polecat, *call("bead_complete", {"id": "gt-nothere", "summary": "x", "branch": "b" * 301})),
+        (polecat, *call("bead_complete", {"id": "gt-nothere", "summary": "x", "commit": "c" * 101})),
+        (polecat, *call("bead_complete", {"id": "gt-nothere", "summary": "x"}, header_name="bead_claim")),  # lies
+        (polecat, *call("bead_claim", {"id": "gt-nothere"}, meta={**META, "progressToken": 1})),
+        (polecat, *call("bead_claim", {"id": "gt-nothere"}, meta={})),  # no envelope
+        (polecat, *call("bead_claim", {"id": "gt-nothere"}, Origin="http://evil.example")),
+        (witness, *call("bead_claim", {"id": "gt-nothere"})),  # a role that may not claim
+        (polecat, *call("bead_claim", {"id": "{bead}"})),
+        (polecat, *call("bead_complete", {"id": "{bead}", "summary": "done", "branch": "b" * 300, "commit": "c"})),
     ]
+    direct_served = [0]
     answers: list[list[tuple[int, list[tuple[str, str]], str]]] = []
-    for lane, bead in zip((True, False), beads, strict=True):
+    for lane, bead in zip(("direct", "sdk", "default"), beads, strict=True):
         sock = serving.bind("127.0.0.1")
         app = http_app(town, "127.0.0.1", sock.getsockname()[1])
         gate = app.app
-        assert isinstance(gate, AgentGate) and gate.quick_lane is not None
-        if not lane:
+        assert isinstance(gate, AgentGate) and isinstance(gate.quick_lane, DirectCalls)
+        if lane == "direct":
+
+            async def counted(scope: Any, receive: Any, send: Any, fallback: Any = gate.quick_lane.fallback) -> None:
+                direct_served[0] -= 1
+                await fallback(scope, receive, send)
+
+            gate.quick_lane.fallback = counted
+        elif lane == "sdk":
+            gate.quick_lane = gate.quick_lane.fallback
+        else:
             gate.quick_lane = None
+        town.nudge(op, "polecat-1", "rebase first")  # the first call's answer carries it, whichever path
         got = []
         with serving.serve_in_thread(app, sock) as url:
-            async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
-                for headers, body in calls:
+            async with httpx2.AsyncClient() as http:
+                for token, headers, body in calls:
                     with anyio.fail_after(30):
                         r = await http.post(
-                            f"{url}/mcp", content=body.replace(b"{bead}", bead.encode()), headers=headers
+                            f"{url}/mcp",
+                            content=body.replace(b"{bead}", bead.encode()),
+                            headers={**headers, "Authorization": f"Bearer {token}"},
                         )
+                    if lane == "direct":
+                        direct_served[0] += 1
                     text = r.text.replace(bead, "BEAD")
                     text = re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+Z|\d\d:\d\d:\d\d UTC", "TIME", text)
+                    text = re.sub(r"gt-[a-z0-9]{4,}", "gt-ID", text)  # the top ready bead differs per lane
+                    text = re.sub(r"\(#\d+\)", "(#N)", text)  # each lane's nudge is a message of its own
                     kept = [(k, v) for k, v in r.headers.items() if k not in ("date", "content-length")]
                     got.append((r.status_code, kept, text))
         answers.append(got)
-    assert answers[0] == answers[1]
-    statuses = [status for status, _, _ in answers[0]]
-    assert statuses[0] == 200 and '"isError":true' in answers[0][0][2]
-    assert statuses[3] == 400  # the SDK's header check still runs in the lane
-    assert '"status":"in_progress"' in answers[0][4][2] and '"status":"done"' in answers[0][5][2]
+    assert answers[0] == answers[1] == answers[2]
+    first, at_limit, over = answers[0][0][2], answers[0][1][2], answers[0][2][2]
+    assert '"isError":true' in first and "rebase first" in first
+    assert "no bead" in at_limit and "no bead" not in over  # the limit: a look-up, then a refusal of the argument
+    assert answers[0][5][2].count("Error executing tool bead_claim") == 1 and "failed" not in answers[0][5][2]
+    assert [status for status, _, _ in answers[0]][12] == 400  # the SDK's header check: the headers lie
+    assert '"status":"in_progress"' in answers[0][-2][2] and '"status":"done"' in answers[0][-1][2]
+    # Answered directly: the at-limit claim, the failing body, the top ready bead, the complete at its limits,
+    # the claim and the complete of the bead; everything else went to the SDK.
+    assert direct_served[0] == 6
 
 
 async def test_the_loop_syncs_itself_only_when_nothing_else_waits_for_it() -> None:
