@@ -242,3 +242,34 @@ async def test_the_loop_syncs_itself_only_when_nothing_else_waits_for_it() -> No
     finally:
         a.close()
         b.close()
+
+
+async def test_the_mcp_clients_own_claims_and_completions_are_answered_directly(
+    http_connect: Callable[..., AbstractAsyncContextManager[Client]],
+    http_url: str,
+    crew: dict[str, Agent],
+    town: Town,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The form `direct` takes is the one the SDK's own client sends: none of its claims or completions falls
+    back to the SDK's handler (were the client to change its form, the calls would still work, only slower)."""
+    from gastown_mcp.server import direct
+
+    answered: list[str] = []
+    real_body = direct._body
+
+    def body(town: Town, name: str, arguments: dict[str, Any]) -> Any:
+        answered.append(name)  # only the direct path builds the body here
+        return real_body(town, name, arguments)
+
+    monkeypatch.setattr(direct, "_body", body)
+    op = operator()
+    for _ in range(2):
+        town.bead_create(op, "work")
+    async with http_connect("polecat-1") as client:
+        for _ in range(2):
+            claimed = await client.call_tool("bead_claim", {})
+            assert not claimed.is_error
+            done = await client.call_tool("bead_complete", {"id": claimed.structured_content["id"], "summary": "x"})
+            assert not done.is_error
+    assert answered == ["bead_claim", "bead_complete"] * 2
