@@ -162,6 +162,7 @@ async def test_direct_calls_answer_byte_for_byte_as_the_sdks_handler_and_its_def
         (polecat, *call("bead_claim", {"id": "gt-nothere"}, meta={**META, "progressToken": 1})),
         (polecat, *call("bead_claim", {"id": "gt-nothere"}, meta={})),  # no envelope
         (polecat, *call("bead_claim", {"id": "gt-nothere"}, Origin="http://evil.example")),
+        (polecat, *call("bead_claim", {"id": "gt-nothere"}, Host="evil.example")),  # DNS rebinding
         (witness, *call("bead_claim", {"id": "gt-nothere"})),  # a role that may not claim
         (polecat, *call("bead_claim", {"id": "{bead}"})),
         (polecat, *call("bead_complete", {"id": "{bead}", "summary": "done", "branch": "b" * 300, "commit": "c"})),
@@ -209,7 +210,8 @@ async def test_direct_calls_answer_byte_for_byte_as_the_sdks_handler_and_its_def
     assert '"isError":true' in first and "rebase first" in first
     assert "no bead" in at_limit and "no bead" not in over  # the limit: a look-up, then a refusal of the argument
     assert answers[0][5][2].count("Error executing tool bead_claim") == 1 and "failed" not in answers[0][5][2]
-    assert [status for status, _, _ in answers[0]][12] == 400  # the SDK's header check: the headers lie
+    statuses = [status for status, _, _ in answers[0]]
+    assert statuses[12] == 400 and statuses[15] == 403 and statuses[16] == 421  # lying headers, origin, host
     assert '"status":"in_progress"' in answers[0][-2][2] and '"status":"done"' in answers[0][-1][2]
     # Answered directly: the at-limit claim, the failing body, the top ready bead, the complete at its limits,
     # the claim and the complete of the bead; everything else went to the SDK.
