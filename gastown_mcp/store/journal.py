@@ -66,11 +66,15 @@ def capture_sql(conn: sqlite3.Connection) -> list[str]:
         "PRIMARY KEY (tbl, rid)) WITHOUT ROWID"
     ]
     for table in captured_tables(conn):
-        cols = [r[1] for r in conn.execute(f"PRAGMA main.table_info({_quote(table)})")]
+        info = conn.execute(f"PRAGMA main.table_info({_quote(table)})").fetchall()
+        cols = [r[1] for r in info]
         q, lit = _quote(table), _literal(table)
-        plain = " OR ".join(f"typeof(NEW.{_quote(c)}) IN ('real','blob')" for c in cols)
-        fields = ", ".join(f"{_literal(c)}, NEW.{_quote(c)}" for c in cols)
-        image = f"CASE WHEN {plain} THEN NULL ELSE json_object({fields}) END"
+        if any(_real_affinity(r[2]) for r in info):
+            image = "NULL"  # such a column turns every number it is given into a REAL: always read back
+        else:
+            plain = " OR ".join(f"typeof(NEW.{_quote(c)}) IN ('real','blob')" for c in cols)
+            fields = ", ".join(f"{_literal(c)}, NEW.{_quote(c)}" for c in cols)
+            image = f"CASE WHEN {plain} THEN NULL ELSE json_object({fields}) END"
         note = f"INSERT OR REPLACE INTO {CAPTURE} (tbl, rid, image) VALUES ({lit}"
         triggers = {
             "i": f"AFTER INSERT ON main.{q} BEGIN {note}, NEW.rowid, {image}); END",
@@ -81,6 +85,15 @@ def capture_sql(conn: sqlite3.Connection) -> list[str]:
         }
         out += [f"CREATE TEMP TRIGGER {_quote(f'_cap_{table}_{k}')} {body}" for k, body in triggers.items()]
     return out
+
+
+def _real_affinity(declared: str | None) -> bool:
+    """Whether a column declared as `declared` has REAL affinity (SQLite's rule: no INT, CHAR, CLOB, TEXT or
+    BLOB in the name, and REAL, FLOA or DOUB)."""
+    t = (declared or "").upper()
+    if "INT" in t or any(k in t for k in ("CHAR", "CLOB", "TEXT", "BLOB")) or not t:
+        return False
+    return any(k in t for k in ("REAL", "FLOA", "DOUB"))
 
 
 def arm(conn: sqlite3.Connection, statements: list[str]) -> None:
@@ -103,10 +116,14 @@ def drain(conn: sqlite3.Connection) -> list[Change]:
     """The after-image of every row the open transaction touched, and forget them (inside the transaction): one
     statement takes the list with the images the triggers made; rows noted without one are read, one statement
     per table."""
-    touched = conn.execute(f"DELETE FROM temp.{CAPTURE} RETURNING tbl, rid, image").fetchall()
+    cur = conn.cursor()
+    cur.row_factory = None  # plain tuples: they sort as they are
+    touched: list[tuple[str, int, str | None]] = cur.execute(
+        f"DELETE FROM temp.{CAPTURE} RETURNING tbl, rid, image"
+    ).fetchall()
     if not touched:
         return []
-    touched.sort(key=lambda r: (r[0], r[1]))
+    touched.sort()  # (table, rowid) is the key: never two rows alike
     missing: dict[str, list[int]] = {}
     for tbl, rid, image in touched:
         if image is None:
@@ -329,6 +346,8 @@ _LINE = json.JSONEncoder(separators=(",", ":"))  # one encoder for every line (j
 
 def encode(seq: int, at: str, changes: list[Change]) -> bytes:
     """One journal line; row images the triggers made go in as the JSON text they are."""
+    if not any(type(row) is Image for _, _, row in changes):
+        return (_LINE.encode({"seq": seq, "at": at, "changes": changes}) + "\n").encode()
     parts = [
         f"[{_LINE.encode(tbl)},{rid},{row}]" if type(row) is Image else _LINE.encode([tbl, rid, row])
         for tbl, rid, row in changes

@@ -1,6 +1,7 @@
 """The journal's after-images: text, numbers and bytes come back exactly through a journal line and its replay,
-whether the capture trigger made the image (rows of text and integers) or the drain read the row (a REAL or a
-BLOB in it); a connection re-arms its capture when another process changes the schema."""
+whether the capture trigger made the image (rows of text and integers) or the drain read the row (a BLOB or a
+non-integral number in it, or any row of a table with a REAL column); a connection re-arms its capture when
+another process changes the schema."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from gastown_mcp.store import journal as jr
 from gastown_mcp.store.db import Database
 
 ROWS = "SELECT rowid, * FROM things ORDER BY rowid"
+PRICES = "SELECT rowid, * FROM prices ORDER BY rowid"
 
 
 def _pair() -> tuple[sqlite3.Connection, sqlite3.Connection]:
@@ -20,7 +22,8 @@ def _pair() -> tuple[sqlite3.Connection, sqlite3.Connection]:
         sqlite3.connect(":memory:", isolation_level=None),
     )
     for conn in (source, target):
-        conn.execute("CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT, cost REAL, raw BLOB, n INTEGER)")
+        conn.execute("CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT, raw BLOB, n INTEGER, score NUMERIC)")
+        conn.execute("CREATE TABLE prices (id INTEGER PRIMARY KEY, name TEXT, cost REAL)")
     source.execute("BEGIN")
     jr.arm(source, jr.capture_sql(source))  # its own transaction: a rollback would take the arming with it
     source.execute("COMMIT")
@@ -36,32 +39,39 @@ def _replay(target: sqlite3.Connection, line: bytes) -> None:
 
 def test_after_images_with_and_without_bytes_replay_to_the_same_rows() -> None:
     source, target = _pair()
-    source.execute("INSERT INTO things (name, cost, raw) VALUES ('plain', 0.1, NULL), ('binary', 1e-9, x'00ff10')")
+    source.execute("INSERT INTO things (name, raw, score) VALUES ('plain', NULL, 2), ('binary', x'00ff10', 0.1)")
     source.execute("INSERT INTO things (name, n) VALUES ('gone', 3)")
     source.execute("DELETE FROM things WHERE name = 'gone'")
+    source.execute("INSERT INTO prices (name, cost) VALUES ('whole', 3), ('tenth', 0.1), ('tiny', 1e-9)")
     changes = jr.drain(source)
     source.execute("COMMIT")
     assert source.execute(f"SELECT count(*) FROM temp.{jr.CAPTURE}").fetchone()[0] == 0
     assert [(t, rid, row is None) for t, rid, row in changes] == [
+        ("prices", 1, False),
+        ("prices", 2, False),
+        ("prices", 3, False),
         ("things", 1, False),
         ("things", 2, False),
         ("things", 3, True),
     ]
-    # A REAL in the row: read back at drain time (exact), not imaged by the trigger.
-    assert changes[0][2] == {"id": 1, "name": "plain", "cost": 0.1, "raw": None, "n": None}
-    assert changes[1][2] == {"id": 2, "name": "binary", "cost": 1e-9, "raw": {"$b64": "AP8Q"}, "n": None}
+    # Imaged by the trigger: only the row of text and integers. A table with a REAL column (whose numbers all
+    # become REALs) and a row with bytes or a REAL are read back at drain time, exactly.
+    assert [type(row) for _, _, row in changes[:5]] == [dict, dict, dict, jr.Image, dict]
+    assert changes[0][2] == {"id": 1, "name": "whole", "cost": 3.0}
+    assert changes[2][2] == {"id": 3, "name": "tiny", "cost": 1e-9}
+    assert changes[4][2] == {"id": 2, "name": "binary", "raw": {"$b64": "AP8Q"}, "n": None, "score": 0.1}
     line = jr.encode(7, "2026-01-01T00:00:00.000000Z", changes)
-    assert (
-        line
-        == (
-            json.dumps({"seq": 7, "at": "2026-01-01T00:00:00.000000Z", "changes": changes}, separators=(",", ":"))
-            + "\n"
-        ).encode()
-    )
+    assert json.loads(line) == {
+        "seq": 7,
+        "at": "2026-01-01T00:00:00.000000Z",
+        "changes": [[t, rid, json.loads(row) if isinstance(row, jr.Image) else row] for t, rid, row in changes],
+    }
     _replay(target, line)
     assert target.execute(ROWS).fetchall() == source.execute(ROWS).fetchall() == [
-        (1, 1, "plain", 0.1, None, None), (2, 2, "binary", 1e-9, b"\x00\xff\x10", None),
+        (1, 1, "plain", None, None, 2), (2, 2, "binary", b"\x00\xff\x10", None, 0.1),
     ]  # fmt: skip
+    assert target.execute(PRICES).fetchall() == source.execute(PRICES).fetchall()
+    assert [type(r[3]) for r in target.execute(PRICES)] == [float, float, float]
 
 
 def test_images_made_by_the_trigger_are_the_rows_exactly() -> None:
