@@ -4,13 +4,14 @@ A body on the loop costs no thread hand-off and, more to the point, no fight for
 running SQLite gives the GIL up and takes it back around every statement, and each time waits for the loop.
 Its writes do not wait for the write lock (taken: the body runs on a worker thread instead, nothing changed)
 and do not sync the journal; the call answers only once `GroupSync` has made them durable, one fdatasync
-on a worker thread serving every call that waits when it starts (a call with no other in flight syncs on
-the loop: there is nothing for the loop to do meanwhile).
+on the sync thread serving every call that waits when it starts (a call alone on a loop with nothing else
+waiting syncs on the loop: there is nothing for the loop to do meanwhile).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import select
 import threading
@@ -51,9 +52,8 @@ class GroupSync:
     use and waits on a queue: a hand-off to it costs about half of one to a pool's worker (no executor
     bookkeeping, no thread-count check per call)."""
 
-    def __init__(self, town: Town, threads: ToolThreads) -> None:
+    def __init__(self, town: Town) -> None:
         self.town = town
-        self.threads = threads
         self._waiting: list[tuple[int, asyncio.Future[None]]] = []
         self._running = False
         self._queue: queue.SimpleQueue[tuple[int, asyncio.Future[None]]] | None = None
@@ -75,7 +75,6 @@ class GroupSync:
 
     def _start(self) -> queue.SimpleQueue[tuple[int, asyncio.Future[None]]]:
         jobs: queue.SimpleQueue[tuple[int, asyncio.Future[None]]] = queue.SimpleQueue()
-        loop = asyncio.get_running_loop()
 
         def serve() -> None:
             while True:
@@ -83,9 +82,11 @@ class GroupSync:
                 try:
                     self.town.make_durable(end)
                 except BaseException as exc:  # the waiting calls hear of it (an error, never a false success)
-                    loop.call_soon_threadsafe(_settle, done, exc)
+                    outcome: BaseException | None = exc
                 else:
-                    loop.call_soon_threadsafe(_settle, done, None)
+                    outcome = None
+                with contextlib.suppress(RuntimeError):  # its loop closed meanwhile: no one is waiting
+                    done.get_loop().call_soon_threadsafe(_settle, done, outcome)
 
         threading.Thread(target=serve, name="gastown-journal-sync", daemon=True).start()
         self._queue = jobs
@@ -140,7 +141,7 @@ class Bodies:
     def __init__(self, town: Town, threads: ToolThreads) -> None:
         self.town = town
         self.threads = threads
-        self.sync = GroupSync(town, threads)
+        self.sync = GroupSync(town)
         self.in_flight = 0  # quick calls between their start and their answer
 
     async def run(self, fn: Callable[[Agent], T], caller: Agent, *, quick: bool) -> T:
