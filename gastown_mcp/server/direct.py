@@ -22,7 +22,6 @@ from typing import Any
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gastown_mcp.errors import GastownError
@@ -133,8 +132,11 @@ class DirectCalls:
                 "structuredContent": data,
             }
         result["_meta"] = {"io.modelcontextprotocol/serverInfo": self.server_info}
-        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result}, separators=(",", ":"))
-        await Response(body, status_code=200, media_type="application/json")(scope, receive, send)
+        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result}, separators=(",", ":")).encode()
+        # What starlette's `Response(body, media_type="application/json")` sends, without building one.
+        headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     def _allowed(self, agent: Agent) -> frozenset[str]:
         allowed = self._tools.get(agent.role.value)
