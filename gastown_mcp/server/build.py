@@ -129,7 +129,6 @@ def build_server(
     quick_call: ContextVar[bool] = ContextVar("gastown_quick_call", default=False)  # this call's tool is quick
     open_outputs: set[str] = set()  # tools whose output schema admits an extra `nudges` key
     known_tools: set[str] = set()  # every registered tool, to tell an unknown name from a forbidden one
-    tools_of: dict[roles.Role, frozenset[str]] = {}  # each role's tools (roles.py is fixed for the process)
 
     async def scope_by_role(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method in _READS:
@@ -144,9 +143,7 @@ def build_server(
                 return ListToolsResult(tools=[])
             return CallToolResult(content=[TextContent(type="text", text=str(exc))], is_error=True)
         caller = resolved.agent
-        allowed = tools_of.get(caller.role)
-        if allowed is None:
-            allowed = tools_of[caller.role] = frozenset(roles.tools_for(caller.role))
+        allowed = roles.tool_set(caller.role)
         if ctx.method == "tools/list":
             return _only_tools(await call_next(ctx), allowed)
         name = (ctx.params or {}).get("name")

@@ -91,7 +91,6 @@ class DirectCalls:
         self.hosts = frozenset(security.allowed_hosts) if security.enable_dns_rebinding_protection else None
         self.origins = frozenset(security.allowed_origins)
         self.server_info = server_info
-        self._tools: dict[str, frozenset[str]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         name = self._plain_headers(scope)
@@ -101,13 +100,16 @@ class DirectCalls:
         messages, raw = await _read(receive, self.max_body)
         call = self._plain_body(raw, name) if raw is not None else None
         caller = self.verifier.caller() if call is not None else None
-        if call is None or caller is None or caller.nudged or self.town.traces is not None:
+        if (
+            call is None
+            or caller is None
+            or caller.nudged
+            or self.town.traces is not None
+            or name not in roles.tool_set(caller.agent.role)
+        ):
             await self.fallback(scope, _replay(messages, receive), send)
             return
         agent = caller.agent
-        if name not in self._allowed(agent):
-            await self.fallback(scope, _replay(messages, receive), send)
-            return
         request_id, arguments = call
         try:
             brief = await self.bodies.run(_body(self.town, name, arguments), agent, quick=True)
@@ -137,12 +139,6 @@ class DirectCalls:
         headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-    def _allowed(self, agent: Agent) -> frozenset[str]:
-        allowed = self._tools.get(agent.role.value)
-        if allowed is None:
-            allowed = self._tools[agent.role.value] = frozenset(roles.tools_for(agent.role))
-        return allowed
 
     def _plain_headers(self, scope: Scope) -> str | None:
         """The tool's name if the headers are the plain form's (one of each routing header, JSON content and

@@ -150,16 +150,16 @@ def apply(conn: sqlite3.Connection, changes: Iterable[Change | list[Any]]) -> No
     """Replay one transaction's after-images (inside the caller's transaction, with foreign keys off)."""
     upserts = []
     for tbl, rid, row in changes:
-        q = tbl.replace('"', '""')
+        q = _quote(tbl)
         if row is None:
-            conn.execute(f'DELETE FROM "{q}" WHERE rowid=?', (rid,))
+            conn.execute(f"DELETE FROM {q} WHERE rowid=?", (rid,))
         else:
             upserts.append((q, rid, row))
     for q, rid, row in upserts:  # deletes first: a final state never collides with itself
         cols = list(row)
-        names = ",".join(f'"{c}"' for c in cols)
+        names = ",".join(map(_quote, cols))
         conn.execute(
-            f'INSERT OR REPLACE INTO "{q}" (rowid,{names}) VALUES (?{",?" * len(cols)})',
+            f"INSERT OR REPLACE INTO {q} (rowid,{names}) VALUES (?{',?' * len(cols)})",
             (rid, *(_decode(row[c]) for c in cols)),
         )
 

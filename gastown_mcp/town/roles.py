@@ -6,6 +6,7 @@ role is derived from this table, so a role never sees a tool it may not call.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the table is keyed by the roles' values, so the CLI's quick path reads it without the models
@@ -128,6 +129,13 @@ def can(role: Role | str, action: str) -> bool:
 def tools_for(role: Role) -> list[str]:
     allowed = ACTIONS[role]
     return [tool for tool, actions in TOOL_ACTIONS.items() if any(a in allowed for a in actions)]
+
+
+@functools.cache
+def tool_set(role: Role) -> frozenset[str]:
+    """`tools_for(role)` as a set, made once per role (these tables are fixed for the process): what a call's
+    role check looks a tool up in."""
+    return frozenset(tools_for(role))
 
 
 # Each MCP resource (URI or template) and the actions that let a role see and read it.
