@@ -56,7 +56,7 @@ class AgentGate:
         quick_lane: ASGIApp | None = None,
         quick_tools: frozenset[str] = frozenset(),
     ) -> None:
-        """`quick_lane` serves a 2026-07-28 call of one of `quick_tools` (see `transports.quick_lane`)."""
+        """`quick_lane` serves a 2026-07-28 call of one of `quick_tools` (see `transports.direct_calls`)."""
         self.app = app
         self.quick_lane = quick_lane
         self.quick_tools = quick_tools
