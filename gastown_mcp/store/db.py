@@ -423,7 +423,8 @@ class Database:
             try:
                 changes = jr.drain(conn)
                 if changes:
-                    seq = conn.execute(f"UPDATE {jr.SEQ} SET seq = seq + 1 RETURNING seq").fetchone()[0]
+                    conn.execute(f"UPDATE {jr.SEQ} SET seq = seq + 1")  # no RETURNING: see `jr.drain`
+                    seq = conn.execute(f"SELECT seq FROM {jr.SEQ}").fetchone()[0]
                     if self.journal is not None:
                         span = self.journal.append(jr.encode(seq, tx.now, changes))
                 conn.execute("COMMIT")

@@ -121,13 +121,21 @@ class UsageRepo:
         tx.execute("DELETE FROM budgets WHERE scope=? AND name=?", (scope, name))
         return before
 
-    def add_spent(self, tx: Tx, keys: Sequence[BudgetKey], tokens: int, usd: float) -> list[sqlite3.Row]:
-        """Add to the running totals of `keys`' budgets (one statement); returns their rows as updated."""
-        where = " OR ".join(["(scope=? AND name=?)"] * len(keys))
-        return tx.execute(
-            f"UPDATE budgets SET tokens_spent = tokens_spent + ?, usd_spent = usd_spent + ? WHERE {where} RETURNING *",
-            (tokens, usd, *_flat(keys)),
-        ).fetchall()
+    def add_spent(self, tx: Tx, keys: Sequence[BudgetKey], tokens: int, usd: float) -> list[dict[str, Any]]:
+        """Add to the running totals of `keys`' budgets; returns their rows as updated. One read finds the budgets
+        that exist (most towns have one or none that applies), then one update each by its key: an UPDATE over
+        several keys, or with RETURNING, makes SQLite build a scratch table every time."""
+        updated = []
+        for row in self.budgets(tx, keys):
+            tx.execute(
+                "UPDATE budgets SET tokens_spent = tokens_spent + ?, usd_spent = usd_spent + ? "
+                "WHERE scope=? AND name=?",
+                (tokens, usd, row["scope"], row["name"]),
+            )
+            updated.append(
+                {**dict(row), "tokens_spent": row["tokens_spent"] + tokens, "usd_spent": row["usd_spent"] + usd}
+            )
+        return updated
 
     def mark_exhausted(self, tx: Tx, scope: str, name: str) -> bool:
         """Stamp a budget exhausted; True only the first time, so the event fires once per exhaustion."""
@@ -152,11 +160,9 @@ class UsageRepo:
         sql = "SELECT * FROM reservations WHERE owner IS NULL OR owner != ? ORDER BY id"
         return tx.execute(sql, (owner,)).fetchall()
 
-    def take_reservation(self, tx: Tx, reservation_id: int) -> sqlite3.Row | None:
-        row: sqlite3.Row | None = tx.execute(
-            "DELETE FROM reservations WHERE id=? RETURNING *", (reservation_id,)
-        ).fetchone()
-        return row
+    def take_reservation(self, tx: Tx, reservation_id: int) -> bool:
+        """Drop a reservation; whether it was there."""
+        return tx.execute("DELETE FROM reservations WHERE id=?", (reservation_id,)).rowcount > 0
 
     def stale_reservations(self, tx: Tx, older_than: str) -> list[sqlite3.Row]:
         return tx.execute("SELECT * FROM reservations WHERE created_at < ?", (older_than,)).fetchall()

@@ -34,6 +34,8 @@ from gastown_mcp.town.gatereads import GatewayReads
 from gastown_mcp.town.glance import budget_fields, failing_fields, spend_fields, usage_fields
 from gastown_mcp.town.routes import Route, Routes
 
+BudgetRow = sqlite3.Row | Mapping[str, Any]  # as read, or as `UsageRepo.add_spent` left it
+
 __all__ = ["Price", "Route", "Routes", "UsageRow", "WriteLockTaken", "spend_fields"]
 
 GATEWAY_ACTOR = "gateway"
@@ -453,7 +455,7 @@ class Budgets:
                 self.repo.take_reservation(tx, r["id"])
         return len(stale)
 
-    def _exhausted(self, tx: Tx, row: sqlite3.Row, agent: str) -> None:
+    def _exhausted(self, tx: Tx, row: BudgetRow, agent: str) -> None:
         if self.repo.mark_exhausted(tx, row["scope"], row["name"]):
             tx.event(
                 GATEWAY_ACTOR,
@@ -482,11 +484,11 @@ def _scope_name(scope: Scope | str, name: str | None) -> tuple[str, str]:
     return s.value, name
 
 
-def _label(row: sqlite3.Row) -> str:
+def _label(row: BudgetRow) -> str:
     return "the town" if row["scope"] == "town" else f"{row['scope']} {row['name']!r}"
 
 
-def _spent_text(row: sqlite3.Row) -> str:
+def _spent_text(row: BudgetRow) -> str:
     parts = []
     if row["token_limit"] is not None:
         parts.append(f"{row['tokens_spent']:,} of {row['token_limit']:,} tokens")

@@ -1,12 +1,15 @@
 """The journal's after-images: text, numbers and bytes come back exactly through a journal line and its replay,
-whether the capture trigger made the image (rows of text and integers) or the drain read the row (a BLOB or a
-non-integral number in it, or any row of a table with a REAL column); a connection re-arms its capture when
+whether the capture trigger made the image (rows of text, integers and REALs) or the drain read the row (a BLOB
+in it, or a REAL whose 17-digit text would not read back the same); a connection re-arms its capture when
 another process changes the schema."""
 
 from __future__ import annotations
 
 import json
+import math
+import random
 import sqlite3
+import struct
 from pathlib import Path
 
 from gastown_mcp.store import journal as jr
@@ -54,11 +57,11 @@ def test_after_images_with_and_without_bytes_replay_to_the_same_rows() -> None:
         ("things", 2, False),
         ("things", 3, True),
     ]
-    # Imaged by the trigger: only the row of text and integers. A table with a REAL column (whose numbers all
-    # become REALs) and a row with bytes or a REAL are read back at drain time, exactly.
-    assert [type(row) for _, _, row in changes[:5]] == [dict, dict, dict, jr.Image, dict]
-    assert changes[0][2] == {"id": 1, "name": "whole", "cost": 3.0}
-    assert changes[2][2] == {"id": 3, "name": "tiny", "cost": 1e-9}
+    # Imaged by the trigger: rows of text, integers and REALs (17 digits). A row with bytes is read back at drain
+    # time, exactly.
+    assert [type(row) for _, _, row in changes[:5]] == [jr.Image, jr.Image, jr.Image, jr.Image, dict]
+    assert json.loads(changes[0][2]) == {"id": 1, "name": "whole", "cost": 3.0}
+    assert json.loads(changes[2][2]) == {"id": 3, "name": "tiny", "cost": 1e-9}
     assert changes[4][2] == {"id": 2, "name": "binary", "raw": {"$b64": "AP8Q"}, "n": None, "score": 0.1}
     line = jr.encode(7, "2026-01-01T00:00:00.000000Z", changes)
     assert json.loads(line) == {
@@ -95,6 +98,28 @@ def test_images_made_by_the_trigger_are_the_rows_exactly() -> None:
             values = source.execute("SELECT * FROM things WHERE rowid = ?", (rid,)).fetchone()
             assert json.loads(row) == dict(zip(names, values, strict=True))
     _replay(target, jr.encode(1, "2026-01-01T00:00:00.000000Z", changes))
+    assert target.execute(ROWS).fetchall() == source.execute(ROWS).fetchall()
+
+
+def test_reals_come_back_as_the_same_doubles_imaged_or_read_back() -> None:
+    """Every REAL reaches the replay as the very same double: those whose 17-digit text SQLite reads back equal
+    (within 1e-200..1e200) in the trigger's image, the rest (huge, tiny, or text SQLite rounds wrong) read back."""
+    source, target = _pair()
+    rng = random.Random(20)
+    values = [0.1, 1 / 3, 2.0, -0.0, 0.00566625, 1e-9, 123456789.123456789, 5e-324, 1.7976931348623157e308]
+    values += [1.1933094367773898e201, -1.0405030370667316e239]  # SQLite 3.40's printf rounds these wrong
+    values += [rng.uniform(-1, 1) * 10 ** rng.uniform(-12, 12) for _ in range(300)]
+    values += [v for v in (struct.unpack("<d", rng.randbytes(8))[0] for _ in range(300)) if math.isfinite(v)]
+    source.executemany("INSERT INTO prices (name, cost) VALUES ('p', ?)", [(v,) for v in values])
+    source.execute("INSERT INTO things (name, score) VALUES ('r', 0.30000000000000004)")
+    changes = jr.drain(source)
+    source.execute("COMMIT")
+    kinds = {type(row) for _, _, row in changes}
+    assert kinds == {jr.Image, dict}  # both ways were taken
+    _replay(target, jr.encode(3, "2026-01-01T00:00:00.000000Z", changes))
+    bits = [[struct.pack("<d", r[3]) for r in conn.execute(PRICES)] for conn in (source, target)]
+    assert bits[0] == bits[1] and len(bits[1]) == len(values)
+    assert [r[3] for r in target.execute(PRICES)] == values  # -0.0 == 0.0: SQLite keeps no sign of zero
     assert target.execute(ROWS).fetchall() == source.execute(ROWS).fetchall()
 
 
