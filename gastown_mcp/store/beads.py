@@ -372,14 +372,15 @@ class BeadRepo:
             elif row["open_blockers"] > 0:
                 blockers = self._open_blockers(tx, bead_id)
                 raise Conflict(f"bead {bead_id} waits on {', '.join(blockers)}; pick another with bead_ready")
-            claimed = tx.execute(
+            took = 1 if takeover_from else 0
+            claimed = tx.execute(  # no RETURNING (a scratch table): the row was read under this write lock
                 """UPDATE beads SET status='in_progress', assignee=?, lease_expires_at=?, updated_at=?,
-                   attempts = attempts + ? WHERE id=? AND status=? AND assignee IS ? RETURNING attempts""",
-                (agent, lease, tx.now, 1 if takeover_from else 0, bead_id, status, holder),
-            ).fetchone()
-            if claimed is None:  # cannot happen under BEGIN IMMEDIATE; kept as the CAS guard
+                   attempts = attempts + ? WHERE id=? AND status=? AND assignee IS ?""",
+                (agent, lease, tx.now, took, bead_id, status, holder),
+            )
+            if claimed.rowcount != 1:  # cannot happen under BEGIN IMMEDIATE; kept as the CAS guard
                 raise Conflict(f"bead {bead_id} changed while claiming; retry")
-            attempts = claimed[0]
+            attempts = row["attempts"] + took
             tx.event(
                 agent,
                 Verb.bead_taken_over if takeover_from else Verb.bead_claimed,
@@ -399,21 +400,33 @@ class BeadRepo:
         )
 
     def _top_claimable(self, tx: Tx) -> sqlite3.Row:
-        """The best claimable bead, whole: the top ready one or the top one whose lease ran out (one statement)."""
-        best = tx.execute(
-            """SELECT * FROM (SELECT * FROM beads INDEXED BY beads_ready
-                              WHERE status='open' AND open_blockers=0 AND assignee IS NULL
-                              ORDER BY priority, created_at, id LIMIT 1)
-               UNION ALL
-               SELECT * FROM (SELECT * FROM beads INDEXED BY beads_leases
-                              WHERE status='in_progress' AND lease_expires_at < ?
-                              ORDER BY priority, created_at, id LIMIT 1)
-               ORDER BY priority, created_at, id LIMIT 1""",
-            (tx.now,),
+        """The best claimable bead, whole: the top ready one or the top one whose lease ran out, by (priority,
+        created_at, id). Each comes from its own index; the lapsed leases are sorted only when there is one
+        (a UNION with an outer ORDER BY, or a sort that finds nothing, still makes SQLite build scratch tables)."""
+        ready = tx.execute(
+            """SELECT * FROM beads INDEXED BY beads_ready WHERE status='open' AND open_blockers=0
+               AND assignee IS NULL ORDER BY priority, created_at, id LIMIT 1"""
         ).fetchone()
-        if best is None:
+        lapsed = None
+        if tx.execute(
+            "SELECT 1 FROM beads INDEXED BY beads_leases WHERE status='in_progress' AND lease_expires_at < ? LIMIT 1",
+            (tx.now,),
+        ).fetchone():
+            lapsed = tx.execute(
+                """SELECT * FROM beads INDEXED BY beads_leases WHERE status='in_progress' AND lease_expires_at < ?
+                   ORDER BY priority, created_at, id LIMIT 1""",
+                (tx.now,),
+            ).fetchone()
+        found = [row for row in (ready, lapsed) if row is not None]
+        if not found:
             raise NotFound("no ready beads right now; check back later or create one with bead_create")
-        return best
+        return min(found, key=lambda row: (row["priority"], row["created_at"], row["id"]))
+
+    def _blocks_any(self, tx: Tx, bead_id: str) -> bool:
+        """Whether any bead waits on `bead_id` (most do not: the update of their counts, whose IN makes SQLite
+        build a scratch table, is then skipped)."""
+        found = tx.execute("SELECT 1 FROM deps WHERE depends_on=? AND kind='blocks' LIMIT 1", (bead_id,)).fetchone()
+        return found is not None
 
     def _open_blockers(self, tx: Tx, bead_id: str) -> list[str]:
         return [
@@ -445,13 +458,13 @@ class BeadRepo:
             sets["closed_at"] = None
         was = _releases(old, row["merge_pending"])
         now = _releases(status.value, sets.get("merge_pending", row["merge_pending"]))
-        if now and not was:
+        if now and not was and self._blocks_any(tx, row["id"]):
             tx.execute(
                 "UPDATE beads SET open_blockers = open_blockers - 1 WHERE id IN "
                 "(SELECT bead_id FROM deps WHERE depends_on=? AND kind='blocks')",
                 (row["id"],),
             )
-        elif was and not now:
+        elif was and not now and self._blocks_any(tx, row["id"]):
             tx.execute(
                 "UPDATE beads SET open_blockers = open_blockers + 1 WHERE id IN "
                 "(SELECT bead_id FROM deps WHERE depends_on=? AND kind='blocks')",

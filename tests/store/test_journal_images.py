@@ -123,6 +123,28 @@ def test_reals_come_back_as_the_same_doubles_imaged_or_read_back() -> None:
     assert target.execute(ROWS).fetchall() == source.execute(ROWS).fetchall()
 
 
+def test_a_row_deleted_then_made_again_in_one_write_ends_as_made() -> None:
+    """A deletion is noted as such (nothing is read back for it); a later insert of the same rowid in the same
+    transaction replaces that note with its image, and a later deletion of an inserted row wins likewise."""
+    source, target = _pair()
+    target.execute("INSERT INTO things (id, name) VALUES (1, 'old'), (2, 'kept')")
+    source.execute("INSERT INTO things (id, name) VALUES (1, 'old'), (2, 'kept')")
+    source.execute("COMMIT")
+    source.execute("BEGIN")
+    jr.drain(source)
+    source.execute("DELETE FROM things WHERE id = 1")
+    source.execute("INSERT INTO things (id, name) VALUES (1, 'new')")
+    source.execute("INSERT INTO things (id, name) VALUES (3, 'brief')")
+    source.execute("DELETE FROM things WHERE id IN (2, 3)")
+    changes = jr.drain(source)
+    source.execute("COMMIT")
+    assert [(t, rid, None if row is None else json.loads(row)["name"]) for t, rid, row in changes] == [
+        ("things", 1, "new"), ("things", 2, None), ("things", 3, None),
+    ]  # fmt: skip
+    _replay(target, jr.encode(2, "2026-01-01T00:00:00.000000Z", changes))
+    assert target.execute(ROWS).fetchall() == source.execute(ROWS).fetchall() == [(1, 1, "new", None, None, None)]
+
+
 def test_a_rolled_back_write_leaves_nothing_to_drain() -> None:
     source, _ = _pair()
     source.execute("INSERT INTO things (name) VALUES ('never')")
