@@ -2,12 +2,15 @@
 on the same stack (uvicorn + httpx2, `serving.run`), same run, interleaved; CPU per request of both; then 50
 concurrent streams through the gateway.
 
-Run: `.venv/bin/python benchmarks/bench_gateway.py [--requests 400] [--streams 50] [--rounds 10] [--before DIR]`.
+Run: `.venv/bin/python benchmarks/bench_gateway.py [--requests 400] [--streams 50] [--rounds 10] [--before DIR]
+[--unmetered]`.
 The stand-in, the bare proxy and the gateway each run as their own uvicorn subprocess (CPU read from /proc); all
 traffic is on loopback. "Added" is p50 through a proxy minus p50 straight to the stand-in; the ratio is the
 gateway's added latency (and CPU per request) over the bare proxy's. `--before DIR` adds a gateway served from
 another copy of the source (e.g. `git archive HEAD~3 | tar -x -C DIR`), with a town of its own, to the same
-interleaved run: before and after under the same load. Writes benchmarks/results/bench_gateway.json.
+interleaved run: before and after under the same load. `--unmetered` adds the gateway with its two store writes
+taken out (never a way to run it: a bound on what metering leaves to gain). Writes
+benchmarks/results/bench_gateway.json.
 """
 
 from __future__ import annotations
@@ -38,11 +41,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve_gateway(town_dir: str, port: int, upstream: str) -> None:
-    """Child process: one town store, one gateway app, uvicorn (from the source on PYTHONPATH with `--before`)."""
+def serve_gateway(town_dir: str, port: int, upstream: str, unmetered: bool = False) -> None:
+    """Child process: one town store, one gateway app, uvicorn (from the source on PYTHONPATH with `--before`).
+    `unmetered`: a measuring instrument, never a gateway to run: the same app with its two store writes taken
+    out (the reservation made in memory, the usage row built and dropped), to show what the rest costs."""
     from gastown_mcp import assemble, serving
     from gastown_mcp.config import load_settings
     from gastown_mcp.gateway import build_gateway
+
+    if unmetered:
+        from gastown_mcp.gateway import app as proxy_module
+        from gastown_mcp.town.budgets import Reservation
+
+        async def no_write(self: Any, write: Any) -> Any:
+            if write.func.__name__ == "_reserve":
+                agent, model, estimate = write.args
+                return Reservation(id=None, agent=agent.name, rig=agent.rig, model=model, tokens=estimate.tokens,
+                                   usd=estimate.usd)  # fmt: skip
+            return self.budgets.usage_row(*write.args, **write.keywords)
+
+        proxy_module.MessagesProxy._write = no_write
 
     env = {"GASTOWN_GATEWAY__UPSTREAMS": json.dumps({"standin": {"base_url": upstream}})}
     settings = load_settings(town_dir, env={**env, "GASTOWN_GATEWAY__DEFAULT_UPSTREAM": "standin"})
@@ -206,6 +224,11 @@ async def run(args: argparse.Namespace) -> None:
         "gateway": (f"http://127.0.0.1:{gp}", gw_headers, gateway.pid),
     }
     children = [gateway, bare, standin]
+    if args.unmetered:
+        up_port, up_town = free_port(), new_town()[0]
+        unmetered = subprocess.Popen([py, me, "--serve-unmetered", up_town, str(up_port), upstream], cwd=ROOT)
+        children.insert(0, unmetered)
+        targets["unmetered"] = (f"http://127.0.0.1:{up_port}", gw_headers, unmetered.pid)
     if args.before:
         fp, env = free_port(), {**os.environ, "PYTHONPATH": str(Path(args.before).resolve())}
         before_town, before_key = new_town(env)
@@ -233,6 +256,13 @@ async def run(args: argparse.Namespace) -> None:
                     "cpu_ms_per_request": per_req,
                     "cpu_ratio": per_req["gateway"] / per_req["bare"] if per_req["bare"] > 0 else None,
                 }
+                if "unmetered" in targets:
+                    results[label]["unmetered_added_ratio"] = (
+                        added["unmetered"] / added["bare"] if added["bare"] > 0 else None
+                    )
+                    results[label]["unmetered_cpu_ratio"] = (
+                        per_req["unmetered"] / per_req["bare"] if per_req["bare"] else None
+                    )
                 if "before" in targets:
                     results[label]["before_added_ratio"] = (
                         added["before"] / added["bare"] if added["bare"] > 0 else None
@@ -251,6 +281,12 @@ async def run(args: argparse.Namespace) -> None:
                 f"gateway +{added['gateway']:.2f} ms (x{ratio or float('nan'):.2f}) | CPU per request: bare "
                 f"{cpu['bare']:.2f} ms, gateway {cpu['gateway']:.2f} ms (x{cratio or float('nan'):.2f})"
             )
+            if "unmetered" in targets:
+                print(
+                    f"  {'':12s} unmetered (--unmetered): added +{added['unmetered']:.2f} ms "
+                    f"(x{r['unmetered_added_ratio'] or float('nan'):.2f}), CPU per request {cpu['unmetered']:.2f} ms "
+                    f"(x{r['unmetered_cpu_ratio'] or float('nan'):.2f})"
+                )
             if "before" in targets:
                 print(
                     f"  {'':12s} before (--before): added +{added['before']:.2f} ms "
@@ -297,8 +333,8 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) == 5 and sys.argv[1] == "--serve-gateway":
-        serve_gateway(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    if len(sys.argv) == 5 and sys.argv[1] in ("--serve-gateway", "--serve-unmetered"):
+        serve_gateway(sys.argv[2], int(sys.argv[3]), sys.argv[4], unmetered=sys.argv[1] == "--serve-unmetered")
         return
     if len(sys.argv) == 4 and sys.argv[1] == "--make-town":
         from gastown_mcp import assemble
@@ -320,6 +356,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--no-budget", dest="budget", action="store_false", help="no budget rows (still reserves)")
     parser.add_argument("--before", help="a copy of earlier source to serve a second gateway from, same run")
+    parser.add_argument(
+        "--unmetered",
+        action="store_true",
+        help="add the same gateway with its two store writes taken out (a bound: what the rest of the path costs)",
+    )
     asyncio.run(run(parser.parse_args()))
 
 

@@ -69,15 +69,18 @@ def capture_sql(conn: sqlite3.Connection) -> list[str]:
         "PRIMARY KEY (tbl, rid)) WITHOUT ROWID"
     ]
     for table in captured_tables(conn):
-        cols = [r[1] for r in conn.execute(f"PRAGMA main.table_info({_quote(table)})").fetchall()]
+        info = conn.execute(f"PRAGMA main.table_info({_quote(table)})").fetchall()
         q, lit = _quote(table), _literal(table)
-        values = [f"NEW.{_quote(c)}" for c in cols]
-        unfit = " OR ".join(f"typeof({v}) = 'blob' OR (typeof({v}) = 'real' AND NOT {_exact_real(v)})" for v in values)
-        fields = ", ".join(
-            f"{_literal(c)}, CASE WHEN typeof({v}) = 'real' THEN json({_digits(v)}) ELSE {v} END"
-            for c, v in zip(cols, values, strict=True)
-        )
-        image = f"CASE WHEN {unfit} THEN NULL ELSE json_object({fields}) END"
+        unfit, fields = [], []
+        for _, col, declared, *_ in info:
+            v = f"NEW.{_quote(col)}"
+            if _text_affinity(declared):  # holds text, NULL or a BLOB, never a REAL
+                unfit.append(f"typeof({v}) = 'blob'")
+                fields.append(f"{_literal(col)}, {v}")
+            else:
+                unfit.append(f"typeof({v}) = 'blob' OR (typeof({v}) = 'real' AND NOT {_exact_real(v)})")
+                fields.append(f"{_literal(col)}, CASE WHEN typeof({v}) = 'real' THEN json({_digits(v)}) ELSE {v} END")
+        image = f"CASE WHEN {' OR '.join(unfit)} THEN NULL ELSE json_object({', '.join(fields)}) END"
         note = f"INSERT OR REPLACE INTO {CAPTURE} (tbl, rid, image) VALUES ({lit}"
         triggers = {
             "i": f"AFTER INSERT ON main.{q} BEGIN {note}, NEW.rowid, {image}); END",
@@ -88,6 +91,13 @@ def capture_sql(conn: sqlite3.Connection) -> list[str]:
         }
         out += [f"CREATE TEMP TRIGGER {_quote(f'_cap_{table}_{k}')} {body}" for k, body in triggers.items()]
     return out
+
+
+def _text_affinity(declared: str | None) -> bool:
+    """Whether a column declared as `declared` has TEXT affinity (SQLite's rule: no INT in the name, and CHAR,
+    CLOB or TEXT): a number stored there becomes text."""
+    t = (declared or "").upper()
+    return "INT" not in t and any(k in t for k in ("CHAR", "CLOB", "TEXT"))
 
 
 def _digits(value: str) -> str:

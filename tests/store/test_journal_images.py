@@ -112,6 +112,7 @@ def test_reals_come_back_as_the_same_doubles_imaged_or_read_back() -> None:
     values += [v for v in (struct.unpack("<d", rng.randbytes(8))[0] for _ in range(300)) if math.isfinite(v)]
     source.executemany("INSERT INTO prices (name, cost) VALUES ('p', ?)", [(v,) for v in values])
     source.execute("INSERT INTO things (name, score) VALUES ('r', 0.30000000000000004)")
+    source.execute("INSERT INTO things (name, n) VALUES (x'0102', 2.5)")  # bytes in TEXT, a REAL in INTEGER
     changes = jr.drain(source)
     source.execute("COMMIT")
     kinds = {type(row) for _, _, row in changes}
@@ -121,6 +122,7 @@ def test_reals_come_back_as_the_same_doubles_imaged_or_read_back() -> None:
     assert bits[0] == bits[1] and len(bits[1]) == len(values)
     assert [r[3] for r in target.execute(PRICES)] == values  # -0.0 == 0.0: SQLite keeps no sign of zero
     assert target.execute(ROWS).fetchall() == source.execute(ROWS).fetchall()
+    assert target.execute("SELECT name, n FROM things WHERE rowid = 2").fetchone() == (b"\x01\x02", 2.5)
 
 
 def test_a_row_deleted_then_made_again_in_one_write_ends_as_made() -> None:
