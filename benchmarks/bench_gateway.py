@@ -225,10 +225,11 @@ async def run(args: argparse.Namespace) -> None:
     }
     children = [gateway, bare, standin]
     if args.unmetered:
-        up_port, up_town = free_port(), new_town()[0]
+        (up_town, up_key), up_port = new_town(), free_port()
         unmetered = subprocess.Popen([py, me, "--serve-unmetered", up_town, str(up_port), upstream], cwd=ROOT)
         children.insert(0, unmetered)
-        targets["unmetered"] = (f"http://127.0.0.1:{up_port}", gw_headers, unmetered.pid)
+        up_headers = {"x-api-key": up_key, "anthropic-version": "2023-06-01"}
+        targets["unmetered"] = (f"http://127.0.0.1:{up_port}", up_headers, unmetered.pid)
     if args.before:
         fp, env = free_port(), {**os.environ, "PYTHONPATH": str(Path(args.before).resolve())}
         before_town, before_key = new_town(env)

@@ -122,3 +122,28 @@ def test_the_gateways_own_writes_keep_the_cache_and_any_other_write_drops_it(sto
     with pytest.raises(AssertionError):  # the counting reader finds no agent for a revoked key
         reads.agent(key)
     assert counting.reads == 5
+
+
+def test_one_check_a_request_made_with_its_key_serves_its_admission(store: Store) -> None:
+    """`admission` reads as of the latest check on its thread (its request's `agent` call): one `PRAGMA
+    data_version` a request. A stop set after that check is seen by the next request's, not missed."""
+    key = store.agents.create("test", "polecat-1", Role.polecat, rig="web").gateway_key
+    stop: list[dict[str, Any] | None] = [None]
+    reads = GatewayReads(store.db, Counting(store).agent, lambda: stop[0], lambda agent, model: "anthropic")
+    checks: list[str] = []
+    store.db._nowait_conn().set_trace_callback(lambda sql: checks.append(sql) if "data_version" in sql else None)
+    for _ in range(3):
+        assert reads.agent(key).name == "polecat-1"
+        assert reads.admission("polecat-1", "scripted-standin") == (None, "anthropic")
+    assert len(checks) == 3
+
+    reads.agent(key)
+    other = Store(store.settings)
+    try:
+        stop[0] = {"by": "operator", "reason": "drill"}
+        other.health.set("operator", "estop", stop[0], Verb.town_estopped)  # another process's commit
+    finally:
+        other.close()
+    assert reads.admission("polecat-1", "scripted-standin") == (None, "anthropic")  # checked before the stop
+    reads.agent(key)
+    assert reads.admission("polecat-1", "scripted-standin") == (stop[0], "anthropic")

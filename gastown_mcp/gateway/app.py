@@ -16,6 +16,7 @@ always metered. Writes are committed (durable against a crash) before they count
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -382,30 +383,41 @@ async def _pump(
     response: httpx2.Response, receive: Receive, send: Send, meter: Meter, redactor: StreamRedactor
 ) -> tuple[bool, bytes]:
     """Copy SSE bytes through as they come, redacted; from the chunk that ends the message (`message_stop`)
-    on, hold them back so usage is settled first. Returns (client hung up, bytes held back)."""
-    gone = False
+    on, hold them back so usage is settled first. Returns (client hung up, bytes held back).
+
+    A hang-up is heard by a plain task reading `receive`, which cancels the copying (an anyio cancel scope, so
+    the upstream read stops at once): a fifth of what a task group costs a stream."""
     held = b""
-    async with anyio.create_task_group() as tg:
+    copying = True
+    with anyio.CancelScope() as scope:
 
-        async def watch() -> None:
-            nonlocal gone
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    gone = True
-                    tg.cancel_scope.cancel()
-                    return
+        def heard(task: asyncio.Task[None]) -> None:
+            if copying and not task.cancelled():
+                scope.cancel()
 
-        tg.start_soon(watch)
-        async for chunk in response.aiter_raw():
-            meter.feed(chunk)
-            out = redactor.feed(chunk)
-            if meter.finished or held:
-                held += out
-            elif out:
-                await send({"type": "http.response.body", "body": out, "more_body": True})
-        tg.cancel_scope.cancel()
+        watcher = asyncio.ensure_future(_hang_up(receive))
+        watcher.add_done_callback(heard)
+        try:
+            async for chunk in response.aiter_raw():
+                meter.feed(chunk)
+                out = redactor.feed(chunk)
+                if meter.finished or held:
+                    held += out
+                elif out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+        finally:
+            copying = False
+            watcher.cancel()
+    gone = watcher.done() and not watcher.cancelled()
+    if gone:
+        watcher.exception()  # a broken receive is a client gone too; retrieved, so not logged as lost
     return gone, held + redactor.flush()
+
+
+async def _hang_up(receive: Receive) -> None:
+    """Return when the client disconnects (uvicorn's `send` says nothing of it)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _body(response: httpx2.Response) -> bytes:

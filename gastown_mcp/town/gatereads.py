@@ -1,12 +1,12 @@
 """The reads a gateway makes on every request (the caller's agent by its virtual key, the emergency stop, the
 route), kept per thread and dropped the moment the store could answer any of them differently.
 
-The check is exact and costs one `PRAGMA data_version` on the thread's no-wait write connection: it changes
-whenever any other connection commits (another thread, the CLI, another process revoking a key, stopping the
-town, setting a route), and that connection's own writes show in its `total_changes`. The gateway's own
-writes (reservations, usage rows, budget totals, their events) change nothing kept here, so after one of them
-the gateway re-blesses the cache (`wrote`) instead of dropping it; only a change made in between by nothing
-else on that connection is forgiven, so nothing else slips through.
+The check is exact and costs one `PRAGMA data_version` a request (made with its key) on the thread's no-wait
+write connection: it changes whenever any other connection commits (another thread, the CLI, another process
+revoking a key, stopping the town, setting a route), and that connection's own writes show in its
+`total_changes`. The gateway's own writes (reservations, usage rows, budget totals, their events) change nothing
+kept here, so after one of them the gateway re-blesses the cache (`wrote`) instead of dropping it; only a change
+made in between by nothing else on that connection is forgiven, so nothing else slips through.
 """
 
 from __future__ import annotations
@@ -45,8 +45,13 @@ class GatewayReads:
         return agent
 
     def admission(self, agent: str, model: str) -> tuple[dict[str, Any] | None, str | None]:
-        """The emergency stop in force (or None) and the upstream name for this agent and model."""
-        kept = self._fresh()
+        """The emergency stop in force (or None) and the upstream name for this agent and model, as of this
+        thread's latest check: the one its request's `agent` call made, or a later request's (one check a request,
+        at its key; a change made while a body is read is seen by the next request, as one made a moment after
+        an admission always was). A thread that never checked checks now."""
+        kept = self._local.__dict__.get("kept")
+        if kept is None:
+            kept = self._fresh()
         if _STOP not in kept:
             kept[_STOP] = self._frozen()
         route = (agent, model)
