@@ -60,7 +60,7 @@ def serve_gateway(town_dir: str, port: int, upstream: str, unmetered: bool = Fal
                                    usd=estimate.usd)  # fmt: skip
             return self.budgets.usage_row(*write.args, **write.keywords)
 
-        proxy_module.MessagesProxy._write = no_write
+        proxy_module.MessagesProxy._write = no_write  # type: ignore[method-assign]  # this child only
 
     env = {"GASTOWN_GATEWAY__UPSTREAMS": json.dumps({"standin": {"base_url": upstream}})}
     settings = load_settings(town_dir, env={**env, "GASTOWN_GATEWAY__DEFAULT_UPSTREAM": "standin"})
