@@ -458,17 +458,12 @@ class BeadRepo:
             sets["closed_at"] = None
         was = _releases(old, row["merge_pending"])
         now = _releases(status.value, sets.get("merge_pending", row["merge_pending"]))
-        if now and not was and self._blocks_any(tx, row["id"]):
+        released = int(now) - int(was)  # 1: it stops blocking its dependents; -1: it blocks them again
+        if released and self._blocks_any(tx, row["id"]):
             tx.execute(
-                "UPDATE beads SET open_blockers = open_blockers - 1 WHERE id IN "
+                "UPDATE beads SET open_blockers = open_blockers - ? WHERE id IN "
                 "(SELECT bead_id FROM deps WHERE depends_on=? AND kind='blocks')",
-                (row["id"],),
-            )
-        elif was and not now and self._blocks_any(tx, row["id"]):
-            tx.execute(
-                "UPDATE beads SET open_blockers = open_blockers + 1 WHERE id IN "
-                "(SELECT bead_id FROM deps WHERE depends_on=? AND kind='blocks')",
-                (row["id"],),
+                (released, row["id"]),
             )
         cols = ", ".join(f"{k}=?" for k in sets)
         tx.execute(f"UPDATE beads SET {cols} WHERE id=?", (*sets.values(), row["id"]))

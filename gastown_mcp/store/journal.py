@@ -146,8 +146,6 @@ def drain(conn: sqlite3.Connection) -> list[Change]:
     for tbl, rid, image in touched:
         if image is None:
             missing.setdefault(tbl, []).append(rid)
-    if not missing:
-        return [(tbl, rid, Image(image) if image else None) for tbl, rid, image in touched]
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     for tbl, rids in missing.items():
         q = _quote(tbl)
