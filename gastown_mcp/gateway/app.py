@@ -280,9 +280,10 @@ class MessagesProxy:
 class JournalSyncer:
     """Makes the gateway's writes durable against power loss, and keeps the WAL's checkpoints off the event loop:
     a thread that wakes every `interval` seconds on its own clock and, when writes were made since, runs one
-    fdatasync of the journal; every `checkpoint_every` seconds it also runs a PASSIVE WAL checkpoint (the loop's
-    connection does not checkpoint: one that fell to a request's commit cost that request milliseconds). The
-    event loop never signals it: waking a thread costs the loop more than the write itself did."""
+    fdatasync of the journal; every `checkpoint_every` seconds it also checkpoints the WAL (the loop's connection
+    does not: one that fell to a request's commit cost that request milliseconds): PASSIVE, and RESTART when a
+    flood of writes kept the PASSIVE ones from ever catching up (`Database.checkpoint`), so the WAL stays
+    bounded. The event loop never signals it: waking a thread costs the loop more than the write itself did."""
 
     def __init__(
         self,

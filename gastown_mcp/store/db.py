@@ -32,6 +32,12 @@ from gastown_mcp.store import journal as jr
 from gastown_mcp.store.counts import recount
 
 BUSY_TIMEOUT_MS = 10_000
+# The WAL restarts from its start only at a write that begins after a checkpoint caught up with every frame.
+# Writers that never pause outrun a PASSIVE checkpoint, and the WAL then grows with every write; past this many
+# frames (16 MiB of 4 KiB pages) `checkpoint` runs a RESTART one, which holds writers off while it finishes.
+WAL_RESTART_FRAMES = 4096
+WAL_RESTART_WAIT_MS = 100  # how long that checkpoint waits for readers, holding writers off (then: next time)
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # a restarted WAL's file is cut back to this (`journal_size_limit`)
 
 
 class WriteLockTaken(Exception):
@@ -199,6 +205,7 @@ class Database:
             conn.execute(f"PRAGMA busy_timeout={0 if nowait else BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA temp_store=MEMORY")  # the capture's temp table: never a file
         except sqlite3.DatabaseError as exc:
@@ -335,11 +342,25 @@ class Database:
         if conn is not None:
             conn.execute(f"PRAGMA wal_autocheckpoint={1000 if on else 0}")
 
-    def checkpoint(self) -> None:
+    def checkpoint(self) -> int:
         """Copy the WAL's committed pages into the database file as far as readers allow, waiting for no one
-        (a PASSIVE checkpoint); cheap when there is nothing new."""
+        (a PASSIVE checkpoint; cheap when there is nothing new). When writers kept that from ever catching up
+        (the WAL is past `WAL_RESTART_FRAMES`), a RESTART checkpoint follows: it holds this process's writers
+        (queued on its lock) and other processes' (SQLite's) off while it copies what the PASSIVE one could not,
+        waits up to `WAL_RESTART_WAIT_MS` for readers, and so lets the next write start the WAL over. Returns
+        the frames the WAL held."""
+        conn = self.conn
         try:
-            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if frames < WAL_RESTART_FRAMES:
+                return int(frames)
+            with self._writer:
+                conn.execute(f"PRAGMA busy_timeout={WAL_RESTART_WAIT_MS}")
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                finally:
+                    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            return int(frames)
         except sqlite3.OperationalError as exc:
             raise StoreError(f"WAL checkpoint failed: {exc}; it is retried on the next one") from exc
 

@@ -389,7 +389,8 @@ class Budgets:
         self.db.autocheckpoint(on)
 
     def checkpoint(self) -> None:
-        """A PASSIVE WAL checkpoint from the calling thread (`Database.checkpoint`)."""
+        """A WAL checkpoint from the calling thread: PASSIVE, then RESTART if writers starved it
+        (`Database.checkpoint`)."""
         self.db.checkpoint()
 
     def refused(
