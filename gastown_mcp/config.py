@@ -351,7 +351,8 @@ class WitnessSection(_Section):
 
 
 class DogsSection(_Section):
-    """`[dogs]`: durability and health checks (integrity, backups, journal, disk, orphans, docker, gateway)."""
+    """`[dogs]`: durability and health checks (integrity, journal, WAL, backups, disk, orphans, docker,
+    gateway)."""
 
     durable: bool = Field(default=True, description="fdatasync the journal before a write is acknowledged")
     interval_seconds: float = Field(default=30.0, gt=0, description="time between dog ticks in `gastown up`")

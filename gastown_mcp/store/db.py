@@ -56,6 +56,16 @@ class Deferred:
     wrote: bool = False
 
 
+@dataclass(frozen=True)
+class WalCheckpoint:
+    """What `Database.checkpoint` found and did: the WAL's frames after its PASSIVE checkpoint, and whether the
+    RESTART checkpoint that followed let the WAL start over (None: none was needed or allowed; False: a reader
+    held a snapshot through its wait)."""
+
+    frames: int
+    restarted: bool | None
+
+
 def restore_hint(path: Path) -> str:
     """The exact command that rebuilds this town's database (newest verified backup + journal replay)."""
     return f"`gastown restore --town {path.parent}`"
@@ -342,27 +352,34 @@ class Database:
         if conn is not None:
             conn.execute(f"PRAGMA wal_autocheckpoint={1000 if on else 0}")
 
-    def checkpoint(self) -> int:
+    def checkpoint(self, *, restart: bool = True) -> WalCheckpoint:
         """Copy the WAL's committed pages into the database file as far as readers allow, waiting for no one
         (a PASSIVE checkpoint; cheap when there is nothing new). When writers kept that from ever catching up
-        (the WAL is past `WAL_RESTART_FRAMES`), a RESTART checkpoint follows: it holds this process's writers
-        (queued on its lock) and other processes' (SQLite's) off while it copies what the PASSIVE one could not,
-        waits up to `WAL_RESTART_WAIT_MS` for readers, and so lets the next write start the WAL over. Returns
-        the frames the WAL held."""
+        (the WAL is past `WAL_RESTART_FRAMES`) and `restart`, a RESTART checkpoint follows: it holds this
+        process's writers (queued on its lock) and other processes' (SQLite's) off while it copies what the
+        PASSIVE one could not, waits up to `WAL_RESTART_WAIT_MS` for readers, and so lets the next write start
+        the WAL over."""
         conn = self.conn
         try:
             _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            if frames < WAL_RESTART_FRAMES:
-                return int(frames)
+            if frames < WAL_RESTART_FRAMES or not restart:
+                return WalCheckpoint(int(frames), None)
             with self._writer:
                 conn.execute(f"PRAGMA busy_timeout={WAL_RESTART_WAIT_MS}")
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
                 finally:
                     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            return int(frames)
+            return WalCheckpoint(int(frames), not busy)
         except sqlite3.OperationalError as exc:
             raise StoreError(f"WAL checkpoint failed: {exc}; it is retried on the next one") from exc
+
+    def wal_bytes(self) -> int:
+        """The WAL file's size: its high-water mark since it was last cut back, not what it holds now."""
+        try:
+            return self.path.with_name(self.path.name + "-wal").stat().st_size
+        except FileNotFoundError:
+            return 0
 
     # -- reading and writing -----------------------------------------------------------------------
     def query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:

@@ -113,6 +113,31 @@ class JournalDog(Dog):
         return [finding]
 
 
+class WalDog(Dog):
+    """The WAL stays bounded whichever process writes: a checkpoint each tick, RESTART when writers kept the
+    PASSIVE ones from catching up (the gateway's own thread does the same every 0.5 s while it runs); yellow when
+    a reader held a snapshot through it (the WAL cannot start over while one does)."""
+
+    name = "wal"
+
+    def check(self) -> list[Finding]:
+        s = self.town.checkpoint_wal(self.me, restart=self.fix)
+        size = f"{s['frames']} frames, file {s['bytes'] / (1 << 20):.1f} MiB"
+        if s["restarted"] is False:
+            return [
+                Finding(
+                    self.name,
+                    "yellow",
+                    f"WAL not started over: {size}; a reader held its snapshot through the checkpoint",
+                    "a process holding one read open for long keeps the WAL growing: find it with "
+                    f"`fuser {self.town.settings.db_path}-wal` and restart it; the next tick tries again",
+                )
+            ]
+        if s["restarted"]:
+            return [Finding(self.name, "green", f"WAL {size}", fixed="checkpointed it so the WAL starts over")]
+        return [Finding(self.name, "green", f"WAL {size}")]
+
+
 class BackupDog(Dog):
     name = "backup"
 
@@ -237,6 +262,7 @@ class GatewayDog(Dog):
 DOGS: tuple[type[Dog], ...] = (
     IntegrityDog,
     JournalDog,
+    WalDog,
     BackupDog,
     DiskDog,
     OrphanDog,

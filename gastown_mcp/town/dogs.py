@@ -125,6 +125,13 @@ class DogsAPI(FleetAPI):
         state["backup_seq"] = newest[0].seq if newest else None
         return state
 
+    def checkpoint_wal(self, actor: Agent, *, restart: bool = True) -> dict[str, Any]:
+        """A WAL checkpoint (`Database.checkpoint`: PASSIVE, then RESTART when writers starved it and `restart`):
+        the frames the WAL held, whether it was let start over, and its file's size."""
+        self._require(actor, "town.admin", "checkpoint the database")
+        done = self._store.db.checkpoint(restart=restart)
+        return {"frames": done.frames, "restarted": done.restarted, "bytes": self._store.db.wal_bytes()}
+
     def compact(self, actor: Agent, at: float | None = None) -> dict[str, int]:
         """Move history past its retention out of the hot tables: exited agents to the archive table, usage
         rows into daily totals, events into compressed files under archive/. How many rows each moved."""

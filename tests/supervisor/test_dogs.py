@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ from fakes import FakeRuntime
 from gastown_mcp.config import DogsSection, SchedulerSection, Settings
 from gastown_mcp.models import Agent, AgentState, BeadStatus, Verb
 from gastown_mcp.store import Store
-from gastown_mcp.supervisor.dogs import Freezer, Kennel
+from gastown_mcp.store import db as db_mod
+from gastown_mcp.supervisor.dogs import Freezer, Kennel, WalDog
 from gastown_mcp.supervisor.reconciler import Reconciler
 from gastown_mcp.supervisor.witness import Witness
 from gastown_mcp.town import Town
@@ -118,6 +120,30 @@ def test_a_deleted_journal_is_noticed_and_a_backup_covers_what_it_held(
     fixed = {f.check: f for f in Kennel(dtown, doctor=True, fix=True).run()}
     assert fixed["journal"].fixed.startswith("took backup")
     assert {f.check: f.state for f in Kennel(dtown, doctor=True, fix=False).run()}["journal"] == "green"
+
+
+def test_the_wal_dog_starts_the_wal_over_and_says_when_a_reader_keeps_it_from_doing_so(
+    dtown: Town, operator: Agent, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db_mod, "WAL_RESTART_FRAMES", 64)
+    for i in range(40):
+        dtown.bead_create(operator, f"b{i}")
+    reader = sqlite3.connect(settings.db_path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM beads").fetchone()  # holds its snapshot through the dog's checkpoint
+    for i in range(40):
+        dtown.bead_create(operator, f"c{i}")
+    assert WalDog(dtown, fix=False).tick()[0].state == "green"  # doctor without --fix: only a PASSIVE checkpoint
+    [held] = WalDog(dtown).tick()
+    assert held.state == "yellow" and "a reader held its snapshot" in held.detail and "fuser" in held.todo
+    reader.execute("COMMIT")
+    reader.close()
+    [done] = WalDog(dtown).tick()
+    assert done.state == "green" and done.fixed
+    frames = dtown.checkpoint_wal(operator)["frames"]
+    dtown.bead_create(operator, "after")
+    assert dtown.checkpoint_wal(operator)["frames"] < min(frames, 64)  # the write started the WAL over
+    assert {f.check for f in Kennel(dtown, doctor=True).run()} >= {"wal", "journal"}
 
 
 def test_the_backup_dog_backs_up_when_due_and_keeps_verified_copies(dtown: Town, operator: Agent) -> None:
