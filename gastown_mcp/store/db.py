@@ -36,7 +36,7 @@ BUSY_TIMEOUT_MS = 10_000
 # Writers that never pause outrun a PASSIVE checkpoint, and the WAL then grows with every write; past this many
 # frames (16 MiB of 4 KiB pages) `checkpoint` runs a RESTART one, which holds writers off while it finishes.
 WAL_RESTART_FRAMES = 4096
-WAL_RESTART_WAIT_MS = 100  # how long that checkpoint waits for readers, holding writers off (then: next time)
+WAL_RESTART_WAIT_MS = 100  # its wait for a writer of another process, then for readers (writers held off meanwhile)
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # a restarted WAL's file is cut back to this (`journal_size_limit`)
 
 
@@ -60,7 +60,7 @@ class Deferred:
 class WalCheckpoint:
     """What `Database.checkpoint` found and did: the WAL's frames after its PASSIVE checkpoint, and whether the
     RESTART checkpoint that followed let the WAL start over (None: none was needed or allowed; False: a reader
-    held a snapshot through its wait)."""
+    held its snapshot, or another process's writer its lock, through the wait)."""
 
     frames: int
     restarted: bool | None

@@ -116,7 +116,7 @@ class JournalDog(Dog):
 class WalDog(Dog):
     """The WAL stays bounded whichever process writes: a checkpoint each tick, RESTART when writers kept the
     PASSIVE ones from catching up (the gateway's own thread does the same every 0.5 s while it runs); yellow when
-    a reader held a snapshot through it (the WAL cannot start over while one does)."""
+    a reader held its snapshot (or a writer its lock) through it: the WAL cannot start over while one does."""
 
     name = "wal"
 
@@ -128,8 +128,9 @@ class WalDog(Dog):
                 Finding(
                     self.name,
                     "yellow",
-                    f"WAL not started over: {size}; a reader held its snapshot through the checkpoint",
-                    "a process holding one read open for long keeps the WAL growing: find it with "
+                    f"WAL not started over: {size}; a reader held its snapshot (or a writer its lock) through "
+                    "the checkpoint",
+                    "a process holding one read or write open for long keeps the WAL growing: find it with "
                     f"`fuser {self.town.settings.db_path}-wal` and restart it; the next tick tries again",
                 )
             ]
