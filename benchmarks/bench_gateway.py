@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -206,6 +208,7 @@ async def run(args: argparse.Namespace) -> None:
     def new_town(env: dict[str, str] | None = None) -> tuple[str, str]:
         """A town made by the code that will serve it (`env`: the earlier source's), in a process of its own."""
         where = tempfile.mkdtemp(prefix="bench-town-")
+        atexit.register(shutil.rmtree, where, ignore_errors=True)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--make-town", where, "1" if args.budget else "0"]
         made_key = subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
         return where, made_key

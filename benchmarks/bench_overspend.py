@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,6 +45,7 @@ def new_town(limit: int) -> tuple[str, str]:
     from gastown_mcp.town import operator
 
     town_dir = tempfile.mkdtemp(prefix="bench-overspend-")
+    atexit.register(shutil.rmtree, town_dir, ignore_errors=True)
     town = assemble.open_town(load_settings(town_dir, env={}))
     key = town.agent_add(operator(), "polecat-1", "polecat", rig="web").gateway_key
     town.budget_set(operator(), "town", tokens=limit)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -74,6 +76,7 @@ def metered(town: str, env: dict[str, str] | None) -> int:
 async def flood(args: argparse.Namespace, upstream: str, env: dict[str, str] | None) -> dict[str, Any]:
     """One gateway (from the source `env` points at), a town of its own, the bursts back to back."""
     town = tempfile.mkdtemp(prefix="bench-wal-")
+    atexit.register(shutil.rmtree, town, ignore_errors=True)
     make = [sys.executable, GATEWAY, "--make-town", town, "1"]
     key = subprocess.run(make, env=env, cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
     port = free_port()
