@@ -145,6 +145,7 @@ class Database:
         self._all_lock = threading.Lock()
         self._nowait: set[sqlite3.Connection] = set()  # the connections made for `write(wait=False)`
         self._writer = threading.RLock()  # this process's writers queue here (see `write`)
+        self._restart_floor = 0  # after a RESTART held off: no other before the WAL doubles (`checkpoint`)
         self._deferred: ContextVar[Deferred | None] = ContextVar("gastown_deferred", default=None)
         self._unsynced = 0  # journal offset up to which `write(sync=False)` left lines for `sync()`
         # The journal's capture, per connection (temp triggers, see `journal.capture_sql`): the statements for the
@@ -358,11 +359,14 @@ class Database:
         (the WAL is past `WAL_RESTART_FRAMES`) and `restart`, a RESTART checkpoint follows: it holds this
         process's writers (queued on its lock) and other processes' (SQLite's) off while it copies what the
         PASSIVE one could not, waits up to `WAL_RESTART_WAIT_MS` for readers, and so lets the next write start
-        the WAL over."""
+        the WAL over. One held off by a long reader (a backup's copy) is not tried again before the WAL has
+        doubled, so such a reader costs the writers a few such waits, not one every call."""
         conn = self.conn
         try:
             _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            if frames < WAL_RESTART_FRAMES or not restart:
+            if frames < WAL_RESTART_FRAMES or frames < self._restart_floor // 2:
+                self._restart_floor = 0  # the WAL started over since one was held off
+            if not restart or frames < max(WAL_RESTART_FRAMES, self._restart_floor):
                 return WalCheckpoint(int(frames), None)
             with self._writer:
                 conn.execute(f"PRAGMA busy_timeout={WAL_RESTART_WAIT_MS}")
@@ -370,6 +374,7 @@ class Database:
                     busy, _, _ = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
                 finally:
                     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._restart_floor = 2 * frames if busy else 0
             return WalCheckpoint(int(frames), not busy)
         except sqlite3.OperationalError as exc:
             raise StoreError(f"WAL checkpoint failed: {exc}; it is retried on the next one") from exc

@@ -111,6 +111,39 @@ def test_the_wal_starts_over_when_something_kept_every_passive_checkpoint_from_c
     assert store.db.query_one("SELECT count(*) FROM messages")[0] == 12 * 41
 
 
+def test_a_restart_a_long_reader_held_off_is_not_tried_again_before_the_wal_doubles(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each RESTART that a reader holds off makes writers wait for it: a reader that stays (a backup copying a
+    large database) must not cost them that wait at every checkpoint."""
+    monkeypatch.setattr(db_mod, "WAL_RESTART_FRAMES", 64)
+    insert = "INSERT INTO messages (kind, sender, recipient, body, created_at) VALUES (?,?,?,?,?)"
+
+    def write(n: int) -> None:
+        for i in range(n):
+            with store.db.write(sync=False) as tx:
+                tx.conn.execute(insert, ("mail", "mayor", f"p{i}", "x" * 600, "2026-01-01T00:00:00Z"))
+
+    write(80)
+    reader = sqlite3.connect(store.db.path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM messages").fetchone()
+    write(10)
+    first = store.db.checkpoint()
+    assert first.restarted is False  # held off: it waited for the reader, writers held meanwhile
+    write(10)
+    assert store.db.checkpoint().restarted is None  # not again while the WAL is under twice that
+    write(200)
+    assert store.db.checkpoint().restarted is False  # doubled: tried again
+    reader.execute("COMMIT")
+    reader.close()
+    write(400)
+    done = store.db.checkpoint()
+    assert done.restarted is True
+    write(1)
+    assert store.db.checkpoint().frames < 64  # started over, and the next held-off one is tried at once again
+
+
 # -- maintained counts -----------------------------------------------------------------------------------------
 def _scanned(store: Store) -> dict[str, Any]:
     conn = store.db.conn
