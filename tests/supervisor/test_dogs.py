@@ -138,7 +138,7 @@ def test_the_wal_dog_starts_the_wal_over_and_says_when_a_reader_keeps_it_from_do
     assert held.state == "yellow" and "a reader held its snapshot" in held.detail and "fuser" in held.todo
     reader.execute("COMMIT")
     reader.close()
-    for i in range(200):  # a held-off RESTART is tried again once the WAL has doubled
+    for i in range(200):  # the WAL starts over by itself or doubles: either way a RESTART is tried again
         dtown.bead_create(operator, f"d{i}")
     [done] = WalDog(dtown).tick()
     assert done.state == "green" and done.fixed
