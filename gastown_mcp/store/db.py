@@ -379,10 +379,15 @@ class Database:
         except sqlite3.OperationalError as exc:
             raise StoreError(f"WAL checkpoint failed: {exc}; it is retried on the next one") from exc
 
+    @property
+    def wal_path(self) -> Path:
+        """SQLite's write-ahead log beside the database file."""
+        return self.path.with_name(self.path.name + "-wal")
+
     def wal_bytes(self) -> int:
         """The WAL file's size: its high-water mark since it was last cut back, not what it holds now."""
         try:
-            return self.path.with_name(self.path.name + "-wal").stat().st_size
+            return self.wal_path.stat().st_size
         except FileNotFoundError:
             return 0
 

@@ -385,7 +385,7 @@ class OverviewRepo:
         """Changes whenever anything is written: every write transaction appends to the journal (its size only
         grows until it is rotated, which changes its inode) and commits into the WAL."""
         stamp: list[int] = []
-        for path in (self.db.journal_path, self.db.path.with_name(self.db.path.name + "-wal")):
+        for path in (self.db.journal_path, self.db.wal_path):
             try:
                 st = path.stat() if path is not None else None
             except FileNotFoundError:

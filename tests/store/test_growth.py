@@ -79,7 +79,7 @@ def test_the_wal_starts_over_when_something_kept_every_passive_checkpoint_from_c
     the WAL back to its start."""
     monkeypatch.setattr(db_mod, "WAL_RESTART_FRAMES", 64)
     monkeypatch.setattr(db_mod, "WAL_RESTART_WAIT_MS", 10_000)  # the reader below lets go within it
-    wal = store.db.path.with_name(store.db.path.name + "-wal")
+    wal = store.db.wal_path
     insert = "INSERT INTO messages (kind, sender, recipient, body, created_at) VALUES (?,?,?,?,?)"
 
     def write(n: int) -> None:
