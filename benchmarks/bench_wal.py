@@ -4,11 +4,15 @@ The gateway (its own uvicorn process, as `bench_gateway.py` serves it, against t
 `--bursts` back-to-back bursts of `--streams` concurrent streaming requests, `--rounds` each, with no pause
 between bursts (a pause lets a PASSIVE checkpoint catch up and the WAL start over by itself). After each burst:
 the WAL file's size, its peak so far (polled every 50 ms), streams/s and the p50/p99 of a stream's time (a RESTART
-checkpoint holds writers off while it runs: its stalls would show there). `--before DIR` runs the same bursts,
+checkpoint holds writers off while it runs: its stalls would show there) and the journal's size. With
+`--journal-max-mb X`, the backup dog also ticks after each burst (in a process of its own, as `gastown up` ticks
+the dogs every 30 s), a backup taken a moment before so that only the journal's size can make it due.
+`--before DIR` runs the same bursts,
 after the first gateway has stopped, against a gateway served from another copy of the source (e.g. `git archive
 HEAD~3 | tar -x -C DIR`), with a town of its own. All traffic is on loopback. Every request must be metered.
 
 Run: .venv/bin/python benchmarks/bench_wal.py [--bursts 8] [--streams 50] [--rounds 10] [--before DIR]
+[--journal-max-mb X]
 Writes benchmarks/results/bench_wal.json.
 """
 
@@ -63,14 +67,29 @@ async def burst(url: str, headers: dict[str, str], streams: int, rounds: int) ->
 
 
 def metered(town: str, env: dict[str, str] | None) -> int:
-    """Usage rows' requests in `town`, read by the code that served it."""
+    """Usage rows' requests in `town`, read by the code that served it (`-P`: not the checkout in the working
+    directory, which `-c` would put first on the path, ahead of `--before`'s PYTHONPATH)."""
     code = (
         "import sys; from gastown_mcp import assemble; from gastown_mcp.config import load_settings; "
         "from gastown_mcp.town import operator; t = assemble.open_town(load_settings(sys.argv[1], env={})); "
         "print(sum(u.requests for u in t.usage(operator()))); t.close()"
     )
-    out = subprocess.run([sys.executable, "-c", code, town], env=env, cwd=ROOT, check=True, capture_output=True)
+    out = subprocess.run([sys.executable, "-P", "-c", code, town], env=env, cwd=ROOT, check=True, capture_output=True)
     return int(out.stdout.decode().strip())
+
+
+def backup_dog(town: str, env: dict[str, str] | None, journal_max_mb: float) -> int:
+    """One tick of the backup dog of `town` (the code `env` points at), with `journal_max_mb` as its bound and a
+    backup taken a moment ago (the interval not due): how many findings it made (1: it backed up)."""
+    code = (
+        "import sys, time; from gastown_mcp import assemble; from gastown_mcp.config import load_settings; "
+        "from gastown_mcp.supervisor.dogs import BackupDog; s = load_settings(sys.argv[1], env={}); "
+        "s = s.model_copy(update={'dogs': s.dogs.model_copy(update={'journal_max_mb': float(sys.argv[2])})}); "
+        "t = assemble.open_town(s); dog = BackupDog(t, interval=3600.0); dog._last = time.time(); "
+        "print(len(dog.tick())); t.close()"
+    )
+    args = [sys.executable, "-P", "-c", code, town, str(journal_max_mb)]
+    return int(subprocess.run(args, env=env, cwd=ROOT, check=True, capture_output=True).stdout.decode().strip())
 
 
 async def flood(args: argparse.Namespace, upstream: str, env: dict[str, str] | None) -> dict[str, Any]:
@@ -83,7 +102,7 @@ async def flood(args: argparse.Namespace, upstream: str, env: dict[str, str] | N
     serve = [sys.executable, GATEWAY, "--serve-gateway", town, str(port), upstream]
     gateway = subprocess.Popen(serve, env=env, cwd=ROOT)
     url, headers = f"http://127.0.0.1:{port}", {"x-api-key": key, "anthropic-version": "2023-06-01"}
-    wal = Path(town) / "town.db-wal"
+    wal, journal = Path(town) / "town.db-wal", Path(town) / "events.jsonl"
     peak, polling = 0, True
 
     async def poll() -> None:
@@ -100,16 +119,19 @@ async def flood(args: argparse.Namespace, upstream: str, env: dict[str, str] | N
         for n in range(args.bursts):
             failed, times, secs = await burst(url, headers, args.streams, args.rounds)
             size = wal.stat().st_size
+            backed_up = backup_dog(town, env, args.journal_max_mb) if args.journal_max_mb else 0
             bursts.append({
                 "burst": n, "failed": failed, "seconds": secs, "streams_per_s": len(times) / secs,
                 "p50_ms": pct(times, 50) * 1000, "p99_ms": pct(times, 99) * 1000,
                 "wal_mb": size / 1e6, "wal_peak_mb": max(peak, size) / 1e6,
+                "journal_mb": journal.stat().st_size / 1e6, "backed_up": bool(backed_up),
             })  # fmt: skip
             b = bursts[-1]
             print(
                 f"    burst {n + 1}: {len(times) - failed}/{len(times)} ok, {b['streams_per_s']:.0f} streams/s, "
                 f"stream p50 {b['p50_ms']:.0f} ms p99 {b['p99_ms']:.0f} ms, WAL {b['wal_mb']:.1f} MB "
-                f"(peak {b['wal_peak_mb']:.1f} MB)",
+                f"(peak {b['wal_peak_mb']:.1f} MB), journal {b['journal_mb']:.1f} MB"
+                + (" (the backup dog backed up)" if backed_up else ""),
                 flush=True,
             )
         polling = False
@@ -142,7 +164,8 @@ async def run(args: argparse.Namespace) -> None:
         last, first = r["bursts"][-1], r["bursts"][0]
         print(
             f"  {name}: WAL after burst 1 {first['wal_mb']:.1f} MB, after burst {len(r['bursts'])} "
-            f"{last['wal_mb']:.1f} MB; {r['metered_rows']} of {r['requests']} requests metered"
+            f"{last['wal_mb']:.1f} MB; journal {first['journal_mb']:.1f} -> {last['journal_mb']:.1f} MB; "
+            f"{r['metered_rows']} of {r['requests']} requests metered"
         )
     write_report("bench_wal", results, params=vars(args))
     bad = [n for n, r in results.items() if r["metered_rows"] != r["requests"] or any(b["failed"] for b in r["bursts"])]
@@ -156,6 +179,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--before", help="a copy of earlier source to serve a second gateway from, same run")
+    parser.add_argument("--journal-max-mb", type=float, default=0.0, help="tick the backup dog with this bound")
     asyncio.run(run(parser.parse_args()))
 
 

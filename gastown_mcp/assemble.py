@@ -64,13 +64,14 @@ def _had_database(settings: Settings) -> bool:
     )
 
 
-def restore_town(settings: Settings, backup: Path | None = None) -> dict[str, Any]:
-    """Rebuild the town database: newest verified backup (or `backup`) + journal replay from its sequence."""
+def restore_town(settings: Settings, backup: Path | None = None, *, journal: bool = True) -> dict[str, Any]:
+    """Rebuild the town database: newest verified backup (or `backup`) + journal replay from its sequence
+    (`journal` False: the named backup as it was)."""
     from dataclasses import asdict
 
     from gastown_mcp.store.backup import restore
 
-    report = restore(settings.db_path, settings.journal_path, settings.backups_dir, backup)
+    report = restore(settings.db_path, settings.journal_path, settings.backups_dir, backup, journal=journal)
     return asdict(report)
 
 

@@ -359,6 +359,11 @@ class DogsSection(_Section):
     integrity_interval_seconds: float = Field(default=3600.0, gt=0)
     backup_interval_seconds: float = Field(default=3600.0, gt=0)
     backup_keep: int = Field(default=24, ge=1, le=10_000, description="verified backups kept in backups/")
+    journal_max_mb: float = Field(
+        default=1024.0,
+        gt=0,
+        description="past this the backup dog backs up at once, and the journal keeps only what that backup lacks",
+    )
     disk_warn_mb: int = Field(default=2048, ge=0, description="free space under the town or Docker root: warn")
     disk_pause_mb: int = Field(default=1024, ge=0, description="... pause dispatch")
     disk_estop_mb: int = Field(default=256, ge=0, description="... emergency stop")

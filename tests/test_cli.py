@@ -17,7 +17,7 @@ from typer.testing import CliRunner, Result
 
 from gastown_mcp.cli import build_app
 from gastown_mcp.cli.town_cmds import follow_events
-from gastown_mcp.config import load_settings
+from gastown_mcp.config import JOURNAL_FILE, load_settings
 from gastown_mcp.follow import journal_changes
 from gastown_mcp.models import Event, Verb
 from gastown_mcp.store import Store
@@ -447,6 +447,44 @@ def test_backup_then_restore_brings_back_every_bead(gt: Any, town_dir: Path) -> 
     assert restored["replayed"] >= 1
     titles = {b["title"] for b in json.loads(gt("bead", "list", "--json").stdout)}
     assert titles == {"first", "second"}
+
+
+def test_a_journal_past_its_bound_is_backed_up_and_dropped_and_an_older_backup_restores_only_as_it_was(
+    gt: Any, town_dir: Path
+) -> None:
+    gt("bead", "create", "first")
+    first = json.loads(gt("backup", "--json").stdout)["path"]
+    with (town_dir / "town.toml").open("a") as toml:
+        toml.write("\n[dogs]\njournal_max_mb = 0.02\n")  # 20 KiB
+    for i in range(3):
+        gt("bead", "create", f"big {i}", "--description", "x" * 10_000)
+    journal = town_dir / JOURNAL_FILE
+    assert journal.stat().st_size > 20 * 1024
+    found = {f["check"]: f for f in json.loads(gt("doctor", "--json").stdout)}
+    assert found["backup"]["state"] == "yellow" and "past [dogs] journal_max_mb" in found["backup"]["detail"]
+    fixed = {f["check"]: f for f in json.loads(gt("doctor", "--fix", "--json").stdout)}
+    assert "past [dogs] journal_max_mb" in fixed["backup"]["fixed"]
+    assert journal.stat().st_size < 20 * 1024
+    gt("bead", "create", "after")
+
+    def titles() -> set[str]:
+        return {b["title"] for b in json.loads(gt("bead", "list", "--json").stdout)}
+
+    everything = {"first", "big 0", "big 1", "big 2", "after"}
+    assert titles() == everything
+    (town_dir / "town.db").unlink()
+    gt("restore")  # the newest backup and the journal after it: every write
+    assert titles() == everything
+    refused = gt("restore", first, ok=False)  # the journal no longer reaches back to the older one
+    assert refused.exit_code != 0 and "--without-journal" in " ".join(refused.stderr.split())
+    back = json.loads(gt("restore", first, "--without-journal", "--json").stdout)
+    assert titles() == {"first"} and back["replayed"] == 0
+    aside = [Path(p).name for p in back["moved_aside"]]  # the writes given up, kept, never replayed onto this
+    assert any(n.startswith(f"{JOURNAL_FILE}.after-") for n in aside) and any(n.startswith("after-") for n in aside)
+    gt("bead", "create", "went on from the older backup")
+    (town_dir / "town.db").unlink()
+    gt("restore")
+    assert titles() == {"first", "went on from the older backup"}
 
 
 def test_doctor_prints_a_table_and_fails_on_a_missing_database(gt: Any, town_dir: Path) -> None:

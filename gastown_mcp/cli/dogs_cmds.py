@@ -58,6 +58,14 @@ def restore(
     backup_path: Annotated[
         Path | None, typer.Argument(metavar="[BACKUP]", help="A backup file (default: the newest verified one).")
     ] = None,
+    without_journal: Annotated[
+        bool,
+        typer.Option(
+            "--without-journal",
+            help="Restore BACKUP as it was, replaying nothing: every write after it is lost (for a backup the "
+            "journal no longer reaches).",
+        ),
+    ] = False,
     town_dir: TownDir = None,
     as_json: Json = False,
 ) -> None:
@@ -65,7 +73,7 @@ def restore(
     settings = load_settings(find_town_dir(town_dir))
     if read_state(settings) is not None:
         raise Conflict("the town is running: stop it with `gastown down` before restoring its database")
-    report = assemble.restore_town(settings, backup_path)
+    report = assemble.restore_town(settings, backup_path, journal=not without_journal)
 
     def render(c: Console) -> None:
         src = report["backup"] or "an empty database (the journal holds the whole history)"

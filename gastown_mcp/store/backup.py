@@ -105,8 +105,9 @@ def integrity(path: Path, *, full: bool = True) -> list[str]:
     return [] if found == ["ok"] else found
 
 
-def backup(db: Database, dest: Path, *, keep: int = 24) -> BackupInfo:
-    """Copy the live database to `dest` online, verify the copy, keep the newest `keep` verified backups."""
+def backup(db: Database, dest: Path, *, keep: int = 24, journal_max_bytes: int | None = None) -> BackupInfo:
+    """Copy the live database to `dest` online, verify the copy, keep the newest `keep` verified backups, and
+    let the journal drop what they hold (`rotate_journal`)."""
     began = time.monotonic()
     dest.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.6f}"[1:].replace(".", "")
@@ -155,17 +156,23 @@ def backup(db: Database, dest: Path, *, keep: int = 24) -> BackupInfo:
     manifest.write_text(json.dumps(asdict(info), indent=1))
     _fsync_dir(dest)
     prune(dest, keep)
-    rotate_journal(db, dest)
+    rotate_journal(db, dest, journal_max_bytes)
     return info
 
 
-def rotate_journal(db: Database, dest: Path) -> int:
+def rotate_journal(db: Database, dest: Path, max_bytes: int | None = None) -> int:
     """Drop the journal records every kept verified backup already holds (restore from any of them still
     works); returns the bytes dropped. Done once they are half the journal and `TRIM_MIN_BYTES`, so the
-    records kept are rewritten about once per byte written and a small journal is left alone."""
+    records kept are rewritten about once per byte written and a small journal is left alone.
+
+    A journal past `max_bytes` (a flood of writes between backups) keeps only what the newest backup lacks:
+    restore from the newest still replays to the last write; an older backup restores to its own point only
+    (`restore(..., journal=False)`)."""
     kept = list_backups(dest)
     if not kept:
         return 0
+    if max_bytes is not None and db.journal_bytes() > max_bytes:
+        return db.trim_journal(kept[0].seq, min_fraction=0.0, min_bytes=0)
     return db.trim_journal(min(info.seq for info in kept), min_fraction=0.5, min_bytes=TRIM_MIN_BYTES)
 
 
@@ -203,14 +210,20 @@ def prune(dest: Path, keep: int) -> list[str]:
     return removed
 
 
-def restore(db_path: Path, journal_path: Path, dest: Path, chosen: Path | None = None) -> RestoreReport:
+def restore(
+    db_path: Path, journal_path: Path, dest: Path, chosen: Path | None = None, *, journal: bool = True
+) -> RestoreReport:
     """Rebuild `db_path` from a verified backup (newest, or `chosen`) plus the journal after its sequence number.
 
     A damaged database (and its -wal/-shm, which must never meet the restored file) is moved aside, not deleted.
-    Without any backup, a journal that starts at sequence 1 rebuilds the town from nothing.
+    Without any backup, a journal that starts at sequence 1 rebuilds the town from nothing. With `journal`
+    False, the chosen backup is restored as it was, nothing replayed: for one the journal no longer reaches,
+    accepting the loss of every write after it.
     """
     began = time.monotonic()
-    start = _pick(dest, chosen, journal_path)
+    if not journal and chosen is None:
+        raise StoreError("restoring without the journal needs the backup to restore named: `gastown restore BACKUP`")
+    start = _pick(dest, chosen, journal_path if journal else None)
     work = db_path.with_name(db_path.name + ".restoring")
     for suffix in ("", *SIDE_FILES):
         Path(str(work) + suffix).unlink(missing_ok=True)
@@ -218,7 +231,7 @@ def restore(db_path: Path, journal_path: Path, dest: Path, chosen: Path | None =
         shutil.copyfile(start.path, work)
     base_seq = start.seq if start is not None else 0
     Database(work).close()  # migrate (a backup may predate a migration) and install the capture triggers
-    replayed = replay(work, journal_path, base_seq)
+    replayed = replay(work, journal_path, base_seq) if journal else 0
     problems = integrity(work)
     if problems:
         raise StoreError(f"the restored database failed its integrity check ({problems[0]}); {work} is kept for study")
@@ -233,6 +246,8 @@ def restore(db_path: Path, journal_path: Path, dest: Path, chosen: Path | None =
     for suffix in SIDE_FILES:
         Path(str(work) + suffix).unlink(missing_ok=True)
     os.replace(work, db_path)
+    if not journal:
+        moved += _set_aside_after(journal_path, dest, base_seq, stamp)
     _fsync_dir(db_path.parent)
     conn = _connect(db_path)
     try:
@@ -250,15 +265,42 @@ def restore(db_path: Path, journal_path: Path, dest: Path, chosen: Path | None =
     )
 
 
-def _pick(dest: Path, chosen: Path | None, journal_path: Path) -> BackupInfo | None:
-    head = jr.head_seq(journal_path)
+def _set_aside_after(journal_path: Path, dest: Path, seq: int, stamp: str) -> list[str]:
+    """After a restore to sequence `seq` without the journal, what holds the writes given up: the journal and
+    the backups past `seq`, moved aside (never deleted) so that nothing ever replays them onto the restored
+    database, which goes on from `seq` in a new journal (starting with a rotation marker at `seq`)."""
+    moved = []
+    if journal_path.exists():
+        aside = journal_path.with_name(f"{journal_path.name}.after-{seq}-{stamp}")
+        os.replace(journal_path, aside)
+        moved.append(str(aside))
+    jr.start_after(journal_path, seq)
+    later = [info for info in list_backups(dest) if info.seq > seq]
+    if later:
+        folder = dest / f"after-{seq}-{stamp}"
+        folder.mkdir()
+        for info in later:
+            for path in (Path(info.path), Path(info.path).with_suffix(".json")):
+                os.replace(path, folder / path.name)
+        _fsync_dir(dest)
+        moved.append(str(folder))
+    return moved
+
+
+def _pick(dest: Path, chosen: Path | None, journal_path: Path | None) -> BackupInfo | None:
+    """The backup to start from; `journal_path` None: the chosen one, whatever the journal holds."""
+    head = jr.head_seq(journal_path) if journal_path is not None else 0
     if chosen is not None:
         manifest = Path(chosen).with_suffix(".json")
         if not manifest.exists():
             raise NotFound(f"{chosen} is not a verified backup (no {manifest.name} beside it); list them in {dest}")
         info = BackupInfo.load(manifest)
         if head and head > info.seq + 1:
-            raise StoreError(f"the journal starts at sequence {head}, after backup {chosen} (sequence {info.seq}) ends")
+            raise StoreError(
+                f"the journal starts at sequence {head}, after backup {chosen} (sequence {info.seq}) ends: writes "
+                f"{info.seq + 1}..{head - 1} exist nowhere. Restore the newest backup instead (`gastown restore`), or "
+                f"this one as it was, losing every write after it: `gastown restore {chosen} --without-journal`"
+            )
         return info
     backups = list_backups(dest)
     for info in backups:
@@ -266,8 +308,8 @@ def _pick(dest: Path, chosen: Path | None, journal_path: Path) -> BackupInfo | N
             if head and head > info.seq + 1:
                 raise StoreError(
                     f"the newest sound backup ({info.path}, sequence {info.seq}) is older than the journal's first "
-                    f"record ({head}): writes {info.seq + 1}..{head - 1} exist nowhere; restore it anyway with "
-                    f"`gastown restore {info.path}` and accept the loss"
+                    f"record ({head}): writes {info.seq + 1}..{head - 1} exist nowhere; restore it as it was, losing "
+                    f"every write after it, with `gastown restore {info.path} --without-journal`"
                 )
             return info
     if head <= 1:

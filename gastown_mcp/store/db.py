@@ -316,11 +316,19 @@ class Database:
             "db_seq": self.seq(),
             "journal": str(path) if path else None,
             "present": bool(path and path.exists()),
+            "bytes": self.journal_bytes(),
             "head_seq": jr.head_seq(path) if path else 0,
             "tail_seq": jr.tail_seq(path) if path else 0,
             "replaced": bool(self.journal and self.journal.replaced),
             "error": self.journal_error,
         }
+
+    def journal_bytes(self) -> int:
+        """The journal file's size (0 when there is none)."""
+        try:
+            return self.journal_path.stat().st_size if self.journal_path is not None else 0
+        except FileNotFoundError:
+            return 0
 
     def trim_journal(self, upto: int, *, min_fraction: float = 0.5, min_bytes: int = 0) -> int:
         """Drop the journal's records with seq <= `upto` once they are at least `min_fraction` of the file and

@@ -319,6 +319,14 @@ class Journal:
             self._fd = self._lock_fd = None
 
 
+def start_after(path: Path, seq: int) -> None:
+    """A new journal at `path` that holds every write after `seq` (none yet): its rotation marker alone, on disk."""
+    with open(path, "xb") as fh:
+        fh.write(_marker(seq))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def _marker(upto: int) -> bytes:
     return (json.dumps({"seq": upto, "rotated": True, "changes": []}, separators=(",", ":")) + "\n").encode()
 

@@ -20,6 +20,7 @@ from gastown_mcp.models import Agent, Role
 from gastown_mcp.town import Town, system_agent
 
 DOCKER_ROOT = Path("/var/lib/docker")
+MIB = 1 << 20
 
 
 @dataclass
@@ -140,17 +141,37 @@ class WalDog(Dog):
 
 
 class BackupDog(Dog):
+    """A verified backup every `backup_interval_seconds` when anything was written since the last one, and at
+    once (checked every tick) when a flood of writes took the journal past `journal_max_mb`: the journal then
+    drops what the new backup holds (`backup.rotate_journal`), so it stays bounded between backups too."""
+
     name = "backup"
+
+    def due(self) -> bool:
+        return super().due() or (self.fix and self._over() is not None)
+
+    def _over(self) -> str | None:
+        """Why the journal is too big, or None."""
+        size, cap = self.town.journal_state(self.me)["bytes"], self.town.settings.dogs.journal_max_mb
+        if size <= cap * MIB:
+            return None
+        return f"journal {size / MIB:.1f} MiB, past [dogs] journal_max_mb ({cap:g})"
 
     def check(self) -> list[Finding]:
         backups = self.town.backups(self.me)
         seq = self.town.journal_state(self.me)["db_seq"]
-        if backups and (self.doctor or backups[0].seq == seq):
+        over = self._over()
+        if over is None and backups and (self.doctor or backups[0].seq == seq):
             return [Finding(self.name, "green", f"{len(backups)} verified, newest at sequence {backups[0].seq}")]
         if self.doctor and not self.fix:
+            if over is not None:
+                return [Finding(self.name, "yellow", over, "`gastown backup`: the journal drops what it holds")]
             return [Finding(self.name, "yellow", "no verified backup yet", "`gastown backup`")]
         info = self.town.backup_now(self.me)
-        return [Finding(self.name, "green", f"backup at sequence {info.seq} in {info.seconds}s", fixed="backed up")]
+        fixed = "backed up"
+        if over is not None:
+            fixed += f" ({over}); the journal now {self.town.journal_state(self.me)['bytes'] / MIB:.1f} MiB"
+        return [Finding(self.name, "green", f"backup at sequence {info.seq} in {info.seconds}s", fixed=fixed)]
 
 
 class DiskDog(Dog):

@@ -151,7 +151,11 @@ class DogsAPI(FleetAPI):
         """Compact the history, then take a verified backup; the journal drops what every kept backup holds."""
         self._require(actor, "town.admin", "back up the town")
         self.compact(actor)
-        info = bk.backup(self._store.db, self.settings.backups_dir, keep=self.settings.dogs.backup_keep)
+        dogs = self.settings.dogs
+        info = bk.backup(
+            self._store.db, self.settings.backups_dir, keep=dogs.backup_keep,
+            journal_max_bytes=int(dogs.journal_max_mb * (1 << 20)),
+        )  # fmt: skip
         # A verified backup at the current sequence covers whatever the journal lost before it.
         if self._store.db.journal is not None:
             self._store.db.journal.replaced = False
