@@ -9,6 +9,7 @@ import threading
 import time
 from importlib.metadata import version
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from gastown_mcp.config import JOURNAL_FILE, load_settings
 from gastown_mcp.follow import journal_changes
 from gastown_mcp.models import Event, Verb
 from gastown_mcp.store import Store
+from gastown_mcp.store import backup as backup_module
 from gastown_mcp.town import Town
 
 
@@ -450,7 +452,7 @@ def test_backup_then_restore_brings_back_every_bead(gt: Any, town_dir: Path) -> 
 
 
 def test_a_journal_past_its_bound_is_backed_up_and_dropped_and_an_older_backup_restores_only_as_it_was(
-    gt: Any, town_dir: Path
+    gt: Any, town_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gt("bead", "create", "first")
     first = json.loads(gt("backup", "--json").stdout)["path"]
@@ -481,6 +483,14 @@ def test_a_journal_past_its_bound_is_backed_up_and_dropped_and_an_older_backup_r
     assert titles() == {"first"} and back["replayed"] == 0
     aside = [Path(p).name for p in back["moved_aside"]]  # the writes given up, kept, never replayed onto this
     assert any(n.startswith(f"{JOURNAL_FILE}.after-") for n in aside) and any(n.startswith("after-") for n in aside)
+    clock = SimpleNamespace(**{n: getattr(time, n) for n in ("monotonic", "time", "gmtime")})
+    clock.strftime = lambda fmt, t=None: back["moved_aside"][0].rsplit("damaged-", 1)[1]  # the same second
+    monkeypatch.setattr(backup_module, "time", clock)
+    again = json.loads(gt("restore", first, "--without-journal", "--json").stdout)
+    monkeypatch.undo()
+    assert len(set(back["moved_aside"] + again["moved_aside"])) == len(back["moved_aside"] + again["moved_aside"])
+    assert len(list(town_dir.glob(f"{JOURNAL_FILE}.after-*"))) == 2  # both kept, neither overwritten
+    assert len(list(town_dir.glob("town.db.damaged-*[0-9]"))) == 2  # and both databases it replaced
     gt("bead", "create", "went on from the older backup")
     (town_dir / "town.db").unlink()
     gt("restore")

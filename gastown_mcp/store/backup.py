@@ -237,10 +237,11 @@ def restore(
         raise StoreError(f"the restored database failed its integrity check ({problems[0]}); {work} is kept for study")
     moved = []
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    damaged = _unused(Path(f"{db_path}.damaged-{stamp}"), ("", *SIDE_FILES))
     for suffix in ("", *SIDE_FILES):
         old = Path(str(db_path) + suffix)
         if old.exists():
-            aside = Path(f"{db_path}.damaged-{stamp}{suffix}")
+            aside = Path(f"{damaged}{suffix}")
             os.replace(old, aside)
             moved.append(str(aside))
     for suffix in SIDE_FILES:
@@ -271,13 +272,13 @@ def _set_aside_after(journal_path: Path, dest: Path, seq: int, stamp: str) -> li
     database, which goes on from `seq` in a new journal (starting with a rotation marker at `seq`)."""
     moved = []
     if journal_path.exists():
-        aside = journal_path.with_name(f"{journal_path.name}.after-{seq}-{stamp}")
+        aside = _unused(journal_path.with_name(f"{journal_path.name}.after-{seq}-{stamp}"))
         os.replace(journal_path, aside)
         moved.append(str(aside))
     jr.start_after(journal_path, seq)
     later = [info for info in list_backups(dest) if info.seq > seq]
     if later:
-        folder = dest / f"after-{seq}-{stamp}"
+        folder = _unused(dest / f"after-{seq}-{stamp}")
         folder.mkdir()
         for info in later:
             for path in (Path(info.path), Path(info.path).with_suffix(".json")):
@@ -285,6 +286,16 @@ def _set_aside_after(journal_path: Path, dest: Path, seq: int, stamp: str) -> li
         _fsync_dir(dest)
         moved.append(str(folder))
     return moved
+
+
+def _unused(path: Path, suffixes: tuple[str, ...] = ("",)) -> Path:
+    """`path`, or `path-2`, `path-3` ...: the first name not taken with any of `suffixes` (so two restores in one
+    second keep both what each set aside)."""
+    n, found = 1, path
+    while any(Path(f"{found}{suffix}").exists() for suffix in suffixes):
+        n += 1
+        found = path.with_name(f"{path.name}-{n}")
+    return found
 
 
 def _pick(dest: Path, chosen: Path | None, journal_path: Path | None) -> BackupInfo | None:
