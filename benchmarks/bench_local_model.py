@@ -24,6 +24,7 @@ import httpx2
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import write_report
 
+from gastown_mcp.errors import NotFound
 from gastown_mcp.gateway import localmodel
 from gastown_mcp.serving import bind
 
@@ -104,7 +105,10 @@ def main() -> None:
         serve_gateway(town_dir, int(port), local_url, durable == "1")
         return
 
-    server, model = localmodel.locate()
+    try:
+        server, model = localmodel.locate()
+    except NotFound as exc:
+        raise SystemExit(f"cannot run: {exc}") from None
     with tempfile.TemporaryDirectory(prefix="bench-local-") as tmp:
         town_dir = Path(tmp) / "town"
         town_dir.mkdir()

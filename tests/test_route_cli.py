@@ -18,6 +18,7 @@ from waits import until
 
 from gastown_mcp.cli import build_app
 from gastown_mcp.config import load_settings
+from gastown_mcp.errors import GastownError
 from gastown_mcp.gateway import localmodel
 from gastown_mcp.models import Role
 from gastown_mcp.serving import bind
@@ -147,12 +148,42 @@ def test_model_serve_refuses_settings_it_cannot_serve(gt: Any, town_dir: Path) -
     assert "has no key_file" in gt("model", "serve", "--upstream", "keyed", code=2).stderr
 
 
+def test_model_serve_says_when_this_cpu_cannot_run_the_installed_server(
+    gt: Any, town_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16\n")  # AMD Zen 4
+    assert localmodel.cpu_lacks(cpuinfo=cpuinfo) == ["avx_vnni"]
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx_vnni amx_tile\n")
+    assert localmodel.cpu_lacks(cpuinfo=cpuinfo) == []
+    assert localmodel.cpu_lacks(cpuinfo=tmp_path / "absent") == []  # cannot tell: let it try
+    server, model = tmp_path / "llama-server", tmp_path / "model.gguf"
+    server.write_text("")
+    model.write_text("")
+    monkeypatch.setattr(localmodel, "find_server", lambda: server)
+    monkeypatch.setattr(localmodel, "find_model", lambda: model)
+    monkeypatch.setattr(localmodel, "cpu_lacks", lambda: ["avx_vnni"])
+    refused = gt("model", "serve", code=3).stderr
+    assert "avx_vnni instructions, which this CPU lacks" in " ".join(refused.split()) and "--server" in refused
+    assert localmodel.locate(server=server) == (server, model)  # one's own build is not second-guessed
+
+
+def test_a_model_server_that_dies_of_an_illegal_instruction_is_named_for_it(tmp_path: Path) -> None:
+    sock = bind()
+    port = sock.getsockname()[1]
+    sock.close()
+    spec = localmodel.LocalModel(Path(sys.executable), tmp_path / "m.gguf", tmp_path / "key", port=port)
+    dies = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGILL)"])
+    with pytest.raises(GastownError, match=r"illegal instruction \(SIGILL\).*--server PATH"):
+        localmodel.wait_ready(spec, dies, timeout=60)
+
+
 @pytest.mark.localmodel
 def test_model_serve_runs_a_keyed_local_server_until_it_is_stopped(town_dir: Path, tmp_path: Path) -> None:
     try:
         localmodel.locate()
     except Exception as exc:
-        pytest.skip(f"{exc} (the registry may no longer serve these pinned wheels)")
+        pytest.skip(str(exc))
     sock = bind()
     port = sock.getsockname()[1]
     sock.close()

