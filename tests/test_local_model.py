@@ -5,7 +5,8 @@ request went, event order, stop reasons, usage, keys), never the model's text.
 A recording pass-through sits between the gateway and the model server, so the tests see exactly what the
 gateway sent (headers) and what the server answered (its own usage). Skips with the reason when the pinned
 wheels are not installed (the registry no longer serves them) or this CPU cannot run the pinned server build
-(`localmodel.SERVER_CPU_FLAGS`); otherwise these tests must pass.
+(`localmodel.SERVER_CPU_FLAGS`) and none was built for it (`make localmodel-native`); otherwise these tests must
+pass.
 """
 
 from __future__ import annotations

@@ -157,15 +157,21 @@ def test_model_serve_says_when_this_cpu_cannot_run_the_installed_server(
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx_vnni amx_tile\n")
     assert localmodel.cpu_lacks(cpuinfo=cpuinfo) == []
     assert localmodel.cpu_lacks(cpuinfo=tmp_path / "absent") == []  # cannot tell: let it try
-    server, model = tmp_path / "llama-server", tmp_path / "model.gguf"
-    server.write_text("")
-    model.write_text("")
-    monkeypatch.setattr(localmodel, "find_server", lambda: server)
+    server, native, model = tmp_path / "llama-server", tmp_path / "llama-server-native", tmp_path / "model.gguf"
+    for path in (server, native, model):
+        path.write_text("")
+    built: dict[str, Path] = {"llama-server-vulkan": server}
+    monkeypatch.setattr(localmodel, "find_server", lambda name="llama-server-vulkan": built.get(name))
     monkeypatch.setattr(localmodel, "find_model", lambda: model)
     monkeypatch.setattr(localmodel, "cpu_lacks", lambda: ["avx_vnni"])
-    refused = gt("model", "serve", code=3).stderr
-    assert "avx_vnni instructions, which this CPU lacks" in " ".join(refused.split()) and "--server" in refused
+    refused = " ".join(gt("model", "serve", code=3).stderr.split())
+    assert "avx_vnni instructions, which this CPU lacks" in refused
+    assert "make localmodel-native" in refused and "--server" in refused
     assert localmodel.locate(server=server) == (server, model)  # one's own build is not second-guessed
+    built[localmodel.NATIVE_SERVER] = native  # `make localmodel-native` built one for this CPU: it is used
+    assert localmodel.locate() == (native, model)
+    monkeypatch.setattr(localmodel, "cpu_lacks", lambda: [])
+    assert localmodel.locate() == (server, model)  # where the pinned build runs, it is the one used
 
 
 def test_a_model_server_that_dies_of_an_illegal_instruction_is_named_for_it(tmp_path: Path) -> None:
@@ -174,7 +180,7 @@ def test_a_model_server_that_dies_of_an_illegal_instruction_is_named_for_it(tmp_
     sock.close()
     spec = localmodel.LocalModel(Path(sys.executable), tmp_path / "m.gguf", tmp_path / "key", port=port)
     dies = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGILL)"])
-    with pytest.raises(GastownError, match=r"illegal instruction \(SIGILL\).*--server PATH"):
+    with pytest.raises(GastownError, match=r"illegal instruction \(SIGILL\).*make localmodel-native.*--server PATH"):
         localmodel.wait_ready(spec, dies, timeout=60)
 
 

@@ -35,6 +35,9 @@ MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 # and Sapphire Rapids) the server dies of an illegal instruction at its first token. (Its AMX kernels run only
 # where the kernel grants AMX.) The flags as /proc/cpuinfo names them.
 SERVER_CPU_FLAGS = ("avx_vnni",)
+# llama-server built on this machine for its CPU (`make localmodel-native`), used where the pinned one cannot run.
+NATIVE_SERVER = "llama-server-native"
+NATIVE_HINT = "or build one for this CPU with `make localmodel-native` (llama.cpp from pinned source, about 8 minutes)"
 
 DEFAULT_PORT = 8767
 DEFAULT_ALIAS = "smollm2-135m"
@@ -77,12 +80,13 @@ class LocalModel:
         ]  # fmt: skip
 
 
-def find_server() -> Path | None:
-    """`llama-server-vulkan` beside this Python (the venv it was installed into), else on PATH."""
-    here = Path(sys.executable).parent / "llama-server-vulkan"
+def find_server(name: str = "llama-server-vulkan") -> Path | None:
+    """The program `name` beside this Python (the venv it was installed into), else on PATH: by default the
+    pinned wheel's server, or `NATIVE_SERVER`."""
+    here = Path(sys.executable).parent / name
     if here.is_file() and os.access(here, os.X_OK):
         return here
-    found = shutil.which("llama-server-vulkan")
+    found = shutil.which(name)
     return Path(found) if found else None
 
 
@@ -111,23 +115,27 @@ def cpu_lacks(flags: Iterable[str] = SERVER_CPU_FLAGS, cpuinfo: Path = Path("/pr
 
 def locate(server: Path | None = None, model: Path | None = None) -> tuple[Path, Path]:
     """The server program and model file to use, or `NotFound` saying how to install them, or that this CPU cannot
-    run the installed server (a `server` given is the caller's own build: it is not checked)."""
+    run the installed server. The pinned wheel's server where this CPU can run it, else one built here
+    (`NATIVE_SERVER`); a `server` given is the caller's own build: it is not checked."""
     for given in (server, model):
         if given is not None and not given.is_file():
             raise NotFound(f"{given} does not exist; leave the option out to use the installed one ({INSTALL_HINT})")
-    own = server is not None
-    server = server or find_server()
     model = model or find_model()
+    lacks: list[str] = []
+    if server is None:
+        server, lacks = find_server(), cpu_lacks()
+        native = find_server(NATIVE_SERVER)
+        if native is not None and (server is None or lacks):
+            server, lacks = native, []
     missing = [name for name, found in ((SERVER_PACKAGE, server), (MODEL_PACKAGE, model)) if found is None]
     if missing or server is None or model is None:
         raise NotFound(f"no local model server here: {', '.join(missing)} not installed; {INSTALL_HINT}")
-    lacks = [] if own else cpu_lacks()
     if lacks:
         raise NotFound(
             f"no local model server that runs on this CPU here: the installed {SERVER_PACKAGE} uses "
             f"{', '.join(lacks)} instructions, which this CPU lacks (it would die of an illegal instruction); run it "
-            "on a CPU that has them (Intel Alder Lake or Sapphire Rapids and later, AMD Zen 5), or pass --server "
-            "with a llama-server built for this machine"
+            f"on a CPU that has them (Intel Alder Lake or Sapphire Rapids and later, AMD Zen 5), {NATIVE_HINT}, or "
+            "pass --server with a llama-server built for this machine"
         )
     return server, model
 
@@ -162,7 +170,8 @@ def wait_ready(spec: LocalModel, process: subprocess.Popen[bytes] | None = None,
             if process.returncode == -signal.SIGILL:
                 raise GastownError(
                     "the local model server died of an illegal instruction (SIGILL) before it was ready: its build "
-                    "uses CPU instructions this machine lacks; use a llama-server built for this CPU (--server PATH)"
+                    f"uses CPU instructions this machine lacks; {NATIVE_HINT.removeprefix('or ')}, or pass a "
+                    "llama-server built for this CPU (--server PATH)"
                 )
             raise GastownError(f"the local model server exited with {process.returncode} before it was ready")
         try:
