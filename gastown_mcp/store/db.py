@@ -316,7 +316,6 @@ class Database:
             "db_seq": self.seq(),
             "journal": str(path) if path else None,
             "present": bool(path and path.exists()),
-            "bytes": self.journal_bytes(),
             "head_seq": jr.head_seq(path) if path else 0,
             "tail_seq": jr.tail_seq(path) if path else 0,
             "replaced": bool(self.journal and self.journal.replaced),

@@ -123,7 +123,7 @@ class WalDog(Dog):
 
     def check(self) -> list[Finding]:
         s = self.town.checkpoint_wal(self.me, restart=self.fix)
-        size = f"{s['frames']} frames, file {s['bytes'] / (1 << 20):.1f} MiB"
+        size = f"{s['frames']} frames, file {s['bytes'] / MIB:.1f} MiB"
         if s["restarted"] is False:
             return [
                 Finding(
@@ -152,7 +152,7 @@ class BackupDog(Dog):
 
     def _over(self) -> str | None:
         """Why the journal is too big, or None."""
-        size, cap = self.town.journal_state(self.me)["bytes"], self.town.settings.dogs.journal_max_mb
+        size, cap = self.town.journal_bytes(self.me), self.town.settings.dogs.journal_max_mb
         if size <= cap * MIB:
             return None
         return f"journal {size / MIB:.1f} MiB, past [dogs] journal_max_mb ({cap:g})"
@@ -170,7 +170,7 @@ class BackupDog(Dog):
         info = self.town.backup_now(self.me)
         fixed = "backed up"
         if over is not None:
-            fixed += f" ({over}); the journal now {self.town.journal_state(self.me)['bytes'] / MIB:.1f} MiB"
+            fixed += f" ({over}); the journal now {self.town.journal_bytes(self.me) / MIB:.1f} MiB"
         return [Finding(self.name, "green", f"backup at sequence {info.seq} in {info.seconds}s", fixed=fixed)]
 
 
@@ -183,7 +183,7 @@ class DiskDog(Dog):
         for where in (self.town.settings.town_dir, DOCKER_ROOT):
             if not where.exists():
                 continue
-            free_mb = shutil.disk_usage(where).free // (1 << 20)
+            free_mb = shutil.disk_usage(where).free // MIB
             detail = f"{free_mb} MiB free under {where}"
             if free_mb < cfg.disk_estop_mb:
                 self.town.estop(self.me, f"disk: {detail}")

@@ -125,6 +125,11 @@ class DogsAPI(FleetAPI):
         state["backup_seq"] = newest[0].seq if newest else None
         return state
 
+    def journal_bytes(self, actor: Agent) -> int:
+        """The journal file's size: a stat, cheap enough for every dogs tick (`journal_state` reads its ends)."""
+        self._require(actor, "town.status", "check the journal")
+        return self._store.db.journal_bytes()
+
     def checkpoint_wal(self, actor: Agent, *, restart: bool = True) -> dict[str, Any]:
         """A WAL checkpoint (`Database.checkpoint`: PASSIVE, then RESTART when writers starved it and `restart`):
         the frames the WAL held, whether it was let start over, and its file's size."""
