@@ -66,16 +66,21 @@ async def burst(url: str, headers: dict[str, str], streams: int, rounds: int) ->
         return failed, times, time.perf_counter() - t0
 
 
+def run_code(code: str, env: dict[str, str] | None, *args: str) -> int:
+    """Run `code` with the source `env` points at (`-P`: not the checkout in the working directory, which `-c`
+    would put first on the path, ahead of `--before`'s PYTHONPATH); the number it prints."""
+    out = subprocess.run([sys.executable, "-P", "-c", code, *args], env=env, cwd=ROOT, check=True, capture_output=True)
+    return int(out.stdout.decode().strip())
+
+
 def metered(town: str, env: dict[str, str] | None) -> int:
-    """Usage rows' requests in `town`, read by the code that served it (`-P`: not the checkout in the working
-    directory, which `-c` would put first on the path, ahead of `--before`'s PYTHONPATH)."""
+    """Usage rows' requests in `town`, read by the code that served it."""
     code = (
         "import sys; from gastown_mcp import assemble; from gastown_mcp.config import load_settings; "
         "from gastown_mcp.town import operator; t = assemble.open_town(load_settings(sys.argv[1], env={})); "
         "print(sum(u.requests for u in t.usage(operator()))); t.close()"
     )
-    out = subprocess.run([sys.executable, "-P", "-c", code, town], env=env, cwd=ROOT, check=True, capture_output=True)
-    return int(out.stdout.decode().strip())
+    return run_code(code, env, town)
 
 
 def backup_dog(town: str, env: dict[str, str] | None, journal_max_mb: float) -> int:
@@ -88,8 +93,7 @@ def backup_dog(town: str, env: dict[str, str] | None, journal_max_mb: float) -> 
         "t = assemble.open_town(s); dog = BackupDog(t, interval=3600.0); dog._last = time.time(); "
         "print(len(dog.tick())); t.close()"
     )
-    args = [sys.executable, "-P", "-c", code, town, str(journal_max_mb)]
-    return int(subprocess.run(args, env=env, cwd=ROOT, check=True, capture_output=True).stdout.decode().strip())
+    return run_code(code, env, town, str(journal_max_mb))
 
 
 async def flood(args: argparse.Namespace, upstream: str, env: dict[str, str] | None) -> dict[str, Any]:
